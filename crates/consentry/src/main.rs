@@ -1,0 +1,41 @@
+//! `consentry`: the command-line front of the consentry crates.
+//!
+//! This binary only parses arguments, reads files and prints; the work is
+//! done by the library crates (`consentry-pdq`, `consentry-media`,
+//! `consentry-index`).
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod hash_cmd;
+mod match_cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "consentry", version, about = "Hash images and match them against protected hashes", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compute PDQ hashes of image files (nothing leaves this machine).
+    Hash(hash_cmd::HashArgs),
+    /// Match hashes against a list of hashes, offline.
+    Match(match_cmd::MatchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Hash(args) => hash_cmd::run(args),
+        Command::Match(args) => match_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("consentry: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
