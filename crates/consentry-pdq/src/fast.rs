@@ -21,7 +21,7 @@
 //! single-precision additions, subtractions and divisions as in the
 //! reference, so the result is identical, not merely close.
 
-use crate::{decimation_index, luma_of, ImageRef, WINDOW_DIVISOR};
+use crate::{decimation_index, luma_of, window_size, ImageRef};
 
 const LANES: usize = 8;
 type Lanes = [f32; LANES];
@@ -302,8 +302,8 @@ fn downsample_64_generic(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 
         }
         return out;
     }
-    let row_phases = Phases::new(w, w.div_ceil(WINDOW_DIVISOR));
-    let col_phases = Phases::new(h, h.div_ceil(WINDOW_DIVISOR));
+    let row_phases = Phases::new(w, window_size(w));
+    let col_phases = Phases::new(h, window_size(h));
     let sample_cols = sample_positions(w);
     let sample_rows = sample_positions(h);
 

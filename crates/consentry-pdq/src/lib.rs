@@ -247,15 +247,22 @@ impl PdqDihedral {
 ///
 /// One `Hasher` per thread; it is cheap to create but holds a buffer the size
 /// of the largest image it has hashed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hasher {
     bufs: fast::Buffers,
+    dct: Box<DctMatrix>,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::new()
+    }
 }
 
 impl Hasher {
     /// A new hasher with empty buffers.
     pub fn new() -> Self {
-        Hasher::default()
+        Hasher { bufs: fast::Buffers::default(), dct: dct_matrix() }
     }
 
     /// The PDQ hash and quality of an image.
@@ -282,7 +289,7 @@ impl Hasher {
             return None;
         }
         let b64 = fast::downsample_64(img, &mut self.bufs);
-        Some((dct64_to_16(&b64), quality_metric(&b64)))
+        Some((dct64_to_16(&self.dct, &b64), quality_metric(&b64)))
     }
 }
 
@@ -332,26 +339,32 @@ fn quality_metric(b: &[[f32; 64]; 64]) -> u8 {
     (sum / 90).min(100) as u8
 }
 
-/// Rows 1..=16 of the 64-point DCT-II matrix, as the reference builds it.
-fn dct_matrix() -> &'static [[f32; 64]; 16] {
-    use std::sync::OnceLock;
-    static M: OnceLock<[[f32; 64]; 16]> = OnceLock::new();
-    M.get_or_init(|| {
-        let scale = (2.0f64 / 64.0).sqrt() as f32;
-        let mut m = [[0f32; 64]; 16];
-        for (i, row) in m.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                let angle = (std::f64::consts::PI / 2.0 / 64.0) * (i + 1) as f64 * (2 * j + 1) as f64;
-                *v = (f64::from(scale) * angle.cos()) as f32;
-            }
+/// Rows 1..=16 of the 64-point DCT-II matrix, as the reference builds it
+/// (the scale factor rounded to `f32`, each product rounded to `f32`).
+type DctMatrix = [[f32; 64]; 16];
+
+fn dct_matrix() -> Box<DctMatrix> {
+    let scale = (2.0f64 / 64.0).sqrt() as f32;
+    let mut m = Box::new([[0f32; 64]; 16]);
+    for (i, row) in m.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            let angle = (std::f64::consts::PI / 2.0 / 64.0) * (i + 1) as f64 * (2 * j + 1) as f64;
+            *v = (f64::from(scale) * angle.cos()) as f32;
         }
-        m
-    })
+    }
+    m
+}
+
+/// The box-filter window along a dimension of `n`: `ceil(n / 128)`, written
+/// as the reference computes it (`usize::div_ceil` is newer than the Rust
+/// 1.63 that builds this crate for WebAssembly).
+#[allow(clippy::manual_div_ceil)]
+const fn window_size(n: usize) -> usize {
+    (n + WINDOW_DIVISOR - 1) / WINDOW_DIVISOR
 }
 
 /// B = D A Dᵀ for the 16 low frequencies, summing in the reference's order.
-fn dct64_to_16(a: &[[f32; 64]; 64]) -> [[f32; 16]; 16] {
-    let d = dct_matrix();
+fn dct64_to_16(d: &DctMatrix, a: &[[f32; 64]; 64]) -> [[f32; 16]; 16] {
     // T = D A, accumulated over k for all 64 columns at once (same order per element).
     let mut t = [[0f32; 64]; 16];
     for (trow, drow) in t.iter_mut().zip(d.iter()) {

@@ -5,7 +5,7 @@
 //! column passes walk memory with a stride of one row) and exists so the fast
 //! path in [`crate::fast`] can be checked against it on arbitrary images.
 
-use crate::{dct64_to_16, ImageRef, WINDOW_DIVISOR};
+use crate::{dct64_to_16, dct_matrix, window_size, ImageRef};
 
 /// Luminance of the image in row-major order, as the reference computes it.
 pub(crate) fn luma(img: &ImageRef<'_>) -> Vec<f32> {
@@ -69,8 +69,8 @@ pub(crate) fn downsample_64(luma: &mut [f32], rows: usize, cols: usize) -> [[f32
         }
         return out;
     }
-    let win_rows = cols.div_ceil(WINDOW_DIVISOR);
-    let win_cols = rows.div_ceil(WINDOW_DIVISOR);
+    let win_rows = window_size(cols);
+    let win_cols = window_size(rows);
     let mut tmp = vec![0f32; rows * cols];
     for _ in 0..2 {
         for i in 0..rows {
@@ -99,5 +99,5 @@ pub fn pdq_dct(img: &ImageRef<'_>) -> Option<([[f32; 16]; 16], u8)> {
     let mut l = luma(img);
     let b64 = downsample_64(&mut l, h, w);
     let quality = crate::quality_metric(&b64);
-    Some((dct64_to_16(&b64), quality))
+    Some((dct64_to_16(&dct_matrix(), &b64), quality))
 }
