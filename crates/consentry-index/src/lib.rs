@@ -1,1 +1,491 @@
-//! placeholder
+//! Exact Hamming-radius index for 256-bit perceptual hashes (PDQ).
+//!
+//! [`Index`] returns **every** entry within a radius (0..=256, PDQ's match
+//! threshold is 31) of a query, with its distance — no approximation. It uses
+//! multi-index hashing (Norouzi, Punjani & Fleet): the 256 bits are cut into
+//! `m` chunks of about `log2(n)` bits; by the generalised pigeonhole principle
+//! an entry within `r` agrees with the query within `rho_t` bits on some chunk
+//! `t`, where `sum(rho_t + 1) = r + 1`; those buckets are probed and every
+//! candidate is verified with a popcount. When probing would cost more than a
+//! scan (large radius, small segment), the segment is scanned linearly.
+//!
+//! Concurrency: the index is a list of immutable segments plus a small
+//! insert buffer, published as one `Arc`. Readers clone the `Arc` (a lock held
+//! for nanoseconds) and search without blocking; writers build new segments
+//! off to the side (LSM-style merging) and swap the `Arc`.
+//!
+//! Persistence: [`Index::save`] / [`Index::load`] (snapshot with version and
+//! CRC-32 footer) and [`Store`] (snapshot + append-only journal, checkpoints).
+//!
+//! Degenerate hashes (all-zero, all-ones, far from PDQ's ~128 one bits) are
+//! rejected at insert by default ([`DegeneratePolicy`]); see [`is_degenerate`].
+
+mod persist;
+mod scan;
+mod segment;
+
+pub use consentry_pdq::Hash256;
+pub use persist::{LoadError, Store};
+
+use segment::{Scratch, Segment, H};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// PDQ's usual match threshold: distance ≤ 31 is a match.
+pub const DEFAULT_RADIUS: u32 = 31;
+
+/// Insert buffer size: beyond it, the buffer becomes an indexed segment.
+const BUFFER_MAX: usize = 1024;
+
+/// One search result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Match {
+    /// The id given at insert.
+    pub id: u64,
+    /// The indexed hash.
+    pub hash: Hash256,
+    /// Hamming distance to the query (for dihedral search: the smallest over the variants).
+    pub distance: u32,
+}
+
+/// What to do with a degenerate hash at insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DegeneratePolicy {
+    /// Refuse it: [`Index::insert`] returns [`InsertError::Degenerate`].
+    #[default]
+    Reject,
+    /// Index it like any other hash (it is then found by queries near it).
+    Accept,
+}
+
+/// Index settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IndexConfig {
+    /// Degenerate hashes at insert.
+    pub degenerate: DegeneratePolicy,
+}
+
+/// Why an insert was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// The hash is degenerate (see [`is_degenerate`]) and the policy is `Reject`.
+    Degenerate {
+        /// The entry's id.
+        id: u64,
+        /// Its hash.
+        hash: Hash256,
+    },
+}
+
+impl fmt::Display for InsertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InsertError::Degenerate { id, hash } => write!(
+                f,
+                "hash {hash} (id {id}) is degenerate ({} one bits; a PDQ hash has about 128)",
+                hash.count_ones()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InsertError {}
+
+/// True for hashes no real image produces: PDQ thresholds its 256 DCT
+/// coefficients at their median, so a real hash has about 128 one bits. A
+/// hash with fewer than 32 or more than 224 one bits (all-zero, all-ones, a
+/// zero-filled corrupt record...) is degenerate. Such hashes are all close to
+/// each other, so indexing them makes every query near them match them all.
+pub fn is_degenerate(h: &Hash256) -> bool {
+    let c = h.count_ones();
+    !(32..=224).contains(&c)
+}
+
+/// A segment with its deletions.
+#[derive(Clone, Debug)]
+struct SegRef {
+    seg: Arc<Segment>,
+    deleted: Arc<HashSet<u32>>,
+}
+
+impl SegRef {
+    fn live(&self) -> usize {
+        self.seg.len() - self.deleted.len()
+    }
+}
+
+/// A published, immutable view of the index.
+#[derive(Clone, Debug, Default)]
+struct State {
+    segments: Vec<SegRef>,
+    buffer: Arc<Vec<(u64, H)>>,
+}
+
+impl State {
+    fn len(&self) -> usize {
+        self.segments.iter().map(SegRef::live).sum::<usize>() + self.buffer.len()
+    }
+
+    /// Calls `out(entry_key, id, hash, distance)`; the entry key identifies the entry in this state.
+    fn search(&self, q: &[u64; 4], r: u32, out: &mut impl FnMut((u32, u32), u64, &[u64; 4], u32)) {
+        SCRATCH.with(|s| {
+            let mut scratch = s.borrow_mut();
+            for (si, sr) in self.segments.iter().enumerate() {
+                let seg = &sr.seg;
+                seg.search(q, r, &mut scratch, &mut |p, d| {
+                    if sr.deleted.is_empty() || !sr.deleted.contains(&p) {
+                        out((si as u32, p), seg.ids[p as usize], &seg.hashes[p as usize].0, d);
+                    }
+                });
+            }
+        });
+        let bi = self.segments.len() as u32;
+        for (p, (id, h)) in self.buffer.iter().enumerate() {
+            let d = scan::dist(q, &h.0);
+            if d <= r {
+                out((bi, p as u32), *id, &h.0, d);
+            }
+        }
+    }
+
+    /// All live entries.
+    fn entries(&self) -> (Vec<u64>, Vec<H>) {
+        let n = self.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        for sr in &self.segments {
+            for i in 0..sr.seg.len() {
+                if !sr.deleted.contains(&(i as u32)) {
+                    ids.push(sr.seg.ids[i]);
+                    hashes.push(sr.seg.hashes[i]);
+                }
+            }
+        }
+        for (id, h) in self.buffer.iter() {
+            ids.push(*id);
+            hashes.push(*h);
+        }
+        (ids, hashes)
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Memory use of an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Live entries.
+    pub entries: usize,
+    /// Immutable segments.
+    pub segments: usize,
+    /// Entries waiting in the insert buffer.
+    pub buffered: usize,
+    /// Heap bytes held by segments and buffer.
+    pub heap_bytes: usize,
+}
+
+/// The exact Hamming-radius index. `Sync`: share it with `Arc` and search from
+/// any number of threads while another thread inserts or removes.
+pub struct Index {
+    state: RwLock<Arc<State>>,
+    writer: Mutex<()>,
+    config: IndexConfig,
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index").field("stats", &self.stats()).field("config", &self.config).finish()
+    }
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::new()
+    }
+}
+
+impl Index {
+    /// An empty index with the default configuration.
+    pub fn new() -> Index {
+        Index::with_config(IndexConfig::default())
+    }
+
+    /// An empty index.
+    pub fn with_config(config: IndexConfig) -> Index {
+        Index { state: RwLock::new(Arc::new(State::default())), writer: Mutex::new(()), config }
+    }
+
+    /// Builds an index from entries in one pass (the fast way to load a hash list).
+    pub fn build(entries: impl IntoIterator<Item = (u64, Hash256)>, config: IndexConfig) -> Result<Index, InsertError> {
+        let idx = Index::with_config(config);
+        idx.insert_many(entries)?;
+        Ok(idx)
+    }
+
+    fn snapshot(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn publish(&self, st: State) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(st);
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> IndexConfig {
+        self.config
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    /// True when the index holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entry counts and memory.
+    pub fn stats(&self) -> IndexStats {
+        let st = self.snapshot();
+        IndexStats {
+            entries: st.len(),
+            segments: st.segments.len(),
+            buffered: st.buffer.len(),
+            heap_bytes: st.segments.iter().map(|s| s.seg.heap_bytes() + s.deleted.len() * 8).sum::<usize>()
+                + st.buffer.capacity() * 48,
+        }
+    }
+
+    fn check(&self, id: u64, h: &Hash256) -> Result<(), InsertError> {
+        if self.config.degenerate == DegeneratePolicy::Reject && is_degenerate(h) {
+            return Err(InsertError::Degenerate { id, hash: *h });
+        }
+        Ok(())
+    }
+
+    /// Adds one entry. Ids need not be unique.
+    pub fn insert(&self, id: u64, hash: Hash256) -> Result<(), InsertError> {
+        self.insert_many(std::iter::once((id, hash))).map(|_| ())
+    }
+
+    /// Adds entries; all or none (a degenerate hash under `Reject` refuses the batch).
+    /// Returns how many were added.
+    pub fn insert_many(&self, entries: impl IntoIterator<Item = (u64, Hash256)>) -> Result<usize, InsertError> {
+        let mut ids = Vec::new();
+        let mut hashes = Vec::new();
+        for (id, h) in entries {
+            self.check(id, &h)?;
+            ids.push(id);
+            hashes.push(H(h.words()));
+        }
+        let added = ids.len();
+        if added == 0 {
+            return Ok(0);
+        }
+        let _w = self.lock_writer();
+        let mut st = (*self.snapshot()).clone();
+        if st.buffer.len() + added <= BUFFER_MAX {
+            let mut buf = Vec::with_capacity(st.buffer.len() + added);
+            buf.extend_from_slice(&st.buffer);
+            buf.extend(ids.into_iter().zip(hashes));
+            st.buffer = Arc::new(buf);
+        } else {
+            // the buffer and the new entries become one segment
+            let mut all_ids: Vec<u64> = st.buffer.iter().map(|e| e.0).collect();
+            let mut all_h: Vec<H> = st.buffer.iter().map(|e| e.1).collect();
+            all_ids.extend(ids);
+            all_h.extend(hashes);
+            st.buffer = Arc::new(Vec::new());
+            st.segments.push(SegRef { seg: Arc::new(Segment::build(all_ids, all_h)), deleted: Arc::default() });
+            Self::merge_policy(&mut st);
+        }
+        self.publish(st);
+        Ok(added)
+    }
+
+    /// LSM merging: segments stay in decreasing size order, each at least
+    /// three times the next, so there are O(log n) of them.
+    fn merge_policy(st: &mut State) {
+        while st.segments.len() >= 2 {
+            let k = st.segments.len();
+            if st.segments[k - 1].live() * 3 < st.segments[k - 2].live() {
+                break;
+            }
+            let b = st.segments.pop().unwrap();
+            let a = st.segments.pop().unwrap();
+            st.segments.push(Self::merge(&[a, b]));
+        }
+    }
+
+    fn merge(parts: &[SegRef]) -> SegRef {
+        let n: usize = parts.iter().map(SegRef::live).sum();
+        let mut ids = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        for sr in parts {
+            for i in 0..sr.seg.len() {
+                if !sr.deleted.contains(&(i as u32)) {
+                    ids.push(sr.seg.ids[i]);
+                    hashes.push(sr.seg.hashes[i]);
+                }
+            }
+        }
+        SegRef { seg: Arc::new(Segment::build(ids, hashes)), deleted: Arc::default() }
+    }
+
+    /// Removes every entry with this id; returns how many were removed.
+    pub fn remove(&self, id: u64) -> usize {
+        self.remove_many(&[id])
+    }
+
+    /// Removes every entry whose id is in `ids`; returns how many were removed.
+    /// Deletions are tombstones until a segment is one-eighth deleted, then
+    /// that segment is rebuilt without them (compaction).
+    pub fn remove_many(&self, ids: &[u64]) -> usize {
+        let set: HashSet<u64> = ids.iter().copied().collect();
+        let _w = self.lock_writer();
+        let mut st = (*self.snapshot()).clone();
+        let mut removed = 0;
+        for sr in st.segments.iter_mut() {
+            let hits: Vec<u32> = sr
+                .seg
+                .ids
+                .iter()
+                .enumerate()
+                .filter(|(i, id)| set.contains(id) && !sr.deleted.contains(&(*i as u32)))
+                .map(|(i, _)| i as u32)
+                .collect();
+            if !hits.is_empty() {
+                removed += hits.len();
+                let mut d = (*sr.deleted).clone();
+                d.extend(hits);
+                sr.deleted = Arc::new(d);
+                if sr.deleted.len() * 8 >= sr.seg.len() {
+                    *sr = Self::merge(std::slice::from_ref(sr));
+                }
+            }
+        }
+        let before = st.buffer.len();
+        if st.buffer.iter().any(|(id, _)| set.contains(id)) {
+            st.buffer = Arc::new(st.buffer.iter().filter(|(id, _)| !set.contains(id)).copied().collect());
+        }
+        removed += before - st.buffer.len();
+        st.segments.retain(|s| s.seg.len() > 0);
+        Self::merge_policy(&mut st);
+        self.publish(st);
+        removed
+    }
+
+    /// Merges everything into one segment without deleted entries.
+    pub fn compact(&self) {
+        let _w = self.lock_writer();
+        let st = self.snapshot();
+        let (ids, hashes) = st.entries();
+        let mut new = State::default();
+        if !ids.is_empty() {
+            new.segments.push(SegRef { seg: Arc::new(Segment::build(ids, hashes)), deleted: Arc::default() });
+        }
+        self.publish(new);
+    }
+
+    /// Every entry within `radius` of `query`, sorted by (distance, id).
+    pub fn search(&self, query: &Hash256, radius: u32) -> Vec<Match> {
+        let st = self.snapshot();
+        let mut out = Vec::new();
+        st.search(&query.words(), radius, &mut |_, id, h, d| {
+            out.push(Match { id, hash: Hash256::from_words(*h), distance: d })
+        });
+        sort_matches(&mut out);
+        out
+    }
+
+    /// Every entry within `radius` of any of `queries` (e.g. the 8 dihedral
+    /// hashes of an image), each entry once with its smallest distance.
+    pub fn search_dihedral(&self, queries: &[Hash256], radius: u32) -> Vec<Match> {
+        let st = self.snapshot();
+        let mut best: HashMap<(u32, u32), Match> = HashMap::new();
+        for q in queries {
+            st.search(&q.words(), radius, &mut |key, id, h, d| {
+                let m = best.entry(key).or_insert(Match { id, hash: Hash256::from_words(*h), distance: d });
+                m.distance = m.distance.min(d);
+            });
+        }
+        let mut out: Vec<Match> = best.into_values().collect();
+        sort_matches(&mut out);
+        out
+    }
+
+    /// The `k` nearest entries within `radius` (ties broken by id).
+    pub fn nearest(&self, query: &Hash256, k: usize, radius: u32) -> Vec<Match> {
+        // Grow the radius so a near query does not pay for the full radius.
+        let mut r = radius.min(7);
+        loop {
+            let mut m = self.search(query, r);
+            if m.len() >= k || r >= radius {
+                m.truncate(k);
+                return m;
+            }
+            r = (r * 2 + 1).min(radius);
+        }
+    }
+
+    /// [`Index::search`] for many queries on all cores; results in query order.
+    pub fn search_batch(&self, queries: &[Hash256], radius: u32) -> Vec<Vec<Match>> {
+        use rayon::prelude::*;
+        let st = self.snapshot();
+        queries
+            .par_iter()
+            .map(|q| {
+                let mut out = Vec::new();
+                st.search(&q.words(), radius, &mut |_, id, h, d| {
+                    out.push(Match { id, hash: Hash256::from_words(*h), distance: d })
+                });
+                sort_matches(&mut out);
+                out
+            })
+            .collect()
+    }
+
+    /// Brute-force search (linear scan of every entry); the reference for tests and benchmarks.
+    pub fn search_exhaustive(&self, query: &Hash256, radius: u32) -> Vec<Match> {
+        let st = self.snapshot();
+        let q = query.words();
+        let mut out = Vec::new();
+        for sr in &st.segments {
+            scan::scan(&sr.seg.hashes, &q, radius, 0, &mut |p, d| {
+                if !sr.deleted.contains(&p) {
+                    out.push(Match { id: sr.seg.ids[p as usize], hash: Hash256::from_words(sr.seg.hashes[p as usize].0), distance: d });
+                }
+            });
+        }
+        for (id, h) in st.buffer.iter() {
+            let d = scan::dist(&q, &h.0);
+            if d <= radius {
+                out.push(Match { id: *id, hash: Hash256::from_words(h.0), distance: d });
+            }
+        }
+        sort_matches(&mut out);
+        out
+    }
+
+    /// All live entries (in storage order).
+    pub fn entries(&self) -> Vec<(u64, Hash256)> {
+        let (ids, hashes) = self.snapshot().entries();
+        ids.into_iter().zip(hashes.into_iter().map(|h| Hash256::from_words(h.0))).collect()
+    }
+}
+
+fn sort_matches(m: &mut [Match]) {
+    m.sort_unstable_by(|a, b| (a.distance, a.id, a.hash).cmp(&(b.distance, b.id, b.hash)));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,472 @@
+//! Snapshot files and the append-only journal.
+//!
+//! # Snapshot (`*.snap`), all integers little-endian
+//! ```text
+//! header   "CNSXIDX\0" | version u32 (=1) | segment count u32 | journal generation u64
+//! segment  kind u32 (0 scan-only, 1 indexed) | n u64 | m u32 | m × width u32
+//!          ids n×u64 | hashes n×4×u64 (words, most significant first)
+//!          per table t: offsets (2^width+1)×u32, then positions n×u32 if t > 0
+//!          deleted count u64 | deleted positions ×u32
+//! buffer   n u64 | ids n×u64 | hashes n×4×u64
+//! footer   body length u64 | CRC-32 (IEEE) of the body u32 | version u32 | "CNSXEND\0"
+//! ```
+//! Loading checks the footer first (magic, version, body length = file length
+//! − 24), reads the body straight into the index arrays while computing the
+//! CRC, rejects counts that exceed the bytes left before allocating, compares
+//! the CRC, then validates the structure — so a truncated or corrupt file is
+//! an error, never a crash or a wrong index.
+//!
+//! # Journal (`*.log`)
+//! ```text
+//! header   "CNSXLOG\0" | version u32 | generation u64
+//! record   op u8 (1 insert, 2 remove) | id u64 | hash 32 bytes | CRC-32 of the previous 41 bytes u32
+//! ```
+
+use crate::segment::{ChunkPlan, Segment, Table, H};
+use crate::{Hash256, Index, IndexConfig, InsertError, SegRef, State};
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"CNSXIDX\0";
+const END_MAGIC: &[u8; 8] = b"CNSXEND\0";
+const LOG_MAGIC: &[u8; 8] = b"CNSXLOG\0";
+const VERSION: u32 = 1;
+const FOOTER: u64 = 24;
+const RECORD: usize = 45;
+
+/// Why a snapshot or journal could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Reading failed.
+    Io(io::Error),
+    /// Not a consentry index file (bad magic), or cut short.
+    Truncated(String),
+    /// Written by an unknown format version.
+    Version(u32),
+    /// The checksum does not match: the file is corrupt.
+    Checksum {
+        /// CRC in the footer.
+        stored: u32,
+        /// CRC of the bytes read.
+        computed: u32,
+    },
+    /// The content is inconsistent (a corrupt file whose checksum happens to match, or a bug).
+    Corrupt(String),
+    /// A journal record was refused by the index.
+    Insert(InsertError),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io(e) => write!(f, "I/O error: {e}"),
+            LoadError::Truncated(s) => write!(f, "truncated or not an index file: {s}"),
+            LoadError::Version(v) => write!(f, "unsupported index format version {v} (this build reads {VERSION})"),
+            LoadError::Checksum { stored, computed } => {
+                write!(f, "checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is corrupt")
+            }
+            LoadError::Corrupt(s) => write!(f, "corrupt index file: {s}"),
+            LoadError::Insert(e) => write!(f, "journal record refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<io::Error> for LoadError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            LoadError::Truncated("unexpected end of file".into())
+        } else {
+            LoadError::Io(e)
+        }
+    }
+}
+
+/// Plain-old-data element types we read and write as raw little-endian bytes.
+trait Pod: Copy + Default {}
+impl Pod for u32 {}
+impl Pod for u64 {}
+impl Pod for H {}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the snapshot format is little-endian; big-endian hosts need a byte-swapping reader");
+
+fn bytes<T: Pod>(v: &[T]) -> &[u8] {
+    // SAFETY: T is a plain integer (or an array of them) with no padding; any byte view is valid.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+fn bytes_mut<T: Pod>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as above, and every byte pattern is a valid T.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}
+
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> CrcWriter<W> {
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.crc.update(b);
+        self.len += b.len() as u64;
+        self.inner.write_all(b)
+    }
+    fn u32(&mut self, v: u32) -> io::Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+    fn u64(&mut self, v: u64) -> io::Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+}
+
+struct CrcReader<R: Read> {
+    inner: R,
+    crc: crc32fast::Hasher,
+    left: u64,
+}
+
+impl<R: Read> CrcReader<R> {
+    fn take(&mut self, b: &mut [u8]) -> Result<(), LoadError> {
+        if b.len() as u64 > self.left {
+            return Err(LoadError::Truncated("a section runs past the end of the body".into()));
+        }
+        self.inner.read_exact(b)?;
+        self.crc.update(b);
+        self.left -= b.len() as u64;
+        Ok(())
+    }
+    fn u32(&mut self) -> Result<u32, LoadError> {
+        let mut b = [0; 4];
+        self.take(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, LoadError> {
+        let mut b = [0; 8];
+        self.take(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    /// Reads `n` elements, refusing before allocation if they cannot fit in what is left.
+    fn vec<T: Pod>(&mut self, n: u64) -> Result<Vec<T>, LoadError> {
+        let size = std::mem::size_of::<T>() as u64;
+        if n.checked_mul(size).is_none_or(|b| b > self.left) {
+            return Err(LoadError::Corrupt(format!("section of {n} elements is larger than the file")));
+        }
+        let mut v = vec![T::default(); n as usize];
+        self.take(bytes_mut(&mut v))?;
+        Ok(v)
+    }
+}
+
+impl Index {
+    /// Writes a snapshot (atomically: to a temporary file, fsync, rename).
+    pub fn save(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        self.save_with_generation(path.as_ref(), 0)
+    }
+
+    fn save_with_generation(&self, path: &Path, generation: u64) -> io::Result<()> {
+        let st = self.snapshot();
+        let tmp = tmp_path(path);
+        {
+            let f = File::create(&tmp)?;
+            let mut w = CrcWriter { inner: io::BufWriter::with_capacity(1 << 20, f), crc: crc32fast::Hasher::new(), len: 0 };
+            w.put(MAGIC)?;
+            w.u32(VERSION)?;
+            w.u32(st.segments.len() as u32)?;
+            w.u64(generation)?;
+            for sr in &st.segments {
+                let seg = &sr.seg;
+                w.u32(u32::from(seg.plan.is_some()))?;
+                w.u64(seg.len() as u64)?;
+                let widths: &[u32] = seg.plan.as_ref().map_or(&[], |p| &p.widths);
+                w.u32(widths.len() as u32)?;
+                for &x in widths {
+                    w.u32(x)?;
+                }
+                w.put(bytes(&seg.ids))?;
+                w.put(bytes(&seg.hashes))?;
+                for t in &seg.tables {
+                    w.put(bytes(&t.offsets))?;
+                    w.put(bytes(&t.positions))?;
+                }
+                let mut del: Vec<u32> = sr.deleted.iter().copied().collect();
+                del.sort_unstable();
+                w.u64(del.len() as u64)?;
+                w.put(bytes(&del))?;
+            }
+            w.u64(st.buffer.len() as u64)?;
+            let ids: Vec<u64> = st.buffer.iter().map(|e| e.0).collect();
+            let hs: Vec<H> = st.buffer.iter().map(|e| e.1).collect();
+            w.put(bytes(&ids))?;
+            w.put(bytes(&hs))?;
+            let (len, crc) = (w.len, w.crc.finalize());
+            let mut f = w.inner.into_inner().map_err(|e| e.into_error())?;
+            f.write_all(&len.to_le_bytes())?;
+            f.write_all(&crc.to_le_bytes())?;
+            f.write_all(&VERSION.to_le_bytes())?;
+            f.write_all(END_MAGIC)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Loads a snapshot written by [`Index::save`].
+    pub fn load(path: impl AsRef<Path>, config: IndexConfig) -> Result<Index, LoadError> {
+        Self::load_with_generation(path.as_ref(), config).map(|(i, _)| i)
+    }
+
+    fn load_with_generation(path: &Path, config: IndexConfig) -> Result<(Index, u64), LoadError> {
+        let mut f = File::open(path)?;
+        let flen = f.metadata()?.len();
+        if flen < FOOTER + 24 {
+            return Err(LoadError::Truncated(format!("{flen} bytes is too short for an index file")));
+        }
+        f.seek(SeekFrom::Start(flen - FOOTER))?;
+        let mut foot = [0u8; FOOTER as usize];
+        f.read_exact(&mut foot)?;
+        if &foot[16..24] != END_MAGIC {
+            return Err(LoadError::Truncated("no end marker (file cut short or not an index file)".into()));
+        }
+        let body_len = u64::from_le_bytes(foot[0..8].try_into().unwrap());
+        let stored = u32::from_le_bytes(foot[8..12].try_into().unwrap());
+        let version = u32::from_le_bytes(foot[12..16].try_into().unwrap());
+        if version != VERSION {
+            return Err(LoadError::Version(version));
+        }
+        if body_len != flen - FOOTER {
+            return Err(LoadError::Truncated(format!("footer says {body_len} body bytes, file has {}", flen - FOOTER)));
+        }
+        f.seek(SeekFrom::Start(0))?;
+        let mut r = CrcReader { inner: io::BufReader::with_capacity(1 << 20, f), crc: crc32fast::Hasher::new(), left: body_len };
+        let mut magic = [0u8; 8];
+        r.take(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(LoadError::Truncated("bad magic: not a consentry index file".into()));
+        }
+        let v = r.u32()?;
+        if v != VERSION {
+            return Err(LoadError::Version(v));
+        }
+        let nseg = r.u32()?;
+        let generation = r.u64()?;
+        let mut segments = Vec::new();
+        for s in 0..nseg {
+            let kind = r.u32()?;
+            let n = r.u64()?;
+            if n >= u64::from(u32::MAX) {
+                return Err(LoadError::Corrupt(format!("segment {s}: {n} entries")));
+            }
+            let m = r.u32()?;
+            if m as usize > crate::segment::MAX_CHUNKS || (kind == 1) != (m > 0) || kind > 1 {
+                return Err(LoadError::Corrupt(format!("segment {s}: kind {kind} with {m} chunks")));
+            }
+            let mut widths = Vec::new();
+            for _ in 0..m {
+                let w = r.u32()?;
+                if !(1..=crate::segment::MAX_WIDTH).contains(&w) {
+                    return Err(LoadError::Corrupt(format!("segment {s}: chunk width {w}")));
+                }
+                widths.push(w);
+            }
+            let ids: Vec<u64> = r.vec(n)?;
+            let hashes: Vec<H> = r.vec(n)?;
+            let mut tables = Vec::new();
+            for (t, &w) in widths.iter().enumerate() {
+                let offsets: Vec<u32> = r.vec((1u64 << w) + 1)?;
+                let positions: Vec<u32> = if t > 0 { r.vec(n)? } else { Vec::new() };
+                tables.push(Table { offsets, positions });
+            }
+            let plan = if m > 0 {
+                if widths.iter().sum::<u32>() != 256 {
+                    return Err(LoadError::Corrupt(format!("segment {s}: chunks cover {} bits", widths.iter().sum::<u32>())));
+                }
+                let mut starts = Vec::new();
+                let mut acc = 0;
+                for &w in &widths {
+                    starts.push(acc);
+                    acc += w;
+                }
+                Some(ChunkPlan { widths, starts })
+            } else {
+                None
+            };
+            let nd = r.u64()?;
+            let del: Vec<u32> = r.vec(nd)?;
+            if del.iter().any(|&p| u64::from(p) >= n) {
+                return Err(LoadError::Corrupt(format!("segment {s}: deleted position out of range")));
+            }
+            let seg = Segment { hashes, ids, plan, tables };
+            segments.push(SegRef { seg: Arc::new(seg), deleted: Arc::new(del.into_iter().collect::<HashSet<u32>>()) });
+        }
+        let nb = r.u64()?;
+        let bids: Vec<u64> = r.vec(nb)?;
+        let bh: Vec<H> = r.vec(nb)?;
+        if r.left != 0 {
+            return Err(LoadError::Corrupt(format!("{} unexpected bytes after the last section", r.left)));
+        }
+        let computed = r.crc.finalize();
+        if computed != stored {
+            return Err(LoadError::Checksum { stored, computed });
+        }
+        // Structure checks (parallel: they touch every byte of the tables).
+        {
+            use rayon::prelude::*;
+            segments
+                .par_iter()
+                .enumerate()
+                .try_for_each(|(i, s)| s.seg.validate().map_err(|e| LoadError::Corrupt(format!("segment {i}: {e}"))))?;
+        }
+        let st = State { segments, buffer: Arc::new(bids.into_iter().zip(bh).collect()) };
+        let idx = Index::with_config(config);
+        idx.publish(st);
+        Ok((idx, generation))
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// A persistent index: a snapshot plus an append-only journal of the inserts
+/// and removals since. Every update is appended to the journal before it is
+/// applied (fsync with [`Store::sync`]); [`Store::checkpoint`] writes a new
+/// snapshot and starts an empty journal. Opening loads the snapshot and
+/// replays the journal, so updates never need a full rebuild.
+#[derive(Debug)]
+pub struct Store {
+    index: Index,
+    dir: PathBuf,
+    journal: File,
+    generation: u64,
+}
+
+impl Store {
+    fn snap_path(dir: &Path) -> PathBuf {
+        dir.join("index.snap")
+    }
+    fn log_path(dir: &Path) -> PathBuf {
+        dir.join("index.log")
+    }
+
+    /// Opens (or creates) the store in directory `dir`.
+    pub fn open(dir: impl AsRef<Path>, config: IndexConfig) -> Result<Store, LoadError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        let snap = Self::snap_path(&dir);
+        let (index, snap_gen) =
+            if snap.exists() { Index::load_with_generation(&snap, config)? } else { (Index::with_config(config), 0) };
+        let log = Self::log_path(&dir);
+        let mut generation = snap_gen + 1;
+        let mut reuse_log = false;
+        if log.exists() {
+            let data = fs::read(&log)?;
+            if data.len() < 20 || &data[..8] != LOG_MAGIC {
+                return Err(LoadError::Truncated(format!("{}: not a journal (bad header)", log.display())));
+            }
+            let v = u32::from_le_bytes(data[8..12].try_into().unwrap());
+            if v != VERSION {
+                return Err(LoadError::Version(v));
+            }
+            let g = u64::from_le_bytes(data[12..20].try_into().unwrap());
+            // A journal whose generation the snapshot already covers was checkpointed; skip it.
+            if g > snap_gen {
+                generation = g;
+                reuse_log = true;
+                let body = &data[20..];
+                if body.len() % RECORD != 0 {
+                    return Err(LoadError::Truncated(format!(
+                        "{}: last record cut short at byte {}",
+                        log.display(),
+                        20 + body.len() / RECORD * RECORD
+                    )));
+                }
+                for (i, rec) in body.chunks_exact(RECORD).enumerate() {
+                    let crc = u32::from_le_bytes(rec[41..45].try_into().unwrap());
+                    if crc32fast::hash(&rec[..41]) != crc {
+                        return Err(LoadError::Corrupt(format!("{}: record {} has a bad checksum", log.display(), i + 1)));
+                    }
+                    let id = u64::from_le_bytes(rec[1..9].try_into().unwrap());
+                    match rec[0] {
+                        1 => {
+                            let h = Hash256::from_bytes(rec[9..41].try_into().unwrap());
+                            index.insert(id, h).map_err(LoadError::Insert)?;
+                        }
+                        2 => {
+                            index.remove(id);
+                        }
+                        op => return Err(LoadError::Corrupt(format!("{}: record {} has op {op}", log.display(), i + 1))),
+                    }
+                }
+            }
+        }
+        let journal = if reuse_log {
+            OpenOptions::new().append(true).open(&log)?
+        } else {
+            Self::new_journal(&log, generation)?
+        };
+        Ok(Store { index, dir, journal, generation })
+    }
+
+    fn new_journal(path: &Path, generation: u64) -> io::Result<File> {
+        let tmp = tmp_path(path);
+        let mut f = File::create(&tmp)?;
+        f.write_all(LOG_MAGIC)?;
+        f.write_all(&VERSION.to_le_bytes())?;
+        f.write_all(&generation.to_le_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        OpenOptions::new().append(true).open(path)
+    }
+
+    fn append(&mut self, op: u8, id: u64, h: &Hash256) -> io::Result<()> {
+        let mut rec = [0u8; RECORD];
+        rec[0] = op;
+        rec[1..9].copy_from_slice(&id.to_le_bytes());
+        rec[9..41].copy_from_slice(&h.to_bytes());
+        let crc = crc32fast::hash(&rec[..41]);
+        rec[41..45].copy_from_slice(&crc.to_le_bytes());
+        self.journal.write_all(&rec)
+    }
+
+    /// The index (search it from any thread).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Journals and applies an insert.
+    pub fn insert(&mut self, id: u64, hash: Hash256) -> Result<(), LoadError> {
+        self.index.check(id, &hash).map_err(LoadError::Insert)?;
+        self.append(1, id, &hash)?;
+        self.index.insert(id, hash).map_err(LoadError::Insert)
+    }
+
+    /// Journals and applies a removal; returns how many entries were removed.
+    pub fn remove(&mut self, id: u64) -> io::Result<usize> {
+        self.append(2, id, &Hash256::ZERO)?;
+        Ok(self.index.remove(id))
+    }
+
+    /// Flushes the journal to disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.journal.sync_data()
+    }
+
+    /// Writes a new snapshot that covers the journal, then starts an empty journal.
+    /// A crash in between is safe: the old journal's generation is then covered by the snapshot.
+    pub fn checkpoint(&mut self) -> io::Result<()> {
+        self.journal.sync_data()?;
+        self.index.save_with_generation(&Self::snap_path(&self.dir), self.generation)?;
+        self.generation += 1;
+        self.journal = Self::new_journal(&Self::log_path(&self.dir), self.generation)?;
+        Ok(())
+    }
+}

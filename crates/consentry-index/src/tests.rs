@@ -1,0 +1,388 @@
+//! Exactness tests: every search is compared with brute force.
+
+use super::*;
+use proptest::prelude::*;
+use std::path::PathBuf;
+
+/// splitmix64: a small deterministic generator for test data.
+pub(crate) struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn hash(&mut self) -> Hash256 {
+        Hash256::from_words([self.next(), self.next(), self.next(), self.next()])
+    }
+    /// `h` with exactly `k` distinct bits flipped.
+    pub fn flip(&mut self, h: &Hash256, k: u32) -> Hash256 {
+        let mut out = *h;
+        let mut done = std::collections::HashSet::new();
+        while done.len() < k as usize {
+            let b = self.below(256) as u32;
+            if done.insert(b) {
+                out.flip_bit(b);
+            }
+        }
+        out
+    }
+}
+
+fn brute(entries: &[(u64, Hash256)], q: &Hash256, r: u32) -> Vec<Match> {
+    let mut v: Vec<Match> = entries
+        .iter()
+        .filter_map(|&(id, h)| {
+            let d = h.distance(q);
+            (d <= r).then_some(Match { id, hash: h, distance: d })
+        })
+        .collect();
+    sort_matches(&mut v);
+    v
+}
+
+/// The real-photo PDQ hashes (51 photos × 9 hashes incl. dihedral variants), if present.
+fn pdq_vectors() -> Option<Vec<Hash256>> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/pdq-vectors.tsv");
+    let text = std::fs::read_to_string(p).ok()?;
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("file\t")) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() > 6 {
+            out.push(Hash256::from_hex(f[4]).ok()?);
+            for d in f[6].split(',') {
+                out.push(Hash256::from_hex(d).ok()?);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// Realistic entries: real hashes plus random flips 0..64 (clusters of near-duplicates, skewed bits).
+fn realistic(seeds: &[Hash256], n: usize, rng: &mut Rng) -> Vec<(u64, Hash256)> {
+    (0..n)
+        .map(|i| {
+            let s = &seeds[rng.below(seeds.len() as u64) as usize];
+            let k = rng.below(65) as u32;
+            (i as u64, rng.flip(s, k))
+        })
+        .collect()
+}
+
+fn check_segment(entries: &[(u64, Hash256)], queries: &[Hash256], plan: Option<segment::ChunkPlan>, radii: &[u32]) {
+    let seg = Segment::build_with(
+        entries.iter().map(|e| e.0).collect(),
+        entries.iter().map(|e| H(e.1.words())).collect(),
+        plan,
+    );
+    seg.validate().unwrap();
+    let mut scratch = Scratch::default();
+    for q in queries {
+        for &r in radii {
+            let mut got = Vec::new();
+            seg.search_mih(&q.words(), r, &mut scratch, &mut |p, d| {
+                got.push(Match { id: seg.ids[p as usize], hash: Hash256::from_words(seg.hashes[p as usize].0), distance: d })
+            });
+            let n = got.len();
+            sort_matches(&mut got);
+            got.dedup();
+            assert_eq!(n, got.len(), "duplicate results");
+            assert_eq!(got, brute(entries, q, r), "radius {r} query {q}");
+        }
+    }
+}
+
+#[test]
+fn mih_exact_on_uniform_hashes_for_every_plan() {
+    let mut rng = Rng(1);
+    let entries: Vec<(u64, Hash256)> = (0..6000).map(|i| (i, rng.hash())).collect();
+    let mut queries: Vec<Hash256> = (0..20).map(|_| rng.hash()).collect();
+    for i in 0..40 {
+        let k = rng.below(45) as u32;
+        queries.push(rng.flip(&entries[i * 97].1, k));
+    }
+    for m in [10, 11, 12, 16, 21] {
+        check_segment(&entries, &queries, Some(segment::ChunkPlan::with_chunks(m)), &[0, 1, 7, 15, 31, 32, 40]);
+    }
+}
+
+#[test]
+fn mih_exact_on_real_photo_hashes() {
+    let Some(seeds) = pdq_vectors() else {
+        println!("SKIPPED: shared/testdata/pdq-vectors.tsv not found");
+        return;
+    };
+    assert!(seeds.len() > 100);
+    let mut rng = Rng(2);
+    let entries = realistic(&seeds, 20_000, &mut rng);
+    let queries: Vec<Hash256> = (0..60)
+        .map(|_| {
+            let s = seeds[rng.below(seeds.len() as u64) as usize];
+            let k = rng.below(65) as u32;
+            rng.flip(&s, k)
+        })
+        .collect();
+    for m in [11, 14] {
+        check_segment(&entries, &queries, Some(segment::ChunkPlan::with_chunks(m)), &[0, 10, 31, 48]);
+    }
+    // and through the public API with the automatic plan and scan fallback
+    let idx = Index::build(entries.iter().copied(), IndexConfig::default()).unwrap();
+    for q in &queries {
+        for r in [31, 64] {
+            assert_eq!(idx.search(q, r), brute(&entries, q, r));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn index_matches_brute_force(seed in any::<u64>(), n in 4096usize..9000, radius in 0u32..=64, realistic_data in any::<bool>()) {
+        let mut rng = Rng(seed);
+        let seeds = if realistic_data { pdq_vectors() } else { None };
+        let entries: Vec<(u64, Hash256)> = match &seeds {
+            Some(s) => realistic(s, n, &mut rng),
+            None => (0..n as u64).map(|i| (i, rng.hash())).collect(),
+        };
+        let idx = Index::build(entries.iter().copied(), IndexConfig::default()).unwrap();
+        for _ in 0..20 {
+            let base = entries[rng.below(n as u64) as usize].1;
+            let k = rng.below(65) as u32;
+            let q = rng.flip(&base, k);
+            prop_assert_eq!(idx.search(&q, radius), brute(&entries, &q, radius));
+        }
+        let q = rng.hash();
+        prop_assert_eq!(idx.search(&q, radius), brute(&entries, &q, radius));
+    }
+
+    #[test]
+    fn inserts_and_removes_match_a_model(seed in any::<u64>()) {
+        let mut rng = Rng(seed);
+        let idx = Index::new();
+        let mut model: Vec<(u64, Hash256)> = Vec::new();
+        let mut next_id = 0u64;
+        for step in 0..60 {
+            match rng.below(10) {
+                0..=5 => {
+                    // batches of varied size: exercises the buffer, segment creation and merging
+                    let k = [1usize, 10, 500, 3000][rng.below(4) as usize];
+                    let batch: Vec<(u64, Hash256)> = (0..k).map(|_| { next_id += 1; (next_id % 5000, rng.hash()) }).collect();
+                    idx.insert_many(batch.iter().copied()).unwrap();
+                    model.extend(batch);
+                }
+                6..=7 => {
+                    let ids: Vec<u64> = (0..50).map(|_| rng.below(5000)).collect();
+                    let removed = idx.remove_many(&ids);
+                    let before = model.len();
+                    model.retain(|(id, _)| !ids.contains(id));
+                    prop_assert_eq!(removed, before - model.len());
+                }
+                8 => idx.compact(),
+                _ => {}
+            }
+            prop_assert_eq!(idx.len(), model.len());
+            if step % 6 == 0 && !model.is_empty() {
+                let base = model[rng.below(model.len() as u64) as usize].1;
+                let k = rng.below(40) as u32;
+                let q = rng.flip(&base, k);
+                prop_assert_eq!(idx.search(&q, 31), brute(&model, &q, 31));
+            }
+        }
+        let mut a = idx.entries();
+        a.sort();
+        model.sort();
+        prop_assert_eq!(a, model);
+    }
+}
+
+#[test]
+fn dihedral_nearest_and_batch_agree_with_brute_force() {
+    let mut rng = Rng(3);
+    let entries: Vec<(u64, Hash256)> = (0..8000).map(|i| (i, rng.hash())).collect();
+    let idx = Index::build(entries.iter().copied(), IndexConfig::default()).unwrap();
+    let mut queries = Vec::new();
+    for i in 0..8 {
+        let k = rng.below(30) as u32;
+        queries.push(rng.flip(&entries[i * 11].1, k));
+    }
+    queries.push(queries[0]); // the same variant twice must not duplicate results
+    let got = idx.search_dihedral(&queries, 31);
+    let mut want: std::collections::BTreeMap<u64, Match> = Default::default();
+    for q in &queries {
+        for m in brute(&entries, q, 31) {
+            let e = want.entry(m.id).or_insert(m);
+            e.distance = e.distance.min(m.distance);
+        }
+    }
+    let mut want: Vec<Match> = want.into_values().collect();
+    sort_matches(&mut want);
+    assert_eq!(got, want);
+    assert!(got.len() >= 8);
+
+    // nearest k: a cluster of 20 around one hash
+    let centre = rng.hash();
+    let cluster: Vec<(u64, Hash256)> = (0..20).map(|i| (100_000 + i, rng.flip(&centre, 2 + i as u32))).collect();
+    idx.insert_many(cluster.iter().copied()).unwrap();
+    let mut all = entries.clone();
+    all.extend(&cluster);
+    for k in [1, 5, 50] {
+        let mut want = brute(&all, &centre, 31);
+        want.truncate(k);
+        assert_eq!(idx.nearest(&centre, k, 31), want, "k {k}");
+    }
+
+    let batch = idx.search_batch(&queries, 31);
+    for (q, b) in queries.iter().zip(&batch) {
+        assert_eq!(b, &brute(&all, q, 31));
+        assert_eq!(b, &idx.search_exhaustive(q, 31));
+    }
+}
+
+#[test]
+fn reads_during_writes_see_consistent_snapshots() {
+    let mut rng = Rng(4);
+    let base: Vec<(u64, Hash256)> = (0..5000).map(|i| (i, rng.hash())).collect();
+    let idx = Arc::new(Index::build(base.iter().copied(), IndexConfig::default()).unwrap());
+    let extra: Vec<(u64, Hash256)> = (0..20_000).map(|i| (10_000 + i, rng.hash())).collect();
+    let writer = {
+        let idx = idx.clone();
+        let extra = extra.clone();
+        std::thread::spawn(move || {
+            for (i, e) in extra.iter().enumerate() {
+                idx.insert(e.0, e.1).unwrap();
+                if i % 4000 == 3999 {
+                    idx.remove_many(&[(i as u64) % 5000 + 1_000_000]); // ids not present: no-op remove path
+                }
+            }
+        })
+    };
+    let mut searched = 0;
+    while !writer.is_finished() || searched < 200 {
+        let i = rng.below(5000) as usize;
+        let q = rng.flip(&base[i].1, 10);
+        let got = idx.search(&q, 31);
+        assert!(got.iter().any(|m| m.id == base[i].0), "indexed entry lost during writes");
+        assert!(got.iter().all(|m| m.distance <= 31 && m.hash.distance(&q) == m.distance));
+        searched += 1;
+    }
+    writer.join().unwrap();
+    let mut all = base.clone();
+    all.extend(&extra);
+    assert_eq!(idx.len(), all.len());
+    for e in extra.iter().step_by(997) {
+        assert_eq!(idx.search(&e.1, 31), brute(&all, &e.1, 31));
+    }
+}
+
+#[test]
+fn degenerate_hashes_are_rejected_or_handled() {
+    let idx = Index::new();
+    assert!(matches!(idx.insert(7, Hash256::ZERO), Err(InsertError::Degenerate { id: 7, .. })));
+    assert!(idx.insert(8, Hash256::from_words([u64::MAX; 4])).is_err());
+    assert!(is_degenerate(&Hash256::from_words([0xff, 0, 0, 0])));
+    assert!(!is_degenerate(&Hash256::from_words([u64::MAX, u64::MAX, 0, 0])));
+    assert!(idx.is_empty());
+
+    // Accepting 10,000 copies of the zero hash: exact results, and queries away from zero never see them.
+    let mut rng = Rng(5);
+    let mut entries: Vec<(u64, Hash256)> = (0..10_000).map(|i| (i, Hash256::ZERO)).collect();
+    entries.extend((0..10_000).map(|i| (20_000 + i, rng.hash())));
+    let idx = Index::build(entries.iter().copied(), IndexConfig { degenerate: DegeneratePolicy::Accept }).unwrap();
+    let mut near_zero = Hash256::ZERO;
+    near_zero.flip_bit(3);
+    assert_eq!(idx.search(&near_zero, 31).len(), 10_000);
+    for i in 0..50 {
+        let q = rng.flip(&entries[10_000 + i * 7].1, 12);
+        let got = idx.search(&q, 31);
+        assert_eq!(got, brute(&entries, &q, 31));
+        assert!(got.iter().all(|m| m.id >= 20_000));
+    }
+}
+
+#[test]
+fn snapshot_round_trip_and_corruption_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(6);
+    let entries: Vec<(u64, Hash256)> = (0..7000).map(|i| (i * 3, rng.hash())).collect();
+    let idx = Index::build(entries.iter().copied(), IndexConfig::default()).unwrap();
+    idx.insert_many((0..100).map(|i| (1_000_000 + i, rng.hash()))).unwrap(); // buffered
+    idx.remove_many(&[0, 3, 6]); // tombstones
+    let path = dir.path().join("a.snap");
+    idx.save(&path).unwrap();
+    let back = Index::load(&path, IndexConfig::default()).unwrap();
+    assert_eq!(back.len(), idx.len());
+    let mut a = back.entries();
+    let mut b = idx.entries();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    for e in entries.iter().step_by(500) {
+        let q = rng.flip(&e.1, 20);
+        assert_eq!(back.search(&q, 31), idx.search(&q, 31));
+    }
+
+    let good = std::fs::read(&path).unwrap();
+    let bad = dir.path().join("bad.snap");
+    // every truncation point in the first 200 bytes, and a spread of others
+    let cuts: Vec<usize> = (0..200).chain((200..good.len()).step_by(good.len() / 97)).collect();
+    for cut in cuts {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        assert!(Index::load(&bad, IndexConfig::default()).is_err(), "truncated at {cut} accepted");
+    }
+    for pos in (0..good.len()).step_by(good.len() / 61) {
+        let mut c = good.clone();
+        c[pos] ^= 0x10;
+        std::fs::write(&bad, &c).unwrap();
+        let e = Index::load(&bad, IndexConfig::default()).err().unwrap_or_else(|| panic!("flip at {pos} accepted"));
+        assert!(!e.to_string().is_empty());
+    }
+    std::fs::write(&bad, b"").unwrap();
+    assert!(matches!(Index::load(&bad, IndexConfig::default()), Err(LoadError::Truncated(_))));
+}
+
+#[test]
+fn store_replays_journal_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let hs: Vec<Hash256> = (0..3000).map(|_| rng.hash()).collect();
+    {
+        let mut s = Store::open(dir.path(), IndexConfig::default()).unwrap();
+        for (i, h) in hs.iter().enumerate().take(2000) {
+            s.insert(i as u64, *h).unwrap();
+        }
+        s.checkpoint().unwrap();
+        for (i, h) in hs.iter().enumerate().skip(2000) {
+            s.insert(i as u64, *h).unwrap();
+        }
+        assert_eq!(s.remove(5).unwrap(), 1);
+        assert!(s.insert(9, Hash256::ZERO).is_err());
+        s.sync().unwrap();
+    }
+    let s = Store::open(dir.path(), IndexConfig::default()).unwrap();
+    assert_eq!(s.index().len(), 2999);
+    assert!(s.index().search(&hs[5], 0).is_empty());
+    assert_eq!(s.index().search(&hs[2500], 0)[0].id, 2500);
+    drop(s);
+    // a torn last record is reported, not silently dropped or crashed on
+    let log = dir.path().join("index.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    f.set_len(len - 7).unwrap();
+    let err = Store::open(dir.path(), IndexConfig::default()).unwrap_err();
+    assert!(matches!(err, LoadError::Truncated(_)), "{err}");
+    // a flipped byte in a record
+    f.set_len(len - 45).unwrap(); // back to a record boundary (drops the removal)
+    let mut data = std::fs::read(&log).unwrap();
+    let n = data.len();
+    data[n - 30] ^= 1;
+    std::fs::write(&log, &data).unwrap();
+    assert!(matches!(Store::open(dir.path(), IndexConfig::default()), Err(LoadError::Corrupt(_))));
+}
