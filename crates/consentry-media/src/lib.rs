@@ -1,1 +1,325 @@
-//! placeholder
+//! Image bytes to pixels, and bytes to PDQ hashes, in memory.
+//!
+//! `consentry-media` is the one place where untrusted uploads meet image
+//! decoders. It sniffs the format (JPEG, PNG, GIF, WebP, BMP, TIFF), checks
+//! the dimensions the header claims against the caller's limits *before*
+//! anything the size of the image is allocated, decodes into a buffer that
+//! goes straight to [`consentry_pdq`] without a colour conversion where the
+//! decoder's layout allows it (grey, grey+alpha, RGB, RGBA), applies the EXIF
+//! orientation, and hashes.
+//!
+//! What it must never do:
+//! - **No I/O.** It reads only the byte slice it is handed: no files, no
+//!   network, no temporary files. Callers own reading and storage.
+//! - **No logging of content.** Nothing here prints or logs image bytes or
+//!   pixels; error messages describe the fault, never the content.
+//! - **No panics on input.** Any byte string gives `Ok` or a [`MediaError`].
+//!   Sizes are checked before allocating, decoders get allocation limits, and
+//!   every third-party decoder call runs under `catch_unwind` so that a bug in
+//!   a decoder becomes [`MediaError::Corrupt`] for that call only.
+//! - Nothing here creates or alters imagery: it only reads pixels to hash them.
+//!
+//! Reference behaviour: Meta's PDQ pipeline decodes with Pillow, converts to
+//! 8-bit RGB (alpha dropped, grey replicated, palette expanded) and does not
+//! apply EXIF orientation. [`HashMode::Exact`] with
+//! `apply_exif_orientation: false` reproduces that to within Meta's tolerance
+//! (distance ≤ 10 at quality ≥ 80); see `tests/conformance.rs`.
+//!
+//! ```no_run
+//! use consentry_media::{hash_bytes, HashOptions};
+//! let bytes: Vec<u8> = Vec::new(); // the upload, already in memory
+//! let mut hasher = consentry_pdq::Hasher::new();
+//! match hash_bytes(&bytes, &HashOptions::default(), &mut hasher) {
+//!     Ok(h) => println!("{} {} {}", h.info.format.name(), h.pdq.hash, h.pdq.quality),
+//!     Err(e) => eprintln!("rejected: {e}"),
+//! }
+//! ```
+
+#![warn(missing_docs)]
+
+mod decode;
+mod error;
+mod fast;
+mod orient;
+
+pub use error::MediaError;
+
+use consentry_pdq::{Hasher, ImageRef, PdqDihedral, PdqHash, PixelFormat};
+
+/// Limits and behaviour of decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Largest width × height the header may claim (checked before
+    /// decoding, in every mode). Default 64 000 000.
+    pub max_pixels: u64,
+    /// Most frames [`decode_frames`] returns before failing with
+    /// [`MediaError::TooManyFrames`]. Default 1000.
+    pub max_frames: usize,
+    /// Most pixels [`decode_frames`] decodes over all frames together
+    /// (each frame of a GIF or animated WebP is a full canvas). Default
+    /// 128 000 000, i.e. at most 512 MiB of RGBA frames.
+    pub max_total_pixels: u64,
+    /// Turn the image upright as its EXIF orientation (1–8) says. Default
+    /// true. Meta's reference pipeline does not, so turn this off to compare
+    /// with its hashes.
+    pub apply_exif_orientation: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            max_pixels: 64_000_000,
+            max_frames: 1000,
+            max_total_pixels: 128_000_000,
+            apply_exif_orientation: true,
+        }
+    }
+}
+
+/// How exactly to reproduce the reference pipeline when hashing.
+///
+/// PDQ reduces every image to 64×64, so decoding a large JPEG at full size is
+/// mostly wasted work. `Fast` decodes JPEGs whose shorter side is at least
+/// twice [`FAST_MIN_SIDE`] at a reduced scale (DCT scaling by 1/2, 1/4 or 1/8,
+/// the smallest that keeps both sides ≥ `FAST_MIN_SIDE`), with the
+/// `jpeg-decoder` crate; everything else is decoded as in `Exact`.
+///
+/// Measured on the 435-photo corpus (417 JPEG, 18 PNG;
+/// `examples/fast_vs_exact.rs`), Hamming distance between the fast and
+/// exact hash: median 2, p90 4, p99 8, max 12 (all 435); on the 106 photos of
+/// ≥ 4 MP: median 2, p99 6. Mean decode+hash time per image: fast 4.2 ms vs
+/// exact 14.0 ms (all), 10.4 ms vs 49.9 ms (≥ 4 MP). That meets the project's
+/// rule (median ≤ 2, p99 ≤ 8), so `Fast` is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashMode {
+    /// Reduced-scale JPEG decoding where it pays; a few bits from `Exact`.
+    #[default]
+    Fast,
+    /// Full-size decoding, as the reference pipeline does.
+    Exact,
+}
+
+impl HashMode {
+    /// `"fast"` or `"exact"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HashMode::Fast => "fast",
+            HashMode::Exact => "exact",
+        }
+    }
+}
+
+/// The fast path never decodes a JPEG to a shorter side below this many
+/// pixels (and leaves JPEGs with a shorter side under twice this alone).
+pub const FAST_MIN_SIDE: u32 = 256;
+
+/// What to do in [`hash_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HashOptions {
+    /// Decoding limits and orientation.
+    pub decode: DecodeOptions,
+    /// Fast or exact decoding.
+    pub mode: HashMode,
+    /// Also compute the eight dihedral hashes (from the same DCT).
+    pub dihedral: bool,
+}
+
+/// Decoded pixels, tightly packed, 8 bits per channel.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DecodedImage {
+    /// Width in pixels (after orientation).
+    pub width: u32,
+    /// Height in pixels (after orientation).
+    pub height: u32,
+    /// Layout of `data`.
+    pub format: PixelFormat,
+    /// `height` rows of `width × format.channels()` bytes.
+    pub data: Vec<u8>,
+}
+
+impl DecodedImage {
+    /// The pixels as PDQ's input.
+    pub fn image_ref(&self) -> ImageRef<'_> {
+        ImageRef::new(self.width, self.height, self.format, &self.data)
+            .expect("DecodedImage keeps data the size of its geometry")
+    }
+
+    /// The pixels as 8-bit RGB, the way Pillow's `convert("RGB")` does it:
+    /// alpha dropped (not composited), grey replicated. Copies.
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        let ch = self.format.channels();
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 3);
+        match self.format {
+            PixelFormat::Rgb8 => out.extend_from_slice(&self.data),
+            PixelFormat::Luma8 | PixelFormat::LumaA8 => {
+                for px in self.data.chunks_exact(ch) {
+                    out.extend_from_slice(&[px[0], px[0], px[0]]);
+                }
+            }
+            PixelFormat::Rgba8 => {
+                for px in self.data.chunks_exact(4) {
+                    out.extend_from_slice(&px[..3]);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for DecodedImage {
+    // Never print the pixels.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedImage")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("format", &self.format)
+            .field("data", &format_args!("[{} bytes]", self.data.len()))
+            .finish()
+    }
+}
+
+/// A container format this crate decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    /// JPEG (JFIF/EXIF), baseline or progressive; grey, YCbCr, RGB, CMYK, YCCK.
+    Jpeg,
+    /// PNG, every colour type and bit depth; first frame of APNG.
+    Png,
+    /// GIF 87a/89a; animated.
+    Gif,
+    /// WebP, lossy and lossless, still or animated.
+    WebP,
+    /// Windows bitmap.
+    Bmp,
+    /// TIFF (and BigTIFF), common compressions.
+    Tiff,
+}
+
+impl ImageFormat {
+    /// Lower-case short name: `jpeg`, `png`, `gif`, `webp`, `bmp`, `tiff`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Png => "png",
+            ImageFormat::Gif => "gif",
+            ImageFormat::WebP => "webp",
+            ImageFormat::Bmp => "bmp",
+            ImageFormat::Tiff => "tiff",
+        }
+    }
+
+    /// The format the leading bytes announce, if any.
+    pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+        let b = bytes;
+        if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(ImageFormat::Jpeg)
+        } else if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(ImageFormat::Png)
+        } else if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
+            Some(ImageFormat::Gif)
+        } else if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
+            Some(ImageFormat::WebP)
+        } else if b.starts_with(b"BM") {
+            Some(ImageFormat::Bmp)
+        } else if b.starts_with(b"II*\0") || b.starts_with(b"MM\0*") || b.starts_with(b"II+\0") || b.starts_with(b"MM\0+") {
+            Some(ImageFormat::Tiff)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn to_image(self) -> image::ImageFormat {
+        match self {
+            ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+            ImageFormat::Png => image::ImageFormat::Png,
+            ImageFormat::Gif => image::ImageFormat::Gif,
+            ImageFormat::WebP => image::ImageFormat::WebP,
+            ImageFormat::Bmp => image::ImageFormat::Bmp,
+            ImageFormat::Tiff => image::ImageFormat::Tiff,
+        }
+    }
+}
+
+/// Format and dimensions from the header, before any EXIF orientation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The container format.
+    pub format: ImageFormat,
+    /// Width as stored (for GIF, the logical screen).
+    pub width: u32,
+    /// Height as stored.
+    pub height: u32,
+}
+
+/// Format and stored dimensions, reading only the header. Does not apply
+/// `max_pixels`: a 60000×60000 header is reported as such.
+pub fn probe(bytes: &[u8]) -> Result<ImageInfo, MediaError> {
+    guarded(|| decode::probe(bytes))
+}
+
+/// The first frame (the only one for stills), at full size, oriented per
+/// `opts`.
+pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, MediaError> {
+    guarded(|| decode::decode_exact(bytes, opts).map(|(_, img)| img))
+}
+
+/// Every frame of an animated GIF or WebP, composited onto the full canvas
+/// as a viewer shows them (RGBA); one frame for stills and for GIF/WebP that
+/// are not animated. Fails with [`MediaError::TooManyFrames`] past
+/// `max_frames` frames or `max_total_pixels` pixels in all.
+pub fn decode_frames(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<DecodedImage>, MediaError> {
+    guarded(|| decode::decode_frames(bytes, opts))
+}
+
+/// The outcome of [`hash_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashedImage {
+    /// Format and stored dimensions.
+    pub info: ImageInfo,
+    /// The PDQ hash of the (first frame of the) image and its quality.
+    pub pdq: PdqHash,
+    /// The eight dihedral hashes, when asked for.
+    pub dihedral: Option<PdqDihedral>,
+    /// Width of the pixels hashed (reduced in fast mode, swapped by orientation).
+    pub decoded_width: u32,
+    /// Height of the pixels hashed.
+    pub decoded_height: u32,
+    /// The mode actually used: `Fast` only when reduced-scale decoding happened.
+    pub mode: HashMode,
+}
+
+/// Decode the first frame and PDQ-hash it.
+pub fn hash_bytes(bytes: &[u8], opts: &HashOptions, hasher: &mut Hasher) -> Result<HashedImage, MediaError> {
+    let (info, img, mode) = guarded(|| {
+        if opts.mode == HashMode::Fast {
+            if let Some(r) = fast::decode_fast(bytes, &opts.decode)? {
+                return Ok((r.0, r.1, HashMode::Fast));
+            }
+        }
+        decode::decode_exact(bytes, &opts.decode).map(|(i, d)| (i, d, HashMode::Exact))
+    })?;
+    let r = img.image_ref();
+    let (pdq, dihedral) = if opts.dihedral {
+        let d = hasher.hash_dihedral(&r);
+        (d.original(), Some(d))
+    } else {
+        (hasher.hash(&r), None)
+    };
+    Ok(HashedImage { info, pdq, dihedral, decoded_width: img.width, decoded_height: img.height, mode })
+}
+
+/// Run `f`, turning a panic inside a third-party decoder into
+/// [`MediaError::Corrupt`].
+fn guarded<T>(f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(MediaError::Corrupt(format!("decoder failed: {why}")))
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Reduced-scale JPEG decoding for the fast hash path.
+//!
+//! `jpeg-decoder` can run a reduced IDCT (4×4, 2×2 or 1×1 per 8×8 block),
+//! which yields the image at 1/2, 1/4 or 1/8 scale for a fraction of the
+//! work. PDQ box-filters every image down to 64×64 anyway.
+
+use crate::decode::{alloc_limit, check_pixels, finish};
+use crate::orient::Orientation;
+use crate::{DecodeOptions, DecodedImage, ImageFormat, ImageInfo, MediaError, FAST_MIN_SIDE};
+use consentry_pdq::PixelFormat;
+
+/// The denominator (1, 2, 4 or 8) of the smallest scale that keeps both
+/// sides at least `FAST_MIN_SIDE`.
+pub(crate) fn scale_denominator(width: u32, height: u32) -> u32 {
+    let short = width.min(height);
+    let mut d = 1;
+    while d < 8 && short.div_ceil(d * 2) >= FAST_MIN_SIDE {
+        d *= 2;
+    }
+    d
+}
+
+/// `Ok(None)` when the fast path does not apply (not a JPEG, too small to
+/// be worth scaling, or a JPEG `jpeg-decoder` cannot handle): the caller
+/// decodes exactly instead. Errors are only the limits, which hold in every
+/// mode.
+pub(crate) fn decode_fast(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> Result<Option<(ImageInfo, DecodedImage)>, MediaError> {
+    if ImageFormat::sniff(bytes) != Some(ImageFormat::Jpeg) {
+        return Ok(None);
+    }
+    let mut d = jpeg_decoder::Decoder::new(bytes);
+    if d.read_info().is_err() {
+        return Ok(None);
+    }
+    let Some(full) = d.info() else { return Ok(None) };
+    let (width, height) = (u32::from(full.width), u32::from(full.height));
+    check_pixels(width, height, opts)?;
+    let denom = scale_denominator(width, height);
+    if denom == 1 {
+        return Ok(None);
+    }
+    // jpeg-decoder's own limit, on top of the header check above.
+    d.set_max_decoding_buffer_size(usize::try_from(alloc_limit(opts)).unwrap_or(usize::MAX));
+    let want = |n: u32| n.div_ceil(denom) as u16;
+    let Ok((sw, sh)) = d.scale(want(width), want(height)) else { return Ok(None) };
+    let Ok(pixels) = d.decode() else { return Ok(None) };
+    let Some(scaled) = d.info() else { return Ok(None) };
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    let n = sw as usize * sh as usize;
+    let (pf, data) = match scaled.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => (PixelFormat::Luma8, pixels),
+        jpeg_decoder::PixelFormat::RGB24 => (PixelFormat::Rgb8, pixels),
+        jpeg_decoder::PixelFormat::CMYK32 => (PixelFormat::Rgb8, cmyk_to_rgb(&pixels)),
+        // 16-bit (lossless / 12-bit) JPEG: rare; decode exactly.
+        _ => return Ok(None),
+    };
+    if data.len() != n * pf.channels() {
+        return Ok(None);
+    }
+    let orientation = if opts.apply_exif_orientation {
+        d.exif_data().map_or(Orientation(1), Orientation::from_exif_chunk)
+    } else {
+        Orientation(1)
+    };
+    let info = ImageInfo { format: ImageFormat::Jpeg, width, height };
+    Ok(Some((info, finish(sw, sh, pf, data, orientation))))
+}
+
+/// `jpeg-decoder` hands out Adobe CMYK inverted back to "ink" values
+/// (255 − stored). RGB = (255−C)(255−K)/255 per channel, which is what
+/// Pillow's `cmyk2rgb` and zune-jpeg compute from the stored values.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        let k = 255 - u32::from(px[3]);
+        for &c in &px[..3] {
+            let v = (255 - u32::from(c)) * k;
+            // Exact rounded division by 255.
+            out.push(((v + 128 + ((v + 128) >> 8)) >> 8) as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_keeps_both_sides_at_least_the_minimum() {
+        assert_eq!(scale_denominator(100, 100), 1);
+        assert_eq!(scale_denominator(2 * FAST_MIN_SIDE - 1, 4000), 1);
+        assert_eq!(scale_denominator(2 * FAST_MIN_SIDE, 4000), 2);
+        assert_eq!(scale_denominator(4032, 3024), 8);
+        for (w, h) in [(600, 900), (1600, 1004), (4032, 3024), (20000, 700), (1280, 720)] {
+            let d = scale_denominator(w, h);
+            assert!(w.min(h).div_ceil(d) >= FAST_MIN_SIDE, "{w}×{h} 1/{d}");
+            assert!(d == 8 || w.min(h).div_ceil(d * 2) < FAST_MIN_SIDE, "{w}×{h} 1/{d} not the smallest");
+        }
+    }
+
+    #[test]
+    fn cmyk_division_is_rounded() {
+        for c in [0u8, 1, 77, 128, 254, 255] {
+            for k in [0u8, 3, 128, 200, 255] {
+                let got = cmyk_to_rgb(&[c, c, c, k])[0];
+                let exact = f64::from(255 - c) * f64::from(255 - k) / 255.0;
+                assert_eq!(got, exact.round() as u8, "c={c} k={k}");
+            }
+        }
+    }
+}
