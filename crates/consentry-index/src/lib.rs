@@ -483,8 +483,15 @@ impl Index {
     }
 }
 
+/// Counters of this thread's multi-index searches since the last call:
+/// `[probes, non-empty buckets, candidates verified]`; resets them.
+#[doc(hidden)]
+pub fn take_search_counters() -> [u64; 3] {
+    segment::STATS.with(|s| s.replace([0; 3]))
+}
+
 fn sort_matches(m: &mut [Match]) {
-    m.sort_unstable_by(|a, b| (a.distance, a.id, a.hash).cmp(&(b.distance, b.id, b.hash)));
+    m.sort_unstable_by_key(|a| (a.distance, a.id, a.hash));
 }
 
 #[cfg(test)]

@@ -155,10 +155,10 @@ impl<R: Read> CrcReader<R> {
     /// Reads `n` elements, refusing before allocation if they cannot fit in what is left.
     fn vec<T: Pod>(&mut self, n: u64) -> Result<Vec<T>, LoadError> {
         let size = std::mem::size_of::<T>() as u64;
-        if n.checked_mul(size).is_none_or(|b| b > self.left) {
+        if n.checked_mul(size).map_or(true, |b| b > self.left) {
             return Err(LoadError::Corrupt(format!("section of {n} elements is larger than the file")));
         }
-        let mut v = vec![T::default(); n as usize];
+        let mut v = crate::segment::huge_vec(n as usize, T::default());
         self.take(bytes_mut(&mut v))?;
         Ok(v)
     }
