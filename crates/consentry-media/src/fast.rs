@@ -6,15 +6,17 @@
 
 use crate::decode::{alloc_limit, check_pixels, finish};
 use crate::orient::Orientation;
-use crate::{DecodeOptions, DecodedImage, ImageFormat, ImageInfo, MediaError, FAST_MIN_SIDE};
+use crate::{DecodeOptions, DecodedImage, ImageFormat, ImageInfo, MediaError};
+#[cfg(test)]
+use crate::FAST_MIN_SIDE;
 use consentry_pdq::PixelFormat;
 
 /// The denominator (1, 2, 4 or 8) of the smallest scale that keeps both
 /// sides at least `FAST_MIN_SIDE`.
-pub(crate) fn scale_denominator(width: u32, height: u32) -> u32 {
+pub(crate) fn scale_denominator(width: u32, height: u32, min_side: u32) -> u32 {
     let short = width.min(height);
     let mut d = 1;
-    while d < 8 && short.div_ceil(d * 2) >= FAST_MIN_SIDE {
+    while d < 8 && short.div_ceil(d * 2) >= min_side {
         d *= 2;
     }
     d
@@ -27,6 +29,7 @@ pub(crate) fn scale_denominator(width: u32, height: u32) -> u32 {
 pub(crate) fn decode_fast(
     bytes: &[u8],
     opts: &DecodeOptions,
+    min_side: u32,
 ) -> Result<Option<(ImageInfo, DecodedImage)>, MediaError> {
     if ImageFormat::sniff(bytes) != Some(ImageFormat::Jpeg) {
         return Ok(None);
@@ -38,7 +41,7 @@ pub(crate) fn decode_fast(
     let Some(full) = d.info() else { return Ok(None) };
     let (width, height) = (u32::from(full.width), u32::from(full.height));
     check_pixels(width, height, opts)?;
-    let denom = scale_denominator(width, height);
+    let denom = scale_denominator(width, height, min_side);
     if denom == 1 {
         return Ok(None);
     }
@@ -91,12 +94,12 @@ mod tests {
 
     #[test]
     fn scale_keeps_both_sides_at_least_the_minimum() {
-        assert_eq!(scale_denominator(100, 100), 1);
-        assert_eq!(scale_denominator(2 * FAST_MIN_SIDE - 1, 4000), 1);
-        assert_eq!(scale_denominator(2 * FAST_MIN_SIDE, 4000), 2);
-        assert_eq!(scale_denominator(4032, 3024), 8);
+        assert_eq!(scale_denominator(100, 100, FAST_MIN_SIDE), 1);
+        assert_eq!(scale_denominator(2 * FAST_MIN_SIDE - 2, 4000, FAST_MIN_SIDE), 1);
+        assert_eq!(scale_denominator(2 * FAST_MIN_SIDE, 4000, FAST_MIN_SIDE), 2);
+        assert_eq!(scale_denominator(4032, 3024, 256), 8);
         for (w, h) in [(600, 900), (1600, 1004), (4032, 3024), (20000, 700), (1280, 720)] {
-            let d = scale_denominator(w, h);
+            let d = scale_denominator(w, h, FAST_MIN_SIDE);
             assert!(w.min(h).div_ceil(d) >= FAST_MIN_SIDE, "{w}×{h} 1/{d}");
             assert!(d == 8 || w.min(h).div_ceil(d * 2) < FAST_MIN_SIDE, "{w}×{h} 1/{d} not the smallest");
         }

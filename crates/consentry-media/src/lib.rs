@@ -111,7 +111,7 @@ impl HashMode {
 
 /// The fast path never decodes a JPEG to a shorter side below this many
 /// pixels (and leaves JPEGs with a shorter side under twice this alone).
-pub const FAST_MIN_SIDE: u32 = 256;
+pub const FAST_MIN_SIDE: u32 = 512;
 
 /// What to do in [`hash_bytes`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -290,9 +290,21 @@ pub struct HashedImage {
 
 /// Decode the first frame and PDQ-hash it.
 pub fn hash_bytes(bytes: &[u8], opts: &HashOptions, hasher: &mut Hasher) -> Result<HashedImage, MediaError> {
+    hash_bytes_tuned(bytes, opts, hasher, FAST_MIN_SIDE)
+}
+
+/// [`hash_bytes`] with another minimum side for the fast path; for tuning
+/// [`FAST_MIN_SIDE`] (`examples/fast_vs_exact.rs`), not for production.
+#[doc(hidden)]
+pub fn hash_bytes_tuned(
+    bytes: &[u8],
+    opts: &HashOptions,
+    hasher: &mut Hasher,
+    fast_min_side: u32,
+) -> Result<HashedImage, MediaError> {
     let (info, img, mode) = guarded(|| {
         if opts.mode == HashMode::Fast {
-            if let Some(r) = fast::decode_fast(bytes, &opts.decode)? {
+            if let Some(r) = fast::decode_fast(bytes, &opts.decode, fast_min_side)? {
                 return Ok((r.0, r.1, HashMode::Fast));
             }
         }
@@ -306,6 +318,45 @@ pub fn hash_bytes(bytes: &[u8], opts: &HashOptions, hasher: &mut Hasher) -> Resu
         (hasher.hash(&r), None)
     };
     Ok(HashedImage { info, pdq, dihedral, decoded_width: img.width, decoded_height: img.height, mode })
+}
+
+/// What the fuzz target (`fuzz/fuzz_targets/decode_hash.rs`) runs on every
+/// input, shared with the hostile-input tests so that both exercise the same
+/// code: [`probe`], [`hash_bytes`] in both modes with dihedral hashes, and
+/// [`decode_frames`], all under small limits (`max_pixels` 4 000 000, 64
+/// frames, 16 000 000 pixels over all frames). Checks the invariants every
+/// successful result must meet and panics if one fails; returns the
+/// `hash_bytes` result of the exact mode.
+#[doc(hidden)]
+pub fn fuzz_one(bytes: &[u8]) -> Result<HashedImage, MediaError> {
+    let decode = DecodeOptions { max_pixels: 4_000_000, max_frames: 64, max_total_pixels: 16_000_000, apply_exif_orientation: true };
+    let mut hasher = Hasher::new();
+    let probed = probe(bytes);
+    let mut exact_result = None;
+    for mode in [HashMode::Exact, HashMode::Fast] {
+        let opts = HashOptions { decode: decode.clone(), mode, dihedral: true };
+        let r = hash_bytes(bytes, &opts, &mut hasher);
+        if let Ok(h) = &r {
+            assert!(u64::from(h.info.width) * u64::from(h.info.height) <= decode.max_pixels);
+            assert!(u64::from(h.decoded_width) * u64::from(h.decoded_height) <= decode.max_pixels);
+            assert_eq!(h.dihedral.map(|d| d.original()), Some(h.pdq));
+            if mode == HashMode::Exact {
+                // (The fast path parses with another decoder, which may read a
+                // malformed header differently.)
+                assert_eq!(probed.as_ref().ok(), Some(&h.info), "probe agrees with decode");
+            }
+        }
+        if mode == HashMode::Exact {
+            exact_result = Some(r);
+        }
+    }
+    if let Ok(frames) = decode_frames(bytes, &decode) {
+        assert!(!frames.is_empty() && frames.len() <= decode.max_frames);
+        for f in &frames {
+            assert_eq!(f.data.len(), f.width as usize * f.height as usize * f.format.channels());
+        }
+    }
+    exact_result.expect("ran")
 }
 
 /// Run `f`, turning a panic inside a third-party decoder into
