@@ -1,0 +1,161 @@
+//! The interface every matcher under evaluation implements, and the two
+//! baselines: global PDQ, and PDQ with the eight dihedral hashes of the query.
+
+use consentry_pdq::{Hash256, Hasher, ImageRef, PixelFormat, DEFAULT_MATCH_DISTANCE};
+use image::RgbImage;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Identifies a protected original.
+pub type ImageId = u32;
+
+/// A protected original handed to [`Matcher::index`]: its file bytes as
+/// registered and the pixels decoded from them.
+#[derive(Debug, Clone, Copy)]
+pub struct Protected<'a> {
+    /// Identifier reported back by [`Matcher::query`].
+    pub id: ImageId,
+    /// The original file's bytes.
+    pub bytes: &'a [u8],
+    /// Those bytes decoded (RGB, full resolution).
+    pub image: &'a RgbImage,
+}
+
+/// A query handed to [`Matcher::query`]: the bytes a platform received, and
+/// the pixels the harness decoded from them (decoded once, shared by all
+/// matchers, timed separately). A matcher may use either.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The received bytes (JPEG after Telegram-like recompression).
+    pub bytes: &'a [u8],
+    /// Those bytes decoded.
+    pub image: &'a RgbImage,
+}
+
+/// Something that registers protected images and says which of them a query matches.
+///
+/// The harness times each `query` call and the whole `index` call; decoding is
+/// done (and timed) by the harness, so the times are the matcher's own cost:
+/// hashing plus lookup.
+pub trait Matcher: Send + Sync {
+    /// Short name for table headers.
+    fn name(&self) -> String;
+    /// Register the protected originals (replacing any earlier set).
+    fn index(&mut self, protected: &[Protected<'_>]);
+    /// The protected images this query matches (any order, no duplicates).
+    fn query(&self, q: &Query<'_>) -> Vec<ImageId>;
+    /// Bytes stored per protected image (for the storage budget).
+    fn stored_bytes_per_image(&self) -> usize;
+}
+
+thread_local! {
+    static HASHER: RefCell<Hasher> = RefCell::new(Hasher::new());
+}
+
+/// PDQ hash of an RGB image with this thread's hasher.
+pub fn pdq(img: &RgbImage) -> (Hash256, u8) {
+    let r = ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).expect("RgbImage is packed RGB");
+    HASHER.with(|h| {
+        let out = h.borrow_mut().hash(&r);
+        (out.hash, out.quality)
+    })
+}
+
+/// The eight dihedral PDQ hashes of an RGB image with this thread's hasher.
+pub fn pdq_dihedral(img: &RgbImage) -> [Hash256; 8] {
+    let r = ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).expect("RgbImage is packed RGB");
+    HASHER.with(|h| h.borrow_mut().hash_dihedral(&r).hashes)
+}
+
+/// Global PDQ: one hash per image, match when the distance is at most `threshold`.
+#[derive(Debug, Clone)]
+pub struct PdqMatcher {
+    threshold: u32,
+    dihedral: bool,
+    protected: Vec<(ImageId, Hash256)>,
+}
+
+impl PdqMatcher {
+    /// Global PDQ at `threshold` (31 is Meta's).
+    pub fn global(threshold: u32) -> Self {
+        PdqMatcher { threshold, dihedral: false, protected: Vec::new() }
+    }
+
+    /// PDQ comparing the 8 dihedral hashes of the query with each protected
+    /// hash (as Meta's HMA does), at `threshold`.
+    pub fn dihedral(threshold: u32) -> Self {
+        PdqMatcher { threshold, dihedral: true, protected: Vec::new() }
+    }
+}
+
+impl Default for PdqMatcher {
+    fn default() -> Self {
+        PdqMatcher::global(DEFAULT_MATCH_DISTANCE)
+    }
+}
+
+impl Matcher for PdqMatcher {
+    fn name(&self) -> String {
+        if self.dihedral {
+            format!("PDQ+dihedral≤{}", self.threshold)
+        } else {
+            format!("PDQ≤{}", self.threshold)
+        }
+    }
+
+    fn index(&mut self, protected: &[Protected<'_>]) {
+        self.protected = protected.par_iter().map(|p| (p.id, pdq(p.image).0)).collect();
+    }
+
+    fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
+        let hashes: Vec<Hash256> = if self.dihedral { pdq_dihedral(q.image).to_vec() } else { vec![pdq(q.image).0] };
+        self.protected
+            .iter()
+            .filter(|(_, p)| hashes.iter().any(|h| h.distance(p) <= self.threshold))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn stored_bytes_per_image(&self) -> usize {
+        32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::testutil::photo;
+    use crate::transforms::{decode_rgb, telegram_recompress, DihedralOp, Op};
+
+    fn query(m: &PdqMatcher, img: &RgbImage) -> Vec<ImageId> {
+        let bytes = telegram_recompress(img);
+        let dec = decode_rgb(&bytes).unwrap();
+        let mut v = m.query(&Query { bytes: &bytes, image: &dec });
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn baselines_find_a_copy_and_reject_another_image() {
+        let (a, b, c) = (photo(320, 240, 21), photo(320, 240, 22), photo(320, 240, 23));
+        let (qa, qb, qc) = (pdq(&a), pdq(&b), pdq(&c));
+        assert!(qa.1 >= 50 && qb.1 >= 50, "test images should have hash quality ≥ 50");
+        assert!(qa.0.distance(&qc.0) > 31 && qb.0.distance(&qc.0) > 31);
+        let prot = [Protected { id: 1, bytes: &[], image: &a }, Protected { id: 2, bytes: &[], image: &b }];
+        let rot = Op::Dihedral(DihedralOp::Rot90).apply(&a, &a, &mut Rng::new(0));
+        for mut m in [PdqMatcher::global(31), PdqMatcher::dihedral(31)] {
+            m.index(&prot);
+            assert_eq!(query(&m, &a), vec![1], "{}", m.name());
+            assert_eq!(query(&m, &b), vec![2], "{}", m.name());
+            assert!(query(&m, &c).is_empty(), "{}", m.name());
+        }
+        let mut g = PdqMatcher::global(31);
+        g.index(&prot);
+        let mut d = PdqMatcher::dihedral(31);
+        d.index(&prot);
+        // Only the dihedral variant survives a 90° rotation.
+        assert!(query(&g, &rot).is_empty());
+        assert_eq!(query(&d, &rot), vec![1]);
+    }
+}
