@@ -333,7 +333,9 @@ pub fn fuzz_one(bytes: &[u8]) -> Result<HashedImage, MediaError> {
     let mut hasher = Hasher::new();
     let probed = probe(bytes);
     let mut exact_result = None;
-    for mode in [HashMode::Exact, HashMode::Fast] {
+    let modes: &[HashMode] =
+        if ImageFormat::sniff(bytes) == Some(ImageFormat::Jpeg) { &[HashMode::Exact, HashMode::Fast] } else { &[HashMode::Exact] };
+    for &mode in modes {
         let opts = HashOptions { decode: decode.clone(), mode, dihedral: true };
         let r = hash_bytes(bytes, &opts, &mut hasher);
         if let Ok(h) = &r {
