@@ -147,11 +147,14 @@ fn run(args: &[String]) {
     let queries = read_hashes(&format!("{dir}/queries_{n}.u8"));
     let rss0 = rss_kb("VmRSS:");
     let t = Instant::now();
-    let mut entries: Vec<(u64, Hash256)> = base.iter().enumerate().map(|(i, h)| (i as u64, *h)).collect();
-    entries.extend((0..zeros).map(|i| ((n + i) as u64, Hash256::ZERO)));
-    drop(base);
+    let entries = base
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (i as u64, *h))
+        .chain((0..zeros).map(|i| ((n + i) as u64, Hash256::ZERO)));
     let config = IndexConfig { degenerate: DegeneratePolicy::Accept };
     let idx = Index::build(entries, config).unwrap();
+    drop(base);
     let build_s = t.elapsed().as_secs_f64();
     let stats = idx.stats();
     let rss1 = rss_kb("VmRSS:");
