@@ -1,0 +1,544 @@
+//! The store's data types. Everything here is hashes, ids and metadata: never image bytes.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use consentry_pdq::Hash256;
+
+use crate::error::StoreError;
+
+/// A point in time, milliseconds since the Unix epoch (UTC). Stored as a 64-bit integer on both
+/// backends so that SQL is identical and comparisons are exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+    /// From milliseconds since the epoch.
+    pub const fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+    /// Milliseconds since the epoch.
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+    /// This time plus `d` (saturating).
+    pub fn add(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms since epoch", self.0)
+    }
+}
+
+/// Who did something, as written to the audit log: `system`, `api-key:12`, `case:K7M2...`,
+/// `moderator:alice`, or any other label the caller chooses. Never a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Actor(String);
+
+impl Actor {
+    /// The service itself (migrations, maintenance).
+    pub fn system() -> Self {
+        Actor("system".into())
+    }
+    /// A request authenticated with API key `id`.
+    pub fn api_key(id: i64) -> Self {
+        Actor(format!("api-key:{id}"))
+    }
+    /// A survivor acting on her own case (identified by its number, never the PIN).
+    pub fn case(number: &str) -> Self {
+        Actor(format!("case:{number}"))
+    }
+    /// Any other label (e.g. `moderator:alice`, `cli`).
+    pub fn named(label: impl Into<String>) -> Self {
+        Actor(label.into())
+    }
+    /// The label as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+        impl $name {
+            /// Every variant.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            /// The stored text form.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $name {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($s => Ok($name::$v),)+
+                    other => Err(StoreError::InvalidInput(format!(
+                        concat!("unknown ", stringify!($name), " `{}`"), other))),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What a bank is for.
+    BankPurpose {
+        /// Hashes submitted by (or for) the people in the images, through cases.
+        SurvivorProtected = "survivor-protected",
+        /// Hashes of known abusive material from moderators or imported lists.
+        KnownAbuse = "known-abuse",
+        /// Anything else (tests, staging lists).
+        Other = "other",
+    }
+);
+
+text_enum!(
+    /// The kind of signal an entry holds. Only PDQ today; video, derivative and exact-file
+    /// hashes get their own variants later.
+    SignalType {
+        /// Meta's 256-bit PDQ perceptual hash.
+        Pdq = "pdq",
+    }
+);
+
+text_enum!(
+    /// Where an entry came from (`Case` entries also carry the case id).
+    EntrySourceKind {
+        /// Submitted through a case.
+        Case = "case",
+        /// Added by a moderator.
+        Moderator = "moderator",
+        /// Bulk-imported from a hash list.
+        Import = "import",
+    }
+);
+
+text_enum!(
+    /// The life cycle of a case.
+    CaseStatus {
+        /// Created; its hashes already match.
+        Received = "received",
+        /// Reviewed and confirmed by staff.
+        Active = "active",
+        /// Withdrawn by its owner or staff: its entries no longer match.
+        Withdrawn = "withdrawn",
+    }
+);
+
+text_enum!(
+    /// What an API key may do. `Admin` implies every other scope.
+    Scope {
+        /// Manage banks, keys, cases.
+        Admin = "admin",
+        /// Add, disable and remove entries.
+        Curate = "curate",
+        /// Look hashes up.
+        Lookup = "lookup",
+        /// Submit cases.
+        Submit = "submit",
+    }
+);
+
+/// A signal value, typed by its signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignalValue {
+    /// A PDQ hash.
+    Pdq(Hash256),
+}
+
+impl SignalValue {
+    /// Its signal type.
+    pub fn signal_type(&self) -> SignalType {
+        match self {
+            SignalValue::Pdq(_) => SignalType::Pdq,
+        }
+    }
+    /// The stored bytes (32 bytes, Meta's order, for PDQ).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            SignalValue::Pdq(h) => h.to_bytes().to_vec(),
+        }
+    }
+    /// Decodes stored bytes.
+    pub fn from_bytes(signal: SignalType, bytes: &[u8]) -> Result<Self, StoreError> {
+        match signal {
+            SignalType::Pdq => {
+                let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+                    StoreError::Internal(format!("stored PDQ value has {} bytes, not 32", bytes.len()))
+                })?;
+                Ok(SignalValue::Pdq(Hash256::from_bytes(arr)))
+            }
+        }
+    }
+    /// The PDQ hash, if this is one.
+    pub fn as_pdq(&self) -> Option<Hash256> {
+        match self {
+            SignalValue::Pdq(h) => Some(*h),
+        }
+    }
+}
+
+/// A bank of entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bank {
+    /// Database id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A disabled bank's entries do not match.
+    pub enabled: bool,
+    /// What the bank is for.
+    pub purpose: BankPurpose,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// Fields for a new bank.
+#[derive(Clone, Debug)]
+pub struct NewBank {
+    /// Unique, 1..=100 characters.
+    pub name: String,
+    /// Free text, up to 2000 characters.
+    pub description: String,
+    /// Starts enabled or not.
+    pub enabled: bool,
+    /// What the bank is for.
+    pub purpose: BankPurpose,
+}
+
+/// A partial update of a bank (`None` leaves a field unchanged). Enabling and disabling go
+/// through [`crate::Store::set_bank_enabled`] because they change what matches.
+#[derive(Clone, Debug, Default)]
+pub struct BankUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New purpose.
+    pub purpose: Option<BankPurpose>,
+}
+
+/// Where an entry came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntrySource {
+    /// Submitted through case `case_id`.
+    Case(i64),
+    /// Added by a moderator.
+    Moderator,
+    /// Bulk-imported.
+    Import,
+}
+
+impl EntrySource {
+    /// The kind without the case id.
+    pub fn kind(&self) -> EntrySourceKind {
+        match self {
+            EntrySource::Case(_) => EntrySourceKind::Case,
+            EntrySource::Moderator => EntrySourceKind::Moderator,
+            EntrySource::Import => EntrySourceKind::Import,
+        }
+    }
+}
+
+/// One hash in a bank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Database id; never reused, so the in-memory index can key on it.
+    pub id: i64,
+    /// Bank it belongs to.
+    pub bank_id: i64,
+    /// The value (its signal type is `value.signal_type()`).
+    pub value: SignalValue,
+    /// PDQ quality 0..=100, when known.
+    pub quality: Option<i32>,
+    /// Provenance.
+    pub source: EntrySource,
+    /// Free metadata (JSON). Never image bytes.
+    pub metadata: serde_json::Value,
+    /// When it was added.
+    pub added_at: Timestamp,
+    /// When it was disabled; `None` while enabled.
+    pub disabled_at: Option<Timestamp>,
+}
+
+/// A new entry added by a moderator or an import.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    /// Target bank.
+    pub bank_id: i64,
+    /// The value.
+    pub value: SignalValue,
+    /// PDQ quality, if known (checked against the policy's minimum).
+    pub quality: Option<i32>,
+    /// `Moderator` or `Import` (case entries are created through cases).
+    pub source: EntrySourceKind,
+    /// Free metadata; `Value::Null` means `{}`.
+    pub metadata: serde_json::Value,
+}
+
+/// One line of a bulk import.
+#[derive(Clone, Debug)]
+pub struct BulkLine {
+    /// 1-based line number in the caller's input, reported back with errors.
+    pub line: u64,
+    /// The value.
+    pub value: SignalValue,
+    /// PDQ quality, if the line had one.
+    pub quality: Option<i32>,
+    /// Free metadata for this line.
+    pub metadata: serde_json::Value,
+}
+
+/// A rejected line of a bulk import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// What a bulk import did: the good lines were committed together, the bad ones reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BulkReport {
+    /// (line, new entry id) for every line stored.
+    pub added: Vec<(u64, i64)>,
+    /// Every line rejected, with the reason.
+    pub rejected: Vec<LineError>,
+}
+
+/// A case: a survivor's submission, identified by its number, authenticated by its PIN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// Database id (internal; the survivor only sees the number).
+    pub id: i64,
+    /// Human-friendly unguessable number, 12 characters without separators.
+    pub number: String,
+    /// Status.
+    pub status: CaseStatus,
+    /// The bank its entries are in.
+    pub bank_id: i64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last status change.
+    pub updated_at: Timestamp,
+    /// When it was withdrawn.
+    pub withdrawn_at: Option<Timestamp>,
+}
+
+impl Case {
+    /// The number grouped for people: `K7M2-9QXA-4HRT`.
+    pub fn display_number(&self) -> String {
+        crate::secrets::format_case_number(&self.number)
+    }
+}
+
+/// One hash submitted with a case.
+#[derive(Clone, Copy, Debug)]
+pub struct CaseHash {
+    /// The PDQ hash.
+    pub hash: Hash256,
+    /// Its quality, if the hasher reported one.
+    pub quality: Option<i32>,
+}
+
+/// A new case.
+#[derive(Clone, Debug)]
+pub struct NewCase {
+    /// The (survivor-protected) bank that receives its entries.
+    pub bank_id: i64,
+    /// Its hashes (at least one).
+    pub hashes: Vec<CaseHash>,
+    /// Metadata stored on each entry (e.g. the client that hashed). Never image bytes.
+    pub metadata: serde_json::Value,
+}
+
+/// The result of creating a case. `pin` is the only time the PIN exists in clear.
+#[derive(Debug)]
+pub struct CreatedCase {
+    /// The case.
+    pub case: Case,
+    /// The PIN, 10 digits. Show it once; it is stored only as an Argon2id hash.
+    pub pin: String,
+    /// Its entries.
+    pub entries: Vec<Entry>,
+}
+
+/// A case with its entries, as shown to the survivor after PIN verification.
+#[derive(Clone, Debug)]
+pub struct CaseView {
+    /// The case.
+    pub case: Case,
+    /// Its entries.
+    pub entries: Vec<Entry>,
+}
+
+/// An API key (the secret is not here: it was shown once at creation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Database id.
+    pub id: i64,
+    /// Label.
+    pub name: String,
+    /// Public prefix of the secret (identifies the key in logs, not a secret).
+    pub prefix: String,
+    /// What it may do.
+    pub scopes: BTreeSet<Scope>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Revocation time.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    /// Whether the key grants `scope` (`Admin` grants everything).
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.revoked_at.is_none()
+            && (self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin))
+    }
+}
+
+/// The result of creating an API key. `secret` exists in clear only here.
+#[derive(Debug)]
+pub struct CreatedApiKey {
+    /// The key.
+    pub key: ApiKey,
+    /// The secret to hand to the client (`csk_<prefix>_<64 hex>`).
+    pub secret: String,
+}
+
+/// One audit log record. The log is append-only (enforced by triggers on both backends).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    /// Database id (increasing).
+    pub id: i64,
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub actor: String,
+    /// What (`bank.create`, `entry.disable`, `case.withdraw`, ...).
+    pub action: String,
+    /// On what (`bank:3`, `entry:17`, `case:42`, ...).
+    pub target: String,
+    /// Details (JSON). Never secrets or image bytes.
+    pub details: serde_json::Value,
+}
+
+/// One record of the change feed: entry `entry_id` starts or stops matching.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Position in the feed: consecutive integers, visible in commit order.
+    pub seq: i64,
+    /// The entry.
+    pub entry_id: i64,
+    /// What to do with it.
+    pub op: ChangeOp,
+    /// What caused it (`entry.add`, `bank.disable`, `case.withdraw`, ...).
+    pub cause: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// What a change does to the in-memory index. Ops are absolute (not toggles), so replaying a
+/// change twice is harmless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// The entry matches from now on, with this value.
+    Activate(SignalValue),
+    /// The entry no longer matches.
+    Deactivate(SignalType),
+}
+
+/// Every entry that currently matches for one signal, and the feed position it corresponds to:
+/// apply `changes_since(seq)` on top of it.
+#[derive(Clone, Debug)]
+pub struct ActiveSet {
+    /// The last change included.
+    pub seq: i64,
+    /// (entry id, value), ordered by id.
+    pub entries: Vec<(i64, SignalValue)>,
+}
+
+/// A webhook event to deliver.
+#[derive(Clone, Debug)]
+pub struct NewWebhook {
+    /// Target URL.
+    pub url: String,
+    /// Event type (`match`, ...).
+    pub event_type: String,
+    /// Body (JSON). Hashes, ids, distances only.
+    pub payload: serde_json::Value,
+}
+
+/// Delivery state of an outbox row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookState {
+    /// Waiting for (another) attempt.
+    Pending,
+    /// Delivered.
+    Delivered,
+    /// Given up.
+    Dead,
+}
+
+/// A webhook outbox row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Webhook {
+    /// Database id.
+    pub id: i64,
+    /// Target URL.
+    pub url: String,
+    /// Event type.
+    pub event_type: String,
+    /// Body.
+    pub payload: serde_json::Value,
+    /// When enqueued.
+    pub created_at: Timestamp,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    /// Earliest time of the next attempt.
+    pub next_attempt_at: Timestamp,
+    /// Lease token while claimed (pass it back to `mark_*`).
+    pub lease_token: Option<i64>,
+    /// Lease expiry while claimed.
+    pub lease_until: Option<Timestamp>,
+    /// State.
+    pub state: WebhookState,
+    /// Last delivery error.
+    pub last_error: Option<String>,
+}
+
+pub(crate) fn scopes_to_text(scopes: &BTreeSet<Scope>) -> String {
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn scopes_from_text(text: &str) -> Result<BTreeSet<Scope>, StoreError> {
+    text.split(',').filter(|s| !s.is_empty()).map(Scope::from_str).collect()
+}

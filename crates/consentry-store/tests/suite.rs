@@ -1,0 +1,819 @@
+//! The store test suite, run once against SQLite and once against PostgreSQL.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{hash_with_ones, random_pdq, Kind, TestDb};
+use consentry_pdq::Hash256;
+use consentry_store::*;
+use serde_json::json;
+
+backend_tests!(
+    migrations_are_applied_once,
+    bank_crud,
+    entry_lifecycle_feeds_changes,
+    degenerate_hashes_are_rejected_with_reason,
+    bulk_import_keeps_good_lines_and_reports_bad_ones,
+    bank_toggle_and_delete_feed_changes,
+    case_create_status_withdraw,
+    case_with_degenerate_hash_stores_nothing,
+    pin_attempts_lock_the_case,
+    parallel_pin_guesses_cannot_exceed_the_limit,
+    api_keys_are_hashed_scoped_and_revocable,
+    audit_log_is_append_only_and_transactional,
+    concurrent_writers_never_make_a_poller_skip,
+    another_process_sees_writes_within_one_second,
+    webhook_outbox_claims_leases_and_retries,
+    metadata_is_checked,
+    data_survives_reopen,
+);
+
+fn admin() -> Actor {
+    Actor::named("moderator:test")
+}
+
+async fn bank(store: &Store, name: &str, purpose: BankPurpose) -> Bank {
+    store
+        .create_bank(
+            &admin(),
+            NewBank { name: name.into(), description: String::new(), enabled: true, purpose },
+        )
+        .await
+        .expect("create bank")
+}
+
+fn pdq_entry(bank_id: i64, h: Hash256) -> NewEntry {
+    NewEntry {
+        bank_id,
+        value: SignalValue::Pdq(h),
+        quality: Some(90),
+        source: EntrySourceKind::Moderator,
+        metadata: json!({"note": "test"}),
+    }
+}
+
+/// Applies changes to a map of active entries, checking seqs are consecutive from `*seq`.
+fn apply(active: &mut BTreeMap<i64, SignalValue>, seq: &mut i64, changes: &[Change]) {
+    for c in changes {
+        assert_eq!(c.seq, *seq + 1, "change feed skipped or repeated a sequence number");
+        *seq = c.seq;
+        match c.op {
+            ChangeOp::Activate(v) => {
+                active.insert(c.entry_id, v);
+            }
+            ChangeOp::Deactivate(_) => {
+                active.remove(&c.entry_id);
+            }
+        }
+    }
+}
+
+async fn active_map(store: &Store) -> (i64, BTreeMap<i64, SignalValue>) {
+    let set = store.load_all_active(SignalType::Pdq).await.unwrap();
+    (set.seq, set.entries.into_iter().collect())
+}
+
+async fn migrations_are_applied_once(db: TestDb) {
+    assert_eq!(db.store.schema_version().await.unwrap(), 1);
+    // Opening again (another process) finds the schema in place and changes nothing.
+    let b = bank(&db.store, "one", BankPurpose::Other).await;
+    let again = db.open_another().await;
+    assert_eq!(again.schema_version().await.unwrap(), 1);
+    assert_eq!(again.get_bank(b.id).await.unwrap(), b);
+    let versions = db.raw_texts("SELECT name FROM schema_migrations ORDER BY version").await.unwrap();
+    assert_eq!(versions, vec!["initial".to_string()]);
+}
+
+async fn bank_crud(db: TestDb) {
+    let s = &db.store;
+    let a = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    assert!(a.enabled);
+    assert_eq!(a.purpose, BankPurpose::SurvivorProtected);
+    let b = bank(s, "known", BankPurpose::KnownAbuse).await;
+    assert_ne!(a.id, b.id);
+    assert_eq!(s.get_bank(a.id).await.unwrap(), a);
+    assert_eq!(s.get_bank_by_name("known").await.unwrap(), b);
+    assert_eq!(s.list_banks().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let dup = s
+        .create_bank(
+            &admin(),
+            NewBank { name: "known".into(), description: "x".into(), enabled: true, purpose: BankPurpose::Other },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
+    assert!(dup.is_user_error());
+    let empty = s
+        .create_bank(&admin(), NewBank { name: "".into(), description: "".into(), enabled: true, purpose: BankPurpose::Other })
+        .await
+        .unwrap_err();
+    assert!(matches!(empty, StoreError::InvalidInput(_)), "{empty}");
+
+    let upd = s
+        .update_bank(
+            &admin(),
+            b.id,
+            BankUpdate { name: Some("known-abuse-2".into()), description: Some("list".into()), purpose: None },
+        )
+        .await
+        .unwrap();
+    assert_eq!(upd.name, "known-abuse-2");
+    assert_eq!(upd.description, "list");
+    assert_eq!(upd.purpose, BankPurpose::KnownAbuse);
+    let clash = s
+        .update_bank(&admin(), b.id, BankUpdate { name: Some("survivors".into()), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(matches!(clash, StoreError::Conflict(_)), "{clash}");
+
+    s.delete_bank(&admin(), b.id).await.unwrap();
+    assert!(matches!(s.get_bank(b.id).await.unwrap_err(), StoreError::NotFound(_)));
+    assert!(matches!(s.delete_bank(&admin(), b.id).await.unwrap_err(), StoreError::NotFound(_)));
+    assert_eq!(s.list_banks().await.unwrap(), vec![a]);
+}
+
+async fn entry_lifecycle_feeds_changes(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    assert_eq!(s.current_seq().await.unwrap(), 0);
+    let h = random_pdq();
+    let e = s.add_entry(&admin(), pdq_entry(b.id, h)).await.unwrap();
+    assert_eq!(e.value, SignalValue::Pdq(h));
+    assert_eq!(e.quality, Some(90));
+    assert_eq!(e.source, EntrySource::Moderator);
+    assert_eq!(e.metadata, json!({"note": "test"}));
+    assert!(e.disabled_at.is_none());
+    assert_eq!(s.get_entry(e.id).await.unwrap(), e);
+    assert_eq!(s.find_entries(&SignalValue::Pdq(h)).await.unwrap(), vec![e.clone()]);
+
+    let ch = s.changes_since(0, 100).await.unwrap();
+    assert_eq!(ch.len(), 1);
+    assert_eq!((ch[0].seq, ch[0].entry_id, ch[0].op), (1, e.id, ChangeOp::Activate(SignalValue::Pdq(h))));
+
+    let d = s.disable_entry(&admin(), e.id).await.unwrap();
+    assert!(d.disabled_at.is_some());
+    // Idempotent: no second change.
+    s.disable_entry(&admin(), e.id).await.unwrap();
+    assert!(active_map(s).await.1.is_empty());
+    let en = s.enable_entry(&admin(), e.id).await.unwrap();
+    assert!(en.disabled_at.is_none());
+    assert_eq!(active_map(s).await.1.get(&e.id), Some(&SignalValue::Pdq(h)));
+    s.remove_entry(&admin(), e.id).await.unwrap();
+    assert!(matches!(s.get_entry(e.id).await.unwrap_err(), StoreError::NotFound(_)));
+    assert!(matches!(s.remove_entry(&admin(), e.id).await.unwrap_err(), StoreError::NotFound(_)));
+
+    let ops: Vec<_> = s.changes_since(0, 100).await.unwrap().into_iter().map(|c| (c.seq, c.op, c.cause)).collect();
+    let deact = ChangeOp::Deactivate(SignalType::Pdq);
+    let act = ChangeOp::Activate(SignalValue::Pdq(h));
+    assert_eq!(
+        ops,
+        vec![
+            (1, act, "entry.add".to_string()),
+            (2, deact, "entry.disable".to_string()),
+            (3, act, "entry.enable".to_string()),
+            (4, deact, "entry.remove".to_string()),
+        ]
+    );
+    assert_eq!(s.current_seq().await.unwrap(), 4);
+    assert_eq!(s.changes_since(2, 1).await.unwrap().len(), 1, "limit honoured");
+    // Ids are never reused after a delete.
+    let e2 = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    assert!(e2.id > e.id);
+    // Missing bank.
+    let err = s.add_entry(&admin(), pdq_entry(9999, random_pdq())).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert_eq!(s.current_seq().await.unwrap(), 5, "a failed write appends no change");
+}
+
+async fn degenerate_hashes_are_rejected_with_reason(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    let cases: Vec<(Hash256, Option<i32>, &str)> = vec![
+        (Hash256::ZERO, None, "all bits are zero"),
+        (Hash256::from_words([u64::MAX; 4]), None, "all bits are one"),
+        (hash_with_ones(40), None, "40 one bits"),
+        (hash_with_ones(200), None, "200 one bits"),
+        (random_pdq(), Some(10), "quality 10 is below the minimum 50"),
+        (random_pdq(), Some(101), "quality 101 is not in 0..=100"),
+    ];
+    for (h, q, want) in cases {
+        let mut ne = pdq_entry(b.id, h);
+        ne.quality = q;
+        let err = s.add_entry(&admin(), ne).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidHash { index: 0, .. }), "{err}");
+        assert!(err.to_string().contains(want), "`{err}` should say `{want}`");
+        assert!(err.is_user_error());
+    }
+    // Boundaries of the default policy are accepted; no quality is fine.
+    for ones in [96, 128, 160] {
+        let mut ne = pdq_entry(b.id, hash_with_ones(ones));
+        ne.quality = None;
+        s.add_entry(&admin(), ne).await.unwrap();
+    }
+    assert_eq!(s.list_entries(b.id, 0, 100).await.unwrap().len(), 3);
+    assert_eq!(s.current_seq().await.unwrap(), 3);
+}
+
+async fn bulk_import_keeps_good_lines_and_reports_bad_ones(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "imports", BankPurpose::KnownAbuse).await;
+    let (h1, h2, h3) = (random_pdq(), random_pdq(), random_pdq());
+    let text = format!(
+        "# exported list\n{h1}\nnot-a-hash\n{zero}\n\n{h2},80\n{h3}\t12\n{h1},90,extra\n{h3} 70\n",
+        zero = Hash256::ZERO
+    );
+    let r = s.import_pdq_text(&admin(), b.id, &text).await.unwrap();
+    let added_lines: Vec<u64> = r.added.iter().map(|a| a.0).collect();
+    assert_eq!(added_lines, vec![2, 6, 9]);
+    let rejected: Vec<(u64, &str)> = r.rejected.iter().map(|e| (e.line, e.reason.as_str())).collect();
+    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    assert_eq!(rejected[0].0, 3);
+    assert!(rejected[0].1.contains("not a PDQ hash"), "{rejected:?}");
+    assert_eq!(rejected[1].0, 4);
+    assert!(rejected[1].1.contains("all bits are zero"), "{rejected:?}");
+    assert_eq!(rejected[2].0, 7);
+    assert!(rejected[2].1.contains("quality 12"), "{rejected:?}");
+    assert_eq!(rejected[3].0, 8);
+    assert!(rejected[3].1.contains("unexpected field"), "{rejected:?}");
+
+    let entries = s.list_entries(b.id, 0, 100).await.unwrap();
+    let stored: Vec<(i64, SignalValue, Option<i32>, EntrySource)> =
+        entries.iter().map(|e| (e.id, e.value, e.quality, e.source)).collect();
+    assert_eq!(
+        stored,
+        vec![
+            (r.added[0].1, SignalValue::Pdq(h1), None, EntrySource::Import),
+            (r.added[1].1, SignalValue::Pdq(h2), Some(80), EntrySource::Import),
+            (r.added[2].1, SignalValue::Pdq(h3), Some(70), EntrySource::Import),
+        ]
+    );
+    let ch = s.changes_since(0, 100).await.unwrap();
+    assert_eq!(ch.iter().map(|c| c.entry_id).collect::<Vec<_>>(), r.added.iter().map(|a| a.1).collect::<Vec<_>>());
+
+    // All lines bad: nothing stored, everything reported; unknown bank is an error.
+    let r2 = s.import_pdq_text(&admin(), b.id, "zz\n").await.unwrap();
+    assert!(r2.added.is_empty());
+    assert_eq!(r2.rejected.len(), 1);
+    assert!(matches!(s.import_pdq_text(&admin(), 4242, &format!("{h1}\n")).await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.list_entries(b.id, 0, 100).await.unwrap().len(), 3);
+
+    // A large import is one transaction and one contiguous run of changes.
+    let lines: Vec<BulkLine> = (0..500)
+        .map(|i| BulkLine { line: i + 1, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!(null) })
+        .collect();
+    let seq0 = s.current_seq().await.unwrap();
+    let r3 = s.add_entries_bulk(&admin(), b.id, EntrySourceKind::Import, lines).await.unwrap();
+    assert_eq!(r3.added.len(), 500);
+    assert_eq!(s.current_seq().await.unwrap(), seq0 + 500);
+}
+
+async fn bank_toggle_and_delete_feed_changes(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    let other = bank(s, "other", BankPurpose::KnownAbuse).await;
+    let e1 = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    let e2 = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    let e3 = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    let o1 = s.add_entry(&admin(), pdq_entry(other.id, random_pdq())).await.unwrap();
+    s.disable_entry(&admin(), e2.id).await.unwrap();
+
+    let (mut seq, mut mirror) = active_map(s).await;
+    assert_eq!(mirror.keys().copied().collect::<Vec<_>>(), vec![e1.id, e3.id, o1.id]);
+
+    let off = s.set_bank_enabled(&admin(), b.id, false).await.unwrap();
+    assert!(!off.enabled);
+    let ch = s.changes_since(seq, 100).await.unwrap();
+    assert_eq!(ch.iter().map(|c| (c.entry_id, c.op)).collect::<Vec<_>>(), vec![
+        (e1.id, ChangeOp::Deactivate(SignalType::Pdq)),
+        (e3.id, ChangeOp::Deactivate(SignalType::Pdq)),
+    ]);
+    apply(&mut mirror, &mut seq, &ch);
+    assert_eq!(mirror, active_map(s).await.1);
+    // While the bank is disabled, enabling an entry does not make it match.
+    s.enable_entry(&admin(), e2.id).await.unwrap();
+    assert_eq!(s.changes_since(seq, 100).await.unwrap(), vec![]);
+    // A new entry in a disabled bank does not match either.
+    let e4 = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    assert_eq!(s.changes_since(seq, 100).await.unwrap(), vec![]);
+    assert_eq!(active_map(s).await.1.keys().copied().collect::<Vec<_>>(), vec![o1.id]);
+    // Setting the same state again is a no-op.
+    s.set_bank_enabled(&admin(), b.id, false).await.unwrap();
+    assert_eq!(s.current_seq().await.unwrap(), seq);
+
+    s.set_bank_enabled(&admin(), b.id, true).await.unwrap();
+    let ch = s.changes_since(seq, 100).await.unwrap();
+    assert_eq!(ch.iter().map(|c| c.entry_id).collect::<Vec<_>>(), vec![e1.id, e2.id, e3.id, e4.id]);
+    assert!(ch.iter().all(|c| matches!(c.op, ChangeOp::Activate(_))));
+    apply(&mut mirror, &mut seq, &ch);
+    assert_eq!(mirror, active_map(s).await.1);
+
+    s.delete_bank(&admin(), b.id).await.unwrap();
+    let ch = s.changes_since(seq, 100).await.unwrap();
+    assert_eq!(ch.len(), 4);
+    apply(&mut mirror, &mut seq, &ch);
+    assert_eq!(mirror.keys().copied().collect::<Vec<_>>(), vec![o1.id]);
+    assert_eq!(mirror, active_map(s).await.1);
+    assert!(matches!(s.get_entry(e1.id).await.unwrap_err(), StoreError::NotFound(_)));
+
+    // A bank holding survivors' cases cannot be deleted.
+    let sp = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    s.create_case(&Actor::named("submitter"), NewCase { bank_id: sp.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .await
+        .unwrap();
+    let err = s.delete_bank(&admin(), sp.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(s.get_bank(sp.id).await.is_ok());
+}
+
+async fn case_create_status_withdraw(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    let (h1, h2) = (random_pdq(), random_pdq());
+    let created = s
+        .create_case(
+            &Actor::named("submit-page"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![CaseHash { hash: h1, quality: Some(100) }, CaseHash { hash: h2, quality: None }],
+                metadata: json!({"client": "browser"}),
+            },
+        )
+        .await
+        .unwrap();
+    let number = created.case.number.clone();
+    let pin = created.pin.clone();
+    assert_eq!(number.len(), CASE_NUMBER_LEN);
+    assert!(number.bytes().all(|c| CASE_ALPHABET.contains(&c)));
+    assert_eq!(pin.len(), PIN_DIGITS);
+    assert!(pin.bytes().all(|c| c.is_ascii_digit()));
+    assert_eq!(created.case.status, CaseStatus::Received);
+    assert_eq!(created.entries.len(), 2);
+    assert!(created.entries.iter().all(|e| e.source == EntrySource::Case(created.case.id)));
+    let active = active_map(s).await.1;
+    assert_eq!(active.len(), 2, "case hashes match from submission on");
+
+    // The PIN exists nowhere in the database; its hash is Argon2id.
+    let stored = db.raw_texts("SELECT pin_hash FROM cases").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].starts_with("$argon2id$"), "{}", stored[0]);
+    let everything = db
+        .raw_texts("SELECT number || ' ' || pin_hash || ' ' || status FROM cases")
+        .await
+        .unwrap()
+        .join(" ")
+        + &db.raw_texts("SELECT metadata FROM entries").await.unwrap().join(" ")
+        + &db.raw_texts("SELECT details FROM audit_events").await.unwrap().join(" ");
+    assert!(!everything.contains(&pin), "the PIN must not be stored in clear");
+
+    // Status needs the PIN; the number may be typed with dashes and in lower case.
+    let typed = created.case.display_number().to_lowercase();
+    let view = s.case_status(&typed, &pin).await.unwrap();
+    assert_eq!(view.case, created.case);
+    assert_eq!(view.entries, created.entries);
+    let wrong_pin = if pin.starts_with('0') { pin.replacen('0', "1", 1) } else { format!("0{}", &pin[1..]) };
+    assert!(matches!(s.case_status(&number, &wrong_pin).await, Err(StoreError::BadCredentials)));
+    let other_number: String = number.chars().rev().collect();
+    if other_number != number {
+        assert!(matches!(s.case_status(&other_number, &pin).await, Err(StoreError::BadCredentials)));
+    }
+    assert!(matches!(s.case_status("garbage", &pin).await, Err(StoreError::BadCredentials)));
+    assert!(matches!(s.withdraw_case(&number, &wrong_pin).await, Err(StoreError::BadCredentials)));
+    assert_eq!(s.get_case(created.case.id).await.unwrap().case.status, CaseStatus::Received);
+
+    let staff = Actor::named("staff:amy");
+    let activated = s.set_case_status(&staff, created.case.id, CaseStatus::Active).await.unwrap();
+    assert_eq!(activated.status, CaseStatus::Active);
+
+    let seq = s.current_seq().await.unwrap();
+    let w = s.withdraw_case(&number, &pin).await.unwrap();
+    assert_eq!(w.status, CaseStatus::Withdrawn);
+    assert!(w.withdrawn_at.is_some());
+    let ch = s.changes_since(seq, 100).await.unwrap();
+    assert_eq!(ch.len(), 2);
+    assert!(ch.iter().all(|c| c.op == ChangeOp::Deactivate(SignalType::Pdq) && c.cause == "case.withdraw"));
+    assert!(active_map(s).await.1.is_empty());
+    let view = s.case_status(&number, &pin).await.unwrap();
+    assert_eq!(view.case.status, CaseStatus::Withdrawn);
+    assert!(view.entries.iter().all(|e| e.disabled_at.is_some()));
+    // Withdrawn stays withdrawn.
+    let err = s.enable_entry(&staff, created.entries[0].id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = s.set_case_status(&staff, created.case.id, CaseStatus::Active).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Withdrawing twice is harmless and appends nothing.
+    let seq = s.current_seq().await.unwrap();
+    s.withdraw_case(&number, &pin).await.unwrap();
+    assert_eq!(s.current_seq().await.unwrap(), seq);
+
+    let actors: Vec<(String, String)> = s
+        .audit_events(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("case."))
+        .map(|e| (e.action, e.actor))
+        .collect();
+    assert!(actors.contains(&("case.create".into(), "submit-page".into())), "{actors:?}");
+    assert!(actors.contains(&("case.status".into(), "staff:amy".into())), "{actors:?}");
+    assert!(actors.contains(&("case.withdraw".into(), format!("case:{number}"))), "{actors:?}");
+    assert!(actors.iter().any(|a| a.0 == "case.pin_failure"), "{actors:?}");
+
+    // Staff withdrawal by id.
+    let c2 = s
+        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .await
+        .unwrap();
+    assert_ne!(c2.case.number, number);
+    assert_eq!(s.admin_withdraw_case(&staff, c2.case.id).await.unwrap().status, CaseStatus::Withdrawn);
+    assert!(active_map(s).await.1.is_empty());
+}
+
+async fn case_with_degenerate_hash_stores_nothing(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    let err = s
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![
+                    CaseHash { hash: random_pdq(), quality: Some(80) },
+                    CaseHash { hash: Hash256::ZERO, quality: None },
+                ],
+                metadata: json!(null),
+            },
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::InvalidHash { index, reason } => {
+            assert_eq!(*index, 1);
+            assert_eq!(*reason, HashRejection::AllZeros);
+        }
+        other => panic!("expected InvalidHash, got {other}"),
+    }
+    let err = s
+        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: Some(20) }], metadata: json!(null) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidHash { index: 0, reason: HashRejection::LowQuality { quality: 20, min: 50 } }), "{err}");
+    let err = s.create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![], metadata: json!(null) }).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    let err = s
+        .create_case(&Actor::named("x"), NewCase { bank_id: 777, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(db.raw_texts("SELECT number FROM cases").await.unwrap().is_empty());
+    assert!(s.list_entries(b.id, 0, 10).await.unwrap().is_empty());
+    assert_eq!(s.current_seq().await.unwrap(), 0);
+}
+
+async fn pin_attempts_lock_the_case(db: TestDb) {
+    let opts = StoreOptions { pin_max_attempts: 3, pin_lockout: Duration::from_millis(1500), ..Default::default() };
+    let s = db.open_another_with(opts).await;
+    let b = bank(&s, "survivors", BankPurpose::SurvivorProtected).await;
+    let c = s
+        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .await
+        .unwrap();
+    let n = c.case.number.clone();
+    let wrong = if c.pin == "0000000000" { "0000000001".to_string() } else { "0000000000".to_string() };
+    // A success resets the counter.
+    assert!(matches!(s.case_status(&n, &wrong).await, Err(StoreError::BadCredentials)));
+    assert!(matches!(s.case_status(&n, &wrong).await, Err(StoreError::BadCredentials)));
+    assert_eq!(s.case_pin_counters(c.case.id).await.unwrap().failed_attempts, 2);
+    s.case_status(&n, &c.pin).await.unwrap();
+    assert_eq!(s.case_pin_counters(c.case.id).await.unwrap().failed_attempts, 0);
+    // Three wrong in a row lock it; then even the right PIN is refused until the lock ends.
+    for _ in 0..3 {
+        assert!(matches!(s.case_status(&n, &wrong).await, Err(StoreError::BadCredentials)));
+    }
+    let counters = s.case_pin_counters(c.case.id).await.unwrap();
+    assert_eq!(counters.lockouts, 1);
+    assert!(counters.locked_until.is_some());
+    let err = s.case_status(&n, &c.pin).await.unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.is_user_error());
+    assert!(matches!(s.withdraw_case(&n, &c.pin).await, Err(StoreError::Locked { .. })));
+    // The lock is stored, not kept in memory: another process sees it.
+    let other = db.open_another().await;
+    assert!(matches!(other.case_status(&n, &c.pin).await, Err(StoreError::Locked { .. })));
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    s.case_status(&n, &c.pin).await.unwrap();
+    assert_eq!(s.get_case(c.case.id).await.unwrap().case.status, CaseStatus::Received);
+    let locks = s.audit_events(0, 1000).await.unwrap().into_iter().filter(|e| e.action == "case.locked").count();
+    assert_eq!(locks, 1);
+}
+
+async fn parallel_pin_guesses_cannot_exceed_the_limit(db: TestDb) {
+    let opts = StoreOptions { pin_max_attempts: 4, ..Default::default() };
+    let s = db.open_another_with(opts).await;
+    let b = bank(&s, "survivors", BankPurpose::SurvivorProtected).await;
+    let c = s
+        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let s = s.clone();
+        let n = c.case.number.clone();
+        let guess = format!("{:010}", (c.pin.parse::<u64>().unwrap() + 1 + i) % 10_000_000_000);
+        tasks.push(tokio::spawn(async move { s.case_status(&n, &guess).await.map(|_| ()) }));
+    }
+    let mut bad = 0;
+    let mut locked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(StoreError::BadCredentials) => bad += 1,
+            Err(StoreError::Locked { .. }) => locked += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(bad <= 4, "{bad} guesses were checked, the limit is 4");
+    assert_eq!(bad + locked, 16);
+    assert!(matches!(s.case_status(&c.case.number, &c.pin).await, Err(StoreError::Locked { .. })));
+}
+
+async fn api_keys_are_hashed_scoped_and_revocable(db: TestDb) {
+    let s = &db.store;
+    let k = s.create_api_key(&Actor::system(), "ingest", &[Scope::Lookup, Scope::Submit]).await.unwrap();
+    assert!(k.secret.starts_with("csk_"));
+    assert_eq!(k.key.scopes, [Scope::Lookup, Scope::Submit].into_iter().collect::<BTreeSet<_>>());
+    let v = s.verify_api_key(&k.secret).await.unwrap();
+    assert_eq!(v, k.key);
+    assert!(v.allows(Scope::Lookup) && v.allows(Scope::Submit));
+    assert!(!v.allows(Scope::Curate) && !v.allows(Scope::Admin));
+    let a = s.create_api_key(&Actor::system(), "root", &[Scope::Admin]).await.unwrap();
+    let av = s.verify_api_key(&a.secret).await.unwrap();
+    assert!(Scope::ALL.iter().all(|sc| av.allows(*sc)), "admin implies every scope");
+
+    // Only exactly the secret works.
+    let mut tampered = k.secret.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert!(matches!(s.verify_api_key(&tampered).await, Err(StoreError::Unauthorized)));
+    assert!(matches!(s.verify_api_key("csk_nope").await, Err(StoreError::Unauthorized)));
+    assert!(matches!(s.verify_api_key("").await, Err(StoreError::Unauthorized)));
+
+    // The secret is stored nowhere in clear.
+    let body = k.secret.rsplit('_').next().unwrap().to_string();
+    let all = db.raw_texts("SELECT name || prefix || scopes FROM api_keys").await.unwrap().join(" ")
+        + &db.raw_texts("SELECT details FROM audit_events").await.unwrap().join(" ");
+    assert!(!all.contains(&body));
+    let hashes = match db.kind {
+        Kind::Sqlite => db.raw_texts("SELECT hex(secret_hash) FROM api_keys").await.unwrap(),
+        Kind::Postgres => db.raw_texts("SELECT encode(secret_hash, 'hex') FROM api_keys").await.unwrap(),
+    };
+    assert_eq!(hashes.len(), 2);
+    assert!(hashes.iter().all(|h| h.len() == 64 && !body.eq_ignore_ascii_case(h)));
+
+    assert_eq!(s.list_api_keys().await.unwrap().len(), 2);
+    let r = s.revoke_api_key(&Actor::system(), k.key.id).await.unwrap();
+    assert!(r.revoked_at.is_some());
+    assert!(!r.allows(Scope::Lookup));
+    assert!(matches!(s.verify_api_key(&k.secret).await, Err(StoreError::Unauthorized)));
+    assert!(s.verify_api_key(&a.secret).await.is_ok());
+    let err = s.create_api_key(&Actor::system(), "none", &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)));
+}
+
+async fn audit_log_is_append_only_and_transactional(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    let e = s.add_entry(&Actor::api_key(7), pdq_entry(b.id, random_pdq())).await.unwrap();
+    s.disable_entry(&Actor::named("moderator:bo"), e.id).await.unwrap();
+    s.record_audit(&Actor::api_key(7), "lookup", "pdq", json!({"matches": 1})).await.unwrap();
+    // A failed write leaves no audit record.
+    let _ = s.create_bank(&admin(), NewBank { name: "b".into(), description: "".into(), enabled: true, purpose: BankPurpose::Other }).await.unwrap_err();
+
+    let ev = s.audit_events(0, 100).await.unwrap();
+    let got: Vec<(&str, &str, &str)> = ev.iter().map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("moderator:test", "bank.create", &*format!("bank:{}", b.id)),
+            ("api-key:7", "entry.add", &*format!("entry:{}", e.id)),
+            ("moderator:bo", "entry.disable", &*format!("entry:{}", e.id)),
+            ("api-key:7", "lookup", "pdq"),
+        ]
+    );
+    assert!(ev.windows(2).all(|w| w[0].id < w[1].id && w[0].at <= w[1].at));
+    assert_eq!(ev[3].details, json!({"matches": 1}));
+    assert_eq!(s.audit_events(ev[1].id, 2).await.unwrap(), ev[2..4].to_vec());
+
+    // The database itself refuses to rewrite history.
+    let upd = db.raw_exec("UPDATE audit_events SET actor = 'someone-else'").await;
+    assert!(upd.unwrap_err().contains("append-only"));
+    let del = db.raw_exec("DELETE FROM audit_events").await;
+    assert!(del.unwrap_err().contains("append-only"));
+    assert_eq!(s.audit_events(0, 100).await.unwrap(), ev);
+}
+
+async fn concurrent_writers_never_make_a_poller_skip(db: TestDb) {
+    let s = db.store.clone();
+    let b = bank(&s, "b", BankPurpose::KnownAbuse).await;
+    let b2 = bank(&s, "b2", BankPurpose::KnownAbuse).await;
+    // The poller is another store (as another process would be).
+    let poller = db.open_another().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poll_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // Start from a snapshot taken while writers run, then follow the feed.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let (mut seq, mut mirror) = active_map(&poller).await;
+            let mut polls = 0;
+            loop {
+                let done = stop.load(std::sync::atomic::Ordering::SeqCst);
+                let ch = poller.changes_since(seq, 50).await.unwrap();
+                apply(&mut mirror, &mut seq, &ch);
+                polls += 1;
+                if done && ch.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (seq, mirror, polls)
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let s = s.clone();
+        let bank_id = if w % 2 == 0 { b.id } else { b2.id };
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..15 {
+                if i % 5 == 4 {
+                    let lines = (0..5)
+                        .map(|l| BulkLine { line: l + 1, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!(null) })
+                        .collect();
+                    let r = s.add_entries_bulk(&admin(), bank_id, EntrySourceKind::Import, lines).await.unwrap();
+                    ids.extend(r.added.iter().map(|a| a.1));
+                } else {
+                    let e = s.add_entry(&admin(), pdq_entry(bank_id, random_pdq())).await.unwrap();
+                    if i % 3 == 0 {
+                        s.disable_entry(&admin(), e.id).await.unwrap();
+                    } else {
+                        ids.push(e.id);
+                    }
+                }
+            }
+            ids
+        }));
+    }
+    // Meanwhile toggle a bank a few times.
+    for _ in 0..3 {
+        s.set_bank_enabled(&admin(), b2.id, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.set_bank_enabled(&admin(), b2.id, true).await.unwrap();
+    }
+    let mut expected = BTreeSet::new();
+    for w in writers {
+        expected.extend(w.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (seq, mirror, polls) = poll_task.await.unwrap();
+    assert!(polls > 3, "the poller ran during the writes");
+    assert_eq!(seq, s.current_seq().await.unwrap());
+    let (_, truth) = active_map(&s).await;
+    assert_eq!(mirror, truth, "feed replayed on a snapshot equals the database");
+    assert_eq!(truth.keys().copied().collect::<BTreeSet<_>>(), expected);
+    // The full feed is gapless from 1.
+    let all = s.changes_since(0, 100_000).await.unwrap();
+    assert!(all.iter().enumerate().all(|(i, c)| c.seq == i as i64 + 1));
+}
+
+async fn another_process_sees_writes_within_one_second(db: TestDb) {
+    let a = &db.store;
+    let b_store = db.open_another().await;
+    let bank_ = bank(a, "survivors", BankPurpose::SurvivorProtected).await;
+    let (mut seq, mut mirror) = active_map(&b_store).await;
+
+    async fn wait_for(
+        reader: &Store,
+        seq: &mut i64,
+        mirror: &mut BTreeMap<i64, SignalValue>,
+        pred: impl Fn(&BTreeMap<i64, SignalValue>) -> bool,
+    ) -> Duration {
+        let t = Instant::now();
+        loop {
+            let ch = reader.changes_since(*seq, 1000).await.unwrap();
+            apply(mirror, seq, &ch);
+            if pred(mirror) {
+                return t.elapsed();
+            }
+            assert!(t.elapsed() < Duration::from_secs(1), "write not visible to the other store within 1 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let h = random_pdq();
+    let created = a
+        .create_case(&Actor::named("x"), NewCase { bank_id: bank_.id, hashes: vec![CaseHash { hash: h, quality: None }], metadata: json!(null) })
+        .await
+        .unwrap();
+    let id = created.entries[0].id;
+    wait_for(&b_store, &mut seq, &mut mirror, |m| m.get(&id) == Some(&SignalValue::Pdq(h))).await;
+    a.withdraw_case(&created.case.number, &created.pin).await.unwrap();
+    wait_for(&b_store, &mut seq, &mut mirror, |m| !m.contains_key(&id)).await;
+}
+
+async fn webhook_outbox_claims_leases_and_retries(db: TestDb) {
+    let s = &db.store;
+    let hook = |n: i32| NewWebhook { url: "https://example.org/hook".into(), event_type: "match".into(), payload: json!({"n": n}) };
+    let ids = s.enqueue_webhooks(&[hook(1), hook(2), hook(3)]).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(matches!(
+        s.enqueue_webhooks(&[NewWebhook { url: "ftp://x".into(), event_type: "match".into(), payload: json!({}) }]).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    let now = Timestamp::now().add(Duration::from_millis(10));
+    let lease = Duration::from_secs(30);
+    let first = s.claim_due_webhooks(now, 2, lease).await.unwrap();
+    assert_eq!(first.iter().map(|w| w.id).collect::<Vec<_>>(), ids[..2].to_vec());
+    assert_eq!(first[0].payload, json!({"n": 1}));
+    // A second worker (another process) gets only what is not leased.
+    let other = db.open_another().await;
+    let second = other.claim_due_webhooks(now, 10, lease).await.unwrap();
+    assert_eq!(second.iter().map(|w| w.id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert!(s.claim_due_webhooks(now, 10, lease).await.unwrap().is_empty());
+
+    let t0 = first[0].lease_token.unwrap();
+    assert!(!s.mark_webhook_delivered(first[0].id, t0 ^ 1).await.unwrap(), "wrong lease token refused");
+    assert!(s.mark_webhook_delivered(first[0].id, t0).await.unwrap());
+    assert_eq!(s.get_webhook(first[0].id).await.unwrap().state, WebhookState::Delivered);
+    assert!(!s.mark_webhook_delivered(first[0].id, t0).await.unwrap(), "delivered once");
+
+    // Failure with a retry time: not due before it, due after it, attempts counted.
+    let t1 = first[1].lease_token.unwrap();
+    let retry_at = now.add(Duration::from_secs(10));
+    assert!(s.mark_webhook_failed(first[1].id, t1, "HTTP 503", Some(retry_at)).await.unwrap());
+    let w = s.get_webhook(first[1].id).await.unwrap();
+    assert_eq!((w.attempts, w.state, w.next_attempt_at, w.last_error.as_deref()), (1, WebhookState::Pending, retry_at, Some("HTTP 503")));
+    assert!(s.claim_due_webhooks(now.add(Duration::from_secs(9)), 10, lease).await.unwrap().is_empty());
+    let again = s.claim_due_webhooks(retry_at, 10, lease).await.unwrap();
+    assert_eq!(again.iter().map(|w| w.id).collect::<Vec<_>>(), vec![first[1].id]);
+    // Giving up.
+    assert!(s.mark_webhook_failed(again[0].id, again[0].lease_token.unwrap(), "HTTP 410", None).await.unwrap());
+    assert_eq!(s.get_webhook(again[0].id).await.unwrap().state, WebhookState::Dead);
+    assert_eq!(s.get_webhook(again[0].id).await.unwrap().attempts, 2);
+
+    // A worker that dies leaves a lease that expires; the old token is then useless.
+    let stale = second[0].lease_token.unwrap();
+    let later = now.add(lease).add(Duration::from_millis(1));
+    let reclaimed = s.claim_due_webhooks(later, 10, lease).await.unwrap();
+    assert_eq!(reclaimed.iter().map(|w| w.id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert_ne!(reclaimed[0].lease_token, Some(stale));
+    assert!(!other.mark_webhook_delivered(ids[2], stale).await.unwrap());
+    assert!(s.mark_webhook_delivered(ids[2], reclaimed[0].lease_token.unwrap()).await.unwrap());
+    assert!(s.claim_due_webhooks(later.add(Duration::from_secs(3600)), 10, lease).await.unwrap().is_empty());
+}
+
+async fn metadata_is_checked(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    let mut ne = pdq_entry(b.id, random_pdq());
+    ne.metadata = json!([1, 2]);
+    assert!(matches!(s.add_entry(&admin(), ne.clone()).await, Err(StoreError::InvalidInput(_))));
+    ne.metadata = json!({"blob": "x".repeat(20_000)});
+    let err = s.add_entry(&admin(), ne.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("metadata is"), "{err}");
+    ne.metadata = json!(null);
+    assert_eq!(s.add_entry(&admin(), ne).await.unwrap().metadata, json!({}));
+    let lines = vec![
+        BulkLine { line: 1, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!({"src": "list-a"}) },
+        BulkLine { line: 2, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!("text") },
+    ];
+    let r = s.add_entries_bulk(&admin(), b.id, EntrySourceKind::Import, lines).await.unwrap();
+    assert_eq!(r.added.len(), 1);
+    assert_eq!(r.rejected, vec![LineError { line: 2, reason: "invalid input: metadata must be a JSON object".into() }]);
+    assert_eq!(s.get_entry(r.added[0].1).await.unwrap().metadata, json!({"src": "list-a"}));
+    let err = s.add_entries_bulk(&admin(), b.id, EntrySourceKind::Case, vec![]).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)));
+}
+
+async fn data_survives_reopen(db: TestDb) {
+    let b = bank(&db.store, "b", BankPurpose::KnownAbuse).await;
+    let e = db.store.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    let k = db.store.create_api_key(&Actor::system(), "k", &[Scope::Lookup]).await.unwrap();
+    db.store.close().await;
+    let s = db.open_another().await;
+    assert_eq!(s.get_entry(e.id).await.unwrap(), e);
+    assert_eq!(s.verify_api_key(&k.secret).await.unwrap().id, k.key.id);
+    assert_eq!(s.current_seq().await.unwrap(), 1);
+    if let StoreLocation::Sqlite(p) = &db.location {
+        let mode = db.raw_texts("PRAGMA journal_mode").await.unwrap();
+        assert_eq!(mode, vec!["wal".to_string()]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let m = std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode();
+            assert_eq!(m & 0o777, 0o700, "data directory is private");
+        }
+    }
+}
