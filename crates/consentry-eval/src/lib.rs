@@ -17,6 +17,7 @@ pub mod draw;
 pub mod matcher;
 pub mod protocol;
 pub mod report;
+pub mod resample;
 pub mod rng;
 pub mod transforms;
 

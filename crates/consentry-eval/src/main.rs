@@ -13,7 +13,7 @@ const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N]
   --transforms LIST   comma-separated families, names or labels (e.g. crop,undress-donor,jpeg@q40)
   --quick             a quarter of the transforms, fewer images: a few minutes
   --list              print the transform labels and exit
-  --work-max-side PX  originals reduced to this longest side before transforms (default 2048)
+  --work-max-side PX  originals reduced to this longest side before transforms (default 1280)
   --threads N         worker threads (default: all cores)
   --out FILE.md       also write the Markdown report there
   --tsv FILE.tsv      write every query's outcome (transform, source, matches per matcher)";
@@ -34,7 +34,7 @@ fn real_main() -> Result<(), String> {
     let mut dir: Option<PathBuf> = None;
     let (mut seed, mut protected, mut distractors) = (1u64, None, None);
     let (mut list, mut quick, mut show_list) = (None::<String>, false, false);
-    let (mut out, mut tsv, mut work_max_side, mut threads) = (None::<PathBuf>, None::<PathBuf>, 2048u32, None::<usize>);
+    let (mut out, mut tsv, mut work_max_side, mut threads) = (None::<PathBuf>, None::<PathBuf>, 1280u32, None::<usize>);
     let mut it = args.into_iter().skip(1);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));

@@ -93,6 +93,10 @@ pub struct Outcome {
     pub make_ms: f64,
     /// Size of the query in bytes.
     pub query_bytes: usize,
+    /// For queries from protected images: the PDQ distance between the query
+    /// and its full-resolution original (a diagnostic of how far the transform
+    /// moves a global hash).
+    pub pdq_distance: Option<u32>,
 }
 
 /// The score of one matcher on one transform.
@@ -178,9 +182,10 @@ pub struct Config {
     pub n_protected: usize,
     /// Transforms, one table row each.
     pub transforms: Vec<Transform>,
-    /// Originals are reduced to this longest side before transforms (the final
-    /// recompression brings every query to ≤ 1280 anyway); protected hashes are
-    /// always computed from the full-resolution original.
+    /// Originals are reduced to this longest side before transforms, as a photo
+    /// taken from social media or a messenger is (the final recompression
+    /// brings every query to ≤ 1280 anyway); protected hashes are always
+    /// computed from the full-resolution original file.
     pub work_max_side: u32,
     /// Use at most this many distractors (all when `None`).
     pub max_distractors: Option<usize>,
@@ -265,6 +270,8 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
         .collect();
     let prot: Vec<Protected<'_>> =
         full.iter().map(|(i, im)| Protected { id: *i as ImageId, bytes: &corpus[*i].bytes, image: im }).collect();
+    let orig_hash: std::collections::HashMap<usize, consentry_pdq::Hash256> =
+        full.par_iter().map(|(i, im)| (*i, pdq(im).0)).collect();
     let mut index_ms = Vec::new();
     for m in matchers.iter_mut() {
         let t = Instant::now();
@@ -344,6 +351,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
                 got.dedup();
                 matches.push(got);
             }
+            let pdq_distance = orig_hash.get(&i).map(|h| pdq(&q_img).0.distance(h));
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if n % step == 0 {
                 say(format!("{n}/{} queries", tasks.len()));
@@ -357,6 +365,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
                 decode_ms,
                 make_ms,
                 query_bytes: bytes.len(),
+                pdq_distance,
             }
         })
         .collect();
@@ -393,6 +402,7 @@ mod tests {
             decode_ms: 1.0,
             make_ms: 1.0,
             query_bytes: 0,
+            pdq_distance: None,
         }
     }
 

@@ -48,11 +48,12 @@ pub fn markdown(r: &RunResult, command: &str) -> String {
         "Recall: share of queries made from a protected image whose match set contains that image. \
          False matches: matched (query, protected) pairs from different source images, over all queries of the row \
          (protected and distractor); in brackets the rate over the row's query × protected pairs. \
-         ms: the matcher's own time per query (hashing + lookup, decoding excluded).\n"
+         ms: the matcher's own time per query (hashing + lookup, decoding excluded). \
+         PDQ dist. median: median PDQ distance between a protected image's query and its full-resolution original.\n"
     );
     // Header.
-    let mut h1 = String::from("| family | transform@strength |");
-    let mut h2 = String::from("|---|---|");
+    let mut h1 = String::from("| family | transform@strength | PDQ dist. median |");
+    let mut h2 = String::from("|---|---|---:|");
     for m in &r.matchers {
         let _ = write!(h1, " {m} recall % | {m} false | {m} ms |");
         h2.push_str("---:|---:|---:|");
@@ -60,17 +61,21 @@ pub fn markdown(r: &RunResult, command: &str) -> String {
     let _ = writeln!(out, "{h1}\n{h2}");
     let mut total = vec![Score::default(); nm];
     let mut last_family = String::new();
-    for (t, row) in r.transforms.iter().zip(&r.scores) {
+    for (ti, (t, row)) in r.transforms.iter().zip(&r.scores).enumerate() {
         let fam = if t.family == last_family { String::new() } else { t.family.clone() };
         last_family = t.family.clone();
-        let mut line = format!("| {} | {} |", fam, t.label());
+        let mut d: Vec<u32> =
+            r.outcomes.iter().filter(|o| o.transform == ti).filter_map(|o| o.pdq_distance).collect();
+        d.sort_unstable();
+        let med = d.get(d.len() / 2).map_or("-".to_string(), u32::to_string);
+        let mut line = format!("| {} | {} | {} |", fam, t.label(), med);
         for (m, s) in row.iter().enumerate() {
             total[m].add(s);
             let _ = write!(line, " {:.1} | {} | {:.2} |", 100.0 * s.recall(), fm_cell(s, np), s.ms_per_query());
         }
         let _ = writeln!(out, "{line}");
     }
-    let mut line = String::from("| **all** | all transforms |");
+    let mut line = String::from("| **all** | all transforms | |");
     for s in &total {
         let _ = write!(line, " {:.1} | {} | {:.2} |", 100.0 * s.recall(), fm_cell(s, np), s.ms_per_query());
     }

@@ -9,7 +9,7 @@
 
 use crate::draw::{self, draw_text, fill_disc, fill_rect, random_text, text_width};
 use crate::rng::Rng;
-use image::imageops::{self, FilterType};
+use image::imageops;
 use image::{Rgb, RgbImage};
 
 /// Longest side after Telegram-like recompression.
@@ -379,7 +379,7 @@ pub fn undress_with_region(img: &RgbImage, donor: &RgbImage, frac: f32, fill: Fi
     let mut out = img.clone();
     match fill {
         Fill::Donor => {
-            let d = imageops::resize(donor, w, h, FilterType::Triangle);
+            let d = crate::resample::resize(donor, w, h);
             for y in r.y..r.y + r.h {
                 for x in r.x..r.x + r.w {
                     out.put_pixel(x, y, *d.get_pixel(x, y));
@@ -398,56 +398,80 @@ pub fn undress_with_region(img: &RgbImage, donor: &RgbImage, frac: f32, fill: Fi
     (out, r)
 }
 
-/// Fill `r` smoothly from its surroundings: each pixel is an inverse-distance
-/// blend of the nearest pixels just outside the region to the left, right and
-/// above (the bottom is the image edge), then blurred inside the region. Like
-/// a diffusion inpainting, it has no texture of its own.
+/// Fill `r` smoothly from its surroundings, as a diffusion inpainting would:
+/// each pixel is an inverse-distance blend of the (locally averaged) pixels
+/// just outside the region to its left, right and above (the bottom is the
+/// image edge). Computed on a grid 8× coarser and upsampled bilinearly, so it
+/// has no texture of its own.
 fn smooth_fill(out: &mut RgbImage, src: &RgbImage, r: Rect) {
+    const STEP: u32 = 8;
     let w = src.width();
-    // Border colours, lightly blurred so single pixels do not streak.
-    let soft = draw::blur(src, 2.0);
-    let mut region = RgbImage::new(r.w, r.h);
-    for ry in 0..r.h {
+    // Mean of a 5×5 window (clipped) around (x, y): border colours without single-pixel streaks.
+    let local_mean = |x: u32, y: u32| -> [f32; 3] {
+        let mut acc = [0f32; 3];
+        let mut n = 0f32;
+        for yy in y.saturating_sub(2)..(y + 3).min(src.height()) {
+            for xx in x.saturating_sub(2)..(x + 3).min(w) {
+                let p = src.get_pixel(xx, yy).0;
+                for k in 0..3 {
+                    acc[k] += f32::from(p[k]);
+                }
+                n += 1.0;
+            }
+        }
+        acc.map(|a| a / n)
+    };
+    let (gw, gh) = (r.w.div_ceil(STEP) + 1, r.h.div_ceil(STEP) + 1);
+    let mut grid = RgbImage::new(gw, gh);
+    for gy in 0..gh {
+        let ry = (gy * STEP).min(r.h - 1);
         let y = r.y + ry;
-        for rx in 0..r.w {
+        let left = (r.x > 0).then(|| local_mean(r.x - 1, y));
+        let right = (r.x + r.w < w).then(|| local_mean(r.x + r.w, y));
+        for gx in 0..gw {
+            let rx = (gx * STEP).min(r.w - 1);
             let x = r.x + rx;
             let mut acc = [0f32; 3];
             let mut wsum = 0f32;
-            let mut add = |px: u32, py: u32, d: f32| {
+            let mut add = |c: [f32; 3], d: f32| {
                 let wgt = 1.0 / (d * d).max(1.0);
-                let p = soft.get_pixel(px, py).0;
                 for k in 0..3 {
-                    acc[k] += wgt * f32::from(p[k]);
+                    acc[k] += wgt * c[k];
                 }
                 wsum += wgt;
             };
-            if r.x > 0 {
-                add(r.x - 1, y, (rx + 1) as f32);
+            if let Some(c) = left {
+                add(c, (rx + 1) as f32);
             }
-            if r.x + r.w < w {
-                add(r.x + r.w, y, (r.w - rx) as f32);
+            if let Some(c) = right {
+                add(c, (r.w - rx) as f32);
             }
             if r.y > 0 {
-                add(x, r.y - 1, (ry + 1) as f32);
+                add(local_mean(x, r.y - 1), (ry + 1) as f32);
             }
-            let px = if wsum > 0.0 {
-                [(acc[0] / wsum) as u8, (acc[1] / wsum) as u8, (acc[2] / wsum) as u8]
-            } else {
-                [128, 128, 128]
-            };
-            region.put_pixel(rx, ry, Rgb(px));
+            let px = if wsum > 0.0 { acc.map(|a| (a / wsum).round() as u8) } else { [128, 128, 128] };
+            grid.put_pixel(gx, gy, Rgb(px));
         }
     }
-    let sigma = (r.w.min(r.h) as f32 / 40.0).max(1.0);
-    let region = draw::blur(&region, sigma);
-    imageops::replace(out, &region, i64::from(r.x), i64::from(r.y));
+    let grid = draw::blur(&grid, 1.0);
+    // Bilinear upsampling: grid point g sits at region pixel g·STEP.
+    for ry in 0..r.h {
+        for rx in 0..r.w {
+            let p = draw::sample_bilinear(&grid, rx as f32 / STEP as f32, ry as f32 / STEP as f32).unwrap_or([128; 3]);
+            out.put_pixel(r.x + rx, r.y + ry, Rgb(p));
+        }
+    }
 }
 
-/// Encode as JPEG at `quality`.
+/// Encode as baseline JPEG at `quality` (libjpeg's quality scaling of the
+/// standard tables, 4:2:0 chroma subsampling as messengers use).
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
     let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
-        .encode_image(img)
+    let (w, h) = img.dimensions();
+    assert!(w <= 65535 && h <= 65535, "JPEG dimensions fit in 16 bits");
+    let mut enc = jpeg_encoder::Encoder::new(&mut buf, quality);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    enc.encode(img.as_raw(), w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
         .expect("JPEG encoding of an in-memory RGB image cannot fail");
     buf
 }
@@ -457,7 +481,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, image::ImageError> {
     Ok(image::load_from_memory(bytes)?.to_rgb8())
 }
 
-/// Resize so the longest side is at most `max_side`, keeping the aspect ratio (Lanczos3).
+/// Resize so the longest side is at most `max_side`, keeping the aspect ratio (Catmull–Rom bicubic).
 pub fn fit_longest(img: &RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let long = w.max(h);
@@ -467,11 +491,11 @@ pub fn fit_longest(img: &RgbImage, max_side: u32) -> RgbImage {
     let s = f64::from(max_side) / f64::from(long);
     let nw = ((f64::from(w) * s).round() as u32).clamp(1, max_side);
     let nh = ((f64::from(h) * s).round() as u32).clamp(1, max_side);
-    imageops::resize(img, nw, nh, FilterType::Lanczos3)
+    crate::resample::resize(img, nw, nh)
 }
 
 /// Telegram-like recompression, applied to every query last: longest side at
-/// most 1280 (Lanczos3), JPEG at quality 87. Returns the bytes a receiver gets.
+/// most 1280 (bicubic), JPEG at quality 87. Returns the bytes a receiver gets.
 pub fn telegram_recompress(img: &RgbImage) -> Vec<u8> {
     encode_jpeg(&fit_longest(img, TELEGRAM_MAX_SIDE), TELEGRAM_QUALITY)
 }
@@ -508,7 +532,7 @@ impl Op {
             Op::Resize(s) => {
                 let nw = ((w as f32 * s).round() as u32).max(1);
                 let nh = ((h as f32 * s).round() as u32).max(1);
-                imageops::resize(img, nw, nh, FilterType::CatmullRom)
+                crate::resample::resize(img, nw, nh)
             }
             Op::Crop(f, mode) => {
                 let cx = (w as f32 * f).round() as u32;
@@ -554,9 +578,9 @@ impl Op {
                     }
                     PadBorder::Blurred => {
                         // Blur at a small size (cheap), then stretch.
-                        let small = imageops::resize(img, (cw / 8).max(1), (ch / 8).max(1), FilterType::Triangle);
+                        let small = imageops::thumbnail(img, (cw / 8).max(1), (ch / 8).max(1));
                         let small = draw::blur(&small, 2.0);
-                        imageops::resize(&small, cw, ch, FilterType::Triangle)
+                        crate::resample::resize(&small, cw, ch)
                     }
                     PadBorder::Pattern => {
                         let (a, b) = (rng.rgb(), rng.rgb());
@@ -716,7 +740,7 @@ impl Op {
                 let mut out = img.clone();
                 for p in out.pixels_mut() {
                     for k in 0..3 {
-                        p.0[k] = (f64::from(p.0[k]) + rng.gauss() * f64::from(s)).round().clamp(0.0, 255.0) as u8;
+                        p.0[k] = (f64::from(p.0[k]) + rng.gauss_fast() * f64::from(s)).round().clamp(0.0, 255.0) as u8;
                     }
                 }
                 out
