@@ -20,6 +20,7 @@
 //! Degenerate hashes (all-zero, all-ones, far from PDQ's ~128 one bits) are
 //! rejected at insert by default ([`DegeneratePolicy`]); see [`is_degenerate`].
 
+mod perm;
 mod persist;
 mod scan;
 mod segment;
@@ -129,18 +130,23 @@ impl State {
     }
 
     /// Calls `out(entry_key, id, hash, distance)`; the entry key identifies the entry in this state.
+    /// Hashes given to `out` are in the original bit order.
     fn search(&self, q: &[u64; 4], r: u32, out: &mut impl FnMut((u32, u32), u64, &[u64; 4], u32)) {
-        SCRATCH.with(|s| {
-            let mut scratch = s.borrow_mut();
-            for (si, sr) in self.segments.iter().enumerate() {
-                let seg = &sr.seg;
-                seg.search(q, r, &mut scratch, &mut |p, d| {
-                    if sr.deleted.is_empty() || !sr.deleted.contains(&p) {
-                        out((si as u32, p), seg.ids[p as usize], &seg.hashes[p as usize].0, d);
-                    }
-                });
-            }
-        });
+        if !self.segments.is_empty() {
+            let pq = perm::permute(q);
+            SCRATCH.with(|s| {
+                let mut scratch = s.borrow_mut();
+                for (si, sr) in self.segments.iter().enumerate() {
+                    let seg = &sr.seg;
+                    seg.search(&pq, r, &mut scratch, &mut |p, d| {
+                        if sr.deleted.is_empty() || !sr.deleted.contains(&p) {
+                            let h = perm::unpermute(&seg.hashes[p as usize].0);
+                            out((si as u32, p), seg.ids[p as usize], &h, d);
+                        }
+                    });
+                }
+            });
+        }
         let bi = self.segments.len() as u32;
         for (p, (id, h)) in self.buffer.iter().enumerate() {
             let d = scan::dist(q, &h.0);
@@ -150,7 +156,7 @@ impl State {
         }
     }
 
-    /// All live entries.
+    /// All live entries, hashes in storage (permuted) bit order.
     fn entries(&self) -> (Vec<u64>, Vec<H>) {
         let n = self.len();
         let mut ids = Vec::with_capacity(n);
@@ -165,7 +171,7 @@ impl State {
         }
         for (id, h) in self.buffer.iter() {
             ids.push(*id);
-            hashes.push(*h);
+            hashes.push(H(perm::permute(&h.0)));
         }
         (ids, hashes)
     }
@@ -301,9 +307,14 @@ impl Index {
         } else {
             // the buffer and the new entries become one segment
             let mut all_ids: Vec<u64> = st.buffer.iter().map(|e| e.0).collect();
-            let mut all_h: Vec<H> = st.buffer.iter().map(|e| e.1).collect();
             all_ids.extend(ids);
-            all_h.extend(hashes);
+            let all_h: Vec<H> = {
+                use rayon::prelude::*;
+                let mut v: Vec<H> = st.buffer.iter().map(|e| e.1).collect();
+                v.extend(hashes);
+                v.par_iter_mut().for_each(|h| h.0 = perm::permute(&h.0));
+                v
+            };
             st.buffer = Arc::new(Vec::new());
             st.segments.push(SegRef { seg: Arc::new(Segment::build(all_ids, all_h)), deleted: Arc::default() });
             Self::merge_policy(&mut st);
@@ -458,11 +469,13 @@ impl Index {
     pub fn search_exhaustive(&self, query: &Hash256, radius: u32) -> Vec<Match> {
         let st = self.snapshot();
         let q = query.words();
+        let pq = perm::permute(&q);
         let mut out = Vec::new();
         for sr in &st.segments {
-            scan::scan(&sr.seg.hashes, &q, radius, 0, &mut |p, d| {
+            scan::scan(&sr.seg.hashes, &pq, radius, 0, &mut |p, d| {
                 if !sr.deleted.contains(&p) {
-                    out.push(Match { id: sr.seg.ids[p as usize], hash: Hash256::from_words(sr.seg.hashes[p as usize].0), distance: d });
+                    let h = perm::unpermute(&sr.seg.hashes[p as usize].0);
+                    out.push(Match { id: sr.seg.ids[p as usize], hash: Hash256::from_words(h), distance: d });
                 }
             });
         }
@@ -479,7 +492,7 @@ impl Index {
     /// All live entries (in storage order).
     pub fn entries(&self) -> Vec<(u64, Hash256)> {
         let (ids, hashes) = self.snapshot().entries();
-        ids.into_iter().zip(hashes.into_iter().map(|h| Hash256::from_words(h.0))).collect()
+        ids.into_iter().zip(hashes.into_iter().map(|h| Hash256::from_words(perm::unpermute(&h.0)))).collect()
     }
 }
 

@@ -22,6 +22,10 @@ use crate::scan;
 #[repr(C, align(32))]
 pub(crate) struct H(pub [u64; 4]);
 
+/// `CONSENTRY_INDEX_NO_THP=1` turns the huge-page advice off (for benchmarks).
+static NO_THP: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_INDEX_NO_THP").is_some_and(|v| v == "1"));
+
 /// A vector of `n` copies of `fill` whose pages the kernel is asked to back
 /// with transparent huge pages (Linux, `madvise` mode): the tables are read at
 /// random, and 2 MiB pages remove most TLB misses.
@@ -29,7 +33,7 @@ pub(crate) fn huge_vec<T: Copy>(n: usize, fill: T) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
     let bytes = n * std::mem::size_of::<T>();
     #[cfg(target_os = "linux")]
-    if bytes >= 4 << 20 {
+    if bytes >= 4 << 20 && !*NO_THP {
         let start = v.as_ptr() as usize;
         let aligned = (start + 4095) & !4095;
         let len = (start + bytes).saturating_sub(aligned) & !4095;
