@@ -451,3 +451,60 @@ mod tests {
         assert_eq!(split(5, 10, 0).distractors.len(), 1);
     }
 }
+
+#[cfg(test)]
+mod end_to_end {
+    use super::*;
+    use crate::matcher::PdqMatcher;
+    use crate::testutil::photo;
+    use crate::transforms::{encode_jpeg, select, standard_set};
+
+    fn corpus() -> Vec<CorpusImage> {
+        (0..8u64)
+            .map(|i| CorpusImage { name: format!("{i:02}.jpg"), bytes: encode_jpeg(&photo(240 + 8 * i as u32, 180, 100 + i), 92) })
+            .collect()
+    }
+
+    fn go(seed: u64) -> RunResult {
+        let cfg = Config {
+            seed,
+            n_protected: 4,
+            transforms: select(standard_set(), "identity,rot90,undress-noise@60%"),
+            work_max_side: 1280,
+            max_distractors: None,
+            progress: false,
+        };
+        let mut ms: Vec<Box<dyn Matcher>> = vec![Box::new(PdqMatcher::global(31)), Box::new(PdqMatcher::dihedral(31))];
+        run(&corpus(), &mut ms, &cfg)
+    }
+
+    #[test]
+    fn deterministic_run_with_expected_baseline_behaviour() {
+        let a = go(3);
+        let b = go(3);
+        assert_eq!(a.split, b.split);
+        assert_eq!(a.outcomes.len(), 8 * 3);
+        let key = |r: &RunResult| -> Vec<(usize, ImageId, Vec<Vec<ImageId>>, usize, Option<u32>)> {
+            r.outcomes.iter().map(|o| (o.transform, o.source, o.matches.clone(), o.query_bytes, o.pdq_distance)).collect()
+        };
+        assert_eq!(key(&a), key(&b), "same seed, same queries and matches");
+        let labels: Vec<String> = a.transforms.iter().map(Transform::label).collect();
+        let row = |l: &str| &a.scores[labels.iter().position(|x| x == l).unwrap()];
+        // An untransformed, recompressed copy is found by both; a 90° rotation only by the dihedral variant.
+        assert_eq!((row("identity@-")[0].hits, row("identity@-")[0].protected_queries), (4, 4));
+        assert_eq!(row("identity@-")[1].hits, 4);
+        assert_eq!(row("rot90@-")[0].hits, 0);
+        assert_eq!(row("rot90@-")[1].hits, 4);
+        // Every row counts 4 protected and 4 distractor queries.
+        assert!(a.scores.iter().all(|r| r[0].queries == 8 && r[0].protected_queries == 4));
+        // Synthetic images are all far apart: no false matches, no near-duplicates.
+        assert!(a.near_duplicates.is_empty());
+        assert_eq!(a.scores.iter().map(|r| r[0].false_matches + r[1].false_matches).sum::<usize>(), 0);
+        let md = crate::report::markdown(&a, "test");
+        assert!(md.contains("| identity | identity@- |"));
+        assert!(md.contains("| 100.0 |"));
+        // Another seed gives another split or other queries.
+        let c = go(4);
+        assert!(c.split != a.split || key(&c) != key(&a));
+    }
+}
