@@ -21,7 +21,7 @@
 //! single-precision additions, subtractions and divisions as in the
 //! reference, so the result is identical, not merely close.
 
-use crate::{decimation_index, luma_of, window_size, ImageRef};
+use crate::{decimation_index, luma_of, window_size, ImageRef, PixelFormat};
 
 const LANES: usize = 8;
 type Lanes = [f32; LANES];
@@ -37,6 +37,35 @@ pub(crate) struct Buffers {
     col_sums: Vec<f32>,
     /// Output of the second row pass at the 64 sampled columns: `rows × 64`.
     rows2: Vec<f32>,
+    /// The luminance of one row.
+    line: Vec<f32>,
+}
+
+/// The luminance of one row, one loop per layout so each vectorises.
+#[inline(always)]
+fn luma_row(format: PixelFormat, row: &[u8], out: &mut [f32]) {
+    match format {
+        PixelFormat::Luma8 => {
+            for (o, &g) in out.iter_mut().zip(row) {
+                *o = luma_of(g, g, g);
+            }
+        }
+        PixelFormat::LumaA8 => {
+            for (o, p) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = luma_of(p[0], p[0], p[0]);
+            }
+        }
+        PixelFormat::Rgb8 => {
+            for (o, p) in out.iter_mut().zip(row.chunks_exact(3)) {
+                *o = luma_of(p[0], p[1], p[2]);
+            }
+        }
+        PixelFormat::Rgba8 => {
+            for (o, p) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = luma_of(p[0], p[1], p[2]);
+            }
+        }
+    }
 }
 
 /// The phases of the reference's running box sum over a vector of `len`.
@@ -307,7 +336,9 @@ fn downsample_64_generic(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 
     let sample_cols = sample_positions(w);
     let sample_rows = sample_positions(h);
 
-    let Buffers { rows1, tile_in, col_sums, rows2 } = bufs;
+    let Buffers { rows1, tile_in, col_sums, rows2, line } = bufs;
+    line.clear();
+    line.resize(w, 0.0);
     rows1.clear();
     rows1.resize(w * h, 0.0);
     tile_in.clear();
@@ -321,10 +352,9 @@ fn downsample_64_generic(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
         for l in 0..n {
-            let row = img.row(r0 + l);
-            for (x, t) in tile_in.iter_mut().enumerate() {
-                let (r, g, b) = img.format.rgb_at(row, x);
-                t[l] = luma_of(r, g, b);
+            luma_row(img.format, img.row(r0 + l), line);
+            for (t, v) in tile_in.iter_mut().zip(line.iter()) {
+                t[l] = *v;
             }
         }
         let mut p1 = RowPassFull {
