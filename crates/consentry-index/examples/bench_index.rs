@@ -73,6 +73,16 @@ fn rss_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU seconds of this process (all threads).
+fn cpu_s() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // fields 14 and 15 of /proc/self/stat (utime, stime), in clock ticks (100 Hz on Linux)
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    tick(11) + tick(12)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -146,6 +156,7 @@ fn run(args: &[String]) {
     let base = read_hashes(&format!("{dir}/base_{n}.u8"));
     let queries = read_hashes(&format!("{dir}/queries_{n}.u8"));
     let rss0 = rss_kb("VmRSS:");
+    let cpu0 = cpu_s();
     let t = Instant::now();
     let entries = base
         .iter()
@@ -156,6 +167,7 @@ fn run(args: &[String]) {
     let idx = Index::build(entries, config).unwrap();
     drop(base);
     let build_s = t.elapsed().as_secs_f64();
+    let build_cpu_s = cpu_s() - cpu0;
     let stats = idx.stats();
     let rss1 = rss_kb("VmRSS:");
     let total = n + zeros;
@@ -230,7 +242,7 @@ fn run(args: &[String]) {
     let matched = batch.iter().filter(|b| !b.is_empty()).count();
     println!(
         "{{\"engine\":\"consentry-index\",\"n\":{n},\"zeros\":{zeros},\"queries\":{},\"matched_queries\":{matched},\
-\"build_s\":{build_s:.3},\"save_s\":{save_s:.3},\"load_s\":{load_s:.3},\"snapshot_bytes\":{snap_bytes},\
+\"build_s\":{build_s:.3},\"build_cpu_s\":{build_cpu_s:.3},\"save_s\":{save_s:.3},\"load_s\":{load_s:.3},\"snapshot_bytes\":{snap_bytes},\
 \"heap_bytes_per_entry\":{:.1},\"rss_delta_bytes_per_entry\":{:.1},\"vmhwm_mb\":{},\
 \"segments\":{},\"qps_1t\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\"threads\":{threads},\"qps_mt\":{:.1},\
 \"truth_queries\":{k},\"recall\":{:.6},\"bf_qps_1t\":{:.2},\"bf_p50_us\":{:.1},\"bf_p99_us\":{:.1}}}",

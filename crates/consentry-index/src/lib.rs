@@ -316,6 +316,9 @@ impl Index {
                 v
             };
             st.buffer = Arc::new(Vec::new());
+            if std::env::var_os("CONSENTRY_INDEX_TRACE").is_some() {
+                eprintln!("insert_many: collected and permuted {} entries", all_ids.len());
+            }
             st.segments.push(SegRef { seg: Arc::new(Segment::build(all_ids, all_h)), deleted: Arc::default() });
             Self::merge_policy(&mut st);
         }

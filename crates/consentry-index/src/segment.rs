@@ -167,6 +167,66 @@ pub(crate) fn for_ball(key: u32, width: u32, rho: i32, f: &mut impl FnMut(u32)) 
     }
 }
 
+/// CSR inverted lists of chunk `t`: `(offsets, positions)` with the entry
+/// indices of each key in increasing order.
+///
+/// Two-pass radix build: entries are first partitioned by the top (up to 10)
+/// bits of their key — sequential writes into at most 1024 streams — then each
+/// partition is counting-sorted on the remaining bits with a counter array
+/// that stays in cache. A direct counting sort over the `2^width` directory
+/// would take two cache misses per entry instead.
+fn csr(hashes: &[H], plan: &ChunkPlan, t: usize) -> (Vec<u32>, Vec<u32>) {
+    let n = hashes.len();
+    let w = plan.widths[t];
+    let hb = w.min(10);
+    let lb = w - hb;
+    let low_mask = (1u32 << lb) - 1;
+    let np = 1usize << hb;
+    let mut pc = vec![0u32; np + 1];
+    for h in hashes {
+        pc[(plan.key(&h.0, t) >> lb) as usize + 1] += 1;
+    }
+    for p in 1..=np {
+        pc[p] += pc[p - 1];
+    }
+    // (low key bits, entry index), grouped by high key bits, in entry order
+    let mut tmp: Vec<(u32, u32)> = huge_vec(n, (0, 0));
+    {
+        let mut cur = pc.clone();
+        for (i, h) in hashes.iter().enumerate() {
+            let k = plan.key(&h.0, t);
+            let c = &mut cur[(k >> lb) as usize];
+            tmp[*c as usize] = (k & low_mask, i as u32);
+            *c += 1;
+        }
+    }
+    let mut offsets = huge_vec((1usize << w) + 1, 0u32);
+    let mut positions = huge_vec(n, 0u32);
+    let mut cnt = vec![0u32; (1usize << lb) + 1];
+    for p in 0..np {
+        let (s, e) = (pc[p] as usize, pc[p + 1] as usize);
+        let part = &tmp[s..e];
+        cnt.fill(0);
+        for &(lo, _) in part {
+            cnt[lo as usize + 1] += 1;
+        }
+        for j in 1..cnt.len() {
+            cnt[j] += cnt[j - 1];
+        }
+        let base = p << lb;
+        for (j, o) in offsets[base..base + (1usize << lb)].iter_mut().enumerate() {
+            *o = s as u32 + cnt[j];
+        }
+        for &(lo, i) in part {
+            let c = &mut cnt[lo as usize];
+            positions[s + *c as usize] = i;
+            *c += 1;
+        }
+    }
+    offsets[1usize << w] = n as u32;
+    (offsets, positions)
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Table {
     /// `2^width + 1` bucket starts.
@@ -229,26 +289,12 @@ impl Segment {
         let Some(plan) = plan else {
             return Segment { hashes, ids, plan: None, tables: Vec::new() };
         };
+        let trace = std::env::var_os("CONSENTRY_INDEX_TRACE").is_some();
+        let t0 = std::time::Instant::now();
         let m = plan.len();
-        // Table 0: counting sort of the entries by key 0.
-        let w0 = plan.widths[0];
-        let mut off0 = huge_vec((1usize << w0) + 1, 0u32);
-        let keys0: Vec<u32> = hashes.iter().map(|h| plan.key(&h.0, 0)).collect();
-        for &k in &keys0 {
-            off0[k as usize + 1] += 1;
-        }
-        for i in 1..off0.len() {
-            off0[i] += off0[i - 1];
-        }
+        // Table 0: sort the entries by key 0 (its lists are then implicit).
+        let (off0, perm) = csr(&hashes, &plan, 0);
         {
-            let mut cursor = off0.clone();
-            let mut perm = huge_vec(n, 0u32);
-            for (i, &k) in keys0.iter().enumerate() {
-                let c = &mut cursor[k as usize];
-                perm[*c as usize] = i as u32;
-                *c += 1;
-            }
-            drop(keys0);
             let mut h2 = huge_vec(n, H::default());
             for (d, &p) in h2.iter_mut().zip(&perm) {
                 *d = hashes[p as usize];
@@ -260,32 +306,25 @@ impl Segment {
             }
             ids = i2;
         }
+        drop(perm);
+        if trace {
+            eprintln!("build: table 0 + reorder {:?}", t0.elapsed());
+        }
         let mut tables = vec![Table { offsets: off0, positions: Vec::new() }];
         let rest: Vec<Table> = {
             use rayon::prelude::*;
             (1..m)
                 .into_par_iter()
                 .map(|t| {
-                    let w = plan.widths[t];
-                    let mut off = huge_vec((1usize << w) + 1, 0u32);
-                    for h in &hashes {
-                        off[plan.key(&h.0, t) as usize + 1] += 1;
-                    }
-                    for i in 1..off.len() {
-                        off[i] += off[i - 1];
-                    }
-                    let mut cursor = off.clone();
-                    let mut positions = huge_vec(n, 0u32);
-                    for (i, h) in hashes.iter().enumerate() {
-                        let c = &mut cursor[plan.key(&h.0, t) as usize];
-                        positions[*c as usize] = i as u32;
-                        *c += 1;
-                    }
-                    Table { offsets: off, positions }
+                    let (offsets, positions) = csr(&hashes, &plan, t);
+                    Table { offsets, positions }
                 })
                 .collect()
         };
         tables.extend(rest);
+        if trace {
+            eprintln!("build: all tables {:?}", t0.elapsed());
+        }
         Segment { hashes, ids, plan: Some(plan), tables }
     }
 
