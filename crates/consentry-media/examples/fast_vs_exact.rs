@@ -35,7 +35,8 @@ fn summary(label: &str, rows: &[&Row]) {
     let mut d: Vec<u32> = rows.iter().map(|r| r.distance).collect();
     d.sort_unstable();
     let n = rows.len().max(1) as f64;
-    let mean_ms = |f: &dyn Fn(&Row) -> Duration| rows.iter().map(|r| f(r).as_secs_f64()).sum::<f64>() * 1000.0 / n;
+    let mean_ms =
+        |f: &dyn Fn(&Row) -> Duration| rows.iter().map(|r| f(r).as_secs_f64()).sum::<f64>() * 1000.0 / n;
     let (tf, te) = (mean_ms(&|r| r.fast), mean_ms(&|r| r.exact));
     println!(
         "{label}: n={} (fast path used on {}) distance median {} p90 {} p99 {} max {} | mean ms/image fast {:.2} exact {:.2} (×{:.1})",
@@ -85,7 +86,8 @@ fn main() {
             };
             let te = t.elapsed();
             let t = Instant::now();
-            let fast = hash_bytes_tuned(&bytes, &fast_opts, &mut hasher, side).expect("fast decodes what exact decodes");
+            let fast = hash_bytes_tuned(&bytes, &fast_opts, &mut hasher, side)
+                .expect("fast decodes what exact decodes");
             let tf = t.elapsed();
             let row = Row {
                 name: path.file_name().unwrap().to_string_lossy().into_owned(),

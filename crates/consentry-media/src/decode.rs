@@ -53,7 +53,8 @@ pub(crate) fn probe(bytes: &[u8]) -> Result<ImageInfo, MediaError> {
                 zune_options(),
             );
             d.decode_headers().map_err(jpeg_err)?;
-            let (w, h) = d.dimensions().ok_or_else(|| MediaError::Corrupt("JPEG has no frame header".into()))?;
+            let (w, h) =
+                d.dimensions().ok_or_else(|| MediaError::Corrupt("JPEG has no frame header".into()))?;
             (w as u32, h as u32)
         }
         _ => {
@@ -75,7 +76,10 @@ fn jpeg_err(e: zune_jpeg::errors::DecodeErrors) -> MediaError {
 }
 
 /// The first frame at full size.
-pub(crate) fn decode_exact(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, DecodedImage), MediaError> {
+pub(crate) fn decode_exact(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> Result<(ImageInfo, DecodedImage), MediaError> {
     let format = sniff(bytes)?;
     if format == ImageFormat::Jpeg {
         return decode_jpeg(bytes, opts);
@@ -151,7 +155,8 @@ fn to_8bit(color: ColorType, mut buf: Vec<u8>) -> Result<(PixelFormat, Vec<u8>),
 /// JPEG through zune-jpeg directly: one header parse, no copy of the input.
 fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, DecodedImage), MediaError> {
     use zune_core::colorspace::ColorSpace as C;
-    let mut d = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), zune_options());
+    let mut d =
+        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), zune_options());
     d.decode_headers().map_err(jpeg_err)?;
     let (w, h) = d.dimensions().ok_or_else(|| MediaError::Corrupt("JPEG has no frame header".into()))?;
     let (width, height) = (w as u32, h as u32);
@@ -162,7 +167,8 @@ fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, Decoded
     } else {
         Orientation(1)
     };
-    let input = d.input_colorspace().ok_or_else(|| MediaError::Corrupt("JPEG colour space unknown".into()))?;
+    let input =
+        d.input_colorspace().ok_or_else(|| MediaError::Corrupt("JPEG colour space unknown".into()))?;
     let (out, pf) = match input {
         C::Luma => (C::Luma, PixelFormat::Luma8),
         C::LumaA => (C::LumaA, PixelFormat::LumaA8),
@@ -171,9 +177,12 @@ fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, Decoded
         _ => (C::RGB, PixelFormat::Rgb8),
     };
     d.set_options(zune_options().jpeg_set_out_colorspace(out));
-    let size = d.output_buffer_size().ok_or_else(|| MediaError::Corrupt("JPEG output size unknown".into()))?;
+    let size =
+        d.output_buffer_size().ok_or_else(|| MediaError::Corrupt("JPEG output size unknown".into()))?;
     if size != width as usize * height as usize * pf.channels() {
-        return Err(MediaError::Corrupt(format!("JPEG decoder output size {size} does not match {width}×{height}")));
+        return Err(MediaError::Corrupt(format!(
+            "JPEG decoder output size {size} does not match {width}×{height}"
+        )));
     }
     let mut buf = vec![0u8; size];
     d.decode_into(&mut buf).map_err(jpeg_err)?;

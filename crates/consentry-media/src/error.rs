@@ -50,10 +50,9 @@ impl fmt::Display for MediaError {
                 f.write_str("unknown format: not a JPEG, PNG, GIF, WebP, BMP or TIFF image")
             }
             MediaError::Unsupported(why) => write!(f, "unsupported image: {}", one_line(why)),
-            MediaError::TooLarge { width, height, max_pixels } => write!(
-                f,
-                "image too large: {width}×{height} pixels exceeds the limit of {max_pixels} pixels"
-            ),
+            MediaError::TooLarge { width, height, max_pixels } => {
+                write!(f, "image too large: {width}×{height} pixels exceeds the limit of {max_pixels} pixels")
+            }
             MediaError::TooManyFrames { frames, max_frames, max_total_pixels } => write!(
                 f,
                 "animation too large: stopped after {frames} frames (limits: {max_frames} frames, \

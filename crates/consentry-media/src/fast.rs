@@ -6,9 +6,9 @@
 
 use crate::decode::{alloc_limit, check_pixels, finish};
 use crate::orient::Orientation;
-use crate::{DecodeOptions, DecodedImage, ImageFormat, ImageInfo, MediaError};
 #[cfg(test)]
 use crate::FAST_MIN_SIDE;
+use crate::{DecodeOptions, DecodedImage, ImageFormat, ImageInfo, MediaError};
 use consentry_pdq::PixelFormat;
 
 /// The denominator (1, 2, 4 or 8) of the smallest scale that keeps both
@@ -33,6 +33,10 @@ pub(crate) fn decode_fast(
 ) -> Result<Option<(ImageInfo, DecodedImage)>, MediaError> {
     if ImageFormat::sniff(bytes) != Some(ImageFormat::Jpeg) {
         return Ok(None);
+    }
+    #[cfg(feature = "turbojpeg")]
+    if let Some(r) = turbo::decode_fast(bytes, opts, min_side)? {
+        return Ok(Some(r));
     }
     let mut d = jpeg_decoder::Decoder::new(bytes);
     if d.read_info().is_err() {
@@ -70,6 +74,68 @@ pub(crate) fn decode_fast(
     };
     let info = ImageInfo { format: ImageFormat::Jpeg, width, height };
     Ok(Some((info, finish(sw, sh, pf, data, orientation))))
+}
+
+#[cfg(feature = "turbojpeg")]
+mod turbo {
+    use super::*;
+    use turbojpeg::{Colorspace, Decompressor, Image, ScalingFactor};
+
+    /// Most scans a progressive JPEG may have (libjpeg-turbo's guard against
+    /// scan-bomb inputs; real files have about 10).
+    const SCAN_LIMIT: u32 = 500;
+
+    /// Like [`super::decode_fast`], with libjpeg-turbo. `Ok(None)` for what
+    /// it does not decode to RGB/grey here (CMYK/YCCK), or on any libjpeg
+    /// error: the caller falls back.
+    pub(super) fn decode_fast(
+        bytes: &[u8],
+        opts: &DecodeOptions,
+        min_side: u32,
+    ) -> Result<Option<(ImageInfo, DecodedImage)>, MediaError> {
+        let Ok(mut d) = Decompressor::new() else { return Ok(None) };
+        let Ok(header) = d.read_header(bytes) else { return Ok(None) };
+        let (Ok(width), Ok(height)) = (u32::try_from(header.width), u32::try_from(header.height)) else {
+            return Ok(None);
+        };
+        check_pixels(width, height, opts)?;
+        let denom = scale_denominator(width, height, min_side);
+        if denom == 1 || header.is_lossless {
+            return Ok(None);
+        }
+        let (pf, tpf) = match header.colorspace {
+            Colorspace::Gray => (PixelFormat::Luma8, turbojpeg::PixelFormat::GRAY),
+            Colorspace::RGB | Colorspace::YCbCr => (PixelFormat::Rgb8, turbojpeg::PixelFormat::RGB),
+            _ => return Ok(None),
+        };
+        let factor = ScalingFactor::new(1, denom as usize);
+        if d.set_scaling_factor(factor).is_err() || d.set_scan_limit(SCAN_LIMIT).is_err() {
+            return Ok(None);
+        }
+        let scaled = header.scaled(factor);
+        let (sw, sh) = (scaled.width, scaled.height);
+        let mut buf = vec![0u8; sw * sh * pf.channels()];
+        let image =
+            Image { pixels: &mut buf[..], width: sw, pitch: sw * pf.channels(), height: sh, format: tpf };
+        if d.decompress(bytes, image).is_err() {
+            return Ok(None);
+        }
+        // libjpeg-turbo does not parse EXIF; zune-jpeg's header pass does (cheap).
+        let orientation = if opts.apply_exif_orientation {
+            let mut z = zune_jpeg::JpegDecoder::new_with_options(
+                zune_core::bytestream::ZCursor::new(bytes),
+                zune_core::options::DecoderOptions::default().set_strict_mode(false),
+            );
+            match z.decode_headers() {
+                Ok(()) => z.exif().map_or(Orientation(1), |e| Orientation::from_exif_chunk(e)),
+                Err(_) => Orientation(1),
+            }
+        } else {
+            Orientation(1)
+        };
+        let info = ImageInfo { format: ImageFormat::Jpeg, width, height };
+        Ok(Some((info, finish(sw as u32, sh as u32, pf, buf, orientation))))
+    }
 }
 
 /// `jpeg-decoder` hands out Adobe CMYK inverted back to "ink" values

@@ -33,13 +33,13 @@ pub(crate) fn apply(o: Orientation, w: u32, h: u32, channels: usize, data: Vec<u
     // Source pixel of output (x', y') = base + x'·dx + y'·dy (in pixels).
     let (wi, hi) = (w as isize, h as isize);
     let (base, dx, dy): (isize, isize, isize) = match o.0 {
-        2 => (wi - 1, -1, wi),                  // flip horizontal: (w-1-x', y')
-        3 => (wi * hi - 1, -1, -wi),            // rotate 180: (w-1-x', h-1-y')
-        4 => ((hi - 1) * wi, 1, -wi),           // flip vertical: (x', h-1-y')
-        5 => (0, wi, 1),                        // transpose: (y', x')
-        6 => ((hi - 1) * wi, -wi, 1),           // rotate 90 cw: (y', h-1-x')
-        7 => (wi * hi - 1, -wi, -1),            // transverse: (w-1-y', h-1-x')
-        8 => (wi - 1, wi, -1),                  // rotate 270 cw: (w-1-y', x')
+        2 => (wi - 1, -1, wi),        // flip horizontal: (w-1-x', y')
+        3 => (wi * hi - 1, -1, -wi),  // rotate 180: (w-1-x', h-1-y')
+        4 => ((hi - 1) * wi, 1, -wi), // flip vertical: (x', h-1-y')
+        5 => (0, wi, 1),              // transpose: (y', x')
+        6 => ((hi - 1) * wi, -wi, 1), // rotate 90 cw: (y', h-1-x')
+        7 => (wi * hi - 1, -wi, -1),  // transverse: (w-1-y', h-1-x')
+        8 => (wi - 1, wi, -1),        // rotate 270 cw: (w-1-y', x')
         _ => unreachable!(),
     };
     let mut out = vec![0u8; data.len()];
@@ -53,7 +53,15 @@ pub(crate) fn apply(o: Orientation, w: u32, h: u32, channels: usize, data: Vec<u
     (ow as u32, oh as u32, out)
 }
 
-fn remap<const N: usize>(src: &[u8], out: &mut [u8], ow: usize, oh: usize, base: isize, dx: isize, dy: isize) {
+fn remap<const N: usize>(
+    src: &[u8],
+    out: &mut [u8],
+    ow: usize,
+    oh: usize,
+    base: isize,
+    dx: isize,
+    dy: isize,
+) {
     for (y, row) in out.chunks_exact_mut(ow * N).take(oh).enumerate() {
         let mut s = base + y as isize * dy;
         for px in row.chunks_exact_mut(N) {
@@ -90,7 +98,8 @@ mod tests {
             let (ow, oh, out) = apply(Orientation(6), w, h, ch, px.clone());
             assert_eq!((ow, oh), (2, 3));
             // Rotating 90° clockwise: top-left of the output is bottom-left of the input.
-            assert_eq!(&out[..ch], &px[(1 * 3) * ch..(1 * 3) * ch + ch]);
+            // Input row 1 starts at pixel 3 (width 3).
+            assert_eq!(&out[..ch], &px[3 * ch..4 * ch]);
             let (_, _, back) = apply(Orientation(8), ow, oh, ch, out);
             assert_eq!(back, px);
         }

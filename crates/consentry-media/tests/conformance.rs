@@ -35,7 +35,16 @@ fn vectors(dir: &Path) -> Vec<Vector> {
     let mut lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty());
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let c = [col("file"), col("mode"), col("width"), col("height"), col("pdq"), col("quality"), col("dihedral"), col("rgb_sha256_16")];
+    let c = [
+        col("file"),
+        col("mode"),
+        col("width"),
+        col("height"),
+        col("pdq"),
+        col("quality"),
+        col("dihedral"),
+        col("rgb_sha256_16"),
+    ];
     lines
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
@@ -174,7 +183,8 @@ fn exif_orientation() {
         assert_eq!((off.decoded_width, off.decoded_height), (4032, 3024));
 
         // On (the default): turned upright. 6 and 8 are stored sideways.
-        let on_opts = HashOptions { dihedral: false, mode: HashMode::Exact, decode: DecodeOptions::default() };
+        let on_opts =
+            HashOptions { dihedral: false, mode: HashMode::Exact, decode: DecodeOptions::default() };
         let on = hash_bytes(&bytes, &on_opts, &mut hasher).unwrap();
         let sideways = matches!(turn, Dihedral::Rotate90 | Dihedral::Rotate270);
         assert_eq!((on.info.width, on.info.height), (4032, 3024), "{name}: header size");

@@ -17,11 +17,7 @@ fn scene(w: u32, h: u32) -> RgbImage {
         let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
         let disc = ((fx - 0.6).powi(2) + (fy - 0.4).powi(2)) < 0.05;
         let stripe = (x / 7 + y / 11) % 2 == 0;
-        Rgb([
-            (fx * 255.0) as u8,
-            if disc { 230 } else { (fy * 200.0) as u8 },
-            if stripe { 40 } else { 160 },
-        ])
+        Rgb([(fx * 255.0) as u8, if disc { 230 } else { (fy * 200.0) as u8 }, if stripe { 40 } else { 160 }])
     })
 }
 
@@ -31,7 +27,14 @@ fn encode(img: &DynamicImage, fmt: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
-fn png_with(w: u32, h: u32, color: png::ColorType, depth: png::BitDepth, data: &[u8], palette: Option<(&[u8], &[u8])>) -> Vec<u8> {
+fn png_with(
+    w: u32,
+    h: u32,
+    color: png::ColorType,
+    depth: png::BitDepth,
+    data: &[u8],
+    palette: Option<(&[u8], &[u8])>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut e = png::Encoder::new(&mut out, w, h);
@@ -58,13 +61,21 @@ fn png_layouts_decode_without_conversion() {
     let grey: Vec<u8> = rgb.pixels().map(|p| p[0] / 2 + p[1] / 2).collect();
 
     // Grey → Luma8, untouched.
-    let d = decode(&encode(&DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, grey.clone()).unwrap()), image::ImageFormat::Png), &opts()).unwrap();
+    let d = decode(
+        &encode(
+            &DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, grey.clone()).unwrap()),
+            image::ImageFormat::Png,
+        ),
+        &opts(),
+    )
+    .unwrap();
     assert_eq!((d.width, d.height, d.format), (w, h, PixelFormat::Luma8));
     assert_eq!(d.data, grey);
 
     // Grey + alpha → LumaA8.
     let ga: Vec<u8> = grey.iter().enumerate().flat_map(|(i, &g)| [g, (i * 3) as u8]).collect();
-    let d = decode(&png_with(w, h, png::ColorType::GrayscaleAlpha, png::BitDepth::Eight, &ga, None), &opts()).unwrap();
+    let d = decode(&png_with(w, h, png::ColorType::GrayscaleAlpha, png::BitDepth::Eight, &ga, None), &opts())
+        .unwrap();
     assert_eq!(d.format, PixelFormat::LumaA8);
     assert_eq!(d.data, ga);
 
@@ -76,32 +87,54 @@ fn png_layouts_decode_without_conversion() {
         let p = rgb.get_pixel(x, y);
         Rgba([p[0], p[1], p[2], (x * 6) as u8])
     });
-    let d = decode(&encode(&DynamicImage::ImageRgba8(rgba.clone()), image::ImageFormat::Png), &opts()).unwrap();
+    let d =
+        decode(&encode(&DynamicImage::ImageRgba8(rgba.clone()), image::ImageFormat::Png), &opts()).unwrap();
     assert_eq!(d.format, PixelFormat::Rgba8);
     assert_eq!(d.data, rgba.as_raw().clone());
     // Alpha is dropped, not composited: same RGB, same hash.
     assert_eq!(d.to_rgb8(), rgb.as_raw().clone());
     let mut hasher = Hasher::new();
-    assert_eq!(hasher.hash(&d.image_ref()), hasher.hash(&decode(&encode(&DynamicImage::ImageRgb8(rgb.clone()), image::ImageFormat::Png), &opts()).unwrap().image_ref()));
+    assert_eq!(
+        hasher.hash(&d.image_ref()),
+        hasher.hash(
+            &decode(&encode(&DynamicImage::ImageRgb8(rgb.clone()), image::ImageFormat::Png), &opts())
+                .unwrap()
+                .image_ref()
+        )
+    );
 
     // Palette with transparency → expanded to the palette colours.
     let pal: Vec<u8> = (0..16u8).flat_map(|i| [i * 16, 255 - i * 16, i * 7]).collect();
     let idx: Vec<u8> = (0..w * h).map(|i| ((i % w) / 3 % 16) as u8).collect();
-    let d = decode(&png_with(w, h, png::ColorType::Indexed, png::BitDepth::Eight, &idx, Some((&pal, &[0, 128]))), &opts()).unwrap();
+    let d = decode(
+        &png_with(w, h, png::ColorType::Indexed, png::BitDepth::Eight, &idx, Some((&pal, &[0, 128]))),
+        &opts(),
+    )
+    .unwrap();
     let rgb8 = d.to_rgb8();
     for (i, &k) in idx.iter().enumerate() {
         assert_eq!(&rgb8[3 * i..3 * i + 3], &pal[3 * k as usize..3 * k as usize + 3], "pixel {i}");
     }
 
     // 1-bit grey → 0 / 255, as Pillow's mode "1" converts.
-    let bits: Vec<u8> = (0..h).flat_map(|y| (0..w.div_ceil(8)).map(move |b| if (y + b) % 2 == 0 { 0xF0 } else { 0x0F })).collect();
-    let d = decode(&png_with(w, h, png::ColorType::Grayscale, png::BitDepth::One, &bits, None), &opts()).unwrap();
+    let bits: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w.div_ceil(8)).map(move |b| if (y + b) % 2 == 0 { 0xF0 } else { 0x0F }))
+        .collect();
+    let d =
+        decode(&png_with(w, h, png::ColorType::Grayscale, png::BitDepth::One, &bits, None), &opts()).unwrap();
     assert!(d.to_rgb8().iter().all(|&v| v == 0 || v == 255));
     assert!(d.to_rgb8().contains(&0) && d.to_rgb8().contains(&255));
 
     // 16-bit grey and RGB(A) → scaled to 8 bits (v·255/65535, rounded).
     let g16: Vec<u16> = (0..w * h).map(|i| (i * 53 % 65536) as u16).collect();
-    let d = decode(&encode(&DynamicImage::ImageLuma16(ImageBuffer::<Luma<u16>, _>::from_raw(w, h, g16.clone()).unwrap()), image::ImageFormat::Png), &opts()).unwrap();
+    let d = decode(
+        &encode(
+            &DynamicImage::ImageLuma16(ImageBuffer::<Luma<u16>, _>::from_raw(w, h, g16.clone()).unwrap()),
+            image::ImageFormat::Png,
+        ),
+        &opts(),
+    )
+    .unwrap();
     assert_eq!(d.format, PixelFormat::Luma8);
     let expect: Vec<u8> = g16.iter().map(|&v| (f64::from(v) * 255.0 / 65535.0).round() as u8).collect();
     assert_eq!(d.data, expect);
@@ -124,7 +157,8 @@ fn other_formats_decode() {
     let rgb = scene(w, h);
     let dynimg = DynamicImage::ImageRgb8(rgb.clone());
     let mut hasher = Hasher::new();
-    let reference = hasher.hash(&decode(&encode(&dynimg, image::ImageFormat::Png), &opts()).unwrap().image_ref());
+    let reference =
+        hasher.hash(&decode(&encode(&dynimg, image::ImageFormat::Png), &opts()).unwrap().image_ref());
     for (fmt, ours, lossless) in [
         (image::ImageFormat::Bmp, ImageFormat::Bmp, true),
         (image::ImageFormat::Tiff, ImageFormat::Tiff, true),
@@ -141,7 +175,8 @@ fn other_formats_decode() {
         if lossless {
             assert_eq!(px, rgb.as_raw().clone(), "{fmt:?} is lossless");
         } else {
-            let mad = px.iter().zip(rgb.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum::<u64>() as f64 / px.len() as f64;
+            let mad = px.iter().zip(rgb.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum::<u64>() as f64
+                / px.len() as f64;
             assert!(mad < 12.0, "{fmt:?}: mean abs difference {mad}");
         }
         let hd = hash_bytes(&bytes, &HashOptions::default(), &mut hasher).unwrap();
@@ -167,7 +202,12 @@ fn animated_gif_gives_every_frame() {
     {
         let mut enc = GifEncoder::new(&mut bytes);
         let frames = colours.iter().map(|c| {
-            Frame::from_parts(RgbaImage::from_pixel(w, h, Rgba([c[0], c[1], c[2], 255])), 0, 0, Delay::from_numer_denom_ms(100, 1))
+            Frame::from_parts(
+                RgbaImage::from_pixel(w, h, Rgba([c[0], c[1], c[2], 255])),
+                0,
+                0,
+                Delay::from_numer_denom_ms(100, 1),
+            )
         });
         enc.encode_frames(frames).unwrap();
     }
@@ -183,7 +223,10 @@ fn animated_gif_gives_every_frame() {
     assert_eq!(decode(&bytes, &opts()).unwrap().to_rgb8(), frames[0].to_rgb8());
     // Frame limits.
     let two = DecodeOptions { max_frames: 2, ..opts() };
-    assert!(matches!(decode_frames(&bytes, &two), Err(MediaError::TooManyFrames { frames: 2, max_frames: 2, .. })));
+    assert!(matches!(
+        decode_frames(&bytes, &two),
+        Err(MediaError::TooManyFrames { frames: 2, max_frames: 2, .. })
+    ));
     let budget = DecodeOptions { max_total_pixels: u64::from(w * h) * 2, ..opts() };
     assert!(matches!(decode_frames(&bytes, &budget), Err(MediaError::TooManyFrames { frames: 2, .. })));
     // A still has one frame.
@@ -197,11 +240,21 @@ fn pixel_limit_is_configurable_and_enforced() {
     let at = DecodeOptions { max_pixels: 5000, ..opts() };
     assert!(decode(&bytes, &at).is_ok());
     let below = DecodeOptions { max_pixels: 4999, ..opts() };
-    assert_eq!(decode(&bytes, &below).unwrap_err(), MediaError::TooLarge { width: 100, height: 50, max_pixels: 4999 });
+    assert_eq!(
+        decode(&bytes, &below).unwrap_err(),
+        MediaError::TooLarge { width: 100, height: 50, max_pixels: 4999 }
+    );
     let jpeg = encode(&DynamicImage::ImageRgb8(scene(1100, 1030)), image::ImageFormat::Jpeg);
     for mode in [HashMode::Fast, HashMode::Exact] {
-        let o = HashOptions { decode: DecodeOptions { max_pixels: 1_000_000, ..opts() }, mode, dihedral: false };
-        assert!(matches!(hash_bytes(&jpeg, &o, &mut Hasher::new()), Err(MediaError::TooLarge { width: 1100, height: 1030, .. })), "{mode:?}");
+        let o =
+            HashOptions { decode: DecodeOptions { max_pixels: 1_000_000, ..opts() }, mode, dihedral: false };
+        assert!(
+            matches!(
+                hash_bytes(&jpeg, &o, &mut Hasher::new()),
+                Err(MediaError::TooLarge { width: 1100, height: 1030, .. })
+            ),
+            "{mode:?}"
+        );
     }
 }
 
@@ -232,7 +285,12 @@ fn exif_orientation_on_synthetic_jpeg() {
     let (w, h) = (1400u32, 1100u32);
     let base = encode(&DynamicImage::ImageRgb8(scene(w, h)), image::ImageFormat::Jpeg);
     let mut hasher = Hasher::new();
-    let plain = hash_bytes(&base, &HashOptions { dihedral: true, mode: HashMode::Exact, ..Default::default() }, &mut hasher).unwrap();
+    let plain = hash_bytes(
+        &base,
+        &HashOptions { dihedral: true, mode: HashMode::Exact, ..Default::default() },
+        &mut hasher,
+    )
+    .unwrap();
     let dih = plain.dihedral.unwrap();
     // EXIF 6 = turn 90° clockwise = Meta's rot270; 8 = rot90; 3 = rot180.
     for (o, turn) in [(3u16, 2usize), (6, 3), (8, 1)] {
@@ -246,12 +304,16 @@ fn exif_orientation_on_synthetic_jpeg() {
             assert!(d <= 16, "orientation {o} {mode:?}: {d} from the rotated hash");
             let off = hash_bytes(
                 &bytes,
-                &HashOptions { mode, decode: DecodeOptions { apply_exif_orientation: false, ..opts() }, dihedral: false },
+                &HashOptions {
+                    mode,
+                    decode: DecodeOptions { apply_exif_orientation: false, ..opts() },
+                    dihedral: false,
+                },
                 &mut hasher,
             )
             .unwrap();
             assert!(off.pdq.hash.distance(&plain.pdq.hash) <= 16, "orientation off {o} {mode:?}");
-            assert_eq!((off.decoded_width > off.decoded_height), true);
+            assert!(off.decoded_width > off.decoded_height, "stored landscape");
         }
     }
 }

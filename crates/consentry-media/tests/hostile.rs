@@ -4,7 +4,9 @@
 //! Each goes through `consentry_media::fuzz_one`, the code the fuzz target
 //! runs, plus direct calls with the default limits.
 
-use consentry_media::{decode, decode_frames, fuzz_one, hash_bytes, probe, DecodeOptions, HashMode, HashOptions, MediaError};
+use consentry_media::{
+    decode, decode_frames, fuzz_one, hash_bytes, probe, DecodeOptions, HashMode, HashOptions, MediaError,
+};
 use consentry_pdq::Hasher;
 use image::{DynamicImage, RgbImage, Rgba, RgbaImage};
 use std::io::Cursor;
@@ -12,7 +14,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 fn scene(w: u32, h: u32) -> DynamicImage {
-    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 5) as u8, (y * 3) as u8, ((x ^ y) * 2) as u8])))
+    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 3) as u8, ((x ^ y) * 2) as u8])
+    }))
 }
 
 fn encode(img: &DynamicImage, fmt: image::ImageFormat) -> Vec<u8> {
@@ -28,7 +32,12 @@ fn gif_frames(w: u32, h: u32, n: usize) -> Vec<u8> {
     {
         let mut enc = GifEncoder::new(&mut bytes);
         let frames = (0..n).map(|i| {
-            Frame::from_parts(RgbaImage::from_pixel(w, h, Rgba([(i * 37) as u8, (i * 11) as u8, 0, 255])), 0, 0, Delay::from_numer_denom_ms(10, 1))
+            Frame::from_parts(
+                RgbaImage::from_pixel(w, h, Rgba([(i * 37) as u8, (i * 11) as u8, 0, 255])),
+                0,
+                0,
+                Delay::from_numer_denom_ms(10, 1),
+            )
         });
         enc.encode_frames(frames).unwrap();
     }
@@ -86,7 +95,15 @@ fn nothing_and_noise_are_rejected() {
         assert_eq!(fuzz_one(&bytes).unwrap_err(), MediaError::UnknownFormat, "{len} random bytes");
     }
     // Magic bytes alone, and magic followed by noise.
-    for magic in [&b"\xFF\xD8\xFF"[..], b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\0\0\0\0WEBP", b"BM", b"II*\0", b"MM\0*"] {
+    for magic in [
+        &b"\xFF\xD8\xFF"[..],
+        b"\x89PNG\r\n\x1a\n",
+        b"GIF89a",
+        b"RIFF\0\0\0\0WEBP",
+        b"BM",
+        b"II*\0",
+        b"MM\0*",
+    ] {
         let e = fuzz_one(magic).unwrap_err();
         assert!(matches!(e, MediaError::Corrupt(_) | MediaError::Unsupported(_)), "{magic:?}: {e}");
         for seed in 1..20u64 {
@@ -188,7 +205,10 @@ fn giant_png_header_is_refused_before_decoding() {
     // Refused from the header: no 10 GiB allocation, no time spent.
     assert!(t.elapsed().as_secs_f64() < 1.0);
     // Within the limit but lying about its size: a clean error.
-    assert!(matches!(decode(&png_claiming(300, 200), &DecodeOptions::default()), Err(MediaError::Corrupt(_))));
+    assert!(matches!(
+        decode(&png_claiming(300, 200), &DecodeOptions::default()),
+        Err(MediaError::Corrupt(_))
+    ));
 }
 
 #[test]
@@ -202,7 +222,11 @@ fn giant_jpeg_sof_is_refused_before_decoding() {
     assert_eq!((info.width, info.height), (65000, 65000));
     for mode in [HashMode::Fast, HashMode::Exact] {
         let r = hash_bytes(&bytes, &HashOptions { mode, ..Default::default() }, &mut Hasher::new());
-        assert_eq!(r.unwrap_err(), MediaError::TooLarge { width: 65000, height: 65000, max_pixels: 64_000_000 }, "{mode:?}");
+        assert_eq!(
+            r.unwrap_err(),
+            MediaError::TooLarge { width: 65000, height: 65000, max_pixels: 64_000_000 },
+            "{mode:?}"
+        );
     }
     assert!(matches!(fuzz_one(&bytes), Err(MediaError::TooLarge { .. })));
     // Under a generous limit it is still bounded: the body holds 64×48 of
@@ -217,7 +241,10 @@ fn giant_gif_screen_is_refused() {
     bytes[8..10].copy_from_slice(&65535u16.to_le_bytes());
     let info = probe(&bytes).unwrap();
     assert_eq!((info.width, info.height), (65535, 65535));
-    assert!(matches!(decode(&bytes, &DecodeOptions::default()), Err(MediaError::TooLarge { width: 65535, height: 65535, .. })));
+    assert!(matches!(
+        decode(&bytes, &DecodeOptions::default()),
+        Err(MediaError::TooLarge { width: 65535, height: 65535, .. })
+    ));
     assert!(matches!(decode_frames(&bytes, &DecodeOptions::default()), Err(MediaError::TooLarge { .. })));
     assert!(fuzz_one(&bytes).is_err());
 }
@@ -227,20 +254,29 @@ fn thousands_of_gif_frames_hit_the_frame_limit() {
     let bytes = gif_frames(4, 4, 3000);
     let t = Instant::now();
     let e = decode_frames(&bytes, &DecodeOptions::default()).unwrap_err();
-    assert_eq!(e, MediaError::TooManyFrames { frames: 1000, max_frames: 1000, max_total_pixels: 128_000_000 });
+    assert_eq!(
+        e,
+        MediaError::TooManyFrames { frames: 1000, max_frames: 1000, max_total_pixels: 128_000_000 }
+    );
     // The first frame alone is fine.
     assert_eq!(decode(&bytes, &DecodeOptions::default()).unwrap().width, 4);
     assert!(fuzz_one(&bytes).is_ok());
     // A big canvas hits the pixel budget long before the frame limit.
     let big = gif_frames(1000, 1000, 40);
     let o = DecodeOptions { max_total_pixels: 10_000_000, ..DecodeOptions::default() };
-    assert_eq!(decode_frames(&big, &o).unwrap_err(), MediaError::TooManyFrames { frames: 10, max_frames: 1000, max_total_pixels: 10_000_000 });
+    assert_eq!(
+        decode_frames(&big, &o).unwrap_err(),
+        MediaError::TooManyFrames { frames: 10, max_frames: 1000, max_total_pixels: 10_000_000 }
+    );
     assert!(t.elapsed().as_secs_f64() < 20.0);
 }
 
 /// An animated WebP: VP8X + ANIM + `n` ANMF frames, each a 1×1 lossless image.
 fn webp_frames(n: usize, canvas: (u32, u32)) -> Vec<u8> {
-    let one = encode(&DynamicImage::ImageRgba8(RgbaImage::from_pixel(1, 1, Rgba([9, 8, 7, 255]))), image::ImageFormat::WebP);
+    let one = encode(
+        &DynamicImage::ImageRgba8(RgbaImage::from_pixel(1, 1, Rgba([9, 8, 7, 255]))),
+        image::ImageFormat::WebP,
+    );
     let vp8l = &one[12..]; // the VP8L chunk, header included
     fn u24(v: u32) -> [u8; 3] {
         [v as u8, (v >> 8) as u8, (v >> 16) as u8]
@@ -287,7 +323,10 @@ fn thousands_of_webp_frames_hit_the_frame_limit() {
     assert!(fuzz_one(&bytes).is_ok());
     // A huge canvas is refused from the header.
     let huge = webp_frames(2, (16000, 16000));
-    assert!(matches!(decode_frames(&huge, &DecodeOptions::default()), Err(MediaError::TooLarge { width: 16000, height: 16000, .. })));
+    assert!(matches!(
+        decode_frames(&huge, &DecodeOptions::default()),
+        Err(MediaError::TooLarge { width: 16000, height: 16000, .. })
+    ));
     assert!(matches!(decode(&huge, &DecodeOptions::default()), Err(MediaError::TooLarge { .. })));
 }
 
