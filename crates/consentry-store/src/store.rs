@@ -574,7 +574,7 @@ impl Store {
     /// again.
     pub async fn claim_due_webhooks(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<Webhook>> {
         let token = (OsRng.next_u64() >> 1) as i64;
-        let until = now.add(lease);
+        let until = now.plus(lease);
         write_tx!(self, |c, ops| ops::claim_due_webhooks(c, now, i64::from(limit), until, token).await)
     }
 

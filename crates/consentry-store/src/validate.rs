@@ -129,7 +129,7 @@ pub fn parse_pdq_lines(text: &str) -> (Vec<BulkLine>, Vec<LineError>) {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        let mut fields = t.split(|c: char| c == ',' || c == '\t' || c == ' ').filter(|f| !f.is_empty());
+        let mut fields = t.split([',', '\t', ' ']).filter(|f| !f.is_empty());
         let hex = fields.next().unwrap_or_default();
         let hash = match Hash256::from_hex(hex) {
             Ok(h) => h,

@@ -732,7 +732,7 @@ async fn webhook_outbox_claims_leases_and_retries(db: TestDb) {
         s.enqueue_webhooks(&[NewWebhook { url: "ftp://x".into(), event_type: "match".into(), payload: json!({}) }]).await,
         Err(StoreError::InvalidInput(_))
     ));
-    let now = Timestamp::now().add(Duration::from_millis(10));
+    let now = Timestamp::now().plus(Duration::from_millis(10));
     let lease = Duration::from_secs(30);
     let first = s.claim_due_webhooks(now, 2, lease).await.unwrap();
     assert_eq!(first.iter().map(|w| w.id).collect::<Vec<_>>(), ids[..2].to_vec());
@@ -751,11 +751,11 @@ async fn webhook_outbox_claims_leases_and_retries(db: TestDb) {
 
     // Failure with a retry time: not due before it, due after it, attempts counted.
     let t1 = first[1].lease_token.unwrap();
-    let retry_at = now.add(Duration::from_secs(10));
+    let retry_at = now.plus(Duration::from_secs(10));
     assert!(s.mark_webhook_failed(first[1].id, t1, "HTTP 503", Some(retry_at)).await.unwrap());
     let w = s.get_webhook(first[1].id).await.unwrap();
     assert_eq!((w.attempts, w.state, w.next_attempt_at, w.last_error.as_deref()), (1, WebhookState::Pending, retry_at, Some("HTTP 503")));
-    assert!(s.claim_due_webhooks(now.add(Duration::from_secs(9)), 10, lease).await.unwrap().is_empty());
+    assert!(s.claim_due_webhooks(now.plus(Duration::from_secs(9)), 10, lease).await.unwrap().is_empty());
     let again = s.claim_due_webhooks(retry_at, 10, lease).await.unwrap();
     assert_eq!(again.iter().map(|w| w.id).collect::<Vec<_>>(), vec![first[1].id]);
     // Giving up.
@@ -765,13 +765,13 @@ async fn webhook_outbox_claims_leases_and_retries(db: TestDb) {
 
     // A worker that dies leaves a lease that expires; the old token is then useless.
     let stale = second[0].lease_token.unwrap();
-    let later = now.add(lease).add(Duration::from_millis(1));
+    let later = now.plus(lease).plus(Duration::from_millis(1));
     let reclaimed = s.claim_due_webhooks(later, 10, lease).await.unwrap();
     assert_eq!(reclaimed.iter().map(|w| w.id).collect::<Vec<_>>(), vec![ids[2]]);
     assert_ne!(reclaimed[0].lease_token, Some(stale));
     assert!(!other.mark_webhook_delivered(ids[2], stale).await.unwrap());
     assert!(s.mark_webhook_delivered(ids[2], reclaimed[0].lease_token.unwrap()).await.unwrap());
-    assert!(s.claim_due_webhooks(later.add(Duration::from_secs(3600)), 10, lease).await.unwrap().is_empty());
+    assert!(s.claim_due_webhooks(later.plus(Duration::from_secs(3600)), 10, lease).await.unwrap().is_empty());
 }
 
 async fn metadata_is_checked(db: TestDb) {
