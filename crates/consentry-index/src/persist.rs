@@ -389,6 +389,11 @@ impl Store {
                         20 + body.len() / RECORD * RECORD
                     )));
                 }
+                // Consecutive inserts are applied as one batch (one segment build, not one buffer copy each).
+                let mut batch: Vec<(u64, Hash256)> = Vec::new();
+                let flush = |batch: &mut Vec<(u64, Hash256)>| -> Result<(), LoadError> {
+                    index.insert_many(batch.drain(..)).map(|_| ()).map_err(LoadError::Insert)
+                };
                 for (i, rec) in body.chunks_exact(RECORD).enumerate() {
                     let crc = u32::from_le_bytes(rec[41..45].try_into().unwrap());
                     if crc32fast::hash(&rec[..41]) != crc {
@@ -396,16 +401,15 @@ impl Store {
                     }
                     let id = u64::from_le_bytes(rec[1..9].try_into().unwrap());
                     match rec[0] {
-                        1 => {
-                            let h = Hash256::from_bytes(rec[9..41].try_into().unwrap());
-                            index.insert(id, h).map_err(LoadError::Insert)?;
-                        }
+                        1 => batch.push((id, Hash256::from_bytes(rec[9..41].try_into().unwrap()))),
                         2 => {
+                            flush(&mut batch)?;
                             index.remove(id);
                         }
                         op => return Err(LoadError::Corrupt(format!("{}: record {} has op {op}", log.display(), i + 1))),
                     }
                 }
+                flush(&mut batch)?;
             }
         }
         let journal = if reuse_log {
