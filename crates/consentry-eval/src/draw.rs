@@ -66,8 +66,8 @@ pub fn blend(img: &mut RgbImage, x: i64, y: i64, c: [u8; 3], alpha: f32) {
     if alpha >= 1.0 {
         *p = Rgb(c);
     } else {
-        for k in 0..3 {
-            p.0[k] = (f32::from(p.0[k]) * (1.0 - alpha) + f32::from(c[k]) * alpha).round() as u8;
+        for (v, &ck) in p.0.iter_mut().zip(&c) {
+            *v = (f32::from(*v) * (1.0 - alpha) + f32::from(ck) * alpha).round() as u8;
         }
     }
 }
@@ -98,6 +98,7 @@ pub fn fill_disc(img: &mut RgbImage, cx: i64, cy: i64, r: i64, c: [u8; 3], alpha
 /// Draw `text` (A–Z and space; anything else is a space) at (x, y), cell size `cell`.
 /// With `outline`, each glyph cell gets a border of `cell/3` (at least 1) pixels in that colour
 /// first, as meme captions have.
+#[allow(clippy::too_many_arguments)]
 pub fn draw_text(
     img: &mut RgbImage,
     x: i64,
@@ -139,6 +140,7 @@ pub fn draw_text(
     }
 }
 
+#[allow(clippy::needless_range_loop)]
 /// One horizontal box-filter pass of radius r (window 2r+1, edges clamped), in place on f32 planes.
 fn box_h(src: &[f32], dst: &mut [f32], w: usize, h: usize, r: usize) {
     let norm = 1.0 / (2 * r + 1) as f32;

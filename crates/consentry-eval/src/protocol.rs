@@ -8,6 +8,7 @@ use crate::rng::{fnv1a, Rng};
 use crate::transforms::{decode_rgb, fit_longest, telegram_recompress, Transform};
 use image::RgbImage;
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -110,6 +111,9 @@ pub struct Score {
     pub queries: usize,
     /// (query, protected) pairs matched whose protected image is not the query's source.
     pub false_matches: usize,
+    /// Of those, the ones whose two images are not near-duplicates within the
+    /// corpus itself (see [`RunResult::near_duplicates`]).
+    pub false_matches_excl: usize,
     /// Total milliseconds in `query`.
     pub ms_total: f64,
 }
@@ -149,12 +153,21 @@ impl Score {
         self.hits += o.hits;
         self.queries += o.queries;
         self.false_matches += o.false_matches;
+        self.false_matches_excl += o.false_matches_excl;
         self.ms_total += o.ms_total;
     }
 }
 
-/// Scores per transform (outer) and matcher (inner).
-pub fn score(outcomes: &[Outcome], n_transforms: usize, n_matchers: usize) -> Vec<Vec<Score>> {
+/// Scores per transform (outer) and matcher (inner). `near_dup` holds
+/// unordered pairs of images (smaller id first) that are near-duplicates in
+/// the corpus itself; their matches count in `false_matches` but not in
+/// `false_matches_excl`.
+pub fn score(
+    outcomes: &[Outcome],
+    n_transforms: usize,
+    n_matchers: usize,
+    near_dup: &HashSet<(ImageId, ImageId)>,
+) -> Vec<Vec<Score>> {
     let mut rows = vec![vec![Score::default(); n_matchers]; n_transforms];
     for o in outcomes {
         for (m, s) in rows[o.transform].iter_mut().enumerate() {
@@ -167,7 +180,12 @@ pub fn score(outcomes: &[Outcome], n_transforms: usize, n_matchers: usize) -> Ve
                     s.hits += 1;
                 }
             }
-            s.false_matches += matched.iter().filter(|&&id| id != o.source).count();
+            for &id in matched.iter().filter(|&&id| id != o.source) {
+                s.false_matches += 1;
+                if !near_dup.contains(&(id.min(o.source), id.max(o.source))) {
+                    s.false_matches_excl += 1;
+                }
+            }
         }
     }
     rows
@@ -217,6 +235,8 @@ pub struct RunResult {
     /// Pairs of corpus images (protected × any) whose untransformed PDQ hashes
     /// are within 31 of each other: near-duplicates that inflate false matches.
     pub near_duplicates: Vec<(String, String, u32)>,
+    /// The same pairs as ids (smaller first).
+    pub near_duplicate_ids: HashSet<(ImageId, ImageId)>,
     /// Wall-clock seconds of the whole run.
     pub wall_s: f64,
     /// Threads used.
@@ -285,6 +305,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
     let hashes: Vec<Option<consentry_pdq::Hash256>> =
         work.par_iter().map(|im| im.as_ref().map(|im| pdq(im).0)).collect();
     let mut near_duplicates = Vec::new();
+    let mut near_duplicate_ids = HashSet::new();
     for &p in &sp.protected {
         for &q in used.iter() {
             if q == p || (sp.protected.contains(&q) && q < p) {
@@ -294,6 +315,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
                 let d = a.distance(&b);
                 if d <= consentry_pdq::DEFAULT_MATCH_DISTANCE {
                     near_duplicates.push((corpus[p].name.clone(), corpus[q].name.clone(), d));
+                    near_duplicate_ids.insert((p.min(q) as ImageId, p.max(q) as ImageId));
                 }
             }
         }
@@ -370,7 +392,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
         })
         .collect();
 
-    let scores = score(&outcomes, cfg.transforms.len(), matchers.len());
+    let scores = score(&outcomes, cfg.transforms.len(), matchers.len(), &near_duplicate_ids);
     RunResult {
         split: sp,
         names: corpus.iter().map(|c| c.name.clone()).collect(),
@@ -382,6 +404,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
         scores,
         outcomes,
         near_duplicates,
+        near_duplicate_ids,
         wall_s: start.elapsed().as_secs_f64(),
         threads: rayon::current_num_threads(),
     }
@@ -420,21 +443,27 @@ mod tests {
             o(1, 0, true, vec![vec![1], vec![]]), // miss + 1 false / miss
             o(1, 10, false, vec![vec![], vec![]]),
         ];
-        let s = score(&outcomes, 2, 2);
+        // Images 1 and 11 are near-duplicates in the corpus: matches between them are excluded.
+        let near: HashSet<(ImageId, ImageId)> = [(1, 11)].into_iter().collect();
+        let mut outcomes = outcomes;
+        outcomes.push(o(1, 11, false, vec![vec![1], vec![1, 2]]));
+        let s = score(&outcomes, 2, 2, &near);
         assert_eq!((s[0][0].hits, s[0][0].protected_queries, s[0][0].queries, s[0][0].false_matches), (2, 3, 5, 1));
         assert_eq!((s[0][1].hits, s[0][1].protected_queries, s[0][1].queries, s[0][1].false_matches), (3, 3, 5, 3));
         assert!((s[0][0].recall() - 2.0 / 3.0).abs() < 1e-12);
         assert!((s[0][1].recall() - 1.0).abs() < 1e-12);
         // Rate over query × protected pairs: 3 protected images.
         assert!((s[0][1].false_match_rate(3) - 3.0 / 15.0).abs() < 1e-12);
-        assert_eq!((s[1][0].hits, s[1][0].false_matches, s[1][0].queries), (0, 1, 2));
-        assert_eq!((s[1][1].hits, s[1][1].false_matches), (0, 0));
+        assert_eq!((s[0][0].false_matches_excl, s[0][1].false_matches_excl), (1, 3));
+        assert_eq!((s[1][0].hits, s[1][0].false_matches, s[1][0].false_matches_excl, s[1][0].queries), (0, 2, 1, 3));
+        assert_eq!((s[1][1].hits, s[1][1].false_matches, s[1][1].false_matches_excl), (0, 2, 1));
         assert!((s[0][0].ms_per_query() - 2.0).abs() < 1e-12);
         let mut total = Score::default();
         for row in &s {
             total.add(&row[1]);
         }
-        assert_eq!((total.hits, total.protected_queries, total.false_matches, total.queries), (3, 4, 3, 7));
+        assert_eq!((total.hits, total.protected_queries, total.false_matches, total.queries), (3, 4, 5, 8));
+        assert_eq!(total.false_matches_excl, 4);
     }
 
     #[test]
@@ -484,7 +513,8 @@ mod end_to_end {
         let b = go(3);
         assert_eq!(a.split, b.split);
         assert_eq!(a.outcomes.len(), 8 * 3);
-        let key = |r: &RunResult| -> Vec<(usize, ImageId, Vec<Vec<ImageId>>, usize, Option<u32>)> {
+        type Key = Vec<(usize, ImageId, Vec<Vec<ImageId>>, usize, Option<u32>)>;
+        let key = |r: &RunResult| -> Key {
             r.outcomes.iter().map(|o| (o.transform, o.source, o.matches.clone(), o.query_bytes, o.pdq_distance)).collect()
         };
         assert_eq!(key(&a), key(&b), "same seed, same queries and matches");
@@ -500,6 +530,7 @@ mod end_to_end {
         // Synthetic images are all far apart: no false matches, no near-duplicates.
         assert!(a.near_duplicates.is_empty());
         assert_eq!(a.scores.iter().map(|r| r[0].false_matches + r[1].false_matches).sum::<usize>(), 0);
+        assert!(a.near_duplicate_ids.is_empty());
         let md = crate::report::markdown(&a, "test");
         assert!(md.contains("| identity | identity@- |"));
         assert!(md.contains("| 100.0 |"));
