@@ -40,6 +40,15 @@ pub enum StoreError {
     /// The API key is unknown, malformed or revoked.
     #[error("API key is invalid or revoked")]
     Unauthorized,
+    /// Changes after `since` were asked for, but the feed was pruned through `pruned_through`:
+    /// the reader must reload with `load_all_active`. Not a user error.
+    #[error("change feed pruned through {pruned_through}; changes after {since} are gone, reload the active set")]
+    FeedTruncated {
+        /// The position asked for.
+        since: i64,
+        /// The last pruned sequence number.
+        pruned_through: i64,
+    },
     /// The database failed (connection, I/O, constraint we did not expect). Internal.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -56,7 +65,10 @@ impl StoreError {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            StoreError::Database(_) | StoreError::Migration(_) | StoreError::Internal(_)
+            StoreError::Database(_)
+                | StoreError::Migration(_)
+                | StoreError::Internal(_)
+                | StoreError::FeedTruncated { .. }
         )
     }
 }

@@ -243,6 +243,69 @@ pub(crate) async fn changes_since(c: &mut Conn, since: i64, limit: i64) -> Resul
     rows.iter().map(change_from_row).collect()
 }
 
+/// Changes after `since`, or `FeedTruncated` if some of them were pruned. The prune point is
+/// read after the rows, so a concurrent prune can only cause a (safe) spurious error.
+pub(crate) async fn changes_since_checked(c: &mut Conn, since: i64, limit: i64) -> Result<Vec<Change>> {
+    let rows = changes_since(c, since, limit).await?;
+    let pruned: i64 = sqlx::query_scalar::<Db, i64>("SELECT pruned_seq FROM meta WHERE id = 1")
+        .fetch_one(&mut *c)
+        .await?;
+    if since < pruned {
+        return Err(StoreError::FeedTruncated { since, pruned_through: pruned });
+    }
+    Ok(rows)
+}
+
+pub(crate) async fn prune_changes(c: &mut Conn, actor: &Actor, through: i64, now: Timestamp) -> Result<u64> {
+    let log = lock_changes(c).await?;
+    let through = through.min(log.start);
+    let old: i64 = sqlx::query_scalar::<Db, i64>("SELECT pruned_seq FROM meta WHERE id = 1")
+        .fetch_one(&mut *c)
+        .await?;
+    if through <= old {
+        return Ok(0);
+    }
+    let n = sqlx::query::<Db>("DELETE FROM changes WHERE seq <= $1")
+        .bind(through)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    sqlx::query::<Db>("UPDATE meta SET pruned_seq = $1 WHERE id = 1")
+        .bind(through)
+        .execute(&mut *c)
+        .await?;
+    audit(c, actor, "changes.prune", "changes", serde_json::json!({"through": through, "deleted": n}), now).await?;
+    Ok(n)
+}
+
+pub(crate) async fn list_cases(
+    c: &mut Conn,
+    status: Option<CaseStatus>,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<Case>> {
+    let rows = match status {
+        Some(st) => {
+            sqlx::query::<Db>(&format!(
+                "SELECT {CASE_COLS} FROM cases WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ))
+            .bind(st.as_str())
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&mut *c)
+            .await?
+        }
+        None => {
+            sqlx::query::<Db>(&format!("SELECT {CASE_COLS} FROM cases WHERE id > $1 ORDER BY id LIMIT $2"))
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&mut *c)
+                .await?
+        }
+    };
+    rows.iter().map(case_from_row).collect()
+}
+
 pub(crate) async fn current_seq(c: &mut Conn) -> Result<i64> {
     Ok(sqlx::query_scalar::<Db, i64>("SELECT change_seq FROM meta WHERE id = 1")
         .fetch_one(&mut *c)

@@ -452,6 +452,11 @@ impl Store {
         })
     }
 
+    /// Cases with id > `after_id`, optionally of one status, by id (staff view).
+    pub async fn list_cases(&self, status: Option<CaseStatus>, after_id: i64, limit: u32) -> Result<Vec<Case>> {
+        read_conn!(self, |c, ops| ops::list_cases(c, status, after_id, i64::from(limit)).await)
+    }
+
     /// PIN-attempt counters of a case.
     pub async fn case_pin_counters(&self, case_id: i64) -> Result<PinCounters> {
         let (failed_attempts, locked_until, lockouts) =
@@ -533,7 +538,14 @@ impl Store {
     /// become visible in order on both backends, so a poller that continues from the last seq
     /// it saw never skips one.
     pub async fn changes_since(&self, since: i64, limit: u32) -> Result<Vec<Change>> {
-        read_conn!(self, |c, ops| ops::changes_since(c, since, i64::from(limit)).await)
+        read_conn!(self, |c, ops| ops::changes_since_checked(c, since, i64::from(limit)).await)
+    }
+
+    /// Deletes the feed up to and including `through` (never past the current seq). Readers
+    /// still behind it get [`StoreError::FeedTruncated`] and reload. Returns rows deleted.
+    pub async fn prune_changes(&self, actor: &Actor, through: i64) -> Result<u64> {
+        let now = Timestamp::now();
+        write_tx!(self, |c, ops| ops::prune_changes(c, actor, through, now).await)
     }
 
     /// Every entry of `signal` that currently matches (entry enabled, bank enabled), from one

@@ -28,6 +28,8 @@ backend_tests!(
     webhook_outbox_claims_leases_and_retries,
     metadata_is_checked,
     data_survives_reopen,
+    upgrades_a_version_1_database,
+    feed_can_be_pruned,
 );
 
 fn admin() -> Actor {
@@ -76,15 +78,92 @@ async fn active_map(store: &Store) -> (i64, BTreeMap<i64, SignalValue>) {
 }
 
 async fn migrations_are_applied_once(db: TestDb) {
-    assert_eq!(db.store.schema_version().await.unwrap(), 1);
+    assert_eq!(db.store.schema_version().await.unwrap(), 2);
     // Opening again (another process) finds the schema in place and changes nothing.
     let b = bank(&db.store, "one", BankPurpose::Other).await;
     let again = db.open_another().await;
-    assert_eq!(again.schema_version().await.unwrap(), 1);
+    assert_eq!(again.schema_version().await.unwrap(), 2);
     assert_eq!(again.get_bank(b.id).await.unwrap(), b);
     let versions = db.raw_texts("SELECT name FROM schema_migrations ORDER BY version").await.unwrap();
-    assert_eq!(versions, vec!["initial".to_string()]);
+    assert_eq!(versions, vec!["initial".to_string(), "feed_pruning".to_string()]);
+    // A database written by a newer build is refused, with a clear message.
+    db.raw_exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)").await.unwrap();
+    let err = Store::open(db.location.clone(), StoreOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Migration(_)), "{err}");
+    assert!(err.to_string().contains("version 99"), "{err}");
 }
+
+async fn upgrades_a_version_1_database(db: TestDb) {
+    // Build a v1 database by hand (as a previous release left it), with data in it.
+    let fresh = match db.kind {
+        Kind::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+                sqlx::raw_sql(include_str!("../migrations/sqlite/0001_initial.sql")).execute(&mut c).await.unwrap();
+                sqlx::raw_sql(V1_TAIL).execute(&mut c).await.unwrap();
+            }
+            (StoreLocation::Sqlite(path), Some(dir), None)
+        }
+        Kind::Postgres => {
+            use sqlx::Connection;
+            let schema = common::random_schema();
+            let mut c = sqlx::PgConnection::connect(&common::pg_url()).await.unwrap();
+            sqlx::raw_sql(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema};")).execute(&mut c).await.unwrap();
+            sqlx::raw_sql(include_str!("../migrations/postgres/0001_initial.sql")).execute(&mut c).await.unwrap();
+            sqlx::raw_sql(V1_TAIL).execute(&mut c).await.unwrap();
+            (StoreLocation::Postgres { url: common::pg_url(), schema: Some(schema.clone()) }, None, Some(schema))
+        }
+    };
+    let _guard = common::SchemaGuard(fresh.2.clone());
+    let store = Store::open(fresh.0.clone(), StoreOptions::default()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    let b = store.get_bank_by_name("legacy").await.unwrap();
+    assert_eq!(b.purpose, BankPurpose::KnownAbuse);
+    assert_eq!(store.current_seq().await.unwrap(), 0);
+    // The new column works.
+    store.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    store.prune_changes(&admin(), 1).await.unwrap();
+    store.close().await;
+    drop(db);
+}
+
+const V1_TAIL: &str = "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
+INSERT INTO schema_migrations VALUES (1, 'initial', 0);
+INSERT INTO banks (name, description, enabled, purpose, created_at, updated_at) VALUES ('legacy', '', TRUE, 'known-abuse', 0, 0);";
+
+async fn feed_can_be_pruned(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap().id);
+    }
+    s.disable_entry(&admin(), ids[0]).await.unwrap();
+    assert_eq!(s.current_seq().await.unwrap(), 6);
+    assert_eq!(s.prune_changes(&admin(), 4).await.unwrap(), 4);
+    assert_eq!(s.prune_changes(&admin(), 3).await.unwrap(), 0, "pruning is monotonic");
+    // Readers at or past the prune point go on; readers behind it are told to reload.
+    assert_eq!(s.changes_since(4, 100).await.unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![5, 6]);
+    let err = s.changes_since(3, 100).await.unwrap_err();
+    assert!(matches!(err, StoreError::FeedTruncated { since: 3, pruned_through: 4 }), "{err}");
+    assert!(!err.is_user_error());
+    // A reload then continues without loss.
+    let set = s.load_all_active(SignalType::Pdq).await.unwrap();
+    assert_eq!(set.seq, 6);
+    assert_eq!(set.entries.iter().map(|e| e.0).collect::<Vec<_>>(), ids[1..].to_vec());
+    s.enable_entry(&admin(), ids[0]).await.unwrap();
+    let ch = s.changes_since(set.seq, 100).await.unwrap();
+    assert_eq!(ch.iter().map(|c| (c.seq, c.entry_id)).collect::<Vec<_>>(), vec![(7, ids[0])]);
+    // Never past the head.
+    assert_eq!(s.prune_changes(&admin(), 1000).await.unwrap(), 3);
+    assert_eq!(s.changes_since(7, 10).await.unwrap(), vec![]);
+    let e = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    assert_eq!(s.changes_since(7, 10).await.unwrap()[0].entry_id, e.id);
+}
+
 
 async fn bank_crud(db: TestDb) {
     let s = &db.store;
@@ -427,7 +506,11 @@ async fn case_create_status_withdraw(db: TestDb) {
         .await
         .unwrap();
     assert_ne!(c2.case.number, number);
+    assert_eq!(s.list_cases(None, 0, 10).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![created.case.id, c2.case.id]);
+    assert_eq!(s.list_cases(Some(CaseStatus::Received), 0, 10).await.unwrap(), vec![c2.case.clone()]);
+    assert_eq!(s.list_cases(None, created.case.id, 10).await.unwrap(), vec![c2.case.clone()]);
     assert_eq!(s.admin_withdraw_case(&staff, c2.case.id).await.unwrap().status, CaseStatus::Withdrawn);
+    assert_eq!(s.list_cases(Some(CaseStatus::Withdrawn), 0, 10).await.unwrap().len(), 2);
     assert!(active_map(s).await.1.is_empty());
 }
 
