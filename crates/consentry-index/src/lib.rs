@@ -226,7 +226,10 @@ impl Index {
     }
 
     /// Builds an index from entries in one pass (the fast way to load a hash list).
-    pub fn build(entries: impl IntoIterator<Item = (u64, Hash256)>, config: IndexConfig) -> Result<Index, InsertError> {
+    pub fn build(
+        entries: impl IntoIterator<Item = (u64, Hash256)>,
+        config: IndexConfig,
+    ) -> Result<Index, InsertError> {
         let idx = Index::with_config(config);
         idx.insert_many(entries)?;
         Ok(idx)
@@ -285,7 +288,10 @@ impl Index {
 
     /// Adds entries; all or none (a degenerate hash under `Reject` refuses the batch).
     /// Returns how many were added.
-    pub fn insert_many(&self, entries: impl IntoIterator<Item = (u64, Hash256)>) -> Result<usize, InsertError> {
+    pub fn insert_many(
+        &self,
+        entries: impl IntoIterator<Item = (u64, Hash256)>,
+    ) -> Result<usize, InsertError> {
         let mut ids = Vec::new();
         let mut hashes = Vec::new();
         for (id, h) in entries {
@@ -319,7 +325,8 @@ impl Index {
             if std::env::var_os("CONSENTRY_INDEX_TRACE").is_some() {
                 eprintln!("insert_many: collected and permuted {} entries", all_ids.len());
             }
-            st.segments.push(SegRef { seg: Arc::new(Segment::build(all_ids, all_h)), deleted: Arc::default() });
+            st.segments
+                .push(SegRef { seg: Arc::new(Segment::build(all_ids, all_h)), deleted: Arc::default() });
             Self::merge_policy(&mut st);
         }
         self.publish(st);

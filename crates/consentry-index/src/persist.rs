@@ -65,9 +65,14 @@ impl fmt::Display for LoadError {
         match self {
             LoadError::Io(e) => write!(f, "I/O error: {e}"),
             LoadError::Truncated(s) => write!(f, "truncated or not an index file: {s}"),
-            LoadError::Version(v) => write!(f, "unsupported index format version {v} (this build reads {VERSION})"),
+            LoadError::Version(v) => {
+                write!(f, "unsupported index format version {v} (this build reads {VERSION})")
+            }
             LoadError::Checksum { stored, computed } => {
-                write!(f, "checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is corrupt")
+                write!(
+                    f,
+                    "checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is corrupt"
+                )
             }
             LoadError::Corrupt(s) => write!(f, "corrupt index file: {s}"),
             LoadError::Insert(e) => write!(f, "journal record refused: {e}"),
@@ -175,7 +180,11 @@ impl Index {
         let tmp = tmp_path(path);
         {
             let f = File::create(&tmp)?;
-            let mut w = CrcWriter { inner: io::BufWriter::with_capacity(1 << 20, f), crc: crc32fast::Hasher::new(), len: 0 };
+            let mut w = CrcWriter {
+                inner: io::BufWriter::with_capacity(1 << 20, f),
+                crc: crc32fast::Hasher::new(),
+                len: 0,
+            };
             w.put(MAGIC)?;
             w.u32(VERSION)?;
             w.u32(st.segments.len() as u32)?;
@@ -241,10 +250,17 @@ impl Index {
             return Err(LoadError::Version(version));
         }
         if body_len != flen - FOOTER {
-            return Err(LoadError::Truncated(format!("footer says {body_len} body bytes, file has {}", flen - FOOTER)));
+            return Err(LoadError::Truncated(format!(
+                "footer says {body_len} body bytes, file has {}",
+                flen - FOOTER
+            )));
         }
         f.seek(SeekFrom::Start(0))?;
-        let mut r = CrcReader { inner: io::BufReader::with_capacity(1 << 20, f), crc: crc32fast::Hasher::new(), left: body_len };
+        let mut r = CrcReader {
+            inner: io::BufReader::with_capacity(1 << 20, f),
+            crc: crc32fast::Hasher::new(),
+            left: body_len,
+        };
         let mut magic = [0u8; 8];
         r.take(&mut magic)?;
         if &magic != MAGIC {
@@ -285,7 +301,10 @@ impl Index {
             }
             let plan = if m > 0 {
                 if widths.iter().sum::<u32>() != 256 {
-                    return Err(LoadError::Corrupt(format!("segment {s}: chunks cover {} bits", widths.iter().sum::<u32>())));
+                    return Err(LoadError::Corrupt(format!(
+                        "segment {s}: chunks cover {} bits",
+                        widths.iter().sum::<u32>()
+                    )));
                 }
                 let mut starts = Vec::new();
                 let mut acc = 0;
@@ -303,7 +322,10 @@ impl Index {
                 return Err(LoadError::Corrupt(format!("segment {s}: deleted position out of range")));
             }
             let seg = Segment { hashes, ids, plan, tables };
-            segments.push(SegRef { seg: Arc::new(seg), deleted: Arc::new(del.into_iter().collect::<HashSet<u32>>()) });
+            segments.push(SegRef {
+                seg: Arc::new(seg),
+                deleted: Arc::new(del.into_iter().collect::<HashSet<u32>>()),
+            });
         }
         let nb = r.u64()?;
         let bids: Vec<u64> = r.vec(nb)?;
@@ -318,10 +340,9 @@ impl Index {
         // Structure checks (parallel: they touch every byte of the tables).
         {
             use rayon::prelude::*;
-            segments
-                .par_iter()
-                .enumerate()
-                .try_for_each(|(i, s)| s.seg.validate().map_err(|e| LoadError::Corrupt(format!("segment {i}: {e}"))))?;
+            segments.par_iter().enumerate().try_for_each(|(i, s)| {
+                s.seg.validate().map_err(|e| LoadError::Corrupt(format!("segment {i}: {e}")))
+            })?;
         }
         let st = State { segments, buffer: Arc::new(bids.into_iter().zip(bh).collect()) };
         let idx = Index::with_config(config);
@@ -362,8 +383,11 @@ impl Store {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
         let snap = Self::snap_path(&dir);
-        let (index, snap_gen) =
-            if snap.exists() { Index::load_with_generation(&snap, config)? } else { (Index::with_config(config), 0) };
+        let (index, snap_gen) = if snap.exists() {
+            Index::load_with_generation(&snap, config)?
+        } else {
+            (Index::with_config(config), 0)
+        };
         let log = Self::log_path(&dir);
         let mut generation = snap_gen + 1;
         let mut reuse_log = false;
@@ -397,7 +421,11 @@ impl Store {
                 for (i, rec) in body.chunks_exact(RECORD).enumerate() {
                     let crc = u32::from_le_bytes(rec[41..45].try_into().unwrap());
                     if crc32fast::hash(&rec[..41]) != crc {
-                        return Err(LoadError::Corrupt(format!("{}: record {} has a bad checksum", log.display(), i + 1)));
+                        return Err(LoadError::Corrupt(format!(
+                            "{}: record {} has a bad checksum",
+                            log.display(),
+                            i + 1
+                        )));
                     }
                     let id = u64::from_le_bytes(rec[1..9].try_into().unwrap());
                     match rec[0] {
@@ -406,7 +434,13 @@ impl Store {
                             flush(&mut batch)?;
                             index.remove(id);
                         }
-                        op => return Err(LoadError::Corrupt(format!("{}: record {} has op {op}", log.display(), i + 1))),
+                        op => {
+                            return Err(LoadError::Corrupt(format!(
+                                "{}: record {} has op {op}",
+                                log.display(),
+                                i + 1
+                            )))
+                        }
                     }
                 }
                 flush(&mut batch)?;

@@ -418,9 +418,8 @@ impl Segment {
             let h = &self.hashes[p as usize].0;
             let d = scan::dist(q, h);
             if d <= r {
-                let first = (0..t as usize).all(|j| {
-                    rhos[j] < 0 || ((plan.key(h, j) ^ qkeys[j]).count_ones() as i32) > rhos[j]
-                });
+                let first = (0..t as usize)
+                    .all(|j| rhos[j] < 0 || ((plan.key(h, j) ^ qkeys[j]).count_ones() as i32) > rhos[j]);
                 if first {
                     out(p, d);
                 }

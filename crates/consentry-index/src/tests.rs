@@ -76,7 +76,12 @@ fn realistic(seeds: &[Hash256], n: usize, rng: &mut Rng) -> Vec<(u64, Hash256)> 
         .collect()
 }
 
-fn check_segment(entries: &[(u64, Hash256)], queries: &[Hash256], plan: Option<segment::ChunkPlan>, radii: &[u32]) {
+fn check_segment(
+    entries: &[(u64, Hash256)],
+    queries: &[Hash256],
+    plan: Option<segment::ChunkPlan>,
+    radii: &[u32],
+) {
     let seg = Segment::build_with(
         entries.iter().map(|e| e.0).collect(),
         entries.iter().map(|e| H(e.1.words())).collect(),
@@ -88,7 +93,11 @@ fn check_segment(entries: &[(u64, Hash256)], queries: &[Hash256], plan: Option<s
         for &r in radii {
             let mut got = Vec::new();
             seg.search_mih(&q.words(), r, &mut scratch, &mut |p, d| {
-                got.push(Match { id: seg.ids[p as usize], hash: Hash256::from_words(seg.hashes[p as usize].0), distance: d })
+                got.push(Match {
+                    id: seg.ids[p as usize],
+                    hash: Hash256::from_words(seg.hashes[p as usize].0),
+                    distance: d,
+                })
             });
             let n = got.len();
             sort_matches(&mut got);
@@ -109,7 +118,12 @@ fn mih_exact_on_uniform_hashes_for_every_plan() {
         queries.push(rng.flip(&entries[i * 97].1, k));
     }
     for m in [10, 11, 12, 16, 21] {
-        check_segment(&entries, &queries, Some(segment::ChunkPlan::with_chunks(m)), &[0, 1, 7, 15, 31, 32, 40]);
+        check_segment(
+            &entries,
+            &queries,
+            Some(segment::ChunkPlan::with_chunks(m)),
+            &[0, 1, 7, 15, 31, 32, 40],
+        );
     }
 }
 
@@ -229,7 +243,8 @@ fn dihedral_nearest_and_batch_agree_with_brute_force() {
 
     // nearest k: a cluster of 20 around one hash
     let centre = rng.hash();
-    let cluster: Vec<(u64, Hash256)> = (0..20).map(|i| (100_000 + i, rng.flip(&centre, 2 + i as u32))).collect();
+    let cluster: Vec<(u64, Hash256)> =
+        (0..20).map(|i| (100_000 + i, rng.flip(&centre, 2 + i as u32))).collect();
     idx.insert_many(cluster.iter().copied()).unwrap();
     let mut all = entries.clone();
     all.extend(&cluster);
@@ -295,7 +310,8 @@ fn degenerate_hashes_are_rejected_or_handled() {
     let mut rng = Rng(5);
     let mut entries: Vec<(u64, Hash256)> = (0..10_000).map(|i| (i, Hash256::ZERO)).collect();
     entries.extend((0..10_000).map(|i| (20_000 + i, rng.hash())));
-    let idx = Index::build(entries.iter().copied(), IndexConfig { degenerate: DegeneratePolicy::Accept }).unwrap();
+    let idx =
+        Index::build(entries.iter().copied(), IndexConfig { degenerate: DegeneratePolicy::Accept }).unwrap();
     let mut near_zero = Hash256::ZERO;
     near_zero.flip_bit(3);
     assert_eq!(idx.search(&near_zero, 31).len(), 10_000);
@@ -341,7 +357,9 @@ fn snapshot_round_trip_and_corruption_is_an_error() {
         let mut c = good.clone();
         c[pos] ^= 0x10;
         std::fs::write(&bad, &c).unwrap();
-        let e = Index::load(&bad, IndexConfig::default()).err().unwrap_or_else(|| panic!("flip at {pos} accepted"));
+        let e = Index::load(&bad, IndexConfig::default())
+            .err()
+            .unwrap_or_else(|| panic!("flip at {pos} accepted"));
         assert!(!e.to_string().is_empty());
     }
     std::fs::write(&bad, b"").unwrap();

@@ -90,12 +90,24 @@ fn matches_agree_with_brute_force_on_a_larger_list() {
     }
     queries.extend(hashes(3, 20));
     let qtext: String = queries.iter().map(|q| format!("{q}\n")).collect();
-    let out = bin().args(["match", "-a", &a, "-"]).write_stdin(qtext).assert().success().get_output().stdout.clone();
-    let got: Vec<(String, String, u32, usize)> = rows(&out).into_iter().map(|r| (r.0, r.2, r.3, r.4)).collect();
+    let out = bin()
+        .args(["match", "-a", &a, "-"])
+        .write_stdin(qtext)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let got: Vec<(String, String, u32, usize)> =
+        rows(&out).into_iter().map(|r| (r.0, r.2, r.3, r.4)).collect();
     let mut want = Vec::new();
     for q in &queries {
-        let mut m: Vec<(u32, usize)> =
-            base.iter().enumerate().filter(|(_, h)| h.distance(q) <= 31).map(|(i, h)| (h.distance(q), i)).collect();
+        let mut m: Vec<(u32, usize)> = base
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.distance(q) <= 31)
+            .map(|(i, h)| (h.distance(q), i))
+            .collect();
         m.sort();
         for (d, i) in m {
             want.push((q.to_hex(), base[i].to_hex(), d, i + 2));
@@ -116,7 +128,11 @@ fn malformed_lines_are_errors_with_file_and_line() {
         .code(2)
         .stderr(predicate::str::contains("bad.txt:3"));
     let a = write(&dir, "short.txt", &format!("{}\n{}\n", h[0], &h[1].to_hex()[..60]));
-    bin().args(["match", "--against", &a, &h[0].to_hex()]).assert().code(2).stderr(predicate::str::contains("short.txt:2"));
+    bin()
+        .args(["match", "--against", &a, &h[0].to_hex()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("short.txt:2"));
     bin().args(["match", "--against", "/nonexistent/list", &h[0].to_hex()]).assert().code(2);
     bin().args(["match", "--against", &a, "nonexistent-query-file"]).assert().code(2);
 }
@@ -133,7 +149,13 @@ fn degenerate_hashes_are_skipped_unless_kept() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("a.txt:1").and(predicate::str::contains("degenerate")));
-    let out = bin().args(["match", "--against", &a, "--keep-degenerate", &near_zero]).assert().success().get_output().stdout.clone();
+    let out = bin()
+        .args(["match", "--against", &a, "--keep-degenerate", &near_zero])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let r = rows(&out);
     assert_eq!(r.len(), 1);
     assert_eq!((r[0].2.as_str(), r[0].3, r[0].4), (zero.as_str(), 3, 1));
@@ -145,11 +167,18 @@ fn dihedral_queries_report_each_entry_once() {
     let h = hashes(6, 10);
     let a = write(&dir, "a.txt", &h.iter().map(|x| format!("{x}\n")).collect::<String>());
     // the 8 "variants": two near entry 3 (distances 5 and 2), one near entry 7, five unrelated
-    let mut variants = vec![flipped(&h[3], &[1, 2, 3, 4, 5]), flipped(&h[3], &[9, 10]), flipped(&h[7], &[100])];
+    let mut variants =
+        vec![flipped(&h[3], &[1, 2, 3, 4, 5]), flipped(&h[3], &[9, 10]), flipped(&h[7], &[100])];
     variants.extend(hashes(7, 5));
     let list = variants.iter().map(|v| v.to_hex()).collect::<Vec<_>>().join(",");
     let q = write(&dir, "q.csv", &format!("\"{list}\",100,photo.jpg\n"));
-    let out = bin().args(["match", "--against", &a, "--dihedral", &q]).assert().success().get_output().stdout.clone();
+    let out = bin()
+        .args(["match", "--against", &a, "--dihedral", &q])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let r: Vec<(String, u32, usize)> = rows(&out).into_iter().map(|r| (r.2, r.3, r.4)).collect();
     assert_eq!(r, vec![(h[7].to_hex(), 1, 8), (h[3].to_hex(), 2, 4)]);
 }
