@@ -96,6 +96,7 @@ macro_rules! write_tx {
                 match out {
                     Ok(v) => {
                         tx.commit().await.map_err($crate::error::db_err)?;
+                        $store.wake_local_listeners();
                         Ok(v)
                     }
                     Err(e) => {
@@ -115,6 +116,7 @@ macro_rules! write_tx {
                 match out {
                     Ok(v) => {
                         tx.commit().await.map_err($crate::error::db_err)?;
+                        $store.wake_local_listeners();
                         Ok(v)
                     }
                     Err(e) => {

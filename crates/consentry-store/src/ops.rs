@@ -204,7 +204,9 @@ pub(crate) async fn finish_changes(c: &mut Conn, log: &ChangeLog) -> Result<()> 
         .await?;
     if DIALECT == Dialect::Postgres {
         // Delivered at commit to any LISTENer; pollers do not depend on it.
-        sqlx::query::<Db>("SELECT pg_notify('consentry_changes', $1)")
+        // Channels are database-wide: name them after the schema so stores in other schemas
+        // of the same database are not woken.
+        sqlx::query::<Db>("SELECT pg_notify('consentry_changes_' || current_schema(), $1)")
             .bind(log.last.to_string())
             .execute(&mut *c)
             .await?;

@@ -30,6 +30,8 @@ fn check(s: Store, a: Actor, case: NewCase, hooks: Vec<NewWebhook>, lines: Vec<B
         s2.find_entries(&SignalValue::Pdq(Hash256::ZERO)).await?;
         s2.changes_since(1, 1).await?;
         s2.prune_changes(&a2, 1).await?;
+        let mut l = s2.listen_changes().await?;
+        l.wait(std::time::Duration::from_secs(1)).await?;
         s2.list_cases(None, 0, 1).await?;
         s2.load_all_active(SignalType::Pdq).await?;
         s2.verify_api_key("").await?;

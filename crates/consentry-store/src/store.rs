@@ -108,6 +108,42 @@ pub struct PinCounters {
 pub struct Store {
     pub(crate) db: Db,
     opts: Arc<StoreOptions>,
+    /// Bumped after every committed write of this process (wakes local [`ChangeListener`]s).
+    local_writes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// Wakes a change-feed reader as soon as a change may have been committed, so that it need not
+/// poll fast. Sources: every write committed through this `Store` (any backend) and, on
+/// PostgreSQL, `NOTIFY` from every process using the same database schema. Wake-ups can be
+/// spurious and notifications can be missed (e.g. while reconnecting): keep polling
+/// [`Store::changes_since`] on a timer as well; `wait` only shortens the delay.
+#[derive(Debug)]
+pub struct ChangeListener {
+    local: tokio::sync::watch::Receiver<u64>,
+    pg: Option<sqlx::postgres::PgListener>,
+}
+
+impl ChangeListener {
+    /// Waits until woken or `timeout` passes; `true` if woken.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let local = &mut self.local;
+        let woken = match &mut self.pg {
+            None => tokio::time::timeout(timeout, local.changed()).await.is_ok(),
+            Some(pg) => tokio::time::timeout(timeout, async {
+                tokio::select! {
+                    _ = local.changed() => {}
+                    _ = pg.recv() => {}
+                }
+            })
+            .await
+            .is_ok(),
+        };
+        if woken {
+            // Coalesce: later wake-ups already covered by this one.
+            self.local.borrow_and_update();
+        }
+        Ok(woken)
+    }
 }
 
 fn check_len(what: &str, s: &str, min: usize, max: usize) -> Result<()> {
@@ -132,7 +168,11 @@ impl Store {
             StoreLocation::Sqlite(path) => open_sqlite(&path, &options).await?,
             StoreLocation::Postgres { url, schema } => open_postgres(&url, schema.as_deref(), &options).await?,
         };
-        let store = Store { db, opts: Arc::new(options) };
+        let store = Store {
+            db,
+            opts: Arc::new(options),
+            local_writes: Arc::new(tokio::sync::watch::channel(0u64).0),
+        };
         write_tx!(store, |c, ops| ops::migrate(c).await)?;
         Ok(store)
     }
@@ -153,6 +193,26 @@ impl Store {
             Db::Sqlite { .. } => BackendKind::Sqlite,
             Db::Postgres { .. } => BackendKind::Postgres,
         }
+    }
+
+    pub(crate) fn wake_local_listeners(&self) {
+        self.local_writes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A listener that wakes when changes may be available (see [`ChangeListener`]).
+    pub async fn listen_changes(&self) -> Result<ChangeListener> {
+        let mut local = self.local_writes.subscribe();
+        local.borrow_and_update();
+        let pg = match &self.db {
+            Db::Sqlite { .. } => None,
+            Db::Postgres { pool } => {
+                let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
+                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                l.listen(&format!("consentry_changes_{schema}")).await?;
+                Some(l)
+            }
+        };
+        Ok(ChangeListener { local, pg })
     }
 
     /// The options in force.

@@ -30,6 +30,7 @@ backend_tests!(
     data_survives_reopen,
     upgrades_a_version_1_database,
     feed_can_be_pruned,
+    listeners_wake_on_commits,
 );
 
 fn admin() -> Actor {
@@ -898,5 +899,40 @@ async fn data_survives_reopen(db: TestDb) {
             let m = std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode();
             assert_eq!(m & 0o777, 0o700, "data directory is private");
         }
+    }
+}
+
+async fn listeners_wake_on_commits(db: TestDb) {
+    let s = db.store.clone();
+    let b = bank(&s, "b", BankPurpose::KnownAbuse).await;
+    // On PostgreSQL the listener sits on another store (another process's view); SQLite wakes
+    // listeners of the same store (the embedded case is one process).
+    let reader = match db.kind {
+        Kind::Postgres => db.open_another().await,
+        Kind::Sqlite => s.clone(),
+    };
+    let mut l = reader.listen_changes().await.unwrap();
+    assert!(!l.wait(Duration::from_millis(150)).await.unwrap(), "no write, no wake-up");
+    let writer = s.clone();
+    let bank_id = b.id;
+    let t = Instant::now();
+    let w = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer.add_entry(&admin(), pdq_entry(bank_id, random_pdq())).await.unwrap()
+    });
+    assert!(l.wait(Duration::from_secs(5)).await.unwrap());
+    let waited = t.elapsed();
+    let e = w.await.unwrap();
+    assert!(waited < Duration::from_secs(1), "woken after {waited:?}");
+    assert_eq!(reader.changes_since(0, 10).await.unwrap().last().unwrap().entry_id, e.id);
+    if db.kind == Kind::Postgres {
+        // Another schema's writes do not wake this listener.
+        let other = TestDb::new(Kind::Postgres).await;
+        let _g = common::SchemaGuard(other.schema.clone());
+        let ob = bank(&other.store, "x", BankPurpose::KnownAbuse).await;
+        while l.wait(Duration::from_millis(50)).await.unwrap() {}
+        other.store.add_entry(&admin(), pdq_entry(ob.id, random_pdq())).await.unwrap();
+        assert!(!l.wait(Duration::from_millis(300)).await.unwrap(), "woken by another schema");
+        other.store.close().await;
     }
 }
