@@ -13,9 +13,10 @@ with open(out, "w") as f:
         except Exception:
             continue
         bits, q = pdqhash.compute(img)
-        # pdqhash returns bit k at index k; hex is most-significant (bit 255) first
+        # pdqhash's bit array is in hex order (index 0 = most significant bit of the
+        # 64-hex-digit text); checked equal to `consentry hash` on the corpus
         v = 0
         for k in range(256):
             if bits[k]:
-                v |= 1 << k
+                v |= 1 << (255 - k)
         f.write(f"{v:064x}\t{q}\t{p}\n")
