@@ -467,6 +467,26 @@ mod tests {
     }
 
     #[test]
+    fn corpus_from_manifest_or_folder_listing() {
+        let dir = std::env::temp_dir().join(format!("consentry-eval-corpus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (n, b) in [("b.jpg", &b"B"[..]), ("a.png", b"A"), ("c.JPEG", b"C"), ("notes.txt", b"x")] {
+            std::fs::write(dir.join(n), b).unwrap();
+        }
+        let names = |c: Vec<CorpusImage>| c.into_iter().map(|i| (i.name, i.bytes)).collect::<Vec<_>>();
+        assert_eq!(
+            names(load_corpus(&dir).unwrap()),
+            vec![("a.png".into(), b"A".to_vec()), ("b.jpg".into(), b"B".to_vec()), ("c.JPEG".into(), b"C".to_vec())]
+        );
+        std::fs::write(dir.join("manifest.tsv"), "file\twidth\nb.jpg\t1\na.png\t1\n").unwrap();
+        assert_eq!(names(load_corpus(&dir).unwrap()), vec![("a.png".into(), b"A".to_vec()), ("b.jpg".into(), b"B".to_vec())]);
+        std::fs::write(dir.join("manifest.tsv"), "file\nmissing.jpg\n").unwrap();
+        assert!(load_corpus(&dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn split_is_seeded_disjoint_and_complete() {
         let a = split(50, 20, 1);
         assert_eq!(a, split(50, 20, 1));
