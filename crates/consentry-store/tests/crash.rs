@@ -43,18 +43,23 @@ fn crash_child() {
     rt.block_on(async move {
         let store = Store::open(location, StoreOptions::default()).await.unwrap();
         let actor = Actor::named("crash-child");
-        let bank = store
-            .create_bank(
-                &actor,
-                NewBank {
-                    name: "crash".into(),
-                    description: String::new(),
-                    enabled: true,
-                    purpose: BankPurpose::SurvivorProtected,
-                },
-            )
-            .await
-            .unwrap();
+        // A second run reopens the database the first one was killed on.
+        let bank = match store.get_bank_by_name("crash").await {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => store
+                .create_bank(
+                    &actor,
+                    NewBank {
+                        name: "crash".into(),
+                        description: String::new(),
+                        enabled: true,
+                        purpose: BankPurpose::SurvivorProtected,
+                    },
+                )
+                .await
+                .unwrap(),
+            Err(e) => panic!("{e}"),
+        };
         say(&format!("bank {}", bank.id));
         let mut cases: Vec<(String, String)> = Vec::new();
         for i in 0u64.. {
@@ -109,7 +114,11 @@ impl Acked {
         let Some((_, line)) = line.split_once("@@ ") else { return };
         let mut f = line.split_whitespace();
         match f.next() {
-            Some("bank") => self.bank = Some(f.next().unwrap().parse().unwrap()),
+            Some("bank") => {
+                let id = f.next().unwrap().parse().unwrap();
+                assert!(self.bank.is_none() || self.bank == Some(id), "bank changed between runs");
+                self.bank = Some(id);
+            }
             Some("entries") => {
                 let ids: Vec<i64> = f.map(|x| x.parse().unwrap()).collect();
                 assert_eq!(ids.len(), BULK_LINES);
@@ -134,8 +143,9 @@ impl Acked {
 }
 
 /// Runs the child until it has acknowledged `min_writes` writes, then SIGKILLs it right after
-/// it announced the next write. Returns what it acknowledged.
-fn run_and_kill(spec: &str, min_writes: usize) -> Acked {
+/// it announced a write of kind `kill_during` (`bulk`, `case`). Adds what it acknowledged to
+/// `acked`.
+fn run_and_kill(spec: &str, min_writes: usize, kill_during: &str, acked: &mut Acked) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
@@ -154,7 +164,8 @@ fn run_and_kill(spec: &str, min_writes: usize) -> Acked {
             }
         }
     });
-    let mut acked = Acked::default();
+    let start_writes = acked.writes;
+    let kill_line = format!("@@ begin {kill_during}");
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let line = match rx.recv_timeout(Duration::from_millis(100)) {
@@ -169,9 +180,11 @@ fn run_and_kill(spec: &str, min_writes: usize) -> Acked {
             Err(mpsc::RecvTimeoutError::Disconnected) => panic!("crash child closed stdout early"),
         };
         acked.take(&line);
-        if acked.writes >= min_writes && line.contains("@@ begin") {
-            // A write is in flight now (the bulk ones take several milliseconds).
-            std::thread::sleep(Duration::from_millis(2));
+        if acked.writes - start_writes >= min_writes && line.contains(&kill_line) {
+            // A write is in flight now. A random delay lands the kill in different phases over
+            // runs: PIN hashing (~30 ms) or the transaction for cases, the inserts for bulks.
+            let delay = rand::Rng::gen_range(&mut rand::thread_rng(), 0..40);
+            std::thread::sleep(Duration::from_millis(delay));
             child.kill().unwrap(); // SIGKILL
             break;
         }
@@ -187,7 +200,6 @@ fn run_and_kill(spec: &str, min_writes: usize) -> Acked {
         acked.take(&line);
     }
     reader.join().unwrap();
-    acked
 }
 
 async fn verify(store: &Store, acked: &Acked) {
@@ -268,8 +280,11 @@ fn check_atomic(acked: &Acked, imports: i64, per_case: &[i64]) {
 fn sqlite_acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("consentry.db");
-    let acked = run_and_kill(&format!("sqlite:{}", path.display()), 12);
-    assert!(acked.writes >= 12 && !acked.cases.is_empty() && !acked.withdrawn.is_empty(), "{acked:?}");
+    let spec = format!("sqlite:{}", path.display());
+    let mut acked = Acked::default();
+    run_and_kill(&spec, 12, "bulk", &mut acked);
+    run_and_kill(&spec, 6, "case", &mut acked);
+    assert!(acked.writes >= 18 && !acked.cases.is_empty() && !acked.withdrawn.is_empty(), "{acked:?}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (imports, per_case, integrity) = raw_counts_sqlite(&path).await;
@@ -287,8 +302,11 @@ fn postgres_acknowledged_writes_survive_sigkill() {
     rt.block_on(common::require_postgres());
     let schema = common::random_schema();
     let _guard = SchemaGuard(Some(schema.clone()));
-    let acked = run_and_kill(&format!("postgres:{schema}"), 12);
-    assert!(acked.writes >= 12 && !acked.cases.is_empty() && !acked.withdrawn.is_empty(), "{acked:?}");
+    let spec = format!("postgres:{schema}");
+    let mut acked = Acked::default();
+    run_and_kill(&spec, 12, "bulk", &mut acked);
+    run_and_kill(&spec, 6, "case", &mut acked);
+    assert!(acked.writes >= 18 && !acked.cases.is_empty() && !acked.withdrawn.is_empty(), "{acked:?}");
     rt.block_on(async {
         // The killed client's backend rolls back its open transaction when it notices the
         // dropped connection; wait for that before counting.
