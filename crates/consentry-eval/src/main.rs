@@ -1,16 +1,20 @@
 //! `consentry-eval CORPUS_DIR [--seed N] [--protected N] [--transforms LIST] [--quick] [--out FILE.md]`
 
+use consentry_eval::matcher::MediaPdqMatcher;
 use consentry_eval::{load_corpus, quick_set, run, standard_set, transforms, Config, Matcher, PdqMatcher};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N] [--distractors N] \
-[--transforms LIST] [--quick] [--list] [--work-max-side PX] [--threads N] [--out FILE.md] [--tsv FILE.tsv]
+[--transforms LIST] [--matchers LIST] [--quick] [--list] [--work-max-side PX] [--threads N] [--out FILE.md] [--tsv FILE.tsv]
 
   --seed N            seed for the split, donors and transforms (default 1)
   --protected N       protected originals (default 200; --quick: 100)
   --distractors N     use at most N distractors (default all; --quick: 100)
   --transforms LIST   comma-separated families, names or labels (e.g. crop,undress-donor,jpeg@q40)
+  --matchers LIST     comma-separated, from pdq, pdq-dihedral (on the harness's decoded pixels),
+                      media-pdq, media-pdq-dihedral (consentry-media's hash_bytes on the bytes)
+                      (default pdq,pdq-dihedral)
   --quick             a quarter of the transforms, fewer images: a few minutes
   --list              print the transform labels and exit
   --work-max-side PX  originals reduced to this longest side before transforms (default 1280)
@@ -34,6 +38,7 @@ fn real_main() -> Result<(), String> {
     let mut dir: Option<PathBuf> = None;
     let (mut seed, mut protected, mut distractors) = (1u64, None, None);
     let (mut list, mut quick, mut show_list) = (None::<String>, false, false);
+    let mut matcher_list = String::from("pdq,pdq-dihedral");
     let (mut out, mut tsv, mut work_max_side, mut threads) = (None::<PathBuf>, None::<PathBuf>, 1280u32, None::<usize>);
     let mut it = args.into_iter().skip(1);
     while let Some(a) = it.next() {
@@ -43,6 +48,7 @@ fn real_main() -> Result<(), String> {
             "--protected" => protected = Some(val("--protected")?.parse().map_err(|e| format!("--protected: {e}"))?),
             "--distractors" => distractors = Some(val("--distractors")?.parse().map_err(|e| format!("--distractors: {e}"))?),
             "--transforms" => list = Some(val("--transforms")?),
+            "--matchers" => matcher_list = val("--matchers")?,
             "--work-max-side" => work_max_side = val("--work-max-side")?.parse().map_err(|e| format!("--work-max-side: {e}"))?,
             "--threads" => threads = Some(val("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?),
             "--out" => out = Some(val("--out")?.into()),
@@ -87,7 +93,19 @@ fn real_main() -> Result<(), String> {
         max_distractors: distractors.or(if quick { Some(100) } else { None }),
         progress: true,
     };
-    let mut matchers: Vec<Box<dyn Matcher>> = vec![Box::new(PdqMatcher::global(31)), Box::new(PdqMatcher::dihedral(31))];
+    let mut matchers: Vec<Box<dyn Matcher>> = Vec::new();
+    for name in matcher_list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        matchers.push(match name {
+            "pdq" => Box::new(PdqMatcher::global(31)),
+            "pdq-dihedral" => Box::new(PdqMatcher::dihedral(31)),
+            "media-pdq" => Box::new(MediaPdqMatcher::global(31)),
+            "media-pdq-dihedral" => Box::new(MediaPdqMatcher::dihedral(31)),
+            other => return Err(format!("unknown matcher {other}")),
+        });
+    }
+    if matchers.is_empty() {
+        return Err("--matchers: none given".into());
+    }
     let result = run(&corpus, &mut matchers, &cfg);
     let md = consentry_eval::report::markdown(&result, &command);
     print!("{md}");

@@ -159,3 +159,92 @@ mod tests {
         assert_eq!(query(&d, &rot), vec![1]);
     }
 }
+
+/// PDQ through consentry's production pipeline: `consentry_media::hash_bytes`
+/// on the protected file's bytes and on the received query bytes (its default
+/// options: fast reduced-scale JPEG decoding, EXIF orientation applied). Its
+/// time per query includes decoding, unlike [`PdqMatcher`]'s.
+#[derive(Debug, Clone)]
+pub struct MediaPdqMatcher {
+    threshold: u32,
+    dihedral: bool,
+    protected: Vec<(ImageId, Hash256)>,
+}
+
+impl MediaPdqMatcher {
+    /// Global PDQ at `threshold`.
+    pub fn global(threshold: u32) -> Self {
+        MediaPdqMatcher { threshold, dihedral: false, protected: Vec::new() }
+    }
+
+    /// The 8 dihedral hashes of the query against each protected hash, at `threshold`.
+    pub fn dihedral(threshold: u32) -> Self {
+        MediaPdqMatcher { threshold, dihedral: true, protected: Vec::new() }
+    }
+
+    fn hash(bytes: &[u8], dihedral: bool) -> Option<Vec<Hash256>> {
+        let opts = consentry_media::HashOptions { dihedral, ..Default::default() };
+        let out = HASHER.with(|h| consentry_media::hash_bytes(bytes, &opts, &mut h.borrow_mut())).ok()?;
+        Some(match out.dihedral {
+            Some(d) => d.hashes.to_vec(),
+            None => vec![out.pdq.hash],
+        })
+    }
+}
+
+impl Matcher for MediaPdqMatcher {
+    fn name(&self) -> String {
+        if self.dihedral {
+            format!("media PDQ+dihedral≤{}", self.threshold)
+        } else {
+            format!("media PDQ≤{}", self.threshold)
+        }
+    }
+
+    fn index(&mut self, protected: &[Protected<'_>]) {
+        self.protected = protected
+            .par_iter()
+            .filter_map(|p| Self::hash(p.bytes, false).map(|h| (p.id, h[0])))
+            .collect();
+    }
+
+    fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
+        let Some(hashes) = Self::hash(q.bytes, self.dihedral) else { return Vec::new() };
+        self.protected
+            .iter()
+            .filter(|(_, p)| hashes.iter().any(|h| h.distance(p) <= self.threshold))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn stored_bytes_per_image(&self) -> usize {
+        32
+    }
+}
+
+#[cfg(test)]
+mod media_tests {
+    use super::*;
+    use crate::testutil::photo;
+    use crate::transforms::{decode_rgb, encode_jpeg, telegram_recompress};
+
+    #[test]
+    fn production_pipeline_baseline_finds_a_copy_and_rejects_another_image() {
+        let (a, b, c) = (photo(400, 300, 31), photo(400, 300, 32), photo(400, 300, 33));
+        let (ba, bb) = (encode_jpeg(&a, 95), encode_jpeg(&b, 95));
+        let (da, db) = (decode_rgb(&ba).unwrap(), decode_rgb(&bb).unwrap());
+        let prot = [Protected { id: 7, bytes: &ba, image: &da }, Protected { id: 8, bytes: &bb, image: &db }];
+        for mut m in [MediaPdqMatcher::global(31), MediaPdqMatcher::dihedral(31)] {
+            m.index(&prot);
+            for (img, want) in [(&a, vec![7]), (&b, vec![8]), (&c, vec![])] {
+                let bytes = telegram_recompress(img);
+                let dec = decode_rgb(&bytes).unwrap();
+                let mut got = m.query(&Query { bytes: &bytes, image: &dec });
+                got.sort_unstable();
+                assert_eq!(got, want, "{}", m.name());
+            }
+            // Bytes that are not an image match nothing (and do not panic).
+            assert!(m.query(&Query { bytes: b"not an image", image: &da }).is_empty());
+        }
+    }
+}
