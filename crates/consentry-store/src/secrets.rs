@@ -112,12 +112,17 @@ pub fn verify_pin(pin: &str, phc: &str) -> bool {
 type HmacSha256 = Hmac<Sha256>;
 
 /// A generated API key secret and what is stored of it.
-#[derive(Debug)]
 pub(crate) struct ApiSecret {
     pub secret: String,
     pub prefix: String,
     pub salt: Vec<u8>,
     pub hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for ApiSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSecret").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

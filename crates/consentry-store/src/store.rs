@@ -486,7 +486,7 @@ impl Store {
     /// Withdraws a case with its number and PIN: its entries are disabled and stop matching.
     pub async fn withdraw_case(&self, number: &str, pin: &str) -> Result<Case> {
         let case = self.authenticate_case(number, pin).await?;
-        let actor = Actor::case(&case.number);
+        let actor = Actor::case_owner(case.id);
         let now = Timestamp::now();
         write_tx!(self, |c, ops| ops::withdraw_case(c, &actor, case.id, now).await)
     }

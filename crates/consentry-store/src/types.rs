@@ -40,7 +40,7 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// Who did something, as written to the audit log: `system`, `api-key:12`, `case:K7M2...`,
+/// Who did something, as written to the audit log: `system`, `api-key:12`, `case-owner:42`,
 /// `moderator:alice`, or any other label the caller chooses. Never a secret.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Actor(String);
@@ -54,9 +54,10 @@ impl Actor {
     pub fn api_key(id: i64) -> Self {
         Actor(format!("api-key:{id}"))
     }
-    /// A survivor acting on her own case (identified by its number, never the PIN).
-    pub fn case(number: &str) -> Self {
-        Actor(format!("case:{number}"))
+    /// A survivor acting on her own case, identified by the case's internal id (neither the
+    /// number, half of her credentials, nor the PIN goes into the log).
+    pub fn case_owner(case_id: i64) -> Self {
+        Actor(format!("case-owner:{case_id}"))
     }
     /// Any other label (e.g. `moderator:alice`, `cli`).
     pub fn named(label: impl Into<String>) -> Self {
@@ -380,8 +381,8 @@ pub struct NewCase {
     pub metadata: serde_json::Value,
 }
 
-/// The result of creating a case. `pin` is the only time the PIN exists in clear.
-#[derive(Debug)]
+/// The result of creating a case. `pin` is the only time the PIN exists in clear (its `Debug`
+/// output redacts it, so logging the value does not leak it).
 pub struct CreatedCase {
     /// The case.
     pub case: Case,
@@ -389,6 +390,16 @@ pub struct CreatedCase {
     pub pin: String,
     /// Its entries.
     pub entries: Vec<Entry>,
+}
+
+impl fmt::Debug for CreatedCase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedCase")
+            .field("case", &self.case)
+            .field("pin", &"<redacted>")
+            .field("entries", &self.entries)
+            .finish()
+    }
 }
 
 /// A case with its entries, as shown to the survivor after PIN verification.
@@ -425,13 +436,18 @@ impl ApiKey {
     }
 }
 
-/// The result of creating an API key. `secret` exists in clear only here.
-#[derive(Debug)]
+/// The result of creating an API key. `secret` exists in clear only here (`Debug` redacts it).
 pub struct CreatedApiKey {
     /// The key.
     pub key: ApiKey,
     /// The secret to hand to the client (`csk_<prefix>_<64 hex>`).
     pub secret: String,
+}
+
+impl fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedApiKey").field("key", &self.key).field("secret", &"<redacted>").finish()
+    }
 }
 
 /// One audit log record. The log is append-only (enforced by triggers on both backends).

@@ -425,6 +425,7 @@ async fn case_create_status_withdraw(db: TestDb) {
         .unwrap();
     let number = created.case.number.clone();
     let pin = created.pin.clone();
+    assert!(!format!("{created:?}").contains(&pin), "Debug must not print the PIN");
     assert_eq!(number.len(), CASE_NUMBER_LEN);
     assert!(number.bytes().all(|c| CASE_ALPHABET.contains(&c)));
     assert_eq!(pin.len(), PIN_DIGITS);
@@ -498,7 +499,9 @@ async fn case_create_status_withdraw(db: TestDb) {
         .collect();
     assert!(actors.contains(&("case.create".into(), "submit-page".into())), "{actors:?}");
     assert!(actors.contains(&("case.status".into(), "staff:amy".into())), "{actors:?}");
-    assert!(actors.contains(&("case.withdraw".into(), format!("case:{number}"))), "{actors:?}");
+    assert!(actors.contains(&("case.withdraw".into(), format!("case-owner:{}", created.case.id))), "{actors:?}");
+    let all_audit = db.raw_texts("SELECT actor || ' ' || target || ' ' || details FROM audit_events").await.unwrap().join(" ");
+    assert!(!all_audit.contains(&number), "the case number (half of the credentials) is not logged");
     assert!(actors.iter().any(|a| a.0 == "case.pin_failure"), "{actors:?}");
 
     // Staff withdrawal by id.
@@ -626,6 +629,7 @@ async fn api_keys_are_hashed_scoped_and_revocable(db: TestDb) {
     let s = &db.store;
     let k = s.create_api_key(&Actor::system(), "ingest", &[Scope::Lookup, Scope::Submit]).await.unwrap();
     assert!(k.secret.starts_with("csk_"));
+    assert!(!format!("{k:?}").contains(&k.secret), "Debug must not print the secret");
     assert_eq!(k.key.scopes, [Scope::Lookup, Scope::Submit].into_iter().collect::<BTreeSet<_>>());
     let v = s.verify_api_key(&k.secret).await.unwrap();
     assert_eq!(v, k.key);
