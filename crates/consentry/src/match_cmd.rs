@@ -204,24 +204,27 @@ pub fn run(args: MatchArgs) -> Result<ExitCode> {
             .collect()
     };
 
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    if args.header {
-        writeln!(out, "query\tquery_place\tmatched_hash\tdistance\tagainst_line\tagainst_label")?;
-    }
-    let mut any = false;
-    for (q, ms) in queries.iter().zip(&results) {
-        for m in ms {
-            any = true;
-            let e = &against[m.id as usize];
-            writeln!(
-                out,
-                "{}\t{}\t{}\t{}\t{}\t{}",
-                q.hashes[0], q.place, m.hash, m.distance, e.line, e.label
-            )?;
+    let any = results.iter().any(|m| !m.is_empty());
+    let write = || -> std::io::Result<()> {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        if args.header {
+            writeln!(out, "query\tquery_place\tmatched_hash\tdistance\tagainst_line\tagainst_label")?;
         }
-    }
-    if let Err(e) = out.flush() {
+        for (q, ms) in queries.iter().zip(&results) {
+            for m in ms {
+                let e = &against[m.id as usize];
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    q.hashes[0], q.place, m.hash, m.distance, e.line, e.label
+                )?;
+            }
+        }
+        out.flush()
+    };
+    // A reader that stops early (`| head`) is not an error.
+    if let Err(e) = write() {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(e.into());
         }
