@@ -1,0 +1,881 @@
+//! The endpoints and their wire types.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use consentry_index::Match;
+use consentry_media::{HashOptions, ImageFormat};
+use consentry_pdq::{Dihedral, Hash256, Hasher};
+use consentry_store::{
+    Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind, NewBank,
+    NewCase, NewEntry, Scope, SignalValue, StoreError,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Auth;
+use crate::body::{parse_json, read_bytes, ImageUpload, JsonBody};
+use crate::error::{codes, ApiError, ApiResult};
+use crate::{AppState, Routes};
+
+/// PDQ's match threshold, used by `/v1/compare`.
+pub(crate) const MATCH_THRESHOLD: u32 = 31;
+
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .add("/health", &["GET"], get(health))
+        .add("/ready", &["GET"], get(ready))
+        .add("/metrics", &["GET"], get(metrics))
+        .add("/openapi.json", &["GET"], get(openapi))
+        .add("/v1/hash", &["POST"], post(hash_image))
+        .add("/v1/lookup", &["GET", "POST"], get(lookup_get).post(lookup_post))
+        .add("/v1/lookup/image", &["POST"], post(lookup_image))
+        .add("/v1/compare", &["POST"], post(compare))
+        .add("/v1/banks", &["GET", "POST"], get(list_banks).post(create_bank))
+        .add("/v1/banks/{name}", &["GET", "PATCH", "DELETE"], get(get_bank).patch(patch_bank).delete(delete_bank))
+        .add("/v1/banks/{name}/entries", &["GET", "POST"], get(list_entries).post(add_entries))
+        .add("/v1/entries/{id}", &["GET", "DELETE"], get(get_entry).delete(delete_entry))
+        .add("/v1/entries/{id}/disable", &["POST"], post(disable_entry))
+        .add("/v1/entries/{id}/enable", &["POST"], post(enable_entry))
+        .add("/v1/cases", &["POST"], post(create_case))
+        .add("/v1/cases/{number}/status", &["POST"], post(case_status))
+        .add("/v1/cases/{number}/withdraw", &["POST"], post(withdraw_case))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    p.map(|Path(t)| t).map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))
+}
+
+/// Parses a 64-digit hex PDQ hash; `what` names it in the error (`hash`, `hashes[3]`).
+fn parse_hash(text: &str, what: &str) -> ApiResult<Hash256> {
+    Hash256::from_hex(text.trim())
+        .map_err(|e| ApiError::invalid_hash(format!("{what} is not a PDQ hash (64 hexadecimal digits): {e}")))
+}
+
+fn check_radius(state: &AppState, radius: Option<u32>) -> ApiResult<u32> {
+    let r = radius.unwrap_or(state.inner.config.default_radius);
+    let max = state.inner.config.max_radius;
+    if r > max {
+        return Err(ApiError::bad_request(format!("radius {r} is larger than the maximum {max}")));
+    }
+    Ok(r)
+}
+
+fn bank_json(b: &Bank) -> Value {
+    json!({
+        "id": b.id,
+        "name": b.name,
+        "description": b.description,
+        "enabled": b.enabled,
+        "purpose": b.purpose.as_str(),
+        "created_at": b.created_at.as_millis(),
+        "updated_at": b.updated_at.as_millis(),
+    })
+}
+
+fn entry_hash(e: &Entry) -> String {
+    e.value.as_pdq().map(|h| h.to_hex()).unwrap_or_default()
+}
+
+fn entry_json(e: &Entry, bank: &Bank) -> Value {
+    json!({
+        "id": e.id,
+        "bank": bank.name,
+        "hash": entry_hash(e),
+        "quality": e.quality,
+        "source": e.source.kind().as_str(),
+        "metadata": e.metadata,
+        "added_at": e.added_at.as_millis(),
+        "disabled_at": e.disabled_at.map(|t| t.as_millis()),
+        "active": e.disabled_at.is_none() && bank.enabled,
+    })
+}
+
+async fn bank_by_name(state: &AppState, name: &str) -> ApiResult<Bank> {
+    match state.inner.store.get_bank_by_name(name).await {
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!("bank `{name}` not found"))),
+        other => Ok(other?),
+    }
+}
+
+async fn entry_by_id(state: &AppState, id: i64) -> ApiResult<Entry> {
+    match state.inner.store.get_entry(id).await {
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!("entry {id} not found"))),
+        other => Ok(other?),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let loaded = state.inner.sync.loaded.load(Ordering::Acquire);
+    let store_seq = tokio::time::timeout(Duration::from_secs(2), state.inner.store.current_seq()).await;
+    match (loaded, store_seq) {
+        (true, Ok(Ok(seq))) => Json(json!({
+            "status": "ready",
+            "index_entries": state.inner.index.len(),
+            "applied_seq": state.inner.sync.applied_seq.load(Ordering::Acquire),
+            "store_seq": seq,
+        }))
+        .into_response(),
+        (false, _) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the index is not loaded yet")
+            .into_response(),
+        (true, Ok(Err(e))) => {
+            tracing::warn!(error = %e, "readiness: store unreachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the store is unreachable").into_response()
+        }
+        (true, Err(_)) => {
+            tracing::warn!("readiness: store did not answer within 2 s");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the store is unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let s = &state.inner.sync;
+    let text = state.inner.metrics.render(&[
+        ("consentry_index_entries", "Entries in the in-memory PDQ index.", state.inner.index.len() as f64),
+        (
+            "consentry_index_applied_seq",
+            "Last change-feed sequence number applied to the index.",
+            s.applied_seq.load(Ordering::Acquire) as f64,
+        ),
+        (
+            "consentry_index_changes_applied",
+            "Change-feed records applied since start.",
+            s.changes_applied.load(Ordering::Relaxed) as f64,
+        ),
+        ("consentry_index_reloads", "Full reloads of the index since start.", s.reloads.load(Ordering::Relaxed) as f64),
+        (
+            "consentry_index_poll_errors",
+            "Failed change-feed polls since start.",
+            s.poll_errors.load(Ordering::Relaxed) as f64,
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::openapi_document())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hashing
+
+#[derive(Debug, Deserialize, Default)]
+struct HashParams {
+    #[serde(default)]
+    dihedral: bool,
+    radius: Option<u32>,
+}
+
+struct Hashed {
+    pdq: Hash256,
+    quality: u8,
+    width: u32,
+    height: u32,
+    format: ImageFormat,
+    dihedral: Option<[Hash256; 8]>,
+}
+
+/// Hashes an image on the blocking pool (bounded by the hashing semaphore). The bytes are
+/// dropped when this returns.
+async fn hash_upload(state: &AppState, bytes: axum::body::Bytes, dihedral: bool) -> ApiResult<Hashed> {
+    let _permit = state.inner.hash_permits.acquire().await.map_err(ApiError::internal)?;
+    let opts = HashOptions { dihedral, ..HashOptions::default() };
+    let res = tokio::task::spawn_blocking(move || {
+        let mut hasher = Hasher::new();
+        let r = consentry_media::hash_bytes(&bytes, &opts, &mut hasher);
+        drop(bytes);
+        r
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Hashed {
+        pdq: res.pdq.hash,
+        quality: res.pdq.quality,
+        width: res.info.width,
+        height: res.info.height,
+        format: res.info.format,
+        dihedral: res.dihedral.map(|d| d.hashes),
+    })
+}
+
+fn dihedral_json(hashes: &[Hash256; 8]) -> Value {
+    let mut m = serde_json::Map::new();
+    for d in Dihedral::ALL {
+        m.insert(d.name().to_owned(), Value::String(hashes[d as usize].to_hex()));
+    }
+    Value::Object(m)
+}
+
+async fn hash_image(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Result<Query<HashParams>, QueryRejection>,
+    ImageUpload(bytes): ImageUpload,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Lookup)?;
+    let params = query(params)?;
+    let h = hash_upload(&state, bytes, params.dihedral).await?;
+    tracing::info!(pdq = %h.pdq.to_hex(), quality = h.quality, "image hashed");
+    let mut out = json!({
+        "pdq": h.pdq.to_hex(),
+        "quality": h.quality,
+        "width": h.width,
+        "height": h.height,
+        "format": h.format.name(),
+    });
+    if let Some(d) = &h.dihedral {
+        out["dihedral"] = dihedral_json(d);
+    }
+    Ok(Json(out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lookups
+
+/// Looks up each query (one hash, or the 8 dihedral hashes of one image searched together) and
+/// describes the matches. Entries found disabled (or whose bank is disabled) when their details
+/// are read are dropped, so a disable is effective here even before the index catches up.
+async fn lookup_many(state: &AppState, queries: Vec<Vec<Hash256>>, radius: u32) -> ApiResult<Vec<(Vec<Value>, bool)>> {
+    let started = Instant::now();
+    let index = state.inner.index.clone();
+    let raw: Vec<Vec<Match>> = tokio::task::spawn_blocking(move || {
+        if queries.iter().all(|q| q.len() == 1) {
+            let flat: Vec<Hash256> = queries.iter().map(|q| q[0]).collect();
+            if flat.len() > 1 {
+                return index.search_batch(&flat, radius);
+            }
+        }
+        queries
+            .iter()
+            .map(|q| if q.len() == 1 { index.search(&q[0], radius) } else { index.search_dihedral(q, radius) })
+            .collect()
+    })
+    .await
+    .map_err(ApiError::internal)?;
+
+    // Details of every matched entry and its bank, each read once.
+    let mut entries: HashMap<u64, Option<Entry>> = HashMap::new();
+    let mut banks: HashMap<i64, Option<Bank>> = HashMap::new();
+    for m in raw.iter().flatten() {
+        if entries.contains_key(&m.id) {
+            continue;
+        }
+        let e = match state.inner.store.get_entry(m.id as i64).await {
+            Ok(e) => Some(e),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(e) = &e {
+            if let std::collections::hash_map::Entry::Vacant(v) = banks.entry(e.bank_id) {
+                v.insert(match state.inner.store.get_bank(e.bank_id).await {
+                    Ok(b) => Some(b),
+                    Err(StoreError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                });
+            }
+        }
+        entries.insert(m.id, e);
+    }
+
+    let max = state.inner.config.max_matches_per_hash;
+    let mut total = 0;
+    let out = raw
+        .into_iter()
+        .map(|ms| {
+            let mut list = Vec::new();
+            let mut truncated = false;
+            for m in ms {
+                let Some(Some(e)) = entries.get(&m.id) else { continue };
+                let Some(Some(b)) = banks.get(&e.bank_id) else { continue };
+                if e.disabled_at.is_some() || !b.enabled {
+                    continue;
+                }
+                if list.len() == max {
+                    truncated = true;
+                    break;
+                }
+                list.push(json!({
+                    "bank": b.name,
+                    "entry_id": e.id,
+                    "distance": m.distance,
+                    "hash": entry_hash(e),
+                    "quality": e.quality,
+                    "source": e.source.kind().as_str(),
+                    "metadata": e.metadata,
+                }));
+            }
+            total += list.len();
+            (list, truncated)
+        })
+        .collect();
+    state.inner.metrics.observe_lookup(started.elapsed(), total);
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+struct LookupParams {
+    hash: Option<String>,
+    #[serde(default)]
+    dihedral: bool,
+    radius: Option<u32>,
+}
+
+/// `GET /v1/lookup?hash=HEX[&radius=N]`, or `?hash=H1,...,H8&dihedral=true` with the eight
+/// dihedral hashes of one image (as `consentry hash --dihedral` prints them): each entry is
+/// then reported once, with its smallest distance to any of them.
+async fn lookup_get(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Result<Query<LookupParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Lookup)?;
+    let p = query(params)?;
+    let text = p.hash.ok_or_else(|| ApiError::invalid_hash("the `hash` query parameter is missing"))?;
+    let parts: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if parts.len() > 1 && !p.dihedral {
+        return Err(ApiError::bad_request(
+            "several hashes are accepted only with dihedral=true (the 8 dihedral hashes of one image); \
+             use POST /v1/lookup for batches",
+        ));
+    }
+    if parts.len() > 8 {
+        return Err(ApiError::bad_request("at most 8 dihedral hashes"));
+    }
+    let hashes = parts.iter().enumerate().map(|(i, s)| parse_hash(s, &format!("hash #{i}"))).collect::<ApiResult<Vec<_>>>()?;
+    if hashes.is_empty() {
+        return Err(ApiError::invalid_hash("the `hash` query parameter is empty"));
+    }
+    let radius = check_radius(&state, p.radius)?;
+    let mut res = lookup_many(&state, vec![hashes.clone()], radius).await?;
+    let (matches, truncated) = res.pop().unwrap_or_default();
+    tracing::info!(hash = %hashes[0].to_hex(), radius, matches = matches.len(), "lookup");
+    let mut q = json!({ "hash": hashes[0].to_hex(), "radius": radius, "dihedral": p.dihedral });
+    if hashes.len() > 1 {
+        q["hashes"] = json!(hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>());
+    }
+    Ok(Json(json!({ "query": q, "matches": matches, "truncated": truncated })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupBatch {
+    hashes: Vec<String>,
+    radius: Option<u32>,
+}
+
+async fn lookup_post(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<LookupBatch>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Lookup)?;
+    let max = state.inner.config.max_batch;
+    if body.hashes.len() > max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::TOO_MANY_HASHES,
+            format!("{} hashes in one request; the maximum is {max}", body.hashes.len()),
+        ));
+    }
+    let radius = check_radius(&state, body.radius)?;
+    let hashes = body
+        .hashes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_hash(s, &format!("hashes[{i}]")))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let res = lookup_many(&state, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
+    let n_matched = res.iter().filter(|(m, _)| !m.is_empty()).count();
+    tracing::info!(hashes = hashes.len(), matched = n_matched, radius, "batch lookup");
+    let results: Vec<Value> = hashes
+        .iter()
+        .zip(res)
+        .map(|(h, (matches, truncated))| json!({ "hash": h.to_hex(), "matches": matches, "truncated": truncated }))
+        .collect();
+    Ok(Json(json!({ "radius": radius, "results": results })))
+}
+
+async fn lookup_image(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Result<Query<HashParams>, QueryRejection>,
+    ImageUpload(bytes): ImageUpload,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Lookup)?;
+    let p = query(params)?;
+    let radius = check_radius(&state, p.radius)?;
+    let h = hash_upload(&state, bytes, p.dihedral).await?;
+    let queries = match &h.dihedral {
+        Some(d) => d.to_vec(),
+        None => vec![h.pdq],
+    };
+    let mut res = lookup_many(&state, vec![queries], radius).await?;
+    let (matches, truncated) = res.pop().unwrap_or_default();
+    tracing::info!(pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(), "image lookup");
+    let mut q = json!({
+        "hash": h.pdq.to_hex(),
+        "quality": h.quality,
+        "width": h.width,
+        "height": h.height,
+        "format": h.format.name(),
+        "radius": radius,
+        "dihedral": p.dihedral,
+    });
+    if let Some(d) = &h.dihedral {
+        q["dihedral_hashes"] = dihedral_json(d);
+    }
+    Ok(Json(json!({ "query": q, "matches": matches, "truncated": truncated })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompareBody {
+    a: String,
+    b: String,
+}
+
+async fn compare(auth: Auth, JsonBody(body): JsonBody<CompareBody>) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Lookup)?;
+    let a = parse_hash(&body.a, "a")?;
+    let b = parse_hash(&body.b, "b")?;
+    let d = a.distance(&b);
+    Ok(Json(json!({
+        "a": a.to_hex(),
+        "b": b.to_hex(),
+        "distance": d,
+        "match": d <= MATCH_THRESHOLD,
+        "threshold": MATCH_THRESHOLD,
+    })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Banks
+
+const READ_SCOPES: &[Scope] = &[Scope::Lookup, Scope::Curate];
+
+async fn list_banks(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require_any(READ_SCOPES)?;
+    let banks = state.inner.store.list_banks().await?;
+    Ok(Json(json!({ "banks": banks.iter().map(bank_json).collect::<Vec<_>>() })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBank {
+    name: String,
+    #[serde(default)]
+    description: String,
+    enabled: Option<bool>,
+    purpose: Option<String>,
+}
+
+fn parse_purpose(s: &str) -> ApiResult<BankPurpose> {
+    BankPurpose::from_str(s).map_err(|_| {
+        ApiError::bad_request(format!(
+            "unknown purpose `{s}`: expected one of {}",
+            BankPurpose::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+async fn create_bank(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<CreateBank>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let actor = auth.require(Scope::Curate)?;
+    let purpose = match &body.purpose {
+        Some(p) => parse_purpose(p)?,
+        None => BankPurpose::Other,
+    };
+    let bank = state
+        .inner
+        .store
+        .create_bank(
+            &actor,
+            NewBank { name: body.name, description: body.description, enabled: body.enabled.unwrap_or(true), purpose },
+        )
+        .await?;
+    tracing::info!(bank = bank.id, "bank created");
+    Ok((StatusCode::CREATED, Json(bank_json(&bank))))
+}
+
+async fn get_bank(
+    State(state): State<AppState>,
+    auth: Auth,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require_any(READ_SCOPES)?;
+    let bank = bank_by_name(&state, &path(name)?).await?;
+    Ok(Json(bank_json(&bank)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBank {
+    name: Option<String>,
+    description: Option<String>,
+    purpose: Option<String>,
+    enabled: Option<bool>,
+}
+
+async fn patch_bank(
+    State(state): State<AppState>,
+    auth: Auth,
+    name: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<PatchBank>,
+) -> ApiResult<Json<Value>> {
+    let actor = auth.require(Scope::Curate)?;
+    let mut bank = bank_by_name(&state, &path(name)?).await?;
+    let purpose = body.purpose.as_deref().map(parse_purpose).transpose()?;
+    if body.name.is_some() || body.description.is_some() || purpose.is_some() {
+        let update = BankUpdate { name: body.name, description: body.description, purpose };
+        bank = state.inner.store.update_bank(&actor, bank.id, update).await?;
+    }
+    if let Some(enabled) = body.enabled {
+        if enabled != bank.enabled {
+            bank = state.inner.store.set_bank_enabled(&actor, bank.id, enabled).await?;
+        }
+    }
+    tracing::info!(bank = bank.id, "bank updated");
+    Ok(Json(bank_json(&bank)))
+}
+
+async fn delete_bank(
+    State(state): State<AppState>,
+    auth: Auth,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let actor = auth.require(Scope::Curate)?;
+    let bank = bank_by_name(&state, &path(name)?).await?;
+    state.inner.store.delete_bank(&actor, bank.id).await?;
+    tracing::info!(bank = bank.id, "bank deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entries
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(default)]
+    after: i64,
+    limit: Option<u32>,
+}
+
+async fn list_entries(
+    State(state): State<AppState>,
+    auth: Auth,
+    name: Result<Path<String>, PathRejection>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require_any(READ_SCOPES)?;
+    let p = query(params)?;
+    let bank = bank_by_name(&state, &path(name)?).await?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = state.inner.store.list_entries(bank.id, p.after, limit).await?;
+    let next = if entries.len() == limit as usize { entries.last().map(|e| e.id) } else { None };
+    Ok(Json(json!({
+        "bank": bank.name,
+        "entries": entries.iter().map(|e| entry_json(e, &bank)).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryInput {
+    hash: String,
+    quality: Option<i32>,
+    #[serde(default)]
+    metadata: Value,
+}
+
+/// `POST /v1/banks/{name}/entries`: one entry (`{"hash", "quality"?, "metadata"?}`) → 201 with
+/// the entry; or a JSON array of them → 200 with `added` and `rejected` (by array index).
+async fn add_entries(
+    State(state): State<AppState>,
+    auth: Auth,
+    name: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let actor = auth.require(Scope::Curate)?;
+    let bank = bank_by_name(&state, &path(name)?).await?;
+    match body {
+        Value::Array(items) => {
+            let max = state.inner.config.max_batch;
+            if items.len() > max {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    codes::TOO_MANY_HASHES,
+                    format!("{} entries in one request; the maximum is {max}", items.len()),
+                ));
+            }
+            let mut lines = Vec::with_capacity(items.len());
+            let mut rejected = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let parsed = serde_json::from_value::<EntryInput>(item)
+                    .map_err(|e| format!("not an entry object: {e}"))
+                    .and_then(|inp| {
+                        Hash256::from_hex(inp.hash.trim())
+                            .map(|h| (h, inp))
+                            .map_err(|e| format!("not a PDQ hash (64 hexadecimal digits): {e}"))
+                    });
+                match parsed {
+                    Ok((h, inp)) => lines.push(BulkLine {
+                        line: i as u64 + 1,
+                        value: SignalValue::Pdq(h),
+                        quality: inp.quality,
+                        metadata: inp.metadata,
+                    }),
+                    Err(reason) => rejected.push((i as u64, reason)),
+                }
+            }
+            let report =
+                state.inner.store.add_entries_bulk(&actor, bank.id, EntrySourceKind::Moderator, lines).await?;
+            rejected.extend(report.rejected.into_iter().map(|l| (l.line - 1, l.reason)));
+            rejected.sort_by_key(|(i, _)| *i);
+            tracing::info!(bank = bank.id, added = report.added.len(), rejected = rejected.len(), "entries added");
+            Ok(Json(json!({
+                "bank": bank.name,
+                "added": report.added.iter().map(|(l, id)| json!({"index": l - 1, "id": id})).collect::<Vec<_>>(),
+                "rejected": rejected.iter().map(|(i, r)| json!({"index": i, "reason": r})).collect::<Vec<_>>(),
+            }))
+            .into_response())
+        }
+        Value::Object(_) => {
+            let inp: EntryInput = serde_json::from_value(body).map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_JSON, format!("invalid entry: {e}"))
+            })?;
+            let h = parse_hash(&inp.hash, "hash")?;
+            let entry = state
+                .inner
+                .store
+                .add_entry(
+                    &actor,
+                    NewEntry {
+                        bank_id: bank.id,
+                        value: SignalValue::Pdq(h),
+                        quality: inp.quality,
+                        source: EntrySourceKind::Moderator,
+                        metadata: inp.metadata,
+                    },
+                )
+                .await?;
+            tracing::info!(bank = bank.id, entry = entry.id, hash = %h.to_hex(), "entry added");
+            Ok((StatusCode::CREATED, Json(entry_json(&entry, &bank))).into_response())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_JSON,
+            "expected an entry object or an array of entry objects",
+        )),
+    }
+}
+
+async fn entry_with_bank(state: &AppState, e: Entry) -> ApiResult<Json<Value>> {
+    let bank = state.inner.store.get_bank(e.bank_id).await?;
+    Ok(Json(entry_json(&e, &bank)))
+}
+
+async fn get_entry(
+    State(state): State<AppState>,
+    auth: Auth,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require_any(READ_SCOPES)?;
+    let e = entry_by_id(&state, path(id)?).await?;
+    entry_with_bank(&state, e).await
+}
+
+async fn set_entry(state: &AppState, auth: Auth, id: i64, disable: bool) -> ApiResult<Json<Value>> {
+    let actor = auth.require(Scope::Curate)?;
+    entry_by_id(state, id).await?;
+    let e = if disable {
+        state.inner.store.disable_entry(&actor, id).await?
+    } else {
+        state.inner.store.enable_entry(&actor, id).await?
+    };
+    tracing::info!(entry = id, disabled = disable, "entry updated");
+    entry_with_bank(state, e).await
+}
+
+async fn disable_entry(
+    State(state): State<AppState>,
+    auth: Auth,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    set_entry(&state, auth, path(id)?, true).await
+}
+
+async fn enable_entry(
+    State(state): State<AppState>,
+    auth: Auth,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    set_entry(&state, auth, path(id)?, false).await
+}
+
+async fn delete_entry(
+    State(state): State<AppState>,
+    auth: Auth,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let actor = auth.require(Scope::Curate)?;
+    let id = path(id)?;
+    entry_by_id(&state, id).await?;
+    state.inner.store.remove_entry(&actor, id).await?;
+    tracing::info!(entry = id, "entry removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases (survivors; no API key)
+
+fn image_not_accepted() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        codes::IMAGE_NOT_ACCEPTED,
+        "cases accept PDQ hashes only, never images: hash your photos on your own device",
+    )
+}
+
+/// True when bytes look like an image or an encoded image rather than a JSON list of hashes.
+fn looks_like_image(bytes: &[u8]) -> bool {
+    ImageFormat::sniff(bytes).is_some()
+}
+
+fn looks_like_encoded_image(s: &str) -> bool {
+    let t = s.trim_start();
+    t.len() > 100 || t.starts_with("data:")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CaseHashInput {
+    Hex(String),
+    WithQuality { hash: String, quality: Option<i32> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCase {
+    hashes: Vec<CaseHashInput>,
+}
+
+async fn create_case(State(state): State<AppState>, req: axum::extract::Request) -> ApiResult<(StatusCode, Json<Value>)> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if ct.starts_with("image/") || ct.starts_with("multipart/") || ct.starts_with("video/") {
+        return Err(image_not_accepted());
+    }
+    let bytes = read_bytes(req, &state).await?;
+    if looks_like_image(&bytes) {
+        return Err(image_not_accepted());
+    }
+    let body: CreateCase = parse_json(&bytes)?;
+    drop(bytes);
+    let mut hashes = Vec::with_capacity(body.hashes.len());
+    for (i, h) in body.hashes.iter().enumerate() {
+        let (text, quality) = match h {
+            CaseHashInput::Hex(s) => (s, None),
+            CaseHashInput::WithQuality { hash, quality } => (hash, *quality),
+        };
+        if looks_like_encoded_image(text) {
+            return Err(image_not_accepted());
+        }
+        hashes.push(CaseHash { hash: parse_hash(text, &format!("hashes[{i}]"))?, quality });
+    }
+    let n = hashes.len();
+    let created = state
+        .inner
+        .store
+        .create_case(
+            &Actor::named("survivor"),
+            NewCase { bank_id: state.inner.case_bank_id, hashes, metadata: Value::Null },
+        )
+        .await?;
+    tracing::info!(case = created.case.id, hashes = n, "case created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "case_number": created.case.display_number(),
+            "pin": created.pin,
+            "status": created.case.status.as_str(),
+            "hashes": n,
+            "notice": "Keep the case number and the PIN: the PIN is shown only now and cannot be recovered.",
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinBody {
+    pin: String,
+}
+
+impl std::fmt::Debug for PinBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinBody { pin: <redacted> }")
+    }
+}
+
+async fn case_status(
+    State(state): State<AppState>,
+    number: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<PinBody>,
+) -> ApiResult<Json<Value>> {
+    let number = path(number)?;
+    let view = state.inner.store.case_status(&number, &body.pin).await?;
+    let bank = state.inner.store.get_bank(view.case.bank_id).await?;
+    let hashes: Vec<Value> = view
+        .entries
+        .iter()
+        .map(|e| json!({ "hash": entry_hash(e), "active": e.disabled_at.is_none() && bank.enabled }))
+        .collect();
+    Ok(Json(json!({
+        "case_number": view.case.display_number(),
+        "status": view.case.status.as_str(),
+        "created_at": view.case.created_at.as_millis(),
+        "updated_at": view.case.updated_at.as_millis(),
+        "withdrawn_at": view.case.withdrawn_at.map(|t| t.as_millis()),
+        "hashes": hashes,
+    })))
+}
+
+async fn withdraw_case(
+    State(state): State<AppState>,
+    number: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<PinBody>,
+) -> ApiResult<Json<Value>> {
+    let number = path(number)?;
+    let case = state.inner.store.withdraw_case(&number, &body.pin).await?;
+    tracing::info!(case = case.id, "case withdrawn");
+    Ok(Json(json!({
+        "case_number": case.display_number(),
+        "status": case.status.as_str(),
+        "withdrawn_at": case.withdrawn_at.map(|t| t.as_millis()),
+    })))
+}

@@ -1,0 +1,290 @@
+//! consentry-server: the HTTP API of consentry (axum 0.8 + tokio).
+//!
+//! [`app`] builds the router over an [`AppState`] (the [`Store`], the in-memory PDQ
+//! [`Index`] kept in step with the store's change feed, configuration, metrics and the API key
+//! cache); [`serve`] runs it on a listener with graceful shutdown. This is the only crate that
+//! knows HTTP, JSON wire types and status codes: the store and the index know nothing of them.
+//!
+//! Uploaded images are hashed in memory (on the blocking pool, bounded by a semaphore) and
+//! dropped: never written, never logged. Logs carry routes, statuses, hashes, ids and distances.
+//!
+//! Errors are `{"error": {"code": "...", "message": "..."}}`; the codes are listed in
+//! [`error::codes`].
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use consentry_index::{DegeneratePolicy, Index, IndexConfig};
+use consentry_store::{Actor, BankPurpose, NewBank, Store, StoreError};
+use tokio::net::TcpListener;
+
+mod api;
+mod auth;
+mod body;
+pub mod error;
+mod metrics;
+mod openapi;
+mod sync;
+
+pub use error::{codes, ApiError};
+pub use metrics::Metrics;
+pub use openapi::openapi_document;
+pub use sync::SyncStatus;
+
+/// Server settings. `Default` is what `consentry serve` uses without flags.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest request body in bytes (images included); larger → 413 `payload_too_large`.
+    pub max_body_bytes: usize,
+    /// Most hashes in one `POST /v1/lookup` or one entries array (default 10,000).
+    pub max_batch: usize,
+    /// Default match radius (PDQ's 31).
+    pub default_radius: u32,
+    /// Largest radius a client may ask for.
+    pub max_radius: u32,
+    /// Most matches returned per query hash (closest first; `truncated` says when cut).
+    pub max_matches_per_hash: usize,
+    /// How often the change feed is polled.
+    pub poll_interval: Duration,
+    /// How long a verified API key is trusted without asking the store again.
+    pub key_cache_ttl: Duration,
+    /// Requests running longer are answered 503 `timeout`.
+    pub request_timeout: Duration,
+    /// Images hashed at once (the rest wait).
+    pub hash_concurrency: usize,
+    /// The survivor-protected bank that receives cases' hashes (created at start if missing).
+    pub case_bank: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 20 * 1024 * 1024,
+            max_batch: 10_000,
+            default_radius: consentry_index::DEFAULT_RADIUS,
+            max_radius: 64,
+            max_matches_per_hash: 100,
+            poll_interval: Duration::from_millis(150),
+            key_cache_ttl: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            case_bank: "survivors".to_owned(),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) index: Arc<Index>,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Metrics,
+    pub(crate) sync: Arc<SyncStatus>,
+    pub(crate) keys: auth::KeyCache,
+    pub(crate) hash_permits: tokio::sync::Semaphore,
+    pub(crate) case_bank_id: i64,
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.inner.config)
+            .field("index_entries", &self.inner.index.len())
+            .field("applied_seq", &self.inner.sync.applied_seq.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl AppState {
+    /// Loads the PDQ index from the store, makes sure the case bank exists, and starts the
+    /// background task that follows the change feed (it stops when the last clone of this
+    /// state is dropped). Needs a tokio runtime.
+    pub async fn start(store: Store, config: ServerConfig) -> Result<AppState, StoreError> {
+        let case_bank_id = ensure_case_bank(&store, &config.case_bank).await?;
+        let index = Arc::new(Index::with_config(IndexConfig { degenerate: DegeneratePolicy::Accept }));
+        let status = Arc::new(SyncStatus::default());
+        let (mirror, seq) = sync::Mirror::load(&store, &index).await?;
+        status.applied_seq.store(seq, Ordering::Release);
+        status.loaded.store(true, Ordering::Release);
+        tracing::info!(entries = index.len(), seq, "PDQ index loaded");
+        let inner = Arc::new(Inner {
+            store: store.clone(),
+            index: index.clone(),
+            metrics: Metrics::default(),
+            sync: status.clone(),
+            keys: auth::KeyCache::new(config.key_cache_ttl),
+            hash_permits: tokio::sync::Semaphore::new(config.hash_concurrency.max(1)),
+            case_bank_id,
+            config,
+        });
+        let poll = inner.config.poll_interval;
+        tokio::spawn(sync::run(Arc::downgrade(&inner), store, index, status, mirror, seq, poll));
+        Ok(AppState { inner })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    /// The in-memory PDQ index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.inner.index
+    }
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+    /// The index sync status (last applied seq, ...).
+    pub fn sync_status(&self) -> &SyncStatus {
+        &self.inner.sync
+    }
+}
+
+async fn ensure_case_bank(store: &Store, name: &str) -> Result<i64, StoreError> {
+    match store.get_bank_by_name(name).await {
+        Ok(b) => return Ok(b.id),
+        Err(StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let new = NewBank {
+        name: name.to_owned(),
+        description: "Hashes submitted by survivors through cases".to_owned(),
+        enabled: true,
+        purpose: BankPurpose::SurvivorProtected,
+    };
+    match store.create_bank(&Actor::system(), new).await {
+        Ok(b) => Ok(b.id),
+        // Another process created it at the same moment.
+        Err(StoreError::Conflict(_)) => Ok(store.get_bank_by_name(name).await?.id),
+        Err(e) => Err(e),
+    }
+}
+
+/// Collects routes so that every route registered is also described in `/openapi.json`.
+pub(crate) struct Routes {
+    router: Router<AppState>,
+    seen: Vec<(String, String)>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes { router: Router::new(), seen: Vec::new() }
+    }
+    /// Registers `path` with the handlers of `methods` (e.g. `["GET", "POST"]`).
+    fn add(mut self, path: &str, methods: &[&str], handler: MethodRouter<AppState>) -> Routes {
+        for m in methods {
+            self.seen.push(((*m).to_owned(), path.to_owned()));
+        }
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+/// Every (method, path) the router serves, in axum's path syntax (`/v1/banks/{name}`).
+pub fn registered_routes() -> BTreeSet<(String, String)> {
+    api::routes().seen.into_iter().collect()
+}
+
+/// The router over `state`: every endpoint, JSON errors for unknown routes and methods, the
+/// body-size limit, the request timeout and request metrics.
+pub fn app(state: AppState) -> Router {
+    let routes = api::routes();
+    debug_assert_eq!(
+        routes.seen.iter().cloned().collect::<BTreeSet<_>>(),
+        openapi::documented_routes(),
+        "every route must be described in /openapi.json and vice versa"
+    );
+    routes
+        .router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(state.inner.config.max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+}
+
+/// Counts every request by route and status, logs one line (route, method, status, time — never
+/// bodies or query strings, which can hold hashes of survivors' images), and enforces the
+/// request timeout.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = match tokio::time::timeout(state.inner.config.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::TIMEOUT, "the request took too long")
+            .into_response(),
+    };
+    let status = resp.status().as_u16();
+    state.inner.metrics.count_request(&route, &method, status);
+    tracing::info!(%method, %route, status, micros = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then stops accepting connections and
+/// waits for the requests in flight to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,228 @@
+//! `/openapi.json`: an OpenAPI 3.0 description of every endpoint, built from one table so that
+//! the router and the document cannot drift apart (`app` checks it in debug builds, the tests
+//! check it in every build).
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::codes;
+
+/// (method, path, scope needed or "", summary, request body schema or Null, success status,
+/// extra error statuses)
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    scope: &'static str,
+    summary: &'static str,
+    body: &'static str,
+    ok: u16,
+    errors: &'static [u16],
+}
+
+const IMAGE: &str = "image";
+const NONE: &str = "";
+
+const OPS: &[Op] = &[
+    Op { method: "GET", path: "/health", scope: "", summary: "Liveness: the process answers.", body: NONE, ok: 200, errors: &[] },
+    Op { method: "GET", path: "/ready", scope: "", summary: "Readiness: the store answers and the PDQ index is loaded.", body: NONE, ok: 200, errors: &[503] },
+    Op { method: "GET", path: "/metrics", scope: "", summary: "Prometheus metrics (text): requests by route and status, lookup latency histogram, index size, last applied change seq.", body: NONE, ok: 200, errors: &[] },
+    Op { method: "GET", path: "/openapi.json", scope: "", summary: "This document.", body: NONE, ok: 200, errors: &[] },
+    Op { method: "POST", path: "/v1/hash", scope: "lookup", summary: "PDQ-hash an image (raw body or multipart field `file`; `?dihedral=true` adds the 8 dihedral hashes). The image is never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
+    Op { method: "GET", path: "/v1/lookup", scope: "lookup", summary: "Look up one hash (`?hash=HEX[&radius=N]`), or the 8 dihedral hashes of one image (`?hash=H1,...,H8&dihedral=true`).", body: NONE, ok: 200, errors: &[400] },
+    Op { method: "POST", path: "/v1/lookup", scope: "lookup", summary: "Look up a batch of hashes (`{\"hashes\": [...], \"radius\"?: N}`, at most 10,000).", body: "LookupBatch", ok: 200, errors: &[400, 413] },
+    Op { method: "POST", path: "/v1/lookup/image", scope: "lookup", summary: "Hash an image and look it up (`?dihedral=true&radius=N`). The reply echoes the computed hash and quality.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
+    Op { method: "POST", path: "/v1/compare", scope: "lookup", summary: "Distance between two hashes; `match` is distance <= 31.", body: "Compare", ok: 200, errors: &[400] },
+    Op { method: "GET", path: "/v1/banks", scope: "lookup|curate", summary: "List banks.", body: NONE, ok: 200, errors: &[] },
+    Op { method: "POST", path: "/v1/banks", scope: "curate", summary: "Create a bank (`{name, description?, enabled?, purpose?}`; purpose: survivor-protected, known-abuse, other).", body: "CreateBank", ok: 201, errors: &[400, 409] },
+    Op { method: "GET", path: "/v1/banks/{name}", scope: "lookup|curate", summary: "One bank.", body: NONE, ok: 200, errors: &[404] },
+    Op { method: "PATCH", path: "/v1/banks/{name}", scope: "curate", summary: "Rename, re-describe, re-purpose, enable or disable a bank (a disabled bank's entries stop matching).", body: "PatchBank", ok: 200, errors: &[400, 404, 409] },
+    Op { method: "DELETE", path: "/v1/banks/{name}", scope: "curate", summary: "Delete a bank and its entries (refused if cases were submitted into it).", body: NONE, ok: 204, errors: &[404, 409] },
+    Op { method: "GET", path: "/v1/banks/{name}/entries", scope: "lookup|curate", summary: "A page of a bank's entries (`?after=ID&limit=N`, limit at most 1000; `next_after` continues).", body: NONE, ok: 200, errors: &[404] },
+    Op { method: "POST", path: "/v1/banks/{name}/entries", scope: "curate", summary: "Add one entry (`{hash, quality?, metadata?}` → 201) or a JSON array of them (→ 200 with `added` and `rejected` by array index; at most 10,000).", body: "Entries", ok: 201, errors: &[400, 404] },
+    Op { method: "GET", path: "/v1/entries/{id}", scope: "lookup|curate", summary: "One entry.", body: NONE, ok: 200, errors: &[404] },
+    Op { method: "DELETE", path: "/v1/entries/{id}", scope: "curate", summary: "Delete an entry for good.", body: NONE, ok: 204, errors: &[404] },
+    Op { method: "POST", path: "/v1/entries/{id}/disable", scope: "curate", summary: "Disable an entry (it stops matching).", body: NONE, ok: 200, errors: &[404] },
+    Op { method: "POST", path: "/v1/entries/{id}/enable", scope: "curate", summary: "Enable an entry again (refused for entries of withdrawn cases).", body: NONE, ok: 200, errors: &[404, 409] },
+    Op { method: "POST", path: "/v1/cases", scope: "", summary: "A survivor submits hashes (never images: image data is refused). Returns the case number and the PIN, shown only this once.", body: "CreateCase", ok: 201, errors: &[400, 413] },
+    Op { method: "POST", path: "/v1/cases/{number}/status", scope: "", summary: "A case's status and hashes, with its number and PIN. Wrong number or PIN: 401 (never says which); too many wrong PINs: 429.", body: "Pin", ok: 200, errors: &[400, 401, 429] },
+    Op { method: "POST", path: "/v1/cases/{number}/withdraw", scope: "", summary: "Withdraw a case with its number and PIN: its hashes stop matching within a second.", body: "Pin", ok: 200, errors: &[400, 401, 409, 429] },
+];
+
+/// Every (method, path) the document describes.
+pub(crate) fn documented_routes() -> BTreeSet<(String, String)> {
+    OPS.iter().map(|o| (o.method.to_owned(), o.path.to_owned())).collect()
+}
+
+fn status_text(s: u16) -> &'static str {
+    match s {
+        200 => "OK",
+        201 => "Created",
+        204 => "No content",
+        400 => "Bad request (invalid_json, invalid_hash, hash_rejected, invalid_request, too_many_hashes, image_not_accepted, empty_image, invalid_multipart)",
+        401 => "Missing or invalid credentials (missing_api_key, invalid_api_key, bad_credentials)",
+        403 => "The API key lacks the scope (insufficient_scope)",
+        404 => "Not found (not_found)",
+        409 => "Conflict (conflict)",
+        413 => "Body too large (payload_too_large)",
+        415 => "Not a supported image format (unsupported_image_format)",
+        422 => "Corrupt or oversized image (corrupt_image, image_too_large)",
+        429 => "Case locked after too many wrong PINs (case_locked, Retry-After)",
+        500 => "Internal error (internal)",
+        503 => "Not ready or timed out (not_ready, timeout)",
+        _ => "",
+    }
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn request_body(body: &str) -> Option<Value> {
+    match body {
+        "" => None,
+        IMAGE => Some(json!({
+            "required": true,
+            "content": {
+                "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
+                "image/*": { "schema": { "type": "string", "format": "binary" } },
+                "multipart/form-data": { "schema": { "type": "object", "required": ["file"], "properties": { "file": { "type": "string", "format": "binary" } } } }
+            }
+        })),
+        name => Some(json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } })),
+    }
+}
+
+fn parameters(op: &Op) -> Vec<Value> {
+    let mut ps = Vec::new();
+    for seg in op.path.split('/') {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let ty = if name == "id" { json!({"type": "integer", "format": "int64"}) } else { json!({"type": "string"}) };
+            ps.push(json!({ "name": name, "in": "path", "required": true, "schema": ty }));
+        }
+    }
+    let q = |name: &str, ty: Value, desc: &str| json!({ "name": name, "in": "query", "required": false, "schema": ty, "description": desc });
+    match (op.method, op.path) {
+        ("GET", "/v1/lookup") => {
+            ps.push(json!({ "name": "hash", "in": "query", "required": true, "schema": {"type": "string"}, "description": "64 hex digits; with dihedral=true up to 8 comma-separated" }));
+            ps.push(q("dihedral", json!({"type": "boolean"}), "the hashes are the dihedral variants of one image"));
+            ps.push(q("radius", json!({"type": "integer", "minimum": 0, "maximum": 64}), "match radius (default 31)"));
+        }
+        ("POST", "/v1/hash") => ps.push(q("dihedral", json!({"type": "boolean"}), "also return the 8 dihedral hashes")),
+        ("POST", "/v1/lookup/image") => {
+            ps.push(q("dihedral", json!({"type": "boolean"}), "search with the 8 dihedral hashes"));
+            ps.push(q("radius", json!({"type": "integer", "minimum": 0, "maximum": 64}), "match radius (default 31)"));
+        }
+        ("GET", "/v1/banks/{name}/entries") => {
+            ps.push(q("after", json!({"type": "integer"}), "entries with a larger id"));
+            ps.push(q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "page size (default 100)"));
+        }
+        _ => {}
+    }
+    ps
+}
+
+fn schemas() -> Value {
+    let hash = json!({ "type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "PDQ hash, 64 hex digits" });
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
+                "code": { "type": "string", "enum": codes::ALL },
+                "message": { "type": "string" }
+            } } }
+        },
+        "LookupBatch": { "type": "object", "required": ["hashes"], "properties": {
+            "hashes": { "type": "array", "maxItems": 10000, "items": hash },
+            "radius": { "type": "integer", "minimum": 0, "maximum": 64 }
+        } },
+        "Compare": { "type": "object", "required": ["a", "b"], "properties": { "a": hash, "b": hash } },
+        "CreateBank": { "type": "object", "required": ["name"], "properties": {
+            "name": { "type": "string", "minLength": 1, "maxLength": 100 },
+            "description": { "type": "string", "maxLength": 2000 },
+            "enabled": { "type": "boolean" },
+            "purpose": { "type": "string", "enum": ["survivor-protected", "known-abuse", "other"] }
+        } },
+        "PatchBank": { "type": "object", "properties": {
+            "name": { "type": "string" }, "description": { "type": "string" },
+            "enabled": { "type": "boolean" },
+            "purpose": { "type": "string", "enum": ["survivor-protected", "known-abuse", "other"] }
+        } },
+        "Entry": { "type": "object", "required": ["hash"], "properties": {
+            "hash": hash, "quality": { "type": "integer", "minimum": 0, "maximum": 100 },
+            "metadata": { "type": "object" }
+        } },
+        "Entries": { "oneOf": [ schema_ref("Entry"), { "type": "array", "maxItems": 10000, "items": schema_ref("Entry") } ] },
+        "CreateCase": { "type": "object", "required": ["hashes"], "properties": {
+            "hashes": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "oneOf": [ hash, {
+                "type": "object", "required": ["hash"], "properties": { "hash": hash, "quality": { "type": "integer" } }
+            } ] } }
+        } },
+        "Pin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string" } } }
+    })
+}
+
+/// The OpenAPI 3.0 document served at `/openapi.json`.
+pub fn openapi_document() -> Value {
+    let mut paths = Map::new();
+    for op in OPS {
+        let mut o = Map::new();
+        o.insert("summary".into(), json!(op.summary));
+        o.insert("operationId".into(), json!(format!("{} {}", op.method.to_lowercase(), op.path)));
+        let params = parameters(op);
+        if !params.is_empty() {
+            o.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(b) = request_body(op.body) {
+            o.insert("requestBody".into(), b);
+        }
+        let mut responses = Map::new();
+        let ok_content = if op.path == "/metrics" {
+            json!({ "text/plain": { "schema": { "type": "string" } } })
+        } else {
+            json!({ "application/json": { "schema": { "type": "object" } } })
+        };
+        let mut ok = json!({ "description": status_text(op.ok) });
+        if op.ok != 204 {
+            ok["content"] = ok_content;
+        }
+        responses.insert(op.ok.to_string(), ok);
+        let mut errs: Vec<u16> = op.errors.to_vec();
+        if !op.scope.is_empty() {
+            errs.extend([401, 403]);
+        }
+        errs.extend([500]);
+        errs.sort_unstable();
+        errs.dedup();
+        for e in errs {
+            responses.insert(
+                e.to_string(),
+                json!({ "description": status_text(e), "content": { "application/json": { "schema": schema_ref("Error") } } }),
+            );
+        }
+        o.insert("responses".into(), Value::Object(responses));
+        if op.scope.is_empty() {
+            o.insert("security".into(), json!([]));
+        } else {
+            o.insert("x-required-scope".into(), json!(op.scope));
+        }
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        entry[op.method.to_lowercase()] = Value::Object(o);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "consentry",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Hasher-matcher-actioner against the non-consensual spread of intimate images. Only PDQ hashes are kept; uploaded images are hashed in memory and dropped. Errors are {\"error\": {\"code\", \"message\"}} with stable codes. API keys (Authorization: Bearer) carry scopes: lookup, curate, admin (admin implies all). Times are milliseconds since the Unix epoch."
+        },
+        "servers": [ { "url": "/" } ],
+        "security": [ { "bearer": [] } ],
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "API key `csk_...`" } },
+            "schemas": schemas()
+        },
+        "paths": Value::Object(paths)
+    })
+}
