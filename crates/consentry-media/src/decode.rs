@@ -1,5 +1,6 @@
 //! Full-size decoding: zune-jpeg for JPEG, the `image` crate for the rest.
 
+use crate::fast;
 use crate::orient::{self, Orientation};
 use crate::{DecodeOptions, DecodedImage, ImageFormat, ImageInfo, MediaError};
 use consentry_pdq::PixelFormat;
@@ -187,6 +188,55 @@ fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, Decoded
     let mut buf = vec![0u8; size];
     d.decode_into(&mut buf).map_err(jpeg_err)?;
     Ok((info, finish(width, height, pf, buf, orientation)))
+}
+
+/// The luma plane of a YCbCr (or greyscale) JPEG, for the fast hash path: zune-jpeg then skips
+/// chroma upsampling and colour conversion. `Ok(None)` for other colour spaces (RGB, CMYK, YCCK),
+/// which the caller decodes exactly.
+pub(crate) fn decode_jpeg_luma(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    min_side: u32,
+) -> Result<Option<(ImageInfo, DecodedImage)>, MediaError> {
+    use zune_core::colorspace::ColorSpace as C;
+    if sniff(bytes)? != ImageFormat::Jpeg {
+        return Ok(None);
+    }
+    let mut d =
+        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), zune_options());
+    d.decode_headers().map_err(jpeg_err)?;
+    if !matches!(d.input_colorspace(), Some(C::YCbCr | C::Luma)) {
+        return Ok(None);
+    }
+    let (w, h) = d.dimensions().ok_or_else(|| MediaError::Corrupt("JPEG has no frame header".into()))?;
+    let (width, height) = (w as u32, h as u32);
+    check_pixels(width, height, opts)?;
+    let info = ImageInfo { format: ImageFormat::Jpeg, width, height };
+    let orientation = if opts.apply_exif_orientation {
+        d.exif().map_or(Orientation(1), |e| Orientation::from_exif_chunk(e))
+    } else {
+        Orientation(1)
+    };
+    // Large progressive files: a quarter-scale luma plane from their first scans (see
+    // `progressive`); the fast path's minimum side still holds at that scale.
+    if fast::scale_denominator(width, height, min_side) >= 4 {
+        if let Some((qw, qh, luma)) = crate::progressive::quarter_luma(bytes, opts.max_pixels) {
+            if (qw, qh) == (width.div_ceil(4), height.div_ceil(4)) {
+                return Ok(Some((info, finish(qw, qh, PixelFormat::Luma8, luma, orientation))));
+            }
+        }
+    }
+    d.set_options(zune_options().jpeg_set_out_colorspace(C::Luma));
+    let size =
+        d.output_buffer_size().ok_or_else(|| MediaError::Corrupt("JPEG output size unknown".into()))?;
+    if size != width as usize * height as usize {
+        return Err(MediaError::Corrupt(format!(
+            "JPEG decoder output size {size} does not match {width}×{height}"
+        )));
+    }
+    let mut buf = vec![0u8; size];
+    d.decode_into(&mut buf).map_err(jpeg_err)?;
+    Ok(Some((info, finish(width, height, PixelFormat::Luma8, buf, orientation))))
 }
 
 /// Every frame (see [`crate::decode_frames`]).

@@ -41,6 +41,7 @@ mod decode;
 mod error;
 mod fast;
 mod orient;
+mod progressive;
 
 pub use error::MediaError;
 
@@ -78,37 +79,40 @@ impl Default for DecodeOptions {
 
 /// How exactly to reproduce the reference pipeline when hashing.
 ///
-/// PDQ reduces every image to 64×64, so decoding a large JPEG at full size is
-/// mostly wasted work. `Fast` decodes JPEGs whose shorter side is at least
-/// twice [`FAST_MIN_SIDE`] (512) at a reduced scale (DCT scaling by 1/2, 1/4
-/// or 1/8, the smallest that keeps both sides ≥ 512 px), with the
-/// `jpeg-decoder` crate (or libjpeg-turbo with the `turbojpeg` feature);
-/// everything else is decoded exactly as in `Exact`.
+/// PDQ reduces every image to a blurred 64×64 luma view, so decoding a JPEG's
+/// colour at full size is mostly wasted work. `Fast` takes, for a JPEG:
+///
+/// 1. YCbCr or greyscale: the luma plane only (zune-jpeg skips chroma
+///    upsampling and colour conversion), hashed as grey. PDQ's luminance
+///    (0.299 R + 0.587 G + 0.114 B) is the JPEG's Y up to rounding and
+///    clamping of out-of-gamut colours.
+/// 2. Progressive YCbCr/grey JPEGs whose shorter side is at least 4 ×
+///    [`FAST_MIN_SIDE`]: a quarter-scale luma plane built from the DC scan and
+///    the first low-frequency luma AC scan alone (`src/progressive.rs`); the
+///    later scans — most of the file — are skipped undecoded.
+/// 3. Other colour spaces (CMYK, YCCK, Adobe RGB) at least 2 × [`FAST_MIN_SIDE`]
+///    on the shorter side: reduced-scale decoding (DCT scaling by 1/2, 1/4 or
+///    1/8, keeping both sides ≥ 512) with `jpeg-decoder` (or libjpeg-turbo with
+///    the `turbojpeg` feature).
+///
+/// Everything else is decoded exactly as in `Exact`.
 ///
 /// Measured on the 435-photo corpus (417 JPEG, 18 PNG) with
 /// `examples/fast_vs_exact.rs`, Hamming distance between the fast and exact
 /// hash of the same file:
 ///
-/// | minimum side | images scaled | median | p90 | p99 | max | ≥ 4 MP (19): median / p99 / max |
+/// | fast path | median | p90 | p99 | max | ≥ 4 MP (19): median / p99 / max | ms/image ≥ 4 MP fast / exact |
 /// |---|---|---|---|---|---|---|
-/// | 128 | 347 | 12 | 22 | 38 | 46 | 12 / 24 / 24 |
-/// | 256 | 270 | 4 | 8 | 14 | 18 | 8 / 12 / 12 |
-/// | **512** | 29 | **0** | 0 | **6** | 12 | **2 / 8** / 8 |
+/// | reduced-scale RGB decode only (until Nov 2026) | 0 | 0 | 6 | 12 | 2 / 8 / 8 | 100 / 128 |
+/// | luma only, full size | 0 | 2 | 2 | 4 | 0 / 2 / 2 | 94 / 114 |
+/// | **luma, and quarter-scale progressive (now)** | **0** | 2 | **2** | 4 | **0 / 4** / 4 | **38 / 151** |
 ///
-/// PDQ is not scale-invariant at these sizes: pre-shrinking by plain 2×2,
-/// 4×4 or 8×8 box averaging moves the hash as far as DCT scaling does, so the
-/// error is in the shrinking, not the decoder. Only 512 meets the project's
-/// rule (median ≤ 2 and p99 ≤ 8, on all images and on the ≥ 4 MP ones), so
-/// that is [`FAST_MIN_SIDE`], and with it `Fast` is the default.
-///
-/// Time per image, decode + hash, one core, on a loaded 2-core machine (so
-/// ratios matter more than absolutes): ≥ 4 MP photos 95 ms fast vs 121 ms
-/// exact (×1.3); all photos 10.8 vs 12.0 ms. Most of the corpus's large
-/// photos are progressive JPEGs, whose entropy decoding (which no DCT scaling
-/// avoids) dominates; on baseline 2560×1600 JPEGs fast is 1.2–3.5× exact,
-/// much of it from hashing a quarter of the pixels.
-/// Meta's pipeline (Pillow + PyPI pdqhash) took 720 ms (≥ 4 MP) and 62 ms
-/// (all) per image in the same conditions.
+/// (Times from one loaded 2-core machine, each row its own run: compare
+/// within a row.) Earlier tuning of the reduced-scale decode showed PDQ is not
+/// scale-invariant at small sizes — a minimum side of 256 px gave p99 14,
+/// 128 px p99 38 — so every reduced path keeps the shorter side ≥
+/// [`FAST_MIN_SIDE`] (512). The project's rule (median ≤ 2 and p99 ≤ 8, on
+/// all images and on the ≥ 4 MP ones) holds, so `Fast` is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HashMode {
     /// Reduced-scale JPEG decoding where it pays; a few bits from `Exact`.
@@ -307,7 +311,8 @@ pub struct HashedImage {
     pub decoded_width: u32,
     /// Height of the pixels hashed.
     pub decoded_height: u32,
-    /// The mode actually used: `Fast` only when reduced-scale decoding happened.
+    /// The mode actually used: `Fast` when one of the fast paths (luma-only or reduced-scale
+    /// decoding) was taken.
     pub mode: HashMode,
 }
 
@@ -327,6 +332,9 @@ pub fn hash_bytes_tuned(
 ) -> Result<HashedImage, MediaError> {
     let (info, img, mode) = guarded(|| {
         if opts.mode == HashMode::Fast {
+            if let Some(r) = decode::decode_jpeg_luma(bytes, &opts.decode, fast_min_side)? {
+                return Ok((r.0, r.1, HashMode::Fast));
+            }
             if let Some(r) = fast::decode_fast(bytes, &opts.decode, fast_min_side)? {
                 return Ok((r.0, r.1, HashMode::Fast));
             }
@@ -382,6 +390,12 @@ pub fn fuzz_one(bytes: &[u8]) -> Result<HashedImage, MediaError> {
         if mode == HashMode::Exact {
             exact_result = Some(r);
         }
+    }
+    // The progressive reader only runs on large files in `hash_bytes`; fuzz it directly too (outside
+    // the panic guard, so that a panic in it is a finding).
+    if let Some((w, h, luma)) = progressive::quarter_luma(bytes, decode.max_pixels) {
+        assert_eq!(luma.len(), w as usize * h as usize);
+        assert!(u64::from(w) * u64::from(h) <= decode.max_pixels);
     }
     if let Ok(frames) = decode_frames(bytes, &decode) {
         assert!(!frames.is_empty() && frames.len() <= decode.max_frames);
