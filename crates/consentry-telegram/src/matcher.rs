@@ -1,0 +1,312 @@
+//! Where hashes are matched and cases opened: the embedded store + index (the same banks
+//! `consentry serve` uses, through `consentry_server::AppState`, which only supplies the store and
+//! the index that follows the store's change feed — no HTTP), or a remote `consentry serve`
+//! (`POST /v1/lookup`, `/v1/cases`, with an API key).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use consentry_pdq::Hash256;
+use consentry_server::AppState;
+use consentry_store::{Actor, CaseHash, NewCase, StoreError};
+use serde_json::{json, Value};
+
+/// The best match of one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// Bank name.
+    pub bank: String,
+    /// Hamming distance (over the 8 dihedral hashes, the smallest).
+    pub distance: u32,
+    /// Entry id (store or server), when known.
+    pub entry_id: Option<i64>,
+}
+
+/// A lookup or case operation that failed.
+#[derive(Debug)]
+pub enum MatchError {
+    /// Wrong case number or PIN.
+    BadCredentials,
+    /// Too many wrong PINs.
+    Locked,
+    /// A hash refused (index in the request, reason).
+    InvalidHash(usize, String),
+    /// Anything else (store down, server unreachable, ...).
+    Other(String),
+}
+
+impl std::fmt::Display for MatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MatchError::BadCredentials => f.write_str("bad credentials"),
+            MatchError::Locked => f.write_str("case locked"),
+            MatchError::InvalidHash(i, r) => write!(f, "hash #{i}: {r}"),
+            MatchError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<StoreError> for MatchError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadCredentials => MatchError::BadCredentials,
+            StoreError::Locked { .. } => MatchError::Locked,
+            StoreError::InvalidHash { index, reason } => MatchError::InvalidHash(index, reason.to_string()),
+            other => MatchError::Other(other.to_string()),
+        }
+    }
+}
+
+/// A case as the survivor sees it.
+#[derive(Debug)]
+pub struct CaseInfo {
+    /// `XXXX-XXXX-XXXX`.
+    pub number: String,
+    /// open / withdrawn / ...
+    pub status: String,
+    /// Hashes still matching.
+    pub active: usize,
+    /// All its hashes.
+    pub total: usize,
+}
+
+/// A remote `consentry serve`.
+#[derive(Clone)]
+pub struct Remote {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+    verdicts: std::sync::Arc<Mutex<HashMap<Hash256, (std::time::Instant, Option<Hit>)>>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).field("key", &"<redacted>").finish()
+    }
+}
+
+/// How long a remote verdict is reused for the same image (the server's banks can change).
+pub const REMOTE_VERDICT_TTL: Duration = Duration::from_secs(60);
+
+impl Remote {
+    /// A client for the server at `url` with API key `key` (scope `lookup`).
+    pub fn new(url: &str, key: &str) -> Result<Remote, MatchError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+        Ok(Remote { http, url: url.trim_end_matches('/').to_owned(), key: key.to_owned(), verdicts: Default::default() })
+    }
+
+    async fn post(&self, path: &str, body: Value, auth: bool) -> Result<Value, MatchError> {
+        let mut req = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if auth {
+            req = req.bearer_auth(&self.key);
+        }
+        let resp = req.send().await.map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+        if status.is_success() {
+            return Ok(v);
+        }
+        let code = v["error"]["code"].as_str().unwrap_or("");
+        let msg = v["error"]["message"].as_str().unwrap_or("").to_owned();
+        Err(match code {
+            "bad_credentials" => MatchError::BadCredentials,
+            "case_locked" => MatchError::Locked,
+            "invalid_hash" | "hash_rejected" => MatchError::InvalidHash(0, msg),
+            _ => MatchError::Other(format!("{path}: HTTP {status}: {code} {msg}")),
+        })
+    }
+}
+
+/// The matching back end.
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    /// Same store and in-memory index as `consentry serve`.
+    Embedded(AppState),
+    /// A `consentry serve` over HTTP.
+    Remote(Remote),
+}
+
+fn best(a: Option<Hit>, b: Hit) -> Option<Hit> {
+    match a {
+        Some(a) if a.distance <= b.distance => Some(a),
+        _ => Some(b),
+    }
+}
+
+impl Matcher {
+    /// The closest active entry within `radius` of any of `hashes` (the 8 dihedral hashes of
+    /// one image), if any.
+    pub async fn lookup(&self, hashes: &[Hash256], radius: u32) -> Result<Option<Hit>, MatchError> {
+        match self {
+            Matcher::Embedded(state) => {
+                let matches = state.index().search_dihedral(hashes, radius);
+                let mut out: Option<Hit> = None;
+                for m in matches {
+                    // The index follows the feed within a poll interval; the store has the last word
+                    // on whether an entry (and its bank) still match.
+                    let e = match state.store().get_entry(m.id as i64).await {
+                        Ok(e) => e,
+                        Err(StoreError::NotFound(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if e.disabled_at.is_some() {
+                        continue;
+                    }
+                    let b = match state.store().get_bank(e.bank_id).await {
+                        Ok(b) => b,
+                        Err(StoreError::NotFound(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if !b.enabled {
+                        continue;
+                    }
+                    out = best(out, Hit { bank: b.name, distance: m.distance, entry_id: Some(e.id) });
+                }
+                Ok(out)
+            }
+            Matcher::Remote(r) => {
+                let key = hashes[0];
+                if let Some((at, v)) = r.verdicts.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+                    if at.elapsed() < REMOTE_VERDICT_TTL {
+                        return Ok(v.clone());
+                    }
+                }
+                let hex: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
+                let v = r.post("/v1/lookup", json!({ "hashes": hex, "radius": radius }), true).await?;
+                let mut out = None;
+                for res in v["results"].as_array().into_iter().flatten() {
+                    for m in res["matches"].as_array().into_iter().flatten() {
+                        let (Some(bank), Some(d)) = (m["bank"].as_str(), m["distance"].as_u64()) else { continue };
+                        out = best(out, Hit { bank: bank.to_owned(), distance: d as u32, entry_id: m["entry_id"].as_i64() });
+                    }
+                }
+                let mut cache = r.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() > 100_000 {
+                    cache.clear();
+                }
+                cache.insert(key, (std::time::Instant::now(), out.clone()));
+                Ok(out)
+            }
+        }
+    }
+
+    /// Entries in the in-memory index (embedded mode).
+    pub fn index_size(&self) -> Option<usize> {
+        match self {
+            Matcher::Embedded(s) => Some(s.index().len()),
+            Matcher::Remote(_) => None,
+        }
+    }
+
+    /// One line per bank: name, purpose, enabled.
+    pub async fn banks(&self) -> Result<Vec<String>, MatchError> {
+        match self {
+            Matcher::Embedded(s) => Ok(s
+                .store()
+                .list_banks()
+                .await?
+                .into_iter()
+                .map(|b| format!("{} ({}, {})", b.name, b.purpose.as_str(), if b.enabled { "on" } else { "off" }))
+                .collect()),
+            Matcher::Remote(r) => {
+                let resp = r
+                    .http
+                    .get(format!("{}/v1/banks", r.url))
+                    .bearer_auth(&r.key)
+                    .send()
+                    .await
+                    .map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+                let v: Value = resp.json().await.map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+                Ok(v["banks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        format!(
+                            "{} ({}, {})",
+                            b["name"].as_str().unwrap_or("?"),
+                            b["purpose"].as_str().unwrap_or("?"),
+                            if b["enabled"].as_bool().unwrap_or(false) { "on" } else { "off" }
+                        )
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Opens a case with `hashes`; returns (display number, PIN).
+    pub async fn create_case(&self, hashes: &[Hash256]) -> Result<(String, String), MatchError> {
+        match self {
+            Matcher::Embedded(s) => {
+                let bank = s.store().get_bank_by_name(&s.config().case_bank).await?;
+                let created = s
+                    .store()
+                    .create_case(
+                        &Actor::named("telegram"),
+                        NewCase {
+                            bank_id: bank.id,
+                            hashes: hashes.iter().map(|h| CaseHash { hash: *h, quality: None }).collect(),
+                            metadata: json!({ "via": "telegram" }),
+                        },
+                    )
+                    .await?;
+                Ok((created.case.display_number(), created.pin))
+            }
+            Matcher::Remote(r) => {
+                let hex: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
+                let v = r.post("/v1/cases", json!({ "hashes": hex }), false).await?;
+                match (v["case_number"].as_str(), v["pin"].as_str()) {
+                    (Some(n), Some(p)) => Ok((n.to_owned(), p.to_owned())),
+                    _ => Err(MatchError::Other("unexpected /v1/cases answer".into())),
+                }
+            }
+        }
+    }
+
+    /// A case's status (number + PIN).
+    pub async fn case_status(&self, number: &str, pin: &str) -> Result<CaseInfo, MatchError> {
+        match self {
+            Matcher::Embedded(s) => {
+                let view = s.store().case_status(number, pin).await?;
+                let bank = s.store().get_bank(view.case.bank_id).await?;
+                let active = view.entries.iter().filter(|e| e.disabled_at.is_none() && bank.enabled).count();
+                Ok(CaseInfo {
+                    number: view.case.display_number(),
+                    status: view.case.status.as_str().to_owned(),
+                    active,
+                    total: view.entries.len(),
+                })
+            }
+            Matcher::Remote(r) => {
+                let v = r.post(&format!("/v1/cases/{}/status", url_seg(number)), json!({ "pin": pin }), false).await?;
+                let hashes = v["hashes"].as_array().cloned().unwrap_or_default();
+                Ok(CaseInfo {
+                    number: v["case_number"].as_str().unwrap_or(number).to_owned(),
+                    status: v["status"].as_str().unwrap_or("?").to_owned(),
+                    active: hashes.iter().filter(|h| h["active"].as_bool() == Some(true)).count(),
+                    total: hashes.len(),
+                })
+            }
+        }
+    }
+
+    /// Withdraws a case (number + PIN); returns its display number.
+    pub async fn withdraw_case(&self, number: &str, pin: &str) -> Result<String, MatchError> {
+        match self {
+            Matcher::Embedded(s) => Ok(s.store().withdraw_case(number, pin).await?.display_number()),
+            Matcher::Remote(r) => {
+                let v = r.post(&format!("/v1/cases/{}/withdraw", url_seg(number)), json!({ "pin": pin }), false).await?;
+                Ok(v["case_number"].as_str().unwrap_or(number).to_owned())
+            }
+        }
+    }
+}
+
+/// Keeps only the characters a case number can have, so user input cannot change the path.
+fn url_seg(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
+}
