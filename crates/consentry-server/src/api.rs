@@ -42,6 +42,8 @@ pub(crate) fn routes() -> Routes {
         .add("/v1/banks", &["GET", "POST"], get(list_banks).post(create_bank))
         .add("/v1/banks/{name}", &["GET", "PATCH", "DELETE"], get(get_bank).patch(patch_bank).delete(delete_bank))
         .add("/v1/banks/{name}/entries", &["GET", "POST"], get(list_entries).post(add_entries))
+        .add("/v1/banks/{name}/import", &["POST"], post(crate::bulk::import))
+        .add("/v1/banks/{name}/export", &["GET"], get(crate::bulk::export))
         .add("/v1/entries/{id}", &["GET", "DELETE"], get(get_entry).delete(delete_entry))
         .add("/v1/entries/{id}/disable", &["POST"], post(disable_entry))
         .add("/v1/entries/{id}/enable", &["POST"], post(enable_entry))
@@ -261,6 +263,7 @@ async fn hash_image(
 async fn lookup_many(state: &AppState, queries: Vec<Vec<Hash256>>, radius: u32) -> ApiResult<Vec<(Vec<Value>, bool)>> {
     let started = Instant::now();
     let index = state.inner.index.clone();
+    let firsts: Vec<Hash256> = queries.iter().map(|q| q.first().copied().unwrap_or(Hash256::ZERO)).collect();
     let raw: Vec<Vec<Match>> = tokio::task::spawn_blocking(move || {
         if queries.iter().all(|q| q.len() == 1) {
             let flat: Vec<Hash256> = queries.iter().map(|q| q[0]).collect();
@@ -302,7 +305,7 @@ async fn lookup_many(state: &AppState, queries: Vec<Vec<Hash256>>, radius: u32) 
 
     let max = state.inner.config.max_matches_per_hash;
     let mut total = 0;
-    let out = raw
+    let out: Vec<(Vec<Value>, bool)> = raw
         .into_iter()
         .map(|ms| {
             let mut list = Vec::new();
@@ -332,6 +335,10 @@ async fn lookup_many(state: &AppState, queries: Vec<Vec<Hash256>>, radius: u32) 
         })
         .collect();
     state.inner.metrics.observe_lookup(started.elapsed(), total);
+    if total > 0 {
+        // Persisted before the lookup is answered: a crash after the answer loses no event.
+        crate::webhooks::enqueue_matches(state, &firsts, &out).await?;
+    }
     Ok(out)
 }
 

@@ -93,13 +93,17 @@ impl FromRequestParts<AppState> for Auth {
             return Err(missing());
         }
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let limited = |key: ApiKey| match state.inner.key_limiter.check(&key.id) {
+            Ok(()) => Ok(Auth(key)),
+            Err(wait) => Err(ApiError::rate_limited(wait, "too many requests for this API key")),
+        };
         if let Some(key) = state.inner.keys.get(&digest) {
-            return Ok(Auth(key));
+            return limited(key);
         }
         match state.inner.store.verify_api_key(secret).await {
             Ok(key) => {
                 state.inner.keys.put(digest, key.clone());
-                Ok(Auth(key))
+                limited(key)
             }
             Err(StoreError::Unauthorized) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

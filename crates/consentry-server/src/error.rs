@@ -31,7 +31,9 @@ use serde_json::json;
 /// | `unsupported_image_format` | 415 | not a JPEG, PNG, GIF, WebP, BMP or TIFF image, or an unsupported variant |
 /// | `corrupt_image` | 422 | the image is damaged or truncated |
 /// | `image_too_large` | 422 | the image has more pixels (or frames) than the decoder allows |
+/// | `request_timeout` | 408 | the client stalled while sending a streamed body |
 /// | `case_locked` | 429 | too many wrong PINs: the case is locked for a while (`Retry-After`) |
+/// | `rate_limited` | 429 | too many requests for this API key, or from this address to the case endpoints (`Retry-After`) |
 /// | `internal` | 500 | our fault; details are in the server log only |
 /// | `not_ready` | 503 | the store is unreachable or the index not loaded yet |
 /// | `timeout` | 503 | the request took longer than the configured request timeout |
@@ -57,6 +59,8 @@ pub mod codes {
     pub const CORRUPT_IMAGE: &str = "corrupt_image";
     pub const IMAGE_TOO_LARGE: &str = "image_too_large";
     pub const CASE_LOCKED: &str = "case_locked";
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
     pub const NOT_READY: &str = "not_ready";
     pub const TIMEOUT: &str = "timeout";
@@ -83,6 +87,8 @@ pub mod codes {
         CORRUPT_IMAGE,
         IMAGE_TOO_LARGE,
         CASE_LOCKED,
+        REQUEST_TIMEOUT,
+        RATE_LIMITED,
         INTERNAL,
         NOT_READY,
         TIMEOUT,
@@ -128,6 +134,12 @@ impl ApiError {
             codes::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than the limit of {limit} bytes"),
         )
+    }
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+    pub fn rate_limited(wait: std::time::Duration, message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED, message);
+        e.retry_after_secs = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e
     }
     /// 500 `internal`; `detail` goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {

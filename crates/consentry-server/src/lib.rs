@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,15 +33,20 @@ use tokio::net::TcpListener;
 mod api;
 mod auth;
 mod body;
+mod bulk;
 pub mod error;
 mod metrics;
 mod openapi;
+mod ratelimit;
 mod sync;
+pub mod webhooks;
 
 pub use error::{codes, ApiError};
 pub use metrics::Metrics;
 pub use openapi::openapi_document;
+pub use ratelimit::RateLimit;
 pub use sync::SyncStatus;
+pub use webhooks::WebhookConfig;
 
 /// Server settings. `Default` is what `consentry serve` uses without flags.
 #[derive(Clone, Debug)]
@@ -66,6 +71,23 @@ pub struct ServerConfig {
     pub hash_concurrency: usize,
     /// The survivor-protected bank that receives cases' hashes (created at start if missing).
     pub case_bank: String,
+    /// Match webhooks (URLs, HMAC secret, retry policy).
+    pub webhooks: WebhookConfig,
+    /// Requests per API key (every authenticated endpoint); `None` = unlimited.
+    pub key_rate_limit: Option<RateLimit>,
+    /// Requests per client address on the survivor case endpoints; `None` = unlimited.
+    pub case_rate_limit: Option<RateLimit>,
+    /// Take the client address for `case_rate_limit` from the last `X-Forwarded-For` hop
+    /// (only behind a reverse proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Time allowed for a bulk import (instead of `request_timeout`).
+    pub bulk_timeout: Duration,
+    /// Slow clients: longest wait for the next piece of a streamed (import) body.
+    pub body_idle_timeout: Duration,
+    /// Slow clients: time allowed to send the request line and headers.
+    pub header_read_timeout: Duration,
+    /// Largest bulk import body in bytes.
+    pub max_import_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +103,14 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             case_bank: "survivors".to_owned(),
+            webhooks: WebhookConfig::default(),
+            key_rate_limit: None,
+            case_rate_limit: Some(RateLimit { per_second: 0.5, burst: 30 }),
+            trust_forwarded_for: false,
+            bulk_timeout: Duration::from_secs(3600),
+            body_idle_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_import_bytes: 4 << 30,
         }
     }
 }
@@ -94,6 +124,9 @@ pub(crate) struct Inner {
     pub(crate) keys: auth::KeyCache,
     pub(crate) hash_permits: tokio::sync::Semaphore,
     pub(crate) case_bank_id: i64,
+    pub(crate) key_limiter: ratelimit::Limiter<i64>,
+    pub(crate) case_limiter: ratelimit::Limiter<std::net::IpAddr>,
+    pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -132,9 +165,20 @@ impl AppState {
             keys: auth::KeyCache::new(config.key_cache_ttl),
             hash_permits: tokio::sync::Semaphore::new(config.hash_concurrency.max(1)),
             case_bank_id,
+            key_limiter: ratelimit::Limiter::new(config.key_rate_limit),
+            case_limiter: ratelimit::Limiter::new(config.case_rate_limit),
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
             config,
         });
         let poll = inner.config.poll_interval;
+        if inner.config.webhooks.run_sender {
+            tokio::spawn(webhooks::run(
+                Arc::downgrade(&inner),
+                store.clone(),
+                inner.config.webhooks.clone(),
+                inner.webhook_wake.clone(),
+            ));
+        }
         tokio::spawn(sync::run(Arc::downgrade(&inner), store, index, status, mirror, seq, poll));
         Ok(AppState { inner })
     }
@@ -243,7 +287,18 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
-    let resp = match tokio::time::timeout(state.inner.config.request_timeout, next.run(req)).await {
+    if route.starts_with("/v1/cases") {
+        let ip = client_ip(&req, state.inner.config.trust_forwarded_for);
+        if let Err(wait) = state.inner.case_limiter.check(&ip) {
+            tracing::info!(%route, "case endpoint rate limit hit");
+            let resp = ApiError::rate_limited(wait, "too many requests from this address to the case endpoints")
+                .into_response();
+            state.inner.metrics.count_request(&route, &method, resp.status().as_u16());
+            return resp;
+        }
+    }
+    let limit = if route.ends_with("/import") { state.inner.config.bulk_timeout } else { state.inner.config.request_timeout };
+    let resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::TIMEOUT, "the request took too long")
             .into_response(),
@@ -254,17 +309,82 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then stops accepting connections and
-/// waits for the requests in flight to finish.
+/// The client address of a request: the TCP peer, or with `trust_forwarded_for` the last hop of
+/// `X-Forwarded-For`. Requests without either (in-process tests) share one address.
+fn client_ip(req: &Request, trust_forwarded_for: bool) -> std::net::IpAddr {
+    if trust_forwarded_for {
+        let fwd = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = fwd {
+            return ip;
+        }
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// Serves `state` on `listener` (HTTP/1.1) until `shutdown` completes, then stops accepting
+/// connections, waits for the requests in flight to finish (at most `drain`), and delivers the
+/// webhook events that are due (at most 5 s; the rest stay in the outbox).
+///
+/// Slow clients: a connection that does not send its request headers within
+/// `header_read_timeout` is closed; a streamed body that stalls longer than `body_idle_timeout`
+/// ends the import with 408; every other request is answered within `request_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let router = app(state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = state.inner.config.header_read_timeout;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(remote));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("no longer accepting connections; finishing the requests in flight");
+    if tokio::time::timeout(state.inner.config.request_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after the drain period; closing");
+    }
+    state.flush_webhooks(Duration::from_secs(5)).await;
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -40,6 +40,8 @@ const OPS: &[Op] = &[
     Op { method: "DELETE", path: "/v1/banks/{name}", scope: "curate", summary: "Delete a bank and its entries (refused if cases were submitted into it).", body: NONE, ok: 204, errors: &[404, 409] },
     Op { method: "GET", path: "/v1/banks/{name}/entries", scope: "lookup|curate", summary: "A page of a bank's entries (`?after=ID&limit=N`, limit at most 1000; `next_after` continues).", body: NONE, ok: 200, errors: &[404] },
     Op { method: "POST", path: "/v1/banks/{name}/entries", scope: "curate", summary: "Add one entry (`{hash, quality?, metadata?}` → 201) or a JSON array of them (→ 200 with `added` and `rejected` by array index; at most 10,000).", body: "Entries", ok: 201, errors: &[400, 404] },
+    Op { method: "POST", path: "/v1/banks/{name}/import", scope: "curate", summary: "Bulk import, streamed (`?format=csv|jsonl|hma&keep_paths=true`): CSV in Meta's pdq-photo-hasher layout `hash,quality,path` or with a header, JSON lines, or HMA's `pdq <hash>` lines. Good lines are committed in chunks; bad and degenerate ones are reported with line numbers and reasons.", body: "ImportBody", ok: 200, errors: &[400, 404, 408, 413] },
+    Op { method: "GET", path: "/v1/banks/{name}/export", scope: "curate", summary: "Bulk export, streamed (`?format=csv|meta|jsonl|hma&include_disabled=true`).", body: NONE, ok: 200, errors: &[400, 404] },
     Op { method: "GET", path: "/v1/entries/{id}", scope: "lookup|curate", summary: "One entry.", body: NONE, ok: 200, errors: &[404] },
     Op { method: "DELETE", path: "/v1/entries/{id}", scope: "curate", summary: "Delete an entry for good.", body: NONE, ok: 204, errors: &[404] },
     Op { method: "POST", path: "/v1/entries/{id}/disable", scope: "curate", summary: "Disable an entry (it stops matching).", body: NONE, ok: 200, errors: &[404] },
@@ -67,7 +69,8 @@ fn status_text(s: u16) -> &'static str {
         413 => "Body too large (payload_too_large)",
         415 => "Not a supported image format (unsupported_image_format)",
         422 => "Corrupt or oversized image (corrupt_image, image_too_large)",
-        429 => "Case locked after too many wrong PINs (case_locked, Retry-After)",
+        408 => "The client stalled while sending the body (request_timeout)",
+        429 => "Too many requests (rate_limited, Retry-After) or case locked after too many wrong PINs (case_locked)",
         500 => "Internal error (internal)",
         503 => "Not ready or timed out (not_ready, timeout)",
         _ => "",
@@ -112,6 +115,14 @@ fn parameters(op: &Op) -> Vec<Value> {
         ("POST", "/v1/lookup/image") => {
             ps.push(q("dihedral", json!({"type": "boolean"}), "search with the 8 dihedral hashes"));
             ps.push(q("radius", json!({"type": "integer", "minimum": 0, "maximum": 64}), "match radius (default 31)"));
+        }
+        ("POST", "/v1/banks/{name}/import") => {
+            ps.push(q("format", json!({"type": "string", "enum": ["csv", "jsonl", "hma"]}), "input format (default csv)"));
+            ps.push(q("keep_paths", json!({"type": "boolean"}), "store the path column as metadata.path (dropped by default)"));
+        }
+        ("GET", "/v1/banks/{name}/export") => {
+            ps.push(q("format", json!({"type": "string", "enum": ["csv", "meta", "jsonl", "hma"]}), "output format (default csv)"));
+            ps.push(q("include_disabled", json!({"type": "boolean"}), "also export disabled entries"));
         }
         ("GET", "/v1/banks/{name}/entries") => {
             ps.push(q("after", json!({"type": "integer"}), "entries with a larger id"));
@@ -159,7 +170,8 @@ fn schemas() -> Value {
                 "type": "object", "required": ["hash"], "properties": { "hash": hash, "quality": { "type": "integer" } }
             } ] } }
         } },
-        "Pin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string" } } }
+        "Pin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string" } } },
+        "ImportBody": { "type": "string", "description": "text/csv, application/x-ndjson or text/plain lines" }
     })
 }
 

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod hash_cmd;
 mod match_cmd;
+mod serve_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "consentry", version, about = "Hash images and match them against protected hashes", long_about = None)]
@@ -23,6 +24,10 @@ enum Command {
     Hash(hash_cmd::HashArgs),
     /// Match hashes against a list of hashes, offline.
     Match(match_cmd::MatchArgs),
+    /// Run the matching service (HTTP API; SQLite in ./consentry-data by default).
+    Serve(serve_cmd::ServeArgs),
+    /// Manage the API keys of a store (the first admin key comes from here).
+    Keys(serve_cmd::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +35,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Hash(args) => hash_cmd::run(args),
         Command::Match(args) => match_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run_serve(args),
+        Command::Keys(args) => serve_cmd::run_keys(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,257 @@
+//! `consentry serve`: the matching service (HTTP API over a store), and `consentry keys`: API
+//! keys of that store.
+//!
+//! With no arguments `serve` opens (or creates) an SQLite store in `./consentry-data` and listens
+//! on 127.0.0.1:8080. `--database-url postgres://…` uses PostgreSQL instead; several `serve`
+//! processes on one database see each other's writes within a second. Logs go to stderr
+//! (`RUST_LOG` filters them, `--log-format json` for machines); SIGTERM or Ctrl-C stops
+//! accepting connections, finishes the requests in flight and delivers the due webhooks.
+//!
+//! The first admin key: `consentry keys create --scope admin --name NAME` prints the secret
+//! once (the store keeps only a salted hash). `serve` reminds you when the store has no key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use consentry_server::{AppState, RateLimit, ServerConfig, WebhookConfig};
+use consentry_store::{Actor, Scope, Store, StoreLocation, StoreOptions};
+
+/// Where the store is (shared by `serve` and `keys`).
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Data directory of the embedded SQLite store (created if missing). Default:
+    /// `$CONSENTRY_DATA_DIR`, else `./consentry-data`.
+    #[arg(long, value_name = "DIR", conflicts_with = "database_url")]
+    data_dir: Option<PathBuf>,
+
+    /// PostgreSQL URL (`postgres://user@host:5432/db`) instead of SQLite. Also read from
+    /// `$CONSENTRY_DATABASE_URL`.
+    #[arg(long, value_name = "URL", env = "CONSENTRY_DATABASE_URL")]
+    database_url: Option<String>,
+
+    /// PostgreSQL schema holding the tables (created if missing); default: the search path.
+    #[arg(long, value_name = "NAME", requires = "database_url")]
+    schema: Option<String>,
+}
+
+impl StoreArgs {
+    fn location(&self) -> StoreLocation {
+        match &self.database_url {
+            Some(url) => match StoreLocation::from_url(url) {
+                StoreLocation::Postgres { url, .. } => StoreLocation::Postgres { url, schema: self.schema.clone() },
+                other => other,
+            },
+            None => {
+                let dir = self
+                    .data_dir
+                    .clone()
+                    .or_else(|| std::env::var_os("CONSENTRY_DATA_DIR").map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from("consentry-data"));
+                StoreLocation::Sqlite(dir.join(consentry_store::SQLITE_FILE_NAME))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.location() {
+            StoreLocation::Sqlite(p) => format!("SQLite {}", p.display()),
+            StoreLocation::Postgres { schema, .. } => {
+                format!("PostgreSQL{}", schema.map(|s| format!(" (schema {s})")).unwrap_or_default())
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Store> {
+        Store::open(self.location(), StoreOptions::default()).await.with_context(|| format!("cannot open the store ({})", self.describe()))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+
+    /// URL that receives a signed `match` event for every lookup that matches (repeatable).
+    /// The HMAC-SHA256 key is read from `$CONSENTRY_WEBHOOK_SECRET` (required with --webhook).
+    #[arg(long = "webhook", value_name = "URL")]
+    webhooks: Vec<String>,
+
+    /// Requests per second allowed per API key (burst: 2 s worth); 0 = unlimited.
+    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    key_rate_limit: f64,
+
+    /// Requests per minute allowed per client address on the survivor case endpoints
+    /// (burst: the same number); 0 = unlimited.
+    #[arg(long, default_value_t = 30.0, value_name = "N")]
+    case_rate_limit: f64,
+
+    /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy).
+    #[arg(long)]
+    trust_forwarded_for: bool,
+
+    /// Largest request body (images, JSON) in MiB.
+    #[arg(long, default_value_t = 20, value_name = "MIB")]
+    max_body_mib: usize,
+
+    /// Seconds a request may take (bulk imports excepted).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    request_timeout: u64,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print its secret (shown only this once).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Label of the key.
+        #[arg(long)]
+        name: String,
+        /// Scopes (repeatable or comma-separated): admin, curate, lookup, submit.
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// List the API keys (never their secrets).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke an API key by id.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Key id (from `keys list`).
+        id: i64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
+    init_logs(args.log_format);
+    let secret = std::env::var("CONSENTRY_WEBHOOK_SECRET").unwrap_or_default();
+    if !args.webhooks.is_empty() && secret.len() < 16 {
+        bail!("--webhook needs an HMAC key of at least 16 characters in $CONSENTRY_WEBHOOK_SECRET");
+    }
+    for u in &args.webhooks {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            bail!("webhook URL `{u}` is not http(s)");
+        }
+    }
+    let rate = |per_second: f64, burst: f64| {
+        (per_second > 0.0).then(|| RateLimit { per_second, burst: burst.ceil().max(1.0) as u32 })
+    };
+    let config = ServerConfig {
+        max_body_bytes: args.max_body_mib.max(1) << 20,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        webhooks: WebhookConfig { urls: args.webhooks.clone(), secret: secret.into_bytes(), ..WebhookConfig::default() },
+        key_rate_limit: rate(args.key_rate_limit, args.key_rate_limit * 2.0),
+        case_rate_limit: rate(args.case_rate_limit / 60.0, args.case_rate_limit),
+        trust_forwarded_for: args.trust_forwarded_for,
+        ..ServerConfig::default()
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let store = args.store.open().await?;
+        tracing::info!(store = %args.store.describe(), "store opened");
+        if store.list_api_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
+            tracing::warn!(
+                "this store has no API key yet: create one with `consentry keys create --scope admin --name NAME` \
+                 (same --data-dir/--database-url); only the survivor case endpoints and /health work without one"
+            );
+        }
+        let state = AppState::start(store.clone(), config).await.context("cannot load the index")?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, entries = state.index().len(), webhooks = args.webhooks.len(), "listening");
+        // One machine-readable line on stdout, for scripts and tests (port 0).
+        println!("consentry listening on http://{addr}");
+        consentry_server::serve(listener, state, consentry_server::shutdown_signal()).await?;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run_keys(args: KeysArgs) -> Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match args.command {
+            KeysCommand::Create { store, name, scopes } => {
+                let scopes = scopes
+                    .iter()
+                    .map(|s| s.trim().parse::<Scope>().map_err(|e| anyhow::anyhow!("{e} (expected admin, curate, lookup or submit)")))
+                    .collect::<Result<Vec<_>>>()?;
+                let st = store.open().await?;
+                let created = st.create_api_key(&Actor::named("cli"), &name, &scopes).await?;
+                st.close().await;
+                eprintln!(
+                    "API key {} `{}` created with scopes {}. The secret below is shown only now; the store keeps only a salted hash:",
+                    created.key.id,
+                    created.key.name,
+                    created.key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+                );
+                println!("{}", created.secret);
+            }
+            KeysCommand::List { store } => {
+                let st = store.open().await?;
+                println!("id\tname\tprefix\tscopes\trevoked");
+                for k in st.list_api_keys().await? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        k.id,
+                        k.name,
+                        k.prefix,
+                        k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                        if k.revoked_at.is_some() { "yes" } else { "no" }
+                    );
+                }
+                st.close().await;
+            }
+            KeysCommand::Revoke { store, id } => {
+                let st = store.open().await?;
+                let k = st.revoke_api_key(&Actor::named("cli"), id).await?;
+                st.close().await;
+                eprintln!("API key {} `{}` revoked", k.id, k.name);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
