@@ -153,30 +153,37 @@ fn to_8bit(color: ColorType, mut buf: Vec<u8>) -> Result<(PixelFormat, Vec<u8>),
     Ok((pf, buf))
 }
 
-/// JPEG through zune-jpeg directly: one header parse, no copy of the input.
-fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, DecodedImage), MediaError> {
-    use zune_core::colorspace::ColorSpace as C;
+type ZuneJpeg<'a> = zune_jpeg::JpegDecoder<zune_core::bytestream::ZCursor<&'a [u8]>>;
+
+/// zune-jpeg past the headers, with the size checked against the limits and the EXIF orientation
+/// read (or not, as the options say).
+fn jpeg_headers<'a>(
+    bytes: &'a [u8],
+    opts: &DecodeOptions,
+) -> Result<(ZuneJpeg<'a>, ImageInfo, Orientation), MediaError> {
     let mut d =
         zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), zune_options());
     d.decode_headers().map_err(jpeg_err)?;
     let (w, h) = d.dimensions().ok_or_else(|| MediaError::Corrupt("JPEG has no frame header".into()))?;
     let (width, height) = (w as u32, h as u32);
     check_pixels(width, height, opts)?;
-    let info = ImageInfo { format: ImageFormat::Jpeg, width, height };
     let orientation = if opts.apply_exif_orientation {
         d.exif().map_or(Orientation(1), |e| Orientation::from_exif_chunk(e))
     } else {
         Orientation(1)
     };
-    let input =
-        d.input_colorspace().ok_or_else(|| MediaError::Corrupt("JPEG colour space unknown".into()))?;
-    let (out, pf) = match input {
-        C::Luma => (C::Luma, PixelFormat::Luma8),
-        C::LumaA => (C::LumaA, PixelFormat::LumaA8),
-        C::RGBA => (C::RGBA, PixelFormat::Rgba8),
-        // YCbCr, RGB, CMYK, YCCK: converted by the decoder.
-        _ => (C::RGB, PixelFormat::Rgb8),
-    };
+    Ok((d, ImageInfo { format: ImageFormat::Jpeg, width, height }, orientation))
+}
+
+/// Decodes the whole image into `out`'s colour space (`pf` is its layout).
+fn jpeg_pixels(
+    mut d: ZuneJpeg<'_>,
+    info: ImageInfo,
+    orientation: Orientation,
+    out: zune_core::colorspace::ColorSpace,
+    pf: PixelFormat,
+) -> Result<(ImageInfo, DecodedImage), MediaError> {
+    let (width, height) = (info.width, info.height);
     d.set_options(zune_options().jpeg_set_out_colorspace(out));
     let size =
         d.output_buffer_size().ok_or_else(|| MediaError::Corrupt("JPEG output size unknown".into()))?;
@@ -190,9 +197,25 @@ fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, Decoded
     Ok((info, finish(width, height, pf, buf, orientation)))
 }
 
+/// JPEG through zune-jpeg directly: one header parse, no copy of the input.
+fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<(ImageInfo, DecodedImage), MediaError> {
+    use zune_core::colorspace::ColorSpace as C;
+    let (d, info, orientation) = jpeg_headers(bytes, opts)?;
+    let input =
+        d.input_colorspace().ok_or_else(|| MediaError::Corrupt("JPEG colour space unknown".into()))?;
+    let (out, pf) = match input {
+        C::Luma => (C::Luma, PixelFormat::Luma8),
+        C::LumaA => (C::LumaA, PixelFormat::LumaA8),
+        C::RGBA => (C::RGBA, PixelFormat::Rgba8),
+        // YCbCr, RGB, CMYK, YCCK: converted by the decoder.
+        _ => (C::RGB, PixelFormat::Rgb8),
+    };
+    jpeg_pixels(d, info, orientation, out, pf)
+}
+
 /// The luma plane of a YCbCr (or greyscale) JPEG, for the fast hash path: zune-jpeg then skips
 /// chroma upsampling and colour conversion. `Ok(None)` for other colour spaces (RGB, CMYK, YCCK),
-/// which the caller decodes exactly.
+/// which the caller decodes otherwise.
 pub(crate) fn decode_jpeg_luma(
     bytes: &[u8],
     opts: &DecodeOptions,
@@ -202,41 +225,20 @@ pub(crate) fn decode_jpeg_luma(
     if sniff(bytes)? != ImageFormat::Jpeg {
         return Ok(None);
     }
-    let mut d =
-        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), zune_options());
-    d.decode_headers().map_err(jpeg_err)?;
+    let (d, info, orientation) = jpeg_headers(bytes, opts)?;
     if !matches!(d.input_colorspace(), Some(C::YCbCr | C::Luma)) {
         return Ok(None);
     }
-    let (w, h) = d.dimensions().ok_or_else(|| MediaError::Corrupt("JPEG has no frame header".into()))?;
-    let (width, height) = (w as u32, h as u32);
-    check_pixels(width, height, opts)?;
-    let info = ImageInfo { format: ImageFormat::Jpeg, width, height };
-    let orientation = if opts.apply_exif_orientation {
-        d.exif().map_or(Orientation(1), |e| Orientation::from_exif_chunk(e))
-    } else {
-        Orientation(1)
-    };
     // Large progressive files: a quarter-scale luma plane from their first scans (see
     // `progressive`); the fast path's minimum side still holds at that scale.
-    if fast::scale_denominator(width, height, min_side) >= 4 {
+    if fast::scale_denominator(info.width, info.height, min_side) >= 4 {
         if let Some((qw, qh, luma)) = crate::progressive::quarter_luma(bytes, opts.max_pixels) {
-            if (qw, qh) == (width.div_ceil(4), height.div_ceil(4)) {
+            if (qw, qh) == (info.width.div_ceil(4), info.height.div_ceil(4)) {
                 return Ok(Some((info, finish(qw, qh, PixelFormat::Luma8, luma, orientation))));
             }
         }
     }
-    d.set_options(zune_options().jpeg_set_out_colorspace(C::Luma));
-    let size =
-        d.output_buffer_size().ok_or_else(|| MediaError::Corrupt("JPEG output size unknown".into()))?;
-    if size != width as usize * height as usize {
-        return Err(MediaError::Corrupt(format!(
-            "JPEG decoder output size {size} does not match {width}×{height}"
-        )));
-    }
-    let mut buf = vec![0u8; size];
-    d.decode_into(&mut buf).map_err(jpeg_err)?;
-    Ok(Some((info, finish(width, height, PixelFormat::Luma8, buf, orientation))))
+    jpeg_pixels(d, info, orientation, C::Luma, PixelFormat::Luma8).map(Some)
 }
 
 /// Every frame (see [`crate::decode_frames`]).
