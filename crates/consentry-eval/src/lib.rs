@@ -13,6 +13,7 @@
 //! No sexual imagery is used, generated or stored anywhere: the undress
 //! pattern is region replacement on benign photos only.
 
+pub mod derive_matcher;
 pub mod draw;
 pub mod matcher;
 pub mod protocol;

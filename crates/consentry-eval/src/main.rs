@@ -1,5 +1,6 @@
 //! `consentry-eval CORPUS_DIR [--seed N] [--protected N] [--transforms LIST] [--quick] [--out FILE.md]`
 
+use consentry_eval::derive_matcher::DeriveMatcher;
 use consentry_eval::matcher::MediaPdqMatcher;
 use consentry_eval::{load_corpus, quick_set, run, standard_set, transforms, Config, Matcher, PdqMatcher};
 use std::path::PathBuf;
@@ -13,7 +14,9 @@ const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N]
   --distractors N     use at most N distractors (default all; --quick: 100)
   --transforms LIST   comma-separated families, names or labels (e.g. crop,undress-donor,jpeg@q40)
   --matchers LIST     comma-separated, from pdq, pdq-dihedral (on the harness's decoded pixels),
-                      media-pdq, media-pdq-dihedral (consentry-media's hash_bytes on the bytes)
+                      media-pdq, media-pdq-dihedral (consentry-media's hash_bytes on the bytes),
+                      derive (consentry-derive: PDQ+dihedral or local keypoints verified geometrically;
+                      derive:k=N+h=N+px=X+gap=X: the same with other rule parameters)
                       (default pdq,pdq-dihedral)
   --quick             a quarter of the transforms, fewer images: a few minutes
   --list              print the transform labels and exit
@@ -34,22 +37,33 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
-    let command = std::iter::once("consentry-eval".to_string()).chain(args[1..].iter().cloned()).collect::<Vec<_>>().join(" ");
+    let command = std::iter::once("consentry-eval".to_string())
+        .chain(args[1..].iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut dir: Option<PathBuf> = None;
     let (mut seed, mut protected, mut distractors) = (1u64, None, None);
     let (mut list, mut quick, mut show_list) = (None::<String>, false, false);
     let mut matcher_list = String::from("pdq,pdq-dihedral");
-    let (mut out, mut tsv, mut work_max_side, mut threads) = (None::<PathBuf>, None::<PathBuf>, 1280u32, None::<usize>);
+    let (mut out, mut tsv, mut work_max_side, mut threads) =
+        (None::<PathBuf>, None::<PathBuf>, 1280u32, None::<usize>);
     let mut it = args.into_iter().skip(1);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
             "--seed" => seed = val("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--protected" => protected = Some(val("--protected")?.parse().map_err(|e| format!("--protected: {e}"))?),
-            "--distractors" => distractors = Some(val("--distractors")?.parse().map_err(|e| format!("--distractors: {e}"))?),
+            "--protected" => {
+                protected = Some(val("--protected")?.parse().map_err(|e| format!("--protected: {e}"))?)
+            }
+            "--distractors" => {
+                distractors = Some(val("--distractors")?.parse().map_err(|e| format!("--distractors: {e}"))?)
+            }
             "--transforms" => list = Some(val("--transforms")?),
             "--matchers" => matcher_list = val("--matchers")?,
-            "--work-max-side" => work_max_side = val("--work-max-side")?.parse().map_err(|e| format!("--work-max-side: {e}"))?,
+            "--work-max-side" => {
+                work_max_side =
+                    val("--work-max-side")?.parse().map_err(|e| format!("--work-max-side: {e}"))?
+            }
             "--threads" => threads = Some(val("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?),
             "--out" => out = Some(val("--out")?.into()),
             "--tsv" => tsv = Some(val("--tsv")?.into()),
@@ -100,6 +114,8 @@ fn real_main() -> Result<(), String> {
             "pdq-dihedral" => Box::new(PdqMatcher::dihedral(31)),
             "media-pdq" => Box::new(MediaPdqMatcher::global(31)),
             "media-pdq-dihedral" => Box::new(MediaPdqMatcher::dihedral(31)),
+            "derive" => Box::new(DeriveMatcher::default()),
+            k if k.starts_with("derive:") => Box::new(DeriveMatcher::parse(&k["derive:".len()..])?),
             other => return Err(format!("unknown matcher {other}")),
         });
     }
@@ -120,7 +136,12 @@ fn real_main() -> Result<(), String> {
         }
         s.push('\n');
         for o in &result.outcomes {
-            s.push_str(&format!("{}\t{}\t{}", result.transforms[o.transform].label(), result.names[o.source as usize], o.protected));
+            s.push_str(&format!(
+                "{}\t{}\t{}",
+                result.transforms[o.transform].label(),
+                result.names[o.source as usize],
+                o.protected
+            ));
             for m in &o.matches {
                 let names: Vec<&str> = m.iter().map(|&i| result.names[i as usize].as_str()).collect();
                 s.push('\t');

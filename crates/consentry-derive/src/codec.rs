@@ -1,0 +1,168 @@
+//! Stable serialized form of a [`Signature`]: bytes and base64 text.
+//!
+//! Layout (version 1): `[version = 1][PDQ hash, 32 bytes, as Hash256::to_bytes]
+//! [quality][n]` then `n` keypoints of 37 bytes: `x` (u16 LE), `y` (u16 LE),
+//! `level`, descriptor (4 × u64 LE).
+
+use crate::{Keypoint, Signature, LEVELS};
+use consentry_pdq::Hash256;
+use std::fmt;
+
+/// Version byte written first.
+pub const SIGNATURE_VERSION: u8 = 1;
+const HEADER: usize = 35;
+const KP: usize = 37;
+/// Largest serialized size of a signature made by [`crate::Extractor`] (50 keypoints).
+pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50;
+
+/// Why bytes or text are not a signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its header says.
+    Truncated,
+    /// Bytes left after the last keypoint.
+    TrailingBytes,
+    /// Unknown version byte.
+    Version(u8),
+    /// A field out of range.
+    Invalid(&'static str),
+    /// Not base64.
+    Base64,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated => write!(f, "derivative signature is truncated"),
+            DecodeError::TrailingBytes => write!(f, "derivative signature has trailing bytes"),
+            DecodeError::Version(v) => {
+                write!(f, "derivative signature version {v} is not supported (expected {SIGNATURE_VERSION})")
+            }
+            DecodeError::Invalid(w) => write!(f, "derivative signature: invalid {w}"),
+            DecodeError::Base64 => write!(f, "derivative signature: not valid base64"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+impl Signature {
+    /// Serialized bytes (see the module docs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let n = self.keypoints.len().min(255);
+        let mut v = Vec::with_capacity(HEADER + KP * n);
+        v.push(SIGNATURE_VERSION);
+        v.extend_from_slice(&self.pdq.to_bytes());
+        v.push(self.quality);
+        v.push(n as u8);
+        for k in &self.keypoints[..n] {
+            v.extend_from_slice(&k.x.to_le_bytes());
+            v.extend_from_slice(&k.y.to_le_bytes());
+            v.push(k.level);
+            for w in k.desc {
+                v.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        v
+    }
+
+    /// Parse [`Signature::to_bytes`] output.
+    pub fn from_bytes(b: &[u8]) -> Result<Signature, DecodeError> {
+        if b.is_empty() {
+            return Err(DecodeError::Truncated);
+        }
+        if b[0] != SIGNATURE_VERSION {
+            return Err(DecodeError::Version(b[0]));
+        }
+        if b.len() < HEADER {
+            return Err(DecodeError::Truncated);
+        }
+        let pdq = Hash256::from_bytes(b[1..33].try_into().expect("32 bytes"));
+        let quality = b[33];
+        if quality > 100 {
+            return Err(DecodeError::Invalid("quality"));
+        }
+        let n = usize::from(b[34]);
+        let need = HEADER + KP * n;
+        if b.len() < need {
+            return Err(DecodeError::Truncated);
+        }
+        if b.len() > need {
+            return Err(DecodeError::TrailingBytes);
+        }
+        let mut keypoints = Vec::with_capacity(n);
+        for c in b[HEADER..].chunks_exact(KP) {
+            let level = c[4];
+            if usize::from(level) >= LEVELS {
+                return Err(DecodeError::Invalid("keypoint level"));
+            }
+            let mut desc = [0u64; 4];
+            for (i, d) in desc.iter_mut().enumerate() {
+                *d = u64::from_le_bytes(c[5 + 8 * i..13 + 8 * i].try_into().expect("8 bytes"));
+            }
+            keypoints.push(Keypoint {
+                x: u16::from_le_bytes([c[0], c[1]]),
+                y: u16::from_le_bytes([c[2], c[3]]),
+                level,
+                desc,
+            });
+        }
+        Ok(Signature { pdq, quality, keypoints })
+    }
+
+    /// Standard base64 (with padding) of [`Signature::to_bytes`].
+    pub fn to_base64(&self) -> String {
+        let b = self.to_bytes();
+        let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
+        for c in b.chunks(3) {
+            let v = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    s.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    s.push('=');
+                }
+            }
+        }
+        s
+    }
+
+    /// Parse [`Signature::to_base64`] output (surrounding whitespace ignored).
+    pub fn from_base64(text: &str) -> Result<Signature, DecodeError> {
+        let t = text.trim().as_bytes();
+        if t.len() % 4 != 0 {
+            return Err(DecodeError::Base64);
+        }
+        let val = |c: u8| -> Result<u32, DecodeError> {
+            Ok(match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return Err(DecodeError::Base64),
+            }
+            .into())
+        };
+        let mut out = Vec::with_capacity(t.len() / 4 * 3);
+        for (ci, c) in t.chunks(4).enumerate() {
+            let last = ci == t.len() / 4 - 1;
+            let pad = c.iter().rev().take_while(|&&x| x == b'=').count();
+            if pad > 2 || (pad > 0 && !last) {
+                return Err(DecodeError::Base64);
+            }
+            let mut v = 0u32;
+            for &x in &c[..4 - pad] {
+                v = (v << 6) | val(x)?;
+            }
+            v <<= 6 * pad as u32;
+            let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
+            out.extend_from_slice(&bytes[..3 - pad]);
+        }
+        Signature::from_bytes(&out)
+    }
+}

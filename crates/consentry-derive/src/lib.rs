@@ -1,0 +1,266 @@
+//! Derivative matcher: finds protected photos inside cropped, padded,
+//! captioned, re-encoded copies and copies with a large region replaced (the
+//! "undress" pattern of nudify bots, simulated structurally on benign photos
+//! in the evaluation harness), at a cost close to PDQ's.
+//!
+//! # Signal
+//!
+//! A protected image's [`Signature`] (at most [`MAX_SIGNATURE_BYTES`] bytes) is
+//!
+//! * its global **PDQ** hash (bit-exact, from `consentry-pdq`), so that every
+//!   copy PDQ catches is still caught (including the 8 dihedral variants of
+//!   the query, as HMA does), and
+//! * up to 50 **local keypoints**: Harris corners on a 4-level pyramid (each
+//!   level 1/√2 of the previous) of the luma reduced to a longest side of 512
+//!   pixels, spread over a 4×4 grid on each level (the lower centre of the
+//!   frame, where a body usually is and what a nudify bot replaces, gets a
+//!   corner every other round only), each with its position and level and a
+//!   256-bit BRIEF descriptor of its smoothed 31×31 patch.
+//!
+//! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes and a denser set
+//! of keypoints on 6 levels (up to 2 per 32×32 cell of each level, typically
+//! 200–800).
+//!
+//! # Match rule
+//!
+//! A query matches a protected image when **either**
+//!
+//! 1. some dihedral PDQ hash of the query is within [`Params::pdq_radius`] (31)
+//!    of the protected PDQ hash, **or**
+//! 2. a set of correspondences consistent with one similarity transform
+//!    (scale within 1/3.5–3.5, rotation ≤ 0.2 rad, each inlier within 8 px at
+//!    512, on pyramid levels agreeing with the scale, distinct keypoints on
+//!    both sides, stored positions ≥ 10 px apart) has at least
+//!    [`Params::min_inliers`] (3) members and a **score**
+//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72).
+//!    Hypotheses are made from every pair of correspondences (the 64 closest
+//!    per image); the best-scoring one counts. A *correspondence* is a
+//!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
+//!    the bits of at least one of [`Params::lsh_tables`] (16) fixed bit subsets
+//!    ([`Params::lsh_bits`] = 18 bits each) **and** are within
+//!    [`Params::max_hamming`] (31) bits. The key condition is part of the
+//!    rule, which makes the bucketed index exact with respect to it:
+//!    [`DeriveIndex::search`] returns the same set as [`brute_force_search`]
+//!    (a property test checks this). For a pair at distance 31 the key
+//!    condition holds with probability about 0.8, at 20 about 0.97.
+//!
+//! Crops, pads, borders, captions and screenshot frames change where the photo
+//! sits in the frame and its scale, which a similarity transform absorbs;
+//! replacing the body area leaves the keypoints of the face, hair and
+//! background, which still agree on one transform. The score weighs close
+//! descriptor agreement, which unrelated images rarely reach on several
+//! geometrically consistent points (figures in `bench/results-derivatives.md`).
+//!
+//! No I/O: callers decode images (see `consentry-media`) and pass pixels.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod features;
+mod gray;
+mod index;
+mod verify;
+
+pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};
+pub use index::{brute_force_search, inlier_distances, match_pair, DeriveIndex, Hit};
+
+use consentry_pdq::{Hash256, ImageRef, ImageSizeError, PixelFormat};
+use features::{brief_pairs, extract, Selection};
+
+/// Longest side of the luma working image.
+pub const WORK_SIDE: usize = 512;
+/// Pyramid levels of a protected signature (each 1/√2 of the previous).
+pub const LEVELS: usize = 4;
+/// Pyramid levels of a query: two more, so that a query that is a crop
+/// (the photo enlarged up to 2×) still finds the coarse protected corners.
+pub const QUERY_LEVELS: usize = 6;
+/// Keypoints kept per level in a protected signature (50 in all).
+pub const PROTECTED_QUOTA: [usize; 4] = [14, 13, 12, 11];
+
+/// A keypoint: position in the level-0 working image (longest side
+/// [`WORK_SIDE`]) in eighths of a pixel, pyramid level, BRIEF descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Keypoint {
+    /// x × 8.
+    pub x: u16,
+    /// y × 8.
+    pub y: u16,
+    /// Pyramid level (0..[`LEVELS`]).
+    pub level: u8,
+    /// 256-bit descriptor.
+    pub desc: [u64; 4],
+}
+
+/// What is stored for a protected image (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Global PDQ hash of the image as given.
+    pub pdq: Hash256,
+    /// PDQ quality (0–100).
+    pub quality: u8,
+    /// Local keypoints (at most 255).
+    pub keypoints: Vec<Keypoint>,
+}
+
+/// What a query is matched with (not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryFeatures {
+    /// The 8 dihedral PDQ hashes of the query.
+    pub pdq: [Hash256; 8],
+    /// PDQ quality.
+    pub quality: u8,
+    /// Local keypoints (at most 65,535).
+    pub keypoints: Vec<Keypoint>,
+}
+
+/// Parameters of the match rule (not of the signature).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Global PDQ match distance.
+    pub pdq_radius: u32,
+    /// Largest descriptor distance of a correspondence.
+    pub max_hamming: u32,
+    /// Number of bit subsets (index tables).
+    pub lsh_tables: usize,
+    /// Bits per subset (≤ 32).
+    pub lsh_bits: usize,
+    /// Geometrically consistent correspondences needed.
+    pub min_inliers: usize,
+    /// Score needed: Σ over the inliers of (max_hamming + 1 − descriptor distance).
+    pub min_score: u32,
+    /// Inlier tolerance, pixels of the 512-px working image.
+    pub inlier_px: f32,
+    /// Largest rotation, radians.
+    pub max_rotation: f32,
+    /// Largest scale change either way.
+    pub max_scale: f32,
+    /// Smallest distance (working pixels) between the two points of a hypothesis.
+    pub min_separation: f32,
+    /// Largest disagreement (half-octaves) between levels and the scale.
+    pub level_tolerance: f32,
+    /// Inliers closer than this (working pixels, protected image) to an
+    /// inlier already counted do not count: a textured patch or one corner
+    /// seen on several levels is one piece of evidence.
+    pub min_inlier_gap: f32,
+    /// At most this many correspondences (smallest distances) per protected image are verified.
+    pub max_corrs: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            pdq_radius: consentry_pdq::DEFAULT_MATCH_DISTANCE,
+            max_hamming: 31,
+            lsh_tables: 16,
+            lsh_bits: 18,
+            min_inliers: 3,
+            min_score: 72,
+            inlier_px: 8.0,
+            max_rotation: 0.2,
+            max_scale: 3.5,
+            min_separation: 16.0,
+            level_tolerance: 1.3,
+            max_corrs: 64,
+            min_inlier_gap: 10.0,
+        }
+    }
+}
+
+/// Pixels handed to the [`Extractor`]: `height` rows `stride` bytes apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Pixels<'a> {
+    width: u32,
+    height: u32,
+    stride: usize,
+    format: PixelFormat,
+    data: &'a [u8],
+}
+
+impl<'a> Pixels<'a> {
+    /// Tightly packed rows.
+    pub fn new(width: u32, height: u32, format: PixelFormat, data: &'a [u8]) -> Result<Self, ImageSizeError> {
+        Self::with_stride(width, height, width as usize * format.channels(), format, data)
+    }
+
+    /// Rows `stride` bytes apart.
+    pub fn with_stride(
+        width: u32,
+        height: u32,
+        stride: usize,
+        format: PixelFormat,
+        data: &'a [u8],
+    ) -> Result<Self, ImageSizeError> {
+        ImageRef::with_stride(width, height, stride, format, data)?;
+        Ok(Pixels { width, height, stride, format, data })
+    }
+
+    fn image_ref(&self) -> ImageRef<'a> {
+        ImageRef::with_stride(self.width, self.height, self.stride, self.format, self.data)
+            .expect("checked in new")
+    }
+}
+
+/// Computes signatures and query features, reusing buffers (one per thread).
+#[derive(Debug)]
+pub struct Extractor {
+    pairs: Vec<[i8; 4]>,
+    hasher: consentry_pdq::Hasher,
+}
+
+impl Default for Extractor {
+    fn default() -> Self {
+        Extractor::new()
+    }
+}
+
+/// Images smaller than this on a side get no keypoints (PDQ only).
+const MIN_SIDE: u32 = 16;
+
+impl Extractor {
+    /// A new extractor.
+    pub fn new() -> Self {
+        Extractor { pairs: brief_pairs(), hasher: consentry_pdq::Hasher::new() }
+    }
+
+    fn corners(&self, px: &Pixels<'_>, levels: usize, sel: Selection) -> Vec<Keypoint> {
+        if px.width < MIN_SIDE || px.height < MIN_SIDE {
+            return Vec::new();
+        }
+        let g = gray::working_luma(
+            px.width as usize,
+            px.height as usize,
+            px.stride,
+            px.format,
+            px.data,
+            WORK_SIDE,
+        );
+        extract(&g, levels, sel, &self.pairs)
+            .into_iter()
+            .map(|c| Keypoint {
+                x: (c.x.max(0.0) * 8.0).round() as u16,
+                y: (c.y.max(0.0) * 8.0).round() as u16,
+                level: c.level,
+                desc: c.desc,
+            })
+            .collect()
+    }
+
+    /// The signature stored for a protected image.
+    pub fn signature(&mut self, px: &Pixels<'_>) -> Signature {
+        let h = self.hasher.hash(&px.image_ref());
+        let mut keypoints = self.corners(px, LEVELS, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 });
+        keypoints.truncate(255);
+        Signature { pdq: h.hash, quality: h.quality, keypoints }
+    }
+
+    /// The features of a query.
+    pub fn query(&mut self, px: &Pixels<'_>) -> QueryFeatures {
+        let d = self.hasher.hash_dihedral(&px.image_ref());
+        let mut keypoints = self.corners(px, QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 });
+        keypoints.truncate(u16::MAX as usize);
+        QueryFeatures { pdq: d.hashes, quality: d.quality, keypoints }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,301 @@
+//! Matcher tests on synthetic benign images (shapes on gradients), the
+//! serialized form, and the index's exactness against brute force.
+
+use super::*;
+use proptest::prelude::*;
+
+/// Deterministic xorshift.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        (self.next() % u64::from(n)) as u32
+    }
+}
+
+/// An RGB image: a colour gradient with 60 random rectangles and discs and faint texture.
+#[derive(Clone)]
+struct Img {
+    w: u32,
+    h: u32,
+    px: Vec<u8>,
+}
+
+impl Img {
+    fn get(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = ((y * self.w + x) * 3) as usize;
+        [self.px[i], self.px[i + 1], self.px[i + 2]]
+    }
+    fn put(&mut self, x: u32, y: u32, c: [u8; 3]) {
+        let i = ((y * self.w + x) * 3) as usize;
+        self.px[i..i + 3].copy_from_slice(&c);
+    }
+    fn pixels(&self) -> Pixels<'_> {
+        Pixels::new(self.w, self.h, PixelFormat::Rgb8, &self.px).unwrap()
+    }
+}
+
+fn scene(w: u32, h: u32, seed: u64) -> Img {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let (c0, c1) = ([r.below(256), r.below(256), r.below(256)], [r.below(256), r.below(256), r.below(256)]);
+    let mut img = Img { w, h, px: vec![0; (w * h * 3) as usize] };
+    for y in 0..h {
+        for x in 0..w {
+            let t = (x + y) as f32 / (w + h) as f32;
+            let n = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729)) % 7) as f32;
+            let c = |i: usize| (c0[i] as f32 * (1.0 - t) + c1[i] as f32 * t + n).clamp(0.0, 255.0) as u8;
+            img.put(x, y, [c(0), c(1), c(2)]);
+        }
+    }
+    for _ in 0..60 {
+        let (cx, cy) = (r.below(w), r.below(h));
+        let (rw, rh) = (8 + r.below(w / 6), 8 + r.below(h / 6));
+        let col = [r.below(256) as u8, r.below(256) as u8, r.below(256) as u8];
+        let disc = r.below(2) == 0;
+        for y in cy.saturating_sub(rh)..(cy + rh).min(h) {
+            for x in cx.saturating_sub(rw)..(cx + rw).min(w) {
+                let (dx, dy) = ((x as f32 - cx as f32) / rw as f32, (y as f32 - cy as f32) / rh as f32);
+                if !disc || dx * dx + dy * dy <= 1.0 {
+                    img.put(x, y, col);
+                }
+            }
+        }
+    }
+    img
+}
+
+fn crop(img: &Img, x0: u32, y0: u32, w: u32, h: u32) -> Img {
+    let mut o = Img { w, h, px: vec![0; (w * h * 3) as usize] };
+    for y in 0..h {
+        for x in 0..w {
+            o.put(x, y, img.get(x0 + x, y0 + y));
+        }
+    }
+    o
+}
+
+/// Pad by `f` of each dimension on each side, with a solid colour or stripes.
+fn pad(img: &Img, f: f32, stripes: bool) -> Img {
+    let (bx, by) = ((img.w as f32 * f) as u32, (img.h as f32 * f) as u32);
+    let (w, h) = (img.w + 2 * bx, img.h + 2 * by);
+    let mut o = Img { w, h, px: vec![0; (w * h * 3) as usize] };
+    for y in 0..h {
+        for x in 0..w {
+            let c = if x >= bx && x < bx + img.w && y >= by && y < by + img.h {
+                img.get(x - bx, y - by)
+            } else if stripes && (x / 24) % 2 == 0 {
+                [230, 40, 90]
+            } else {
+                [20, 20, 20]
+            };
+            o.put(x, y, c);
+        }
+    }
+    o
+}
+
+/// Replace the bottom-centre region covering `frac` of the area with `other`'s pixels.
+fn replace_body(img: &Img, other: &Img, frac: f32) -> Img {
+    let mut o = img.clone();
+    let rh = ((frac.sqrt() * 1.1).min(0.8) * img.h as f32) as u32;
+    let rw = ((frac * (img.w * img.h) as f32) / rh as f32) as u32;
+    let x0 = (img.w - rw) / 2;
+    for y in img.h - rh..img.h {
+        for x in x0..x0 + rw {
+            o.put(x, y, other.get(x % other.w, y % other.h));
+        }
+    }
+    o
+}
+
+/// Box-average downscale by an integer factor (a re-encode at a smaller size).
+fn shrink(img: &Img, k: u32) -> Img {
+    let (w, h) = (img.w / k, img.h / k);
+    let mut o = Img { w, h, px: vec![0; (w * h * 3) as usize] };
+    for y in 0..h {
+        for x in 0..w {
+            let mut s = [0u32; 3];
+            for dy in 0..k {
+                for dx in 0..k {
+                    let c = img.get(x * k + dx, y * k + dy);
+                    (0..3).for_each(|i| s[i] += u32::from(c[i]));
+                }
+            }
+            o.put(x, y, [(s[0] / (k * k)) as u8, (s[1] / (k * k)) as u8, (s[2] / (k * k)) as u8]);
+        }
+    }
+    o
+}
+
+fn setup() -> (Extractor, DeriveIndex, Vec<Img>) {
+    let mut ex = Extractor::new();
+    let mut index = DeriveIndex::new(Params::default());
+    let imgs: Vec<Img> = (0..6).map(|i| scene(900, 640, 100 + i)).collect();
+    for (i, im) in imgs.iter().enumerate() {
+        let s = ex.signature(&im.pixels());
+        assert!(
+            s.keypoints.len() >= 40,
+            "synthetic scene {i} should give keypoints, got {}",
+            s.keypoints.len()
+        );
+        index.insert(i as u64, s).unwrap();
+    }
+    (ex, index, imgs)
+}
+
+fn found(ex: &mut Extractor, index: &DeriveIndex, q: &Img) -> Vec<Hit> {
+    index.search(&ex.query(&q.pixels()))
+}
+
+#[test]
+fn derivatives_that_defeat_pdq_match_their_source_only() {
+    let (mut ex, index, imgs) = setup();
+    let a = &imgs[0];
+    let other = scene(900, 640, 999);
+    let cases: Vec<(&str, Img)> = vec![
+        ("crop 20% all sides", crop(a, 180, 128, 540, 384)),
+        ("crop 30% one side", crop(a, 270, 0, 630, 640)),
+        ("crop off-centre", crop(a, 40, 220, 630, 400)),
+        ("pad 30% solid", pad(a, 0.3, false)),
+        ("pad 20% stripes", pad(a, 0.2, true)),
+        ("body 50% replaced", replace_body(a, &other, 0.5)),
+        ("body 40% replaced, shrunk 2x", shrink(&replace_body(a, &other, 0.4), 2)),
+        ("pad 10% of a 10% crop, shrunk 3x", shrink(&pad(&crop(a, 90, 64, 720, 512), 0.1, false), 3)),
+    ];
+    let src_pdq = consentry_pdq::hash(&a.pixels().image_ref()).hash;
+    for (name, q) in &cases {
+        let qf = ex.query(&q.pixels());
+        let d = qf.pdq.iter().map(|h| h.distance(&src_pdq)).min().unwrap();
+        assert!(
+            d > 31,
+            "{name}: global PDQ already matches (distance {d}); the case does not test the local path"
+        );
+        let hits = index.search(&qf);
+        let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+        assert_eq!(ids, vec![0], "{name}: {hits:?}");
+        assert!(hits[0].inliers >= Params::default().min_inliers, "{name}");
+    }
+}
+
+#[test]
+fn copies_match_and_unrelated_images_do_not() {
+    let (mut ex, index, imgs) = setup();
+    for (i, im) in imgs.iter().enumerate() {
+        let hits = found(&mut ex, &index, &shrink(im, 2));
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![i as u64]);
+        assert!(hits[0].pdq_distance.is_some(), "a downscaled copy is a PDQ match too");
+    }
+    for seed in 500..510 {
+        let u = scene(800, 600, seed);
+        assert!(found(&mut ex, &index, &u).is_empty(), "unrelated scene {seed} matched");
+        assert!(found(&mut ex, &index, &crop(&u, 100, 60, 600, 480)).is_empty());
+    }
+    // An image that keeps only a thin strip of the source is not a match.
+    let strip = crop(&imgs[1], 0, 0, 900, 60);
+    assert!(found(&mut ex, &index, &strip).iter().all(|h| h.id != 1));
+}
+
+#[test]
+fn signature_fits_the_budget_and_round_trips() {
+    let mut ex = Extractor::new();
+    let s = ex.signature(&scene(1200, 800, 7).pixels());
+    let b = s.to_bytes();
+    assert!(b.len() <= MAX_SIGNATURE_BYTES && MAX_SIGNATURE_BYTES <= 2048, "{} bytes", b.len());
+    assert_eq!(Signature::from_bytes(&b).unwrap(), s);
+    let t = s.to_base64();
+    assert_eq!(Signature::from_base64(&format!(" {t}\n")).unwrap(), s);
+    assert_eq!(Signature::from_bytes(&b[..b.len() - 1]), Err(DecodeError::Truncated));
+    let mut extra = b.clone();
+    extra.push(0);
+    assert_eq!(Signature::from_bytes(&extra), Err(DecodeError::TrailingBytes));
+    let mut v2 = b.clone();
+    v2[0] = 2;
+    assert_eq!(Signature::from_bytes(&v2), Err(DecodeError::Version(2)));
+    assert_eq!(Signature::from_base64("not base64!"), Err(DecodeError::Base64));
+    assert_eq!(Signature::from_bytes(&[]), Err(DecodeError::Truncated));
+    // Tiny images: PDQ's zero hash, no keypoints, still serializable.
+    let tiny = Img { w: 4, h: 4, px: vec![9; 48] };
+    let s = ex.signature(&tiny.pixels());
+    assert!(s.keypoints.is_empty());
+    assert_eq!(Signature::from_bytes(&s.to_bytes()).unwrap(), s);
+}
+
+#[test]
+fn duplicate_ids_are_refused() {
+    let mut index = DeriveIndex::new(Params::default());
+    let s = Signature { pdq: consentry_pdq::Hash256::ZERO, quality: 0, keypoints: vec![] };
+    index.insert(5, s.clone()).unwrap();
+    assert!(index.insert(5, s).is_err());
+    assert_eq!(index.len(), 1);
+}
+
+fn arb_desc() -> impl Strategy<Value = [u64; 4]> {
+    prop::array::uniform4(any::<u64>())
+}
+
+fn flip(mut d: [u64; 4], bits: &[u8]) -> [u64; 4] {
+    for &b in bits {
+        d[usize::from(b) / 64] ^= 1 << (b % 64);
+    }
+    d
+}
+
+prop_compose! {
+    fn arb_kp()(x in 0u16..4096, y in 0u16..3072, level in 0u8..4, desc in arb_desc()) -> Keypoint {
+        Keypoint { x, y, level, desc }
+    }
+}
+
+prop_compose! {
+    fn arb_sig()(pdq in arb_desc(), kps in prop::collection::vec(arb_kp(), 0..40)) -> Signature {
+        let mut b = [0u8; 32];
+        for (i, w) in pdq.iter().enumerate() { b[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes()); }
+        Signature { pdq: consentry_pdq::Hash256::from_bytes(b), quality: 80, keypoints: kps }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The index returns exactly what brute force of the same rule returns,
+    /// on queries derived from stored entries (moved, scaled, descriptors
+    /// perturbed by 0–60 bits, PDQ perturbed) mixed with random keypoints.
+    #[test]
+    fn index_is_exact_against_brute_force(
+        sigs in prop::collection::vec(arb_sig(), 1..12),
+        picks in prop::collection::vec((0usize..12, 0usize..40, prop::collection::vec(any::<u8>(), 0..60)), 0..60),
+        noise in prop::collection::vec(arb_kp(), 0..80),
+        scale in 0.5f32..2.0, tx in -300f32..300.0, ty in -300f32..300.0,
+        pdq_src in 0usize..12, pdq_flips in prop::collection::vec(any::<u8>(), 0..50),
+        min_inliers in 2usize..8,
+    ) {
+        let params = Params { min_inliers, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
+        let mut index = DeriveIndex::new(params);
+        let entries: Vec<(u64, Signature)> = sigs.iter().enumerate().map(|(i, s)| (1000 + i as u64 * 7, s.clone())).collect();
+        for (id, s) in &entries { index.insert(*id, s.clone()).unwrap(); }
+        let mut kps = noise.clone();
+        for (si, ki, bits) in &picks {
+            let s = &sigs[si % sigs.len()];
+            if s.keypoints.is_empty() { continue; }
+            let k = s.keypoints[ki % s.keypoints.len()];
+            let x = (f32::from(k.x) * scale + tx * 8.0).clamp(0.0, 65535.0) as u16;
+            let y = (f32::from(k.y) * scale + ty * 8.0).clamp(0.0, 65535.0) as u16;
+            let level = (f32::from(k.level) + 2.0 * scale.log2()).round().clamp(0.0, 3.0) as u8;
+            kps.push(Keypoint { x, y, level, desc: flip(k.desc, bits) });
+        }
+        let mut pdq = [sigs[pdq_src % sigs.len()].pdq; 8];
+        let mut b = pdq[0].to_bytes();
+        for f in &pdq_flips { b[usize::from(*f) / 8] ^= 1 << (f % 8); }
+        pdq[3] = consentry_pdq::Hash256::from_bytes(b);
+        pdq[0] = consentry_pdq::Hash256::from_bytes([0x5a; 32]);
+        let q = QueryFeatures { pdq, quality: 80, keypoints: kps };
+        let got = index.search(&q);
+        let want = brute_force_search(&params, &entries, &q);
+        prop_assert_eq!(got, want);
+    }
+}

@@ -1,0 +1,120 @@
+//! The derivative matcher (`consentry-derive`) under the harness: global PDQ
+//! with dihedral variants, plus local keypoints with geometric verification.
+
+use crate::matcher::{ImageId, Matcher, Protected, Query};
+use consentry_derive::{DeriveIndex, Extractor, Params, Pixels, QueryFeatures};
+use consentry_pdq::PixelFormat;
+use image::RgbImage;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+thread_local! {
+    static EXTRACTOR: RefCell<Extractor> = RefCell::new(Extractor::new());
+    /// Tuning only (`CONSENTRY_DERIVE_SHARE=1`): the last query's features,
+    /// keyed by its bytes' address and length, so several rule variants in one
+    /// run extract once (their ms then exclude extraction, except the first's).
+    static LAST: RefCell<Option<(usize, usize, QueryFeatures)>> = const { RefCell::new(None) };
+}
+
+fn share() -> bool {
+    std::env::var_os("CONSENTRY_DERIVE_SHARE").is_some_and(|v| v == "1")
+}
+
+fn pixels(img: &RgbImage) -> Pixels<'_> {
+    Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).expect("RgbImage is packed RGB")
+}
+
+/// `consentry-derive` with its index.
+#[derive(Debug)]
+pub struct DeriveMatcher {
+    params: Params,
+    index: DeriveIndex,
+    bytes_per_image: usize,
+}
+
+impl DeriveMatcher {
+    /// Parse `s=64+k=3+h=31+px=8+gap=10` (score, inliers, Hamming, inlier pixels, inlier gap) over the defaults.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut p = Params::default();
+        for kv in spec.split(['+', ';']).filter(|s| !s.is_empty()) {
+            let (k, v) =
+                kv.split_once('=').ok_or_else(|| format!("derive option {kv}: expected name=value"))?;
+            let bad = |e: String| format!("derive option {kv}: {e}");
+            match k {
+                "k" => p.min_inliers = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                "s" => p.min_score = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                "h" => p.max_hamming = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                "px" => p.inlier_px = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
+                "gap" => {
+                    p.min_inlier_gap = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
+                }
+                _ => return Err(format!("unknown derive option {k} (k, s, h, px, gap)")),
+            }
+        }
+        Ok(DeriveMatcher::new(p))
+    }
+
+    /// With the given rule parameters.
+    pub fn new(params: Params) -> Self {
+        DeriveMatcher { params, index: DeriveIndex::new(params), bytes_per_image: 0 }
+    }
+}
+
+impl Default for DeriveMatcher {
+    fn default() -> Self {
+        DeriveMatcher::new(Params::default())
+    }
+}
+
+impl Matcher for DeriveMatcher {
+    fn name(&self) -> String {
+        let d = Params::default();
+        let mut s = format!("derive(s≥{}", self.params.min_score);
+        if self.params.min_inliers != d.min_inliers {
+            s += &format!(",k≥{}", self.params.min_inliers);
+        }
+        if self.params.max_hamming != d.max_hamming {
+            s += &format!(",h≤{}", self.params.max_hamming);
+        }
+        if self.params.inlier_px != d.inlier_px {
+            s += &format!(",px{}", self.params.inlier_px);
+        }
+        if self.params.min_inlier_gap != d.min_inlier_gap {
+            s += &format!(",gap{}", self.params.min_inlier_gap);
+        }
+        s + ")"
+    }
+
+    fn index(&mut self, protected: &[Protected<'_>]) {
+        let sigs: Vec<_> = protected
+            .par_iter()
+            .map(|p| (p.id, EXTRACTOR.with(|e| e.borrow_mut().signature(&pixels(p.image)))))
+            .collect();
+        let mut index = DeriveIndex::new(self.params);
+        let mut max = 0;
+        for (id, s) in sigs {
+            max = max.max(s.to_bytes().len());
+            index.insert(u64::from(id), s).expect("harness ids are distinct");
+        }
+        self.index = index;
+        self.bytes_per_image = max;
+    }
+
+    fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
+        let key = (q.bytes.as_ptr() as usize, q.bytes.len());
+        let cached = if share() {
+            LAST.with(|l| l.borrow().as_ref().filter(|c| (c.0, c.1) == key).map(|c| c.2.clone()))
+        } else {
+            None
+        };
+        let f = cached.unwrap_or_else(|| EXTRACTOR.with(|e| e.borrow_mut().query(&pixels(q.image))));
+        if share() {
+            LAST.with(|l| *l.borrow_mut() = Some((key.0, key.1, f.clone())));
+        }
+        self.index.search(&f).into_iter().map(|h| h.id as ImageId).collect()
+    }
+
+    fn stored_bytes_per_image(&self) -> usize {
+        self.bytes_per_image
+    }
+}
