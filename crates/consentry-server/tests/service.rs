@@ -1,0 +1,319 @@
+//! The service behaviours that need more than one request: webhooks (signed, retried from the
+//! persisted outbox, surviving a restart, receiver down at first) over real sockets, rate
+//! limits, slow clients on a real socket, bulk import/export formats, and two server instances
+//! on one PostgreSQL database.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use common::*;
+use consentry_server::{codes, serve, webhooks, AppState, RateLimit, ServerConfig, WebhookConfig};
+use consentry_store::WebhookState;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &[u8] = b"test-webhook-secret-0123456789";
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+/// An axum receiver on `addr` that records every delivery and answers 200.
+async fn receiver(listener: TcpListener) -> Received {
+    let got: Received = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push((headers, body));
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    got
+}
+
+fn webhook_config(url: String) -> ServerConfig {
+    ServerConfig {
+        webhooks: WebhookConfig {
+            urls: vec![url],
+            secret: SECRET.to_vec(),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+            poll_interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(2),
+            ..WebhookConfig::default()
+        },
+        ..test_config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_webhooks_are_signed_retried_and_survive_a_restart() {
+    // The receiver is down at first: reserve a port and close it.
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let db = TestDb::sqlite();
+    let app = TestApp::on(&db, webhook_config(url.clone())).await;
+    app.create_bank("known").await;
+    let h = random_pdq();
+    let id = app.add_entry("known", &h, json!({"note": "never sent"})).await;
+    // (Wait on the index itself: a lookup that matches would queue an event.)
+    assert!(within(Duration::from_secs(1), || async { !app.state.index().search(&h, 0).is_empty() }).await.is_some());
+    // A lookup that does not match queues nothing; this one matches (distance 3).
+    assert!(app.matches(&random_pdq()).await.is_empty());
+    let q = flip(&h, 3);
+    assert_eq!(app.matches(&q).await.len(), 1);
+    // The event is in the outbox before the reply; attempts fail while the receiver is down.
+    let store = app.state.store().clone();
+    let first = store.get_webhook(1).await.expect("the match event is persisted");
+    assert_eq!(first.url, url);
+    assert!(
+        within(Duration::from_secs(3), || async { store.get_webhook(1).await.unwrap().attempts >= 2 }).await.is_some(),
+        "the sender retries"
+    );
+    let w = store.get_webhook(1).await.unwrap();
+    assert_eq!(w.state, WebhookState::Pending);
+    assert!(w.last_error.is_some());
+
+    // Restart: a new server on the same store (the first one is gone), then the receiver comes up.
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let app2 = TestApp::on(&db, webhook_config(url.clone())).await;
+    let got = receiver(TcpListener::bind(("127.0.0.1", port)).await.unwrap()).await;
+    assert!(
+        within(Duration::from_secs(5), || async { !got.lock().unwrap().is_empty() }).await.is_some(),
+        "the queued event is delivered after the restart"
+    );
+    let (headers, body) = got.lock().unwrap()[0].clone();
+    let ts: i64 = headers["x-consentry-timestamp"].to_str().unwrap().parse().unwrap();
+    assert_eq!(headers["x-consentry-signature"].to_str().unwrap(), webhooks::signature(SECRET, ts, body.as_bytes()));
+    assert_ne!(headers["x-consentry-signature"].to_str().unwrap(), webhooks::signature(b"other key", ts, body.as_bytes()));
+    assert_eq!(headers["x-consentry-event"], "match");
+    assert_eq!(headers["x-consentry-delivery"], "1");
+    let ev: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ev["event"], "match");
+    assert_eq!(ev["results"][0]["hash"], q.to_hex());
+    assert_eq!(ev["results"][0]["matches"][0]["entry_id"], id);
+    assert_eq!(ev["results"][0]["matches"][0]["distance"], 3);
+    assert_eq!(ev["results"][0]["matches"][0]["bank"], "known");
+    assert!(!body.contains("never sent"), "metadata never leaves in events");
+    assert!(within(Duration::from_secs(2), || async { store.get_webhook(1).await.unwrap().state == WebhookState::Delivered })
+        .await
+        .is_some());
+    // A batch lookup with two matching hashes: one event listing both; delivered promptly.
+    let (s, v) = app2
+        .call(Method::POST, "/v1/lookup", Some(&app2.lookup), Some(json!({"hashes": [h.to_hex(), random_pdq().to_hex(), flip(&h, 1).to_hex()]})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(within(Duration::from_secs(2), || async { got.lock().unwrap().len() == 2 }).await.is_some());
+    let ev: Value = serde_json::from_str(&got.lock().unwrap()[1].1).unwrap();
+    assert_eq!(ev["results"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_per_key_and_per_client_on_case_endpoints() {
+    let db = TestDb::sqlite();
+    let cfg = ServerConfig {
+        key_rate_limit: Some(RateLimit { per_second: 1.0, burst: 3 }),
+        case_rate_limit: Some(RateLimit { per_second: 0.1, burst: 2 }),
+        ..test_config()
+    };
+    let app = TestApp::on(&db, cfg).await;
+    let h = random_pdq().to_hex();
+    for _ in 0..3 {
+        let (s, v) = app.call(Method::GET, &format!("/v1/lookup?hash={h}"), Some(&app.lookup), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, v) = app.call(Method::GET, &format!("/v1/lookup?hash={h}"), Some(&app.lookup), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED));
+    // Another key has its own budget.
+    let (s, _) = app.call(Method::GET, &format!("/v1/lookup?hash={h}"), Some(&app.admin), None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Case endpoints: per client address (in-process requests share one).
+    for _ in 0..2 {
+        let (s, v) = app.call(Method::POST, "/v1/cases/2222-2222-2222/status", None, Some(json!({"pin": "1"}))).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let req = axum::http::Request::post("/v1/cases").header("content-type", "application/json").body(axum::body::Body::from(json!({"hashes": [h]}).to_string())).unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    // Nothing was created by the refused request.
+    assert!(app.state.store().list_cases(None, 0, 10).await.unwrap().is_empty());
+}
+
+async fn socket_server(cfg: ServerConfig) -> (TestDb, TestApp, SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let db = TestDb::sqlite();
+    let app = TestApp::on(&db, cfg).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let state: AppState = app.state.clone();
+    let task = tokio::spawn(async move {
+        serve(listener, state, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap()
+    });
+    (db, app, addr, tx, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_graceful_shutdown_finishes_requests() {
+    let cfg = ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        body_idle_timeout: Duration::from_millis(300),
+        ..test_config()
+    };
+    let (_db, app, addr, stop, task) = socket_server(cfg).await;
+    app.create_bank("b").await;
+
+    // Headers that never finish: the connection is closed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the server must close a connection whose headers stall");
+
+    // An import whose body stalls: 408 with what was committed.
+    let h = random_pdq();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/banks/b/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n{}\n",
+        app.curate,
+        h.to_hex()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout") && text.contains("through line 1"), "{text}");
+
+    // Graceful shutdown: a request in flight completes.
+    let c = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/lookup?hash={}", h.to_hex());
+    let pending = tokio::spawn({
+        let key = app.lookup.clone();
+        async move { c.get(url).bearer_auth(key).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+    assert_eq!(pending.await.unwrap().unwrap(), 200);
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("serve returns after shutdown").unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "no longer listening");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_import_formats_and_export_round_trip() {
+    let db = TestDb::sqlite();
+    let app = TestApp::on(&db, test_config()).await;
+    app.create_bank("src").await;
+    app.create_bank("copy").await;
+    let hs: Vec<_> = (0..5).map(|_| random_pdq()).collect();
+    let import = |bank: &str, format: &str, body: String| {
+        let req = axum::http::Request::post(format!("/v1/banks/{bank}/import?format={format}&keep_paths=true"))
+            .header("authorization", format!("Bearer {}", app.curate))
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        app.request(req)
+    };
+    // CSV with a header, quoted fields, a bad quality, a degenerate hash.
+    let body = format!(
+        "pdq,quality,path,metadata\n{},95,\"dir/a,b.jpg\",\"{{\"\"k\"\":1}}\"\n{},x,c.jpg,\n{},90,d.jpg,\n",
+        hs[0].to_hex(),
+        hs[1].to_hex(),
+        "f".repeat(64)
+    );
+    let (s, v) = import("src", "csv", body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["added"], 1, "{v}");
+    assert_eq!(v["rejected"][0]["line"], 3);
+    assert!(v["rejected"][0]["reason"].as_str().unwrap().contains("quality `x`"), "{v}");
+    assert_eq!(v["rejected"][1]["line"], 4);
+    assert!(v["rejected"][1]["reason"].as_str().unwrap().contains("all bits are one"), "{v}");
+    // JSON lines and HMA's file format.
+    let body = format!("{{\"hash\":\"{}\",\"quality\":80}}\n{{\"nope\":1}}\nnot json\n", hs[2].to_hex());
+    let (s, v) = import("src", "jsonl", body).await;
+    assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    assert_eq!(v["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 3]);
+    let body = format!("pdq {}\nvideo_md5 {}\npdq {}\n", hs[3].to_hex(), "a".repeat(32), hs[4].to_hex());
+    let (s, v) = import("src", "hma", body).await;
+    assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(2)), "{v}");
+    assert!(v["rejected"][0]["reason"].as_str().unwrap().contains("video_md5"), "{v}");
+    let (s, v) = import("nobank", "csv", String::new()).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, codes::NOT_FOUND));
+    let (s, v) = import("src", "xml", String::new()).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST));
+
+    // Export as CSV (with header) and re-import into another bank: same hashes, qualities, paths.
+    let export = |bank: &str, format: &str| {
+        let req = axum::http::Request::get(format!("/v1/banks/{bank}/export?format={format}"))
+            .header("authorization", format!("Bearer {}", app.curate))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.request(req)
+    };
+    let (s, csv) = export("src", "csv").await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = csv.as_str().unwrap().to_owned();
+    assert!(csv.starts_with("hash,quality,id,source,added_at,disabled_at,metadata\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 5);
+    let (s, v) = import("copy", "csv", csv).await;
+    assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(4)), "{v}");
+    let (_, meta) = export("copy", "meta").await;
+    let meta = meta.as_str().unwrap();
+    assert!(meta.contains(&format!("{},95,\"dir/a,b.jpg\"", hs[0].to_hex())), "{meta}");
+    assert!(meta.contains(&format!("{},80,entry-", hs[2].to_hex())), "{meta}");
+    let (_, jl) = export("copy", "jsonl").await;
+    let first: Value = serde_json::from_str(jl.as_str().unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!((first["hash"].as_str(), first["metadata"]["k"].as_i64()), (Some(hs[0].to_hex().as_str()), Some(1)));
+    // Lookup-only keys cannot import.
+    let req = axum::http::Request::post("/v1/banks/src/import")
+        .header("authorization", format!("Bearer {}", app.lookup))
+        .body(axum::body::Body::from(hs[0].to_hex()))
+        .unwrap();
+    let (s, v) = app.request(req).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, codes::INSUFFICIENT_SCOPE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_database_see_each_others_writes_within_a_second() {
+    let db = TestDb::postgres().await;
+    let a = TestApp::on(&db, test_config()).await;
+    let b = TestApp::on(&db, test_config()).await;
+    a.create_bank("shared").await;
+    let h = random_pdq();
+    let id = a.add_entry("shared", &h, Value::Null).await;
+    let t = within(Duration::from_secs(1), || async { b.matches(&h).await.len() == 1 }).await;
+    assert!(t.is_some(), "an entry added on A matches on B within 1 s");
+    // A survivor's case submitted on B matches on A; withdrawn on A, it stops matching on B.
+    let mine = random_pdq();
+    let (s, v) = b.call(Method::POST, "/v1/cases", None, Some(json!({"hashes": [mine.to_hex()]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(within(Duration::from_secs(1), || async { a.matches(&mine).await.len() == 1 }).await.is_some());
+    let number = v["case_number"].as_str().unwrap();
+    let (s, _) = a.call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": v["pin"]}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        within(Duration::from_secs(1), || async { b.matches(&mine).await.is_empty() }).await.is_some(),
+        "withdrawn on A, gone on B within 1 s"
+    );
+    // Disabled on B: gone on A within 1 s.
+    let (s, _) = b.call(Method::POST, &format!("/v1/entries/{id}/disable"), Some(&b.curate), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(within(Duration::from_secs(1), || async { a.state.index().search(&h, 0).is_empty() }).await.is_some());
+}
