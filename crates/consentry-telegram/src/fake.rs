@@ -230,11 +230,12 @@ fn err(code: u16, description: &str) -> Response {
 }
 
 /// Applies a scripted answer, if one is queued. `Some` means answer with it now.
-async fn scripted(shared: &Shared, method: &str) -> Option<Response> {
+/// `Some(None)`: the call was delayed and already recorded; answer normally without recording.
+async fn scripted(shared: &Shared, method: &str, params: &Value) -> Option<Option<Response>> {
     let s = shared.inner.lock().unwrap_or_else(|p| p.into_inner()).scripts.get_mut(method).and_then(VecDeque::pop_front);
     match s? {
-        Scripted::Error(code, d) => Some(err(code, &d)),
-        Scripted::TooManyRequests(secs) => Some(
+        Scripted::Error(code, d) => Some(Some(err(code, &d))),
+        Scripted::TooManyRequests(secs) => Some(Some(
             (
                 StatusCode::TOO_MANY_REQUESTS,
                 axum::Json(json!({
@@ -244,12 +245,16 @@ async fn scripted(shared: &Shared, method: &str) -> Option<Response> {
                 })),
             )
                 .into_response(),
-        ),
+        )),
         Scripted::Delay(d) => {
+            // Recorded now (the answer may come after the client gave up).
+            record(shared, method, params.clone(), false);
             tokio::time::sleep(d).await;
-            None
+            return Some(None);
         }
-        Scripted::BadGateway => Some((StatusCode::BAD_GATEWAY, [(header::CONTENT_TYPE, "text/html")], "<html>502</html>").into_response()),
+        Scripted::BadGateway => {
+            Some(Some((StatusCode::BAD_GATEWAY, [(header::CONTENT_TYPE, "text/html")], "<html>502</html>").into_response()))
+        }
     }
 }
 
@@ -268,16 +273,24 @@ async fn method(State(shared): State<Arc<Shared>>, Path((bot, method)): Path<(St
         return err(401, "Unauthorized");
     }
     let params: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
-    if let Some(r) = scripted(&shared, &method).await {
-        record(&shared, &method, params, true);
-        return r;
-    }
+    let delayed = match scripted(&shared, &method, &params).await {
+        Some(Some(r)) => {
+            record(&shared, &method, params, true);
+            return r;
+        }
+        Some(None) => true,
+        None => false,
+    };
     if method == "getUpdates" {
         // Recorded before waiting, so the time is when the bot asked.
-        record(&shared, &method, params.clone(), false);
+        if !delayed {
+            record(&shared, &method, params.clone(), false);
+        }
         return get_updates(&shared, &params).await;
     }
-    record(&shared, &method, params.clone(), false);
+    if !delayed {
+        record(&shared, &method, params.clone(), false);
+    }
     let mut g = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
     match method.as_str() {
         "getMe" => ok(json!({ "id": 42, "is_bot": true, "first_name": "consentry", "username": BOT_USERNAME })),
@@ -353,11 +366,14 @@ async fn download(State(shared): State<Arc<Shared>>, Path((bot, path)): Path<(St
         return err(401, "Unauthorized");
     }
     let params = json!({ "path": path });
-    if let Some(r) = scripted(&shared, "download").await {
-        record(&shared, "download", params, true);
-        return r;
+    match scripted(&shared, "download", &params).await {
+        Some(Some(r)) => {
+            record(&shared, "download", params, true);
+            return r;
+        }
+        Some(None) => {}
+        None => record(&shared, "download", params, false),
     }
-    record(&shared, "download", params, false);
     let id = path.trim_start_matches("files/").trim_end_matches(".bin").to_owned();
     let bytes = shared.inner.lock().unwrap_or_else(|p| p.into_inner()).files.get(&id).map(|f| f.bytes.clone());
     match bytes {
