@@ -203,7 +203,12 @@ impl LineParser {
                 }
                 check_signal_type(st)?;
                 let h = parse_hex(sig)?;
-                Ok(Some(BulkLine { line: line_no, value: SignalValue::Pdq(h), quality: None, metadata: Value::Null }))
+                Ok(Some(BulkLine {
+                    line: line_no,
+                    value: SignalValue::Pdq(h),
+                    quality: None,
+                    metadata: Value::Null,
+                }))
             }
         }
     }
@@ -246,7 +251,8 @@ impl LineParser {
                         Col::SignalType => check_signal_type(f)?,
                         Col::Metadata => {
                             if !f.trim().is_empty() {
-                                metadata = serde_json::from_str(f).map_err(|e| format!("metadata is not JSON: {e}"))?;
+                                metadata = serde_json::from_str(f)
+                                    .map_err(|e| format!("metadata is not JSON: {e}"))?;
                                 if !metadata.is_object() && !metadata.is_null() {
                                     return Err("metadata must be a JSON object".to_owned());
                                 }
@@ -343,7 +349,13 @@ impl Progress {
     }
 }
 
-async fn commit(state: &AppState, auth: &Auth, bank: &Bank, batch: &mut Vec<BulkLine>, p: &mut Progress) -> ApiResult<()> {
+async fn commit(
+    state: &AppState,
+    auth: &Auth,
+    bank: &Bank,
+    batch: &mut Vec<BulkLine>,
+    p: &mut Progress,
+) -> ApiResult<()> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -385,8 +397,12 @@ pub(crate) async fn import(
     req: Request,
 ) -> ApiResult<Json<Value>> {
     auth.require(consentry_store::Scope::Curate)?;
-    let name = name.map(|Path(n)| n).map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))?;
-    let params = params.map(|Query(q)| q).map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
+    let name = name
+        .map(|Path(n)| n)
+        .map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))?;
+    let params = params
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
     let format = parse_format(params.format.as_deref(), false)?;
     let bank = match state.inner.store.get_bank_by_name(&name).await {
         Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(format!("bank `{name}` not found"))),
@@ -418,7 +434,12 @@ pub(crate) async fn import(
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
                 commit(&state, &auth, &bank, &mut batch, &mut p).await?;
-                return Err(stopped(&p, StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, &format!("cannot read the body: {e}")));
+                return Err(stopped(
+                    &p,
+                    StatusCode::BAD_REQUEST,
+                    codes::INVALID_REQUEST,
+                    &format!("cannot read the body: {e}"),
+                ));
             }
             None => None,
         };
@@ -480,7 +501,13 @@ pub(crate) async fn import(
     }
     commit(&state, &auth, &bank, &mut batch, &mut p).await?;
     p.rejected.sort_by_key(|e| e.line);
-    tracing::info!(bank = bank.id, lines = p.lines, added = p.added, rejected = p.rejected_total, "bulk import");
+    tracing::info!(
+        bank = bank.id,
+        lines = p.lines,
+        added = p.added,
+        rejected = p.rejected_total,
+        "bulk import"
+    );
     Ok(Json(json!({
         "bank": bank.name,
         "lines": p.lines,
@@ -531,7 +558,12 @@ fn render(format: Format, bank: &Bank, e: &Entry, out: &mut String) {
             );
         }
         Format::Meta => {
-            let path = e.metadata.get("path").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("entry-{}", e.id));
+            let path = e
+                .metadata
+                .get("path")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("entry-{}", e.id));
             let _ = writeln!(out, "{},{},{}", hex(e), q, csv_quote(&path));
         }
         Format::Hma => {
@@ -562,8 +594,12 @@ pub(crate) async fn export(
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     auth.require_any(&[consentry_store::Scope::Curate])?;
-    let name = name.map(|Path(n)| n).map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))?;
-    let params = params.map(|Query(q)| q).map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
+    let name = name
+        .map(|Path(n)| n)
+        .map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))?;
+    let params = params
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
     let format = parse_format(params.format.as_deref(), true)?;
     let bank = match state.inner.store.get_bank_by_name(&name).await {
         Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(format!("bank `{name}` not found"))),
@@ -576,33 +612,35 @@ pub(crate) async fn export(
         Format::Hma => "text/plain; charset=utf-8",
     };
     tracing::info!(bank = bank.id, format = ?format, "bulk export");
-    let header_line = (format == Format::Csv).then(|| "hash,quality,id,source,added_at,disabled_at,metadata\n".to_owned());
+    let header_line =
+        (format == Format::Csv).then(|| "hash,quality,id,source,added_at,disabled_at,metadata\n".to_owned());
     // State: (after id, finished, header pending).
-    let stream = futures_util::stream::unfold((0i64, false, header_line), move |(after, finished, header)| {
-        let state = state.clone();
-        let bank = bank.clone();
-        async move {
-            if finished {
-                return None;
-            }
-            let mut out = header.unwrap_or_default();
-            let page = match state.inner.store.list_entries(bank.id, after, EXPORT_PAGE).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, bank = bank.id, "export failed; aborting the stream");
-                    return Some((Err(std::io::Error::other("export failed")), (after, true, None)));
+    let stream =
+        futures_util::stream::unfold((0i64, false, header_line), move |(after, finished, header)| {
+            let state = state.clone();
+            let bank = bank.clone();
+            async move {
+                if finished {
+                    return None;
                 }
-            };
-            let done = page.len() < EXPORT_PAGE as usize;
-            let next_after = page.last().map(|e| e.id).unwrap_or(after);
-            for e in &page {
-                if include_disabled || e.disabled_at.is_none() {
-                    render(format, &bank, e, &mut out);
+                let mut out = header.unwrap_or_default();
+                let page = match state.inner.store.list_entries(bank.id, after, EXPORT_PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, bank = bank.id, "export failed; aborting the stream");
+                        return Some((Err(std::io::Error::other("export failed")), (after, true, None)));
+                    }
+                };
+                let done = page.len() < EXPORT_PAGE as usize;
+                let next_after = page.last().map(|e| e.id).unwrap_or(after);
+                for e in &page {
+                    if include_disabled || e.disabled_at.is_none() {
+                        render(format, &bank, e, &mut out);
+                    }
                 }
+                Some((Ok::<_, std::io::Error>(Bytes::from(out)), (next_after, done, None)))
             }
-            Some((Ok::<_, std::io::Error>(Bytes::from(out)), (next_after, done, None)))
-        }
-    });
+        });
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")],
@@ -617,7 +655,10 @@ mod tests {
 
     #[test]
     fn csv_splitting_and_header_detection() {
-        assert_eq!(split_csv(r#"a,"b,c"#, ',').unwrap_err(), "unterminated quoted field (fields cannot span lines)");
+        assert_eq!(
+            split_csv(r#"a,"b,c"#, ',').unwrap_err(),
+            "unterminated quoted field (fields cannot span lines)"
+        );
         assert_eq!(split_csv(r#"a,"b,c","x""y""#, ',').unwrap(), vec!["a", "b,c", "x\"y"]);
         let h = "f".repeat(32) + &"0".repeat(32);
         let mut p = LineParser::new(Format::Csv, true);

@@ -37,9 +37,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_BUCKETS && !map.contains_key(key) {
-            map.retain(|_, (tokens, at)| {
-                *tokens + at.elapsed().as_secs_f64() * limit.per_second < burst
-            });
+            map.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * limit.per_second < burst);
         }
         let (tokens, at) = map.entry(key.clone()).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * limit.per_second).min(burst);

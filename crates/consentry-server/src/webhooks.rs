@@ -93,7 +93,11 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 /// Persists one `match` event per configured URL for the queries that matched (called by the
 /// lookup handlers before they answer).
-pub(crate) async fn enqueue_matches(state: &AppState, queries: &[Hash256], results: &[(Vec<Value>, bool)]) -> ApiResult<()> {
+pub(crate) async fn enqueue_matches(
+    state: &AppState,
+    queries: &[Hash256],
+    results: &[(Vec<Value>, bool)],
+) -> ApiResult<()> {
     let cfg = &state.inner.config.webhooks;
     if cfg.urls.is_empty() {
         return Ok(());
@@ -207,7 +211,12 @@ pub(crate) fn client(cfg: &WebhookConfig) -> reqwest::Client {
 }
 
 /// The sender task: runs until the last `AppState` clone is dropped.
-pub(crate) async fn run(owner: Weak<Inner>, store: Store, cfg: WebhookConfig, wake: Arc<tokio::sync::Notify>) {
+pub(crate) async fn run(
+    owner: Weak<Inner>,
+    store: Store,
+    cfg: WebhookConfig,
+    wake: Arc<tokio::sync::Notify>,
+) {
     let client = client(&cfg);
     loop {
         if owner.strong_count() == 0 {
@@ -227,10 +236,9 @@ impl AppState {
         let cfg = self.inner.config.webhooks.clone();
         let client = client(&cfg);
         let store = self.inner.store.clone();
-        let _ = tokio::time::timeout(deadline, async {
-            while deliver_due(&client, &store, &cfg).await > 0 {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(deadline, async { while deliver_due(&client, &store, &cfg).await > 0 {} })
+                .await;
     }
 }
 
@@ -251,7 +259,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let cfg = WebhookConfig { initial_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(10), ..Default::default() };
+        let cfg = WebhookConfig {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            ..Default::default()
+        };
         let got: Vec<u64> = (0..6).map(|a| backoff(&cfg, a).as_secs()).collect();
         assert_eq!(got, vec![1, 2, 4, 8, 10, 10]);
     }

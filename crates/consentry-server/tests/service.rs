@@ -69,7 +69,9 @@ async fn match_webhooks_are_signed_retried_and_survive_a_restart() {
     let h = random_pdq();
     let id = app.add_entry("known", &h, json!({"note": "never sent"})).await;
     // (Wait on the index itself: a lookup that matches would queue an event.)
-    assert!(within(Duration::from_secs(1), || async { !app.state.index().search(&h, 0).is_empty() }).await.is_some());
+    assert!(within(Duration::from_secs(1), || async { !app.state.index().search(&h, 0).is_empty() })
+        .await
+        .is_some());
     // A lookup that does not match queues nothing; this one matches (distance 3).
     assert!(app.matches(&random_pdq()).await.is_empty());
     let q = flip(&h, 3);
@@ -79,7 +81,9 @@ async fn match_webhooks_are_signed_retried_and_survive_a_restart() {
     let first = store.get_webhook(1).await.expect("the match event is persisted");
     assert_eq!(first.url, url);
     assert!(
-        within(Duration::from_secs(3), || async { store.get_webhook(1).await.unwrap().attempts >= 2 }).await.is_some(),
+        within(Duration::from_secs(3), || async { store.get_webhook(1).await.unwrap().attempts >= 2 })
+            .await
+            .is_some(),
         "the sender retries"
     );
     let w = store.get_webhook(1).await.unwrap();
@@ -97,8 +101,14 @@ async fn match_webhooks_are_signed_retried_and_survive_a_restart() {
     );
     let (headers, body) = got.lock().unwrap()[0].clone();
     let ts: i64 = headers["x-consentry-timestamp"].to_str().unwrap().parse().unwrap();
-    assert_eq!(headers["x-consentry-signature"].to_str().unwrap(), webhooks::signature(SECRET, ts, body.as_bytes()));
-    assert_ne!(headers["x-consentry-signature"].to_str().unwrap(), webhooks::signature(b"other key", ts, body.as_bytes()));
+    assert_eq!(
+        headers["x-consentry-signature"].to_str().unwrap(),
+        webhooks::signature(SECRET, ts, body.as_bytes())
+    );
+    assert_ne!(
+        headers["x-consentry-signature"].to_str().unwrap(),
+        webhooks::signature(b"other key", ts, body.as_bytes())
+    );
     assert_eq!(headers["x-consentry-event"], "match");
     assert_eq!(headers["x-consentry-delivery"], "1");
     let ev: Value = serde_json::from_str(&body).unwrap();
@@ -108,12 +118,19 @@ async fn match_webhooks_are_signed_retried_and_survive_a_restart() {
     assert_eq!(ev["results"][0]["matches"][0]["distance"], 3);
     assert_eq!(ev["results"][0]["matches"][0]["bank"], "known");
     assert!(!body.contains("never sent"), "metadata never leaves in events");
-    assert!(within(Duration::from_secs(2), || async { store.get_webhook(1).await.unwrap().state == WebhookState::Delivered })
-        .await
-        .is_some());
+    assert!(within(Duration::from_secs(2), || async {
+        store.get_webhook(1).await.unwrap().state == WebhookState::Delivered
+    })
+    .await
+    .is_some());
     // A batch lookup with two matching hashes: one event listing both; delivered promptly.
     let (s, v) = app2
-        .call(Method::POST, "/v1/lookup", Some(&app2.lookup), Some(json!({"hashes": [h.to_hex(), random_pdq().to_hex(), flip(&h, 1).to_hex()]})))
+        .call(
+            Method::POST,
+            "/v1/lookup",
+            Some(&app2.lookup),
+            Some(json!({"hashes": [h.to_hex(), random_pdq().to_hex(), flip(&h, 1).to_hex()]})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(within(Duration::from_secs(2), || async { got.lock().unwrap().len() == 2 }).await.is_some());
@@ -142,10 +159,14 @@ async fn rate_limits_per_key_and_per_client_on_case_endpoints() {
     assert_eq!(s, StatusCode::OK);
     // Case endpoints: per client address (in-process requests share one).
     for _ in 0..2 {
-        let (s, v) = app.call(Method::POST, "/v1/cases/2222-2222-2222/status", None, Some(json!({"pin": "1"}))).await;
+        let (s, v) =
+            app.call(Method::POST, "/v1/cases/2222-2222-2222/status", None, Some(json!({"pin": "1"}))).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     }
-    let req = axum::http::Request::post("/v1/cases").header("content-type", "application/json").body(axum::body::Body::from(json!({"hashes": [h]}).to_string())).unwrap();
+    let req = axum::http::Request::post("/v1/cases")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(json!({"hashes": [h]}).to_string()))
+        .unwrap();
     let resp = tower::ServiceExt::oneshot(app.router.clone(), req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
@@ -154,7 +175,9 @@ async fn rate_limits_per_key_and_per_client_on_case_endpoints() {
     assert!(app.state.store().list_cases(None, 0, 10).await.unwrap().is_empty());
 }
 
-async fn socket_server(cfg: ServerConfig) -> (TestDb, TestApp, SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+async fn socket_server(
+    cfg: ServerConfig,
+) -> (TestDb, TestApp, SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let db = TestDb::sqlite();
     let app = TestApp::on(&db, cfg).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -225,10 +248,11 @@ async fn bulk_import_formats_and_export_round_trip() {
     app.create_bank("copy").await;
     let hs: Vec<_> = (0..5).map(|_| random_pdq()).collect();
     let import = |bank: &str, format: &str, body: String| {
-        let req = axum::http::Request::post(format!("/v1/banks/{bank}/import?format={format}&keep_paths=true"))
-            .header("authorization", format!("Bearer {}", app.curate))
-            .body(axum::body::Body::from(body))
-            .unwrap();
+        let req =
+            axum::http::Request::post(format!("/v1/banks/{bank}/import?format={format}&keep_paths=true"))
+                .header("authorization", format!("Bearer {}", app.curate))
+                .body(axum::body::Body::from(body))
+                .unwrap();
         app.request(req)
     };
     // CSV with a header, quoted fields, a bad quality, a degenerate hash.
@@ -249,7 +273,10 @@ async fn bulk_import_formats_and_export_round_trip() {
     let body = format!("{{\"hash\":\"{}\",\"quality\":80}}\n{{\"nope\":1}}\nnot json\n", hs[2].to_hex());
     let (s, v) = import("src", "jsonl", body).await;
     assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
-    assert_eq!(v["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        v["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     let body = format!("pdq {}\nvideo_md5 {}\npdq {}\n", hs[3].to_hex(), "a".repeat(32), hs[4].to_hex());
     let (s, v) = import("src", "hma", body).await;
     assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(2)), "{v}");
@@ -280,7 +307,10 @@ async fn bulk_import_formats_and_export_round_trip() {
     assert!(meta.contains(&format!("{},80,entry-", hs[2].to_hex())), "{meta}");
     let (_, jl) = export("copy", "jsonl").await;
     let first: Value = serde_json::from_str(jl.as_str().unwrap().lines().next().unwrap()).unwrap();
-    assert_eq!((first["hash"].as_str(), first["metadata"]["k"].as_i64()), (Some(hs[0].to_hex().as_str()), Some(1)));
+    assert_eq!(
+        (first["hash"].as_str(), first["metadata"]["k"].as_i64()),
+        (Some(hs[0].to_hex().as_str()), Some(1))
+    );
     // Lookup-only keys cannot import.
     let req = axum::http::Request::post("/v1/banks/src/import")
         .header("authorization", format!("Bearer {}", app.lookup))
@@ -306,7 +336,9 @@ async fn two_servers_on_one_postgres_database_see_each_others_writes_within_a_se
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(within(Duration::from_secs(1), || async { a.matches(&mine).await.len() == 1 }).await.is_some());
     let number = v["case_number"].as_str().unwrap();
-    let (s, _) = a.call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": v["pin"]}))).await;
+    let (s, _) = a
+        .call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": v["pin"]})))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         within(Duration::from_secs(1), || async { b.matches(&mine).await.is_empty() }).await.is_some(),
@@ -315,5 +347,7 @@ async fn two_servers_on_one_postgres_database_see_each_others_writes_within_a_se
     // Disabled on B: gone on A within 1 s.
     let (s, _) = b.call(Method::POST, &format!("/v1/entries/{id}/disable"), Some(&b.curate), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(within(Duration::from_secs(1), || async { a.state.index().search(&h, 0).is_empty() }).await.is_some());
+    assert!(within(Duration::from_secs(1), || async { a.state.index().search(&h, 0).is_empty() })
+        .await
+        .is_some());
 }

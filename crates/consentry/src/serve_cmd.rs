@@ -41,7 +41,9 @@ impl StoreArgs {
     fn location(&self) -> StoreLocation {
         match &self.database_url {
             Some(url) => match StoreLocation::from_url(url) {
-                StoreLocation::Postgres { url, .. } => StoreLocation::Postgres { url, schema: self.schema.clone() },
+                StoreLocation::Postgres { url, .. } => {
+                    StoreLocation::Postgres { url, schema: self.schema.clone() }
+                }
                 other => other,
             },
             None => {
@@ -65,7 +67,9 @@ impl StoreArgs {
     }
 
     async fn open(&self) -> Result<Store> {
-        Store::open(self.location(), StoreOptions::default()).await.with_context(|| format!("cannot open the store ({})", self.describe()))
+        Store::open(self.location(), StoreOptions::default())
+            .await
+            .with_context(|| format!("cannot open the store ({})", self.describe()))
     }
 }
 
@@ -179,7 +183,11 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     let config = ServerConfig {
         max_body_bytes: args.max_body_mib.max(1) << 20,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
-        webhooks: WebhookConfig { urls: args.webhooks.clone(), secret: secret.into_bytes(), ..WebhookConfig::default() },
+        webhooks: WebhookConfig {
+            urls: args.webhooks.clone(),
+            secret: secret.into_bytes(),
+            ..WebhookConfig::default()
+        },
         key_rate_limit: rate(args.key_rate_limit, args.key_rate_limit * 2.0),
         case_rate_limit: rate(args.case_rate_limit / 60.0, args.case_rate_limit),
         trust_forwarded_for: args.trust_forwarded_for,

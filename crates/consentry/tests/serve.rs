@@ -71,7 +71,13 @@ async fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
     Server { child, base }
 }
 
-async fn call(c: &reqwest::Client, m: reqwest::Method, url: String, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    c: &reqwest::Client,
+    m: reqwest::Method,
+    url: String,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut r = c.request(m, url);
     if let Some(k) = key {
         r = r.bearer_auth(k);
@@ -86,7 +92,8 @@ async fn call(c: &reqwest::Client, m: reqwest::Method, url: String, key: Option<
 }
 
 async fn matches(c: &reqwest::Client, base: &str, key: &str, h: &Hash256) -> usize {
-    let (s, v) = call(c, reqwest::Method::GET, format!("{base}/v1/lookup?hash={}", h.to_hex()), Some(key), None).await;
+    let (s, v) =
+        call(c, reqwest::Method::GET, format!("{base}/v1/lookup?hash={}", h.to_hex()), Some(key), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["query"]["hash"], h.to_hex(), "the reply echoes the query hash");
     v["matches"].as_array().unwrap().len()
@@ -108,7 +115,8 @@ async fn serve_defaults_import_export_cases_and_sigterm_over_a_real_socket() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let line =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
     let base = line.strip_prefix("consentry listening on ").unwrap().to_owned();
     let c = reqwest::Client::new();
     let (s, v) = call(&c, reqwest::Method::GET, format!("{base}/health"), None, None).await;
@@ -121,7 +129,14 @@ async fn serve_defaults_import_export_cases_and_sigterm_over_a_real_socket() {
 
     // The first admin key, from the CLI, while the server runs.
     let admin = create_key(&data, "admin");
-    let (s, v) = call(&c, reqwest::Method::POST, format!("{base}/v1/banks"), Some(&admin), Some(json!({"name": "known"}))).await;
+    let (s, v) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/banks"),
+        Some(&admin),
+        Some(json!({"name": "known"})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
 
     // Bulk import in Meta's pdq-photo-hasher layout: good lines kept, bad ones reported by line.
@@ -165,7 +180,15 @@ async fn serve_defaults_import_export_cases_and_sigterm_over_a_real_socket() {
     assert_eq!(matches(&c, &base, &lookup, &hs[2]).await, 0, "the low-quality line was not imported");
 
     // Export (HMA's `pdq <hash>` lines) and re-import into another bank: the same hashes.
-    let text = c.get(format!("{base}/v1/banks/known/export?format=hma")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(format!("{base}/v1/banks/known/export?format=hma"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let mut got: Vec<&str> = text.lines().collect();
     got.sort_unstable();
     let mut want: Vec<String> = [hs[0], hs[1], hs[3]].iter().map(|h| format!("pdq {}", h.to_hex())).collect();
@@ -174,15 +197,30 @@ async fn serve_defaults_import_export_cases_and_sigterm_over_a_real_socket() {
 
     // A survivor's case, then its withdrawal: the hash stops matching within a second.
     let mine = hashes(2, 1)[0];
-    let (s, v) = call(&c, reqwest::Method::POST, format!("{base}/v1/cases"), None, Some(json!({"hashes": [mine.to_hex()]}))).await;
+    let (s, v) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/cases"),
+        None,
+        Some(json!({"hashes": [mine.to_hex()]})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
-    let (number, pin) = (v["case_number"].as_str().unwrap().to_owned(), v["pin"].as_str().unwrap().to_owned());
+    let (number, pin) =
+        (v["case_number"].as_str().unwrap().to_owned(), v["pin"].as_str().unwrap().to_owned());
     let deadline = Instant::now() + Duration::from_secs(2);
     while matches(&c, &base, &lookup, &mine).await == 0 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (s, _) = call(&c, reqwest::Method::POST, format!("{base}/v1/cases/{number}/withdraw"), None, Some(json!({"pin": pin}))).await;
+    let (s, _) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/cases/{number}/withdraw"),
+        None,
+        Some(json!({"pin": pin})),
+    )
+    .await;
     assert_eq!(s, 200);
     let t = Instant::now();
     while matches(&c, &base, &lookup, &mine).await != 0 {
@@ -193,12 +231,20 @@ async fn serve_defaults_import_export_cases_and_sigterm_over_a_real_socket() {
     // SIGTERM: a clean exit.
     let pid = child.id().unwrap() as i32;
     assert_eq!(send_signal(pid, 15), 0);
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exit after SIGTERM").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exit after SIGTERM")
+        .unwrap();
     assert!(status.success(), "{status:?}");
 }
 
 fn send_signal(pid: i32, sig: i32) -> i32 {
-    std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().map(|s| if s.success() { 0 } else { 1 }).unwrap_or(1)
+    std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| if s.success() { 0 } else { 1 })
+        .unwrap_or(1)
 }
 
 /// Kills `serve` with SIGKILL while bulk imports and case submissions are in flight, twice;
@@ -217,13 +263,22 @@ async fn sigkill_during_imports_and_case_submissions_loses_no_acknowledged_write
     for round in 0..2 {
         let srv = start(&["--data-dir", &data_s, "--case-rate-limit", "0"], &[]).await;
         if round == 0 {
-            let (s, v) = call(&c, reqwest::Method::POST, format!("{}/v1/banks", srv.base), Some(&admin), Some(json!({"name": "imports"}))).await;
+            let (s, v) = call(
+                &c,
+                reqwest::Method::POST,
+                format!("{}/v1/banks", srv.base),
+                Some(&admin),
+                Some(json!({"name": "imports"})),
+            )
+            .await;
             assert_eq!(s, 201, "{v}");
         }
         let pid = srv.child.id().unwrap() as i32;
         // Writers: one task importing 300-line batches, one submitting cases; each records
         // what the server acknowledged.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<(Option<Vec<Hash256>>, Option<(String, String, Hash256)>), ()>>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<
+            Result<(Option<Vec<Hash256>>, Option<(String, String, Hash256)>), ()>,
+        >();
         let mut tasks = Vec::new();
         for kind in 0..2 {
             let (c, base, admin, tx) = (c.clone(), srv.base.clone(), admin.clone(), tx.clone());
@@ -235,7 +290,12 @@ async fn sigkill_during_imports_and_case_submissions_loses_no_acknowledged_write
                     if kind == 0 {
                         let hs = hashes(my_seed, 300);
                         let body: String = hs.iter().map(|h| format!("{}\n", h.to_hex())).collect();
-                        let r = c.post(format!("{base}/v1/banks/imports/import")).bearer_auth(&admin).body(body).send().await;
+                        let r = c
+                            .post(format!("{base}/v1/banks/imports/import"))
+                            .bearer_auth(&admin)
+                            .body(body)
+                            .send()
+                            .await;
                         match r {
                             Ok(r) if r.status() == 200 => {
                                 let v: Value = match r.json().await {
@@ -249,7 +309,11 @@ async fn sigkill_during_imports_and_case_submissions_loses_no_acknowledged_write
                         }
                     } else {
                         let h = hashes(my_seed, 1)[0];
-                        let r = c.post(format!("{base}/v1/cases")).json(&json!({"hashes": [h.to_hex()]})).send().await;
+                        let r = c
+                            .post(format!("{base}/v1/cases"))
+                            .json(&json!({"hashes": [h.to_hex()]}))
+                            .send()
+                            .await;
                         match r {
                             Ok(r) if r.status() == 201 => {
                                 let v: Value = match r.json().await {
@@ -316,19 +380,35 @@ async fn sigkill_during_imports_and_case_submissions_loses_no_acknowledged_write
         .await;
         assert_eq!(s, 200, "{v}");
         for r in v["results"].as_array().unwrap() {
-            let banks: Vec<&str> = r["matches"].as_array().unwrap().iter().filter_map(|m| m["bank"].as_str()).collect();
+            let banks: Vec<&str> =
+                r["matches"].as_array().unwrap().iter().filter_map(|m| m["bank"].as_str()).collect();
             assert!(banks.contains(&"imports"), "acknowledged imported hash {} is missing", r["hash"]);
         }
     }
     for (number, pin, h) in &acked_cases {
-        let (s, v) = call(&c, reqwest::Method::POST, format!("{}/v1/cases/{number}/status", srv.base), None, Some(json!({"pin": pin}))).await;
+        let (s, v) = call(
+            &c,
+            reqwest::Method::POST,
+            format!("{}/v1/cases/{number}/status", srv.base),
+            None,
+            Some(json!({"pin": pin})),
+        )
+        .await;
         assert_eq!(s, 200, "acknowledged case {number} lost: {v}");
         assert_eq!(v["hashes"][0]["hash"], h.to_hex());
         assert_eq!(v["hashes"][0]["active"], true);
     }
     // Interrupted imports are whole or absent: the bank holds a multiple of 300 entries... per
     // 5,000-line chunk; with 300-line batches every batch is one transaction.
-    let text = c.get(format!("{}/v1/banks/imports/export?format=hma", srv.base)).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(format!("{}/v1/banks/imports/export?format=hma", srv.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(text.lines().count() % 300, 0, "a batch was half committed");
     assert!(text.lines().count() >= all.len());
 }

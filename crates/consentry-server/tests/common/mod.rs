@@ -24,7 +24,10 @@ pub fn pg_url() -> String {
 
 /// Cheap Argon2 so PIN tests stay fast (production uses the store's default).
 pub fn test_store_options() -> StoreOptions {
-    StoreOptions { pin_kdf: PinKdf { memory_kib: 1024, iterations: 1, parallelism: 1 }, ..StoreOptions::default() }
+    StoreOptions {
+        pin_kdf: PinKdf { memory_kib: 1024, iterations: 1, parallelism: 1 },
+        ..StoreOptions::default()
+    }
 }
 
 pub fn test_config() -> ServerConfig {
@@ -42,7 +45,9 @@ impl Drop for SchemaGuard {
             rt.block_on(async {
                 if let Ok(mut c) = sqlx::PgConnection::connect(&pg_url()).await {
                     let _ = sqlx::raw_sql("SET lock_timeout = '10s'").execute(&mut c).await;
-                    let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut c).await;
+                    let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut c)
+                        .await;
                 }
             });
         })
@@ -116,7 +121,13 @@ impl TestApp {
     }
 
     /// A JSON request (`body` None → empty body).
-    pub async fn call(&self, method: Method, uri: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut b = Request::builder().method(method).uri(uri);
         if let Some(k) = key {
             b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
@@ -130,8 +141,15 @@ impl TestApp {
     }
 
     /// Raw bytes with a content type.
-    pub async fn upload(&self, uri: &str, key: Option<&str>, content_type: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-        let mut b = Request::builder().method(Method::POST).uri(uri).header(header::CONTENT_TYPE, content_type);
+    pub async fn upload(
+        &self,
+        uri: &str,
+        key: Option<&str>,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut b =
+            Request::builder().method(Method::POST).uri(uri).header(header::CONTENT_TYPE, content_type);
         if let Some(k) = key {
             b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
         }
@@ -140,7 +158,9 @@ impl TestApp {
 
     /// The bank names of `hash`'s matches (as a lookup-scoped client sees them).
     pub async fn matches(&self, hash: &Hash256) -> Vec<Value> {
-        let (s, v) = self.call(Method::GET, &format!("/v1/lookup?hash={}", hash.to_hex()), Some(&self.lookup), None).await;
+        let (s, v) = self
+            .call(Method::GET, &format!("/v1/lookup?hash={}", hash.to_hex()), Some(&self.lookup), None)
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["matches"].as_array().cloned().unwrap_or_default()
     }
