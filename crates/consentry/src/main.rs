@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod hash_cmd;
 mod match_cmd;
 mod serve_cmd;
+mod telegram_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "consentry", version, about = "Hash images and match them against protected hashes", long_about = None)]
@@ -28,6 +29,8 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Manage the API keys of a store (the first admin key comes from here).
     Keys(serve_cmd::KeysArgs),
+    /// Run the Telegram moderation bot (token in $CONSENTRY_TELEGRAM_TOKEN).
+    Telegram(telegram_cmd::TelegramArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Match(args) => match_cmd::run(args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Keys(args) => serve_cmd::run_keys(args),
+        Command::Telegram(args) => telegram_cmd::run(args),
     };
     match result {
         Ok(code) => code,

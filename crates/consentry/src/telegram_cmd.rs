@@ -1,0 +1,191 @@
+//! `consentry telegram`: the Telegram moderation bot (crate `consentry-telegram`).
+//!
+//! The bot token comes from an environment variable (`$CONSENTRY_TELEGRAM_TOKEN` by default) or
+//! the `token` key of a TOML config file (`--config`), never from a flag (flags show in `ps`).
+//! Matching: the embedded store (`--data-dir` / `--database-url`, the same banks `consentry
+//! serve` uses) or a remote `consentry serve` (`--server URL`, API key in `$CONSENTRY_API_KEY`).
+//! SIGTERM or Ctrl-C: the updates in flight are finished, the offset saved, queued messages sent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use consentry_server::{AppState, ServerConfig};
+use consentry_store::{Store, StoreLocation, StoreOptions};
+use consentry_telegram::{Action, ApiOptions, BotApi, BotConfig, Lang, Matcher, Remote, StateFile};
+use serde::Deserialize;
+
+/// Arguments of `consentry telegram`.
+#[derive(Debug, clap::Args)]
+pub struct TelegramArgs {
+    /// TOML config file. Keys: token, api_url, data_dir, database_url, schema, server, api_key,
+    /// state, action, notice, lang, radius. Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Environment variable holding the bot token (from @BotFather).
+    #[arg(long, value_name = "VAR", default_value = "CONSENTRY_TELEGRAM_TOKEN")]
+    token_env: String,
+
+    /// Bot API server (a local telegram-bot-api server, or a fake one in tests).
+    #[arg(long, value_name = "URL")]
+    api_url: Option<String>,
+
+    /// Data directory of the embedded SQLite store (default `$CONSENTRY_DATA_DIR`, else
+    /// `./consentry-data`) — the same one `consentry serve` uses.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["database_url", "server"])]
+    data_dir: Option<PathBuf>,
+
+    /// PostgreSQL URL instead of SQLite (also `$CONSENTRY_DATABASE_URL`).
+    #[arg(long, value_name = "URL", env = "CONSENTRY_DATABASE_URL", conflicts_with = "server")]
+    database_url: Option<String>,
+
+    /// PostgreSQL schema.
+    #[arg(long, value_name = "NAME")]
+    schema: Option<String>,
+
+    /// Match against a remote `consentry serve` at this URL instead of the embedded store.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+
+    /// Environment variable holding the API key (scope `lookup`) for `--server`.
+    #[arg(long, value_name = "VAR", default_value = "CONSENTRY_API_KEY")]
+    api_key_env: String,
+
+    /// The bot's state file (update offset, chat settings, review queues). Default:
+    /// `telegram-state.json` in the data directory, or in the current directory with `--server`.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+
+    /// Default policy of chats that have not chosen one: none, restrict, ban, escalate.
+    #[arg(long, value_name = "POLICY")]
+    action: Option<String>,
+
+    /// No neutral notice in the chat after a removal (chats can turn it back on).
+    #[arg(long)]
+    no_notice: bool,
+
+    /// Default language of chats: en or fr.
+    #[arg(long, value_name = "LANG")]
+    lang: Option<String>,
+
+    /// Match radius (Hamming distance; PDQ's default 31).
+    #[arg(long, value_name = "N")]
+    radius: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    token: Option<String>,
+    api_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    schema: Option<String>,
+    server: Option<String>,
+    api_key: Option<String>,
+    state: Option<PathBuf>,
+    action: Option<String>,
+    notice: Option<bool>,
+    lang: Option<String>,
+    radius: Option<u32>,
+}
+
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn env_nonempty(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_owned())
+}
+
+/// Runs the bot until SIGTERM / Ctrl-C.
+pub fn run(args: TelegramArgs) -> Result<ExitCode> {
+    init_logs();
+    let file: FileConfig = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}: invalid config", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let Some(token) = env_nonempty(&args.token_env).or(file.token.clone()) else {
+        bail!("no bot token: set ${} (the token @BotFather gave you) or `token` in --config", args.token_env);
+    };
+    let api_url = args.api_url.clone().or(file.api_url.clone()).unwrap_or_else(|| "https://api.telegram.org".into());
+    let mut config = BotConfig::default();
+    if let Some(a) = args.action.as_ref().or(file.action.as_ref()) {
+        config.default_action = Action::parse(a).with_context(|| format!("unknown policy `{a}` (none, restrict, ban, escalate)"))?;
+    }
+    config.default_notice = !args.no_notice && file.notice.unwrap_or(true);
+    if let Some(l) = args.lang.as_ref().or(file.lang.as_ref()) {
+        config.default_lang = Lang::parse(l).with_context(|| format!("unknown language `{l}` (en, fr)"))?;
+    }
+    if let Some(r) = args.radius.or(file.radius) {
+        if r > 64 {
+            bail!("--radius {r}: at most 64");
+        }
+        config.radius = r;
+    }
+    let server = args.server.clone().or(file.server.clone());
+    let database_url = args.database_url.clone().or(file.database_url.clone());
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .or_else(|| std::env::var_os("CONSENTRY_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("consentry-data"));
+    let state_path = args.state.clone().or(file.state.clone()).unwrap_or_else(|| {
+        if server.is_some() || database_url.is_some() {
+            PathBuf::from("telegram-state.json")
+        } else {
+            data_dir.join("telegram-state.json")
+        }
+    });
+    let api = BotApi::new(&api_url, &token, ApiOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let mut store_to_close = None;
+        let matcher = match &server {
+            Some(url) => {
+                let Some(key) = env_nonempty(&args.api_key_env).or(file.api_key.clone()) else {
+                    bail!("--server needs an API key with the lookup scope in ${} (or `api_key` in --config)", args.api_key_env);
+                };
+                tracing::info!(server = %url, "matching against a remote consentry serve");
+                Matcher::Remote(Remote::new(url, &key).map_err(|e| anyhow::anyhow!("{e}"))?)
+            }
+            None => {
+                let location = match &database_url {
+                    Some(url) => match StoreLocation::from_url(url) {
+                        StoreLocation::Postgres { url, .. } => {
+                            StoreLocation::Postgres { url, schema: args.schema.clone().or(file.schema.clone()) }
+                        }
+                        other => other,
+                    },
+                    None => {
+                        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+                        StoreLocation::Sqlite(data_dir.join(consentry_store::SQLITE_FILE_NAME))
+                    }
+                };
+                let store = Store::open(location, StoreOptions::default()).await.context("cannot open the store")?;
+                store_to_close = Some(store.clone());
+                let state = AppState::start(store, ServerConfig::default()).await.context("cannot load the index")?;
+                tracing::info!(entries = state.index().len(), "embedded store and index loaded");
+                Matcher::Embedded(state)
+            }
+        };
+        if let Some(dir) = state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let state = Arc::new(StateFile::open(&state_path).with_context(|| format!("cannot open the state file {}", state_path.display()))?);
+        tracing::info!(state = %state_path.display(), offset = state.with(|p| p.offset), "state loaded");
+        consentry_telegram::run(api, matcher, state, config, consentry_server::shutdown_signal()).await?;
+        if let Some(s) = store_to_close {
+            s.close().await;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
