@@ -37,6 +37,7 @@ mod bulk;
 pub mod error;
 mod metrics;
 mod openapi;
+pub mod protect;
 mod ratelimit;
 mod sync;
 pub mod webhooks;
@@ -261,6 +262,8 @@ pub fn app(state: AppState) -> Router {
     );
     routes
         .router
+        // The protect page's static files (outside the API's documented routes).
+        .merge(protect::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
