@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod derive_cmd;
 mod hash_cmd;
 mod match_cmd;
 mod serve_cmd;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Compute PDQ hashes of image files (nothing leaves this machine).
     Hash(hash_cmd::HashArgs),
+    /// Compute derivative-matching signatures (PDQ + local keypoints) of image files, locally.
+    Derive(derive_cmd::DeriveArgs),
     /// Match hashes against a list of hashes, offline.
     Match(match_cmd::MatchArgs),
     /// Run the matching service (HTTP API; SQLite in ./consentry-data by default).
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Hash(args) => hash_cmd::run(args),
+        Command::Derive(args) => derive_cmd::run(args),
         Command::Match(args) => match_cmd::run(args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Keys(args) => serve_cmd::run_keys(args),
