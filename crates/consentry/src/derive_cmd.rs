@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Prints `signature<TAB>pdq<TAB>quality<TAB>keypoints<TAB>path` per image: the signature is the \
+#[command(
+    after_help = "Prints `signature<TAB>pdq<TAB>quality<TAB>keypoints<TAB>path` per image: the signature is the \
 stable base64 form of consentry-derive's Signature (at most 1,885 bytes before base64), pdq its global PDQ hash.\n\
 Only signatures are printed; the images never leave this machine.\n\
-Exit status: 0 when every file was processed, 1 when any failed.")]
+Exit status: 0 when every file was processed, 1 when any failed."
+)]
 pub struct DeriveArgs {
     /// Image files; `-` reads one image from standard input.
     #[arg(required = true, value_name = "PATH")]
