@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use consentry_media::HashOptions;
 use consentry_pdq::{Hash256, Hasher};
 use consentry_server::{AppState, ServerConfig};
-use consentry_store::{Actor, BankPurpose, BulkLine, EntrySourceKind, NewBank, SignalValue, Store, StoreLocation, StoreOptions};
+use consentry_store::{
+    Actor, BankPurpose, BulkLine, EntrySourceKind, NewBank, SignalValue, Store, StoreLocation, StoreOptions,
+};
 use consentry_telegram::fake::{self, FakeTelegram};
 use consentry_telegram::{Action, ApiOptions, BotApi, BotConfig, Matcher, StateFile};
 
@@ -33,7 +35,11 @@ fn resize_jpeg(bytes: &[u8]) -> Option<Vec<u8>> {
     let (w, h) = (img.width(), img.height());
     let scale = 1280.0 / f64::from(w.max(h));
     let img = if scale < 1.0 {
-        img.resize((f64::from(w) * scale).round() as u32, (f64::from(h) * scale).round() as u32, image::imageops::FilterType::Triangle)
+        img.resize(
+            (f64::from(w) * scale).round() as u32,
+            (f64::from(h) * scale).round() as u32,
+            image::imageops::FilterType::Triangle,
+        )
     } else {
         img
     };
@@ -77,14 +83,18 @@ async fn main() {
     let mut names: Vec<PathBuf> = std::fs::read_dir(&corpus)
         .expect("corpus directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("jpg") || x.eq_ignore_ascii_case("jpeg")))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x.eq_ignore_ascii_case("jpg") || x.eq_ignore_ascii_case("jpeg"))
+        })
         .collect();
     names.sort();
     let mut photos = Vec::new(); // (resized bytes, original hash)
     let mut hasher = Hasher::new();
     for p in names.iter().take(240) {
         let Ok(orig) = std::fs::read(p) else { continue };
-        let Ok(h) = consentry_media::hash_bytes(&orig, &HashOptions::default(), &mut hasher) else { continue };
+        let Ok(h) = consentry_media::hash_bytes(&orig, &HashOptions::default(), &mut hasher) else {
+            continue;
+        };
         if h.pdq.quality < 50 {
             continue;
         }
@@ -93,15 +103,26 @@ async fn main() {
         }
     }
     let mean_kb = photos.iter().map(|p| p.0.len()).sum::<usize>() as f64 / photos.len() as f64 / 1024.0;
-    eprintln!("{} photos resized (≤1280 px, q87, mean {mean_kb:.0} KiB) in {:.1} s", photos.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "{} photos resized (≤1280 px, q87, mean {mean_kb:.0} KiB) in {:.1} s",
+        photos.len(),
+        t.elapsed().as_secs_f64()
+    );
 
     // Store with N random hashes + the originals' hashes of every 4th photo.
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(StoreLocation::Sqlite(dir.path().join("consentry.db")), StoreOptions::default()).await.expect("store");
+    let store = Store::open(StoreLocation::Sqlite(dir.path().join("consentry.db")), StoreOptions::default())
+        .await
+        .expect("store");
     let bank = store
         .create_bank(
             &Actor::system(),
-            NewBank { name: "known-abuse".into(), description: String::new(), enabled: true, purpose: BankPurpose::KnownAbuse },
+            NewBank {
+                name: "known-abuse".into(),
+                description: String::new(),
+                enabled: true,
+                purpose: BankPurpose::KnownAbuse,
+            },
         )
         .await
         .expect("bank");
@@ -112,19 +133,35 @@ async fn main() {
     for (i, (_, h)) in photos.iter().enumerate() {
         if i % 4 == 0 {
             line += 1;
-            lines.push(BulkLine { line, value: SignalValue::Pdq(*h), quality: None, metadata: serde_json::Value::Null });
+            lines.push(BulkLine {
+                line,
+                value: SignalValue::Pdq(*h),
+                quality: None,
+                metadata: serde_json::Value::Null,
+            });
         }
     }
     let mut rejected = 0;
     while (line as usize) < n_hashes + photos.len().div_ceil(4) {
         while lines.len() < 50_000 && (line as usize) < n_hashes + photos.len().div_ceil(4) {
             line += 1;
-            lines.push(BulkLine { line, value: SignalValue::Pdq(random_hash(&mut seed)), quality: None, metadata: serde_json::Value::Null });
+            lines.push(BulkLine {
+                line,
+                value: SignalValue::Pdq(random_hash(&mut seed)),
+                quality: None,
+                metadata: serde_json::Value::Null,
+            });
         }
-        let r = store.add_entries_bulk(&Actor::system(), bank.id, EntrySourceKind::Import, std::mem::take(&mut lines)).await.expect("import");
+        let r = store
+            .add_entries_bulk(&Actor::system(), bank.id, EntrySourceKind::Import, std::mem::take(&mut lines))
+            .await
+            .expect("import");
         rejected += r.rejected.len();
     }
-    eprintln!("imported {line} hashes ({rejected} rejected by the hash policy) in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "imported {line} hashes ({rejected} rejected by the hash policy) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let app = AppState::start(store, ServerConfig::default()).await.expect("index");
     let index_len = app.index().len();
@@ -133,7 +170,9 @@ async fn main() {
     // Side by side: hashing alone, 2 threads, same bytes.
     let t = Instant::now();
     let total = photos.len().min(n_posts);
-    let chunks: Vec<Vec<Vec<u8>>> = (0..2).map(|k| photos.iter().skip(k).step_by(2).take(total / 2).map(|p| p.0.clone()).collect()).collect();
+    let chunks: Vec<Vec<Vec<u8>>> = (0..2)
+        .map(|k| photos.iter().skip(k).step_by(2).take(total / 2).map(|p| p.0.clone()).collect())
+        .collect();
     let handles: Vec<_> = chunks
         .into_iter()
         .map(|c| {
@@ -155,11 +194,22 @@ async fn main() {
     let fake = FakeTelegram::start().await;
     let api = BotApi::new(&fake.url(), fake::TOKEN, ApiOptions::default()).expect("api");
     let state = Arc::new(StateFile::open(dir.path().join("telegram-state.json")).expect("state"));
-    let cfg = BotConfig { default_action: Action::None, default_notice: false, poll_timeout_secs: 5, ..BotConfig::default() };
+    let cfg = BotConfig {
+        default_action: Action::None,
+        default_notice: false,
+        poll_timeout_secs: 5,
+        ..BotConfig::default()
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bot = tokio::spawn(consentry_telegram::run(api, Matcher::Embedded(app.clone()), state.clone(), cfg, async move {
-        let _ = stop_rx.await;
-    }));
+    let bot = tokio::spawn(consentry_telegram::run(
+        api,
+        Matcher::Embedded(app.clone()),
+        state.clone(),
+        cfg,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let chat = -1_001_234_567i64;
     let mut post = 0usize;

@@ -75,7 +75,9 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiError::Telegram { code, description } => write!(f, "Bot API error {code}: {description}"),
-            ApiError::RateLimited { retry_after } => write!(f, "still rate-limited (retry_after {retry_after} s)"),
+            ApiError::RateLimited { retry_after } => {
+                write!(f, "still rate-limited (retry_after {retry_after} s)")
+            }
             ApiError::Network(e) => write!(f, "network error: {e}"),
             ApiError::Decode(e) => write!(f, "unexpected answer: {e}"),
             ApiError::TooLarge { size } => write!(f, "file too large ({size} bytes)"),
@@ -287,7 +289,12 @@ impl BotApi {
             .build()
             .map_err(|e| ApiError::Network(net_err(e)))?;
         let root = api_url.trim_end_matches('/');
-        Ok(BotApi { http, base: format!("{root}/bot{token}"), file_base: format!("{root}/file/bot{token}"), opts })
+        Ok(BotApi {
+            http,
+            base: format!("{root}/bot{token}"),
+            file_base: format!("{root}/file/bot{token}"),
+            opts,
+        })
     }
 
     /// The retry settings.
@@ -339,7 +346,11 @@ impl BotApi {
                                     }
                                     waits_429 += 1;
                                     let wait = Duration::from_secs(secs).min(self.opts.max_retry_after);
-                                    tracing::warn!(method, retry_after = secs, "429 from the Bot API: waiting");
+                                    tracing::warn!(
+                                        method,
+                                        retry_after = secs,
+                                        "429 from the Bot API: waiting"
+                                    );
                                     tokio::time::sleep(wait).await;
                                     continue;
                                 }
@@ -375,7 +386,12 @@ impl BotApi {
 
     /// `getUpdates` (long polling, `timeout` seconds), no retries (the poll loop backs off).
     /// Each update is returned as raw JSON so that one malformed update cannot hide the others.
-    pub async fn get_updates(&self, offset: i64, timeout_secs: u64, limit: u32) -> Result<Vec<Value>, ApiError> {
+    pub async fn get_updates(
+        &self,
+        offset: i64,
+        timeout_secs: u64,
+        limit: u32,
+    ) -> Result<Vec<Value>, ApiError> {
         let params = json!({
             "offset": offset,
             "timeout": timeout_secs,
@@ -425,7 +441,10 @@ impl BotApi {
             return Err(ApiError::Network(format!("HTTP {status}")));
         }
         if !status.is_success() {
-            return Err(ApiError::Telegram { code: i64::from(status.as_u16()), description: "file download refused".into() });
+            return Err(ApiError::Telegram {
+                code: i64::from(status.as_u16()),
+                description: "file download refused".into(),
+            });
         }
         if let Some(len) = resp.content_length() {
             if len > max_bytes {
@@ -448,13 +467,26 @@ impl BotApi {
     }
 
     /// `banChatMember` (until `until_date`, 0 = forever).
-    pub async fn ban_chat_member(&self, chat_id: i64, user_id: i64, until_date: i64) -> Result<bool, ApiError> {
-        self.call("banChatMember", &json!({ "chat_id": chat_id, "user_id": user_id, "until_date": until_date }))
-            .await
+    pub async fn ban_chat_member(
+        &self,
+        chat_id: i64,
+        user_id: i64,
+        until_date: i64,
+    ) -> Result<bool, ApiError> {
+        self.call(
+            "banChatMember",
+            &json!({ "chat_id": chat_id, "user_id": user_id, "until_date": until_date }),
+        )
+        .await
     }
 
     /// `restrictChatMember`: no permission at all until `until_date` (Unix seconds).
-    pub async fn restrict_chat_member(&self, chat_id: i64, user_id: i64, until_date: i64) -> Result<bool, ApiError> {
+    pub async fn restrict_chat_member(
+        &self,
+        chat_id: i64,
+        user_id: i64,
+        until_date: i64,
+    ) -> Result<bool, ApiError> {
         let no = false;
         let permissions = json!({
             "can_send_messages": no, "can_send_audios": no, "can_send_documents": no,
@@ -473,8 +505,14 @@ impl BotApi {
     }
 
     /// `sendMessage` (plain text, no link previews).
-    pub async fn send_message(&self, chat_id: i64, text: &str, reply_to: Option<i64>) -> Result<Value, ApiError> {
-        let mut p = json!({ "chat_id": chat_id, "text": text, "link_preview_options": { "is_disabled": true } });
+    pub async fn send_message(
+        &self,
+        chat_id: i64,
+        text: &str,
+        reply_to: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let mut p =
+            json!({ "chat_id": chat_id, "text": text, "link_preview_options": { "is_disabled": true } });
         if let Some(m) = reply_to {
             p["reply_parameters"] = json!({ "message_id": m, "allow_sending_without_reply": true });
         }

@@ -157,7 +157,10 @@ impl FakeTelegram {
     /// Serves `bytes` for `file_id` (getFile reports their size).
     pub fn add_file(&self, file_id: &str, unique_id: &str, bytes: Vec<u8>) {
         let n = bytes.len() as u64;
-        self.add_file_spec(file_id, FileSpec { unique_id: unique_id.into(), bytes: Arc::new(bytes), reported_size: Some(n) });
+        self.add_file_spec(
+            file_id,
+            FileSpec { unique_id: unique_id.into(), bytes: Arc::new(bytes), reported_size: Some(n) },
+        );
     }
 
     /// Serves a file as specified.
@@ -182,12 +185,22 @@ impl FakeTelegram {
 
     /// The parameters of every successful call of `method`.
     pub fn calls_to(&self, method: &str) -> Vec<Value> {
-        self.lock().calls.iter().filter(|c| c.method == method && !c.failed).map(|c| c.params.clone()).collect()
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method && !c.failed)
+            .map(|c| c.params.clone())
+            .collect()
     }
 
     /// Successful calls of `method` with their times.
     pub fn timed_calls(&self, method: &str) -> Vec<(Value, Instant)> {
-        self.lock().calls.iter().filter(|c| c.method == method && !c.failed).map(|c| (c.params.clone(), c.at)).collect()
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method && !c.failed)
+            .map(|c| (c.params.clone(), c.at))
+            .collect()
     }
 
     /// Forgets the recorded calls.
@@ -226,13 +239,20 @@ fn ok(result: Value) -> Response {
 
 fn err(code: u16, description: &str) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, axum::Json(json!({ "ok": false, "error_code": code, "description": description }))).into_response()
+    (status, axum::Json(json!({ "ok": false, "error_code": code, "description": description })))
+        .into_response()
 }
 
 /// Applies a scripted answer, if one is queued. `Some` means answer with it now.
 /// `Some(None)`: the call was delayed and already recorded; answer normally without recording.
 async fn scripted(shared: &Shared, method: &str, params: &Value) -> Option<Option<Response>> {
-    let s = shared.inner.lock().unwrap_or_else(|p| p.into_inner()).scripts.get_mut(method).and_then(VecDeque::pop_front);
+    let s = shared
+        .inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .scripts
+        .get_mut(method)
+        .and_then(VecDeque::pop_front);
     match s? {
         Scripted::Error(code, d) => Some(Some(err(code, &d))),
         Scripted::TooManyRequests(secs) => Some(Some(
@@ -250,11 +270,12 @@ async fn scripted(shared: &Shared, method: &str, params: &Value) -> Option<Optio
             // Recorded now (the answer may come after the client gave up).
             record(shared, method, params.clone(), false);
             tokio::time::sleep(d).await;
-            return Some(None);
+            Some(None)
         }
-        Scripted::BadGateway => {
-            Some(Some((StatusCode::BAD_GATEWAY, [(header::CONTENT_TYPE, "text/html")], "<html>502</html>").into_response()))
-        }
+        Scripted::BadGateway => Some(Some(
+            (StatusCode::BAD_GATEWAY, [(header::CONTENT_TYPE, "text/html")], "<html>502</html>")
+                .into_response(),
+        )),
     }
 }
 
@@ -268,11 +289,16 @@ fn record(shared: &Shared, method: &str, params: Value, failed: bool) {
     shared.new_call.notify_waiters();
 }
 
-async fn method(State(shared): State<Arc<Shared>>, Path((bot, method)): Path<(String, String)>, body: Bytes) -> Response {
+async fn method(
+    State(shared): State<Arc<Shared>>,
+    Path((bot, method)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     if bot != format!("bot{TOKEN}") {
         return err(401, "Unauthorized");
     }
-    let params: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
+    let params: Value =
+        if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
     let delayed = match scripted(&shared, &method, &params).await {
         Some(Some(r)) => {
             record(&shared, &method, params, true);
@@ -293,7 +319,9 @@ async fn method(State(shared): State<Arc<Shared>>, Path((bot, method)): Path<(St
     }
     let mut g = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
     match method.as_str() {
-        "getMe" => ok(json!({ "id": 42, "is_bot": true, "first_name": "consentry", "username": BOT_USERNAME })),
+        "getMe" => {
+            ok(json!({ "id": 42, "is_bot": true, "first_name": "consentry", "username": BOT_USERNAME }))
+        }
         "getFile" => {
             let id = params["file_id"].as_str().unwrap_or("");
             match g.files.get(id) {
@@ -338,7 +366,9 @@ async fn get_updates(shared: &Shared, params: &Value) -> Response {
                     Some(_) => {
                         g.updates.pop_front();
                     }
-                    None if offset > 0 && g.updates.iter().any(|u| u["update_id"].as_i64().is_some_and(|i| i < offset)) => {
+                    None if offset > 0
+                        && g.updates.iter().any(|u| u["update_id"].as_i64().is_some_and(|i| i < offset)) =>
+                    {
                         g.updates.pop_front();
                     }
                     None => break,
@@ -375,9 +405,11 @@ async fn download(State(shared): State<Arc<Shared>>, Path((bot, path)): Path<(St
         None => record(&shared, "download", params, false),
     }
     let id = path.trim_start_matches("files/").trim_end_matches(".bin").to_owned();
-    let bytes = shared.inner.lock().unwrap_or_else(|p| p.into_inner()).files.get(&id).map(|f| f.bytes.clone());
+    let bytes =
+        shared.inner.lock().unwrap_or_else(|p| p.into_inner()).files.get(&id).map(|f| f.bytes.clone());
     match bytes {
-        Some(b) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], b.as_ref().clone()).into_response(),
+        Some(b) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], b.as_ref().clone())
+            .into_response(),
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }

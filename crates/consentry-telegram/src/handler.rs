@@ -23,6 +23,7 @@ fn unix_now() -> i64 {
 
 /// What is known of a file's content, by `file_unique_id`.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // 257 bytes, held in a cache; boxing would add an allocation per file
 enum Hashed {
     /// The 8 dihedral hashes (original first) and the quality.
     Ok([Hash256; 8], u8),
@@ -202,13 +203,19 @@ fn media_of(m: &Message) -> Option<Media> {
         if !s.is_animated && !s.is_video {
             return Some(mk(&s.file_id, &s.file_unique_id, s.file_size, "sticker"));
         }
-        return s.thumbnail.as_ref().map(|t| mk(&t.file_id, &t.file_unique_id, t.file_size, "sticker thumbnail"));
+        return s
+            .thumbnail
+            .as_ref()
+            .map(|t| mk(&t.file_id, &t.file_unique_id, t.file_size, "sticker thumbnail"));
     }
     if let Some(d) = &m.document {
         if d.mime_type.as_deref().is_some_and(|t| t.starts_with("image/")) {
             return Some(mk(&d.file_id, &d.file_unique_id, d.file_size, "image document"));
         }
-        return d.thumbnail.as_ref().map(|t| mk(&t.file_id, &t.file_unique_id, t.file_size, "document thumbnail"));
+        return d
+            .thumbnail
+            .as_ref()
+            .map(|t| mk(&t.file_id, &t.file_unique_id, t.file_size, "document thumbnail"));
     }
     None
 }
@@ -309,7 +316,7 @@ impl Ctx {
                 .min()
         });
         if let Some(d) = own.filter(|d| *d <= r) {
-            if best.as_ref().is_none_or(|b: &Hit| d < b.distance) {
+            if best.as_ref().map_or(true, |b: &Hit| d < b.distance) {
                 best = Some(Hit { bank: format!("chat {chat}"), distance: d, entry_id: None });
             }
         }
@@ -425,7 +432,12 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
         c.matched += 1;
         c.deleted += u64::from(deleted);
         c.last_match_at = Some(now);
-        (c.action.unwrap_or(ctx.cfg.default_action), c.notice.unwrap_or(ctx.cfg.default_notice), c.log_chat, c.lang)
+        (
+            c.action.unwrap_or(ctx.cfg.default_action),
+            c.notice.unwrap_or(ctx.cfg.default_notice),
+            c.log_chat,
+            c.lang,
+        )
     });
     let lang = lang.unwrap_or(ctx.cfg.default_lang);
     // The sanction, counting strikes per user (an album counts once).
@@ -458,7 +470,9 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
                     let r = match what {
                         "ban" => Some(ctx.api.ban_chat_member(chat, u.id, 0).await),
                         "restrict-day" => Some(ctx.api.restrict_chat_member(chat, u.id, now + 86_400).await),
-                        "restrict-week" => Some(ctx.api.restrict_chat_member(chat, u.id, now + 7 * 86_400).await),
+                        "restrict-week" => {
+                            Some(ctx.api.restrict_chat_member(chat, u.id, now + 7 * 86_400).await)
+                        }
                         _ => None,
                     };
                     match r {
@@ -600,12 +614,19 @@ async fn group_command(ctx: &Ctx, m: &Message, cmd: &str, args: &[String]) {
             if cmd == "approve" {
                 let by = m.from.as_ref().map(|u| u.id).unwrap_or(chat);
                 ctx.state.chat(chat, |c| {
-                    c.bank.push(ChatBankEntry { hash: r.hash.clone(), review_id: r.id, approved_by: by, at: unix_now() })
+                    c.bank.push(ChatBankEntry {
+                        hash: r.hash.clone(),
+                        review_id: r.id,
+                        approved_by: by,
+                        at: unix_now(),
+                    })
                 });
                 match ctx.api.delete_message(chat, r.message_id).await {
                     Ok(_) => ctx.state.chat(chat, |c| c.deleted += 1),
                     Err(e) if e.is_message_gone() => {}
-                    Err(e) => tracing::warn!(chat, message = r.message_id, error = %e, "deleting the approved report failed"),
+                    Err(e) => {
+                        tracing::warn!(chat, message = r.message_id, error = %e, "deleting the approved report failed")
+                    }
                 }
                 tracing::info!(chat, review = r.id, hash = %r.hash, "report approved: hash added to the chat's bank");
                 ctx.reply(m, texts::approved(lang, r.id));
@@ -619,7 +640,9 @@ async fn group_command(ctx: &Ctx, m: &Message, cmd: &str, args: &[String]) {
 }
 
 fn policy_of(ctx: &Ctx, chat: i64) -> (Action, bool) {
-    ctx.state.chat(chat, |c| (c.action.unwrap_or(ctx.cfg.default_action), c.notice.unwrap_or(ctx.cfg.default_notice)))
+    ctx.state.chat(chat, |c| {
+        (c.action.unwrap_or(ctx.cfg.default_action), c.notice.unwrap_or(ctx.cfg.default_notice))
+    })
 }
 
 /// `/logchat <id>|off` in the moderated chat, or `/logchat from <channel id>` in the log chat
@@ -695,7 +718,12 @@ async fn report(ctx: &Ctx, m: &Message, lang: Lang) {
             ctx.reply(m, texts::report_queued(lang, id));
             if let Some(log) = log {
                 let l = ctx.lang_of_chat(log);
-                ctx.out.send(log, texts::report_for_admins(l, id, chat, &hex, &message_link(target)), None, Kind::Report);
+                ctx.out.send(
+                    log,
+                    texts::report_for_admins(l, id, chat, &hex, &message_link(target)),
+                    None,
+                    Kind::Report,
+                );
             }
         }
     }
@@ -720,7 +748,8 @@ async fn private_message(ctx: &Ctx, m: &Message) {
         // Never downloaded: the bot does not take images from people.
         return ctx.reply(m, texts::no_images_here(lang));
     }
-    let Some((cmd, args)) = m.text.as_deref().and_then(|t| parse_command(t, ctx.me.username.as_deref())) else {
+    let Some((cmd, args)) = m.text.as_deref().and_then(|t| parse_command(t, ctx.me.username.as_deref()))
+    else {
         return ctx.reply(m, texts::help_private(lang));
     };
     match cmd.as_str() {

@@ -71,13 +71,16 @@ pub struct CaseInfo {
     pub total: usize,
 }
 
+/// Remote verdicts by the image's (original) hash, with the time they were obtained.
+type VerdictCache = HashMap<Hash256, (std::time::Instant, Option<Hit>)>;
+
 /// A remote `consentry serve`.
 #[derive(Clone)]
 pub struct Remote {
     http: reqwest::Client,
     url: String,
     key: String,
-    verdicts: std::sync::Arc<Mutex<HashMap<Hash256, (std::time::Instant, Option<Hit>)>>>,
+    verdicts: std::sync::Arc<Mutex<VerdictCache>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -96,7 +99,12 @@ impl Remote {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| MatchError::Other(e.without_url().to_string()))?;
-        Ok(Remote { http, url: url.trim_end_matches('/').to_owned(), key: key.to_owned(), verdicts: Default::default() })
+        Ok(Remote {
+            http,
+            url: url.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+            verdicts: Default::default(),
+        })
     }
 
     async fn post(&self, path: &str, body: Value, auth: bool) -> Result<Value, MatchError> {
@@ -180,8 +188,17 @@ impl Matcher {
                 let mut out = None;
                 for res in v["results"].as_array().into_iter().flatten() {
                     for m in res["matches"].as_array().into_iter().flatten() {
-                        let (Some(bank), Some(d)) = (m["bank"].as_str(), m["distance"].as_u64()) else { continue };
-                        out = best(out, Hit { bank: bank.to_owned(), distance: d as u32, entry_id: m["entry_id"].as_i64() });
+                        let (Some(bank), Some(d)) = (m["bank"].as_str(), m["distance"].as_u64()) else {
+                            continue;
+                        };
+                        out = best(
+                            out,
+                            Hit {
+                                bank: bank.to_owned(),
+                                distance: d as u32,
+                                entry_id: m["entry_id"].as_i64(),
+                            },
+                        );
                     }
                 }
                 let mut cache = r.verdicts.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,7 +227,9 @@ impl Matcher {
                 .list_banks()
                 .await?
                 .into_iter()
-                .map(|b| format!("{} ({}, {})", b.name, b.purpose.as_str(), if b.enabled { "on" } else { "off" }))
+                .map(|b| {
+                    format!("{} ({}, {})", b.name, b.purpose.as_str(), if b.enabled { "on" } else { "off" })
+                })
                 .collect()),
             Matcher::Remote(r) => {
                 let resp = r
@@ -220,7 +239,8 @@ impl Matcher {
                     .send()
                     .await
                     .map_err(|e| MatchError::Other(e.without_url().to_string()))?;
-                let v: Value = resp.json().await.map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+                let v: Value =
+                    resp.json().await.map_err(|e| MatchError::Other(e.without_url().to_string()))?;
                 Ok(v["banks"]
                     .as_array()
                     .into_iter()
@@ -282,7 +302,9 @@ impl Matcher {
                 })
             }
             Matcher::Remote(r) => {
-                let v = r.post(&format!("/v1/cases/{}/status", url_seg(number)), json!({ "pin": pin }), false).await?;
+                let v = r
+                    .post(&format!("/v1/cases/{}/status", url_seg(number)), json!({ "pin": pin }), false)
+                    .await?;
                 let hashes = v["hashes"].as_array().cloned().unwrap_or_default();
                 Ok(CaseInfo {
                     number: v["case_number"].as_str().unwrap_or(number).to_owned(),
@@ -299,7 +321,9 @@ impl Matcher {
         match self {
             Matcher::Embedded(s) => Ok(s.store().withdraw_case(number, pin).await?.display_number()),
             Matcher::Remote(r) => {
-                let v = r.post(&format!("/v1/cases/{}/withdraw", url_seg(number)), json!({ "pin": pin }), false).await?;
+                let v = r
+                    .post(&format!("/v1/cases/{}/withdraw", url_seg(number)), json!({ "pin": pin }), false)
+                    .await?;
                 Ok(v["case_number"].as_str().unwrap_or(number).to_owned())
             }
         }

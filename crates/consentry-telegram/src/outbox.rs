@@ -95,7 +95,8 @@ impl Limiter {
 
     fn chat(&mut self, chat: i64, now: Instant) -> &mut Bucket {
         let l = &self.limits;
-        let (cap, rate) = (f64::from(l.per_chat_burst.max(1)), f64::from(l.per_chat_per_minute.max(1)) / 60.0);
+        let (cap, rate) =
+            (f64::from(l.per_chat_burst.max(1)), f64::from(l.per_chat_per_minute.max(1)) / 60.0);
         self.chats.entry(chat).or_insert_with(|| Bucket::new(cap, rate, now))
     }
 
@@ -191,7 +192,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn per_chat_burst_then_rate_and_global_cap() {
-        let mut l = Limiter::new(RateLimits { per_chat_burst: 3, per_chat_per_minute: 20, global_per_second: 4 });
+        let mut l =
+            Limiter::new(RateLimits { per_chat_burst: 3, per_chat_per_minute: 20, global_per_second: 4 });
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(l.acquire(-1, false).await);
@@ -212,6 +214,9 @@ mod tests {
         assert_eq!(Instant::now(), t1, "chat -2 has its own full bucket");
         assert!(l.acquire(-3, false).await);
         let waited = Instant::now() - t1;
-        assert!(waited >= Duration::from_millis(240) && waited <= Duration::from_millis(260), "global bucket: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(240) && waited <= Duration::from_millis(260),
+            "global bucket: {waited:?}"
+        );
     }
 }

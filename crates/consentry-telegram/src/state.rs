@@ -154,7 +154,9 @@ impl StateFile {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted { version: 1, ..Persisted::default() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Persisted { version: 1, ..Persisted::default() }
+            }
             Err(e) => return Err(e),
         };
         Ok(StateFile { path: Some(path), data: Mutex::new(data), writer: tokio::sync::Mutex::new(()) })
@@ -182,7 +184,9 @@ impl StateFile {
         let Some(path) = self.path.clone() else { return Ok(()) };
         let _w = self.writer.lock().await;
         let bytes = self.with(|p| serde_json::to_vec(p)).map_err(std::io::Error::other)?;
-        tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await.map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)?
     }
 }
 

@@ -139,14 +139,22 @@ pub fn match_report(l: Lang, r: &MatchReport<'_>) -> String {
 
 /// Outcome words for the report.
 pub fn outcome(l: Lang, deleted: bool, sanction: &str) -> String {
-    let d = if deleted { pick!(l, "deleted", "supprimé") } else { pick!(l, "NOT deleted (missing rights?)", "NON supprimé (droits manquants ?)") };
+    let d = if deleted {
+        pick!(l, "deleted", "supprimé")
+    } else {
+        pick!(l, "NOT deleted (missing rights?)", "NON supprimé (droits manquants ?)")
+    };
     format!("{d}; {sanction}")
 }
 
 /// Admin-only command used by someone else.
 pub fn admins_only(l: Lang) -> String {
-    pick!(l, "Only this chat's admins can use this command.", "Seuls les admins de ce chat peuvent utiliser cette commande.")
-        .to_owned()
+    pick!(
+        l,
+        "Only this chat's admins can use this command.",
+        "Seuls les admins de ce chat peuvent utiliser cette commande."
+    )
+    .to_owned()
 }
 
 /// `/status` in a group.
@@ -201,7 +209,11 @@ pub fn policy(l: Lang, action: &str, notice: bool) -> String {
 /// `/logchat` answers.
 pub fn logchat_set(l: Lang, chat: Option<i64>) -> String {
     match chat {
-        Some(c) => pick!(l, format!("Match reports now go to chat {c}."), format!("Les rapports vont maintenant au chat {c}.")),
+        Some(c) => pick!(
+            l,
+            format!("Match reports now go to chat {c}."),
+            format!("Les rapports vont maintenant au chat {c}.")
+        ),
         None => pick!(l, "Match reports are off.", "Les rapports sont désactivés.").to_owned(),
     }
 }
@@ -219,18 +231,30 @@ pub fn logchat_usage(l: Lang) -> String {
 /// `/banks` answer lines.
 pub fn banks(l: Lang, lines: &[String], chat_bank: usize) -> String {
     let head = pick!(l, "Banks matched here:", "Banques utilisées ici :");
-    let own = pick!(l, format!("this chat's bank: {chat_bank} hashes"), format!("banque de ce chat : {chat_bank} empreintes"));
+    let own = pick!(
+        l,
+        format!("this chat's bank: {chat_bank} hashes"),
+        format!("banque de ce chat : {chat_bank} empreintes")
+    );
     format!("{head}\n{}\n{own}", lines.join("\n"))
 }
 
 /// `/report` answers.
 pub fn report_usage(l: Lang) -> String {
-    pick!(l, "Reply to an image with /report to send it to the admins.", "Répondez à une image avec /report pour la transmettre aux admins.")
-        .to_owned()
+    pick!(
+        l,
+        "Reply to an image with /report to send it to the admins.",
+        "Répondez à une image avec /report pour la transmettre aux admins."
+    )
+    .to_owned()
 }
 /// Queued for review.
 pub fn report_queued(l: Lang, id: u64) -> String {
-    pick!(l, format!("Thank you. The admins will review it (report #{id})."), format!("Merci. Les admins vont l'examiner (signalement n°{id})."))
+    pick!(
+        l,
+        format!("Thank you. The admins will review it (report #{id})."),
+        format!("Merci. Les admins vont l'examiner (signalement n°{id}).")
+    )
 }
 /// Already queued or in the bank.
 pub fn report_known(l: Lang) -> String {
@@ -267,7 +291,11 @@ pub fn review_queue(l: Lang, ids: &[u64]) -> String {
         return pick!(l, "The review queue is empty.", "La file de revue est vide.").to_owned();
     }
     let list = ids.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", ");
-    pick!(l, format!("Pending reports: {list}. Use /approve <n> or /reject <n>."), format!("Signalements en attente : {list}. Utilisez /approve <n> ou /reject <n>."))
+    pick!(
+        l,
+        format!("Pending reports: {list}. Use /approve <n> or /reject <n>."),
+        format!("Signalements en attente : {list}. Utilisez /approve <n> ou /reject <n>.")
+    )
 }
 
 /// `/lang` done.
@@ -286,7 +314,11 @@ pub fn protect_usage(l: Lang) -> String {
 }
 /// A hash that does not parse or is refused.
 pub fn protect_bad_hash(l: Lang, index: usize, reason: &str) -> String {
-    pick!(l, format!("Hash #{} is not valid: {reason}. Nothing was stored.", index + 1), format!("L'empreinte n°{} n'est pas valide : {reason}. Rien n'a été enregistré.", index + 1))
+    pick!(
+        l,
+        format!("Hash #{} is not valid: {reason}. Nothing was stored.", index + 1),
+        format!("L'empreinte n°{} n'est pas valide : {reason}. Rien n'a été enregistré.", index + 1)
+    )
 }
 /// Case opened.
 pub fn protect_done(l: Lang, number: &str, pin: &str, n: usize) -> String {
@@ -306,8 +338,12 @@ pub fn protect_done(l: Lang, number: &str, pin: &str, n: usize) -> String {
 }
 /// `/status` / `/withdraw` usage in private.
 pub fn case_usage(l: Lang) -> String {
-    pick!(l, "Usage: /status <case number> <PIN> or /withdraw <case number> <PIN>.", "Usage : /status <numéro> <PIN> ou /withdraw <numéro> <PIN>.")
-        .to_owned()
+    pick!(
+        l,
+        "Usage: /status <case number> <PIN> or /withdraw <case number> <PIN>.",
+        "Usage : /status <numéro> <PIN> ou /withdraw <numéro> <PIN>."
+    )
+    .to_owned()
 }
 /// Case status.
 pub fn case_status(l: Lang, number: &str, status: &str, active: usize, total: usize) -> String {
@@ -319,7 +355,11 @@ pub fn case_status(l: Lang, number: &str, status: &str, active: usize, total: us
 }
 /// Withdrawn.
 pub fn case_withdrawn(l: Lang, number: &str) -> String {
-    pick!(l, format!("Case {number} withdrawn: its hashes no longer match."), format!("Dossier {number} retiré : ses empreintes ne correspondent plus."))
+    pick!(
+        l,
+        format!("Case {number} withdrawn: its hashes no longer match."),
+        format!("Dossier {number} retiré : ses empreintes ne correspondent plus.")
+    )
 }
 /// Wrong number or PIN.
 pub fn bad_credentials(l: Lang) -> String {
@@ -327,22 +367,42 @@ pub fn bad_credentials(l: Lang) -> String {
 }
 /// Locked after too many wrong PINs.
 pub fn locked(l: Lang) -> String {
-    pick!(l, "Too many wrong PINs: this case is locked for a while. Try again later.", "Trop de PIN incorrects : ce dossier est verrouillé pour un moment. Réessayez plus tard.")
-        .to_owned()
+    pick!(
+        l,
+        "Too many wrong PINs: this case is locked for a while. Try again later.",
+        "Trop de PIN incorrects : ce dossier est verrouillé pour un moment. Réessayez plus tard."
+    )
+    .to_owned()
 }
 /// Anything else that failed.
 pub fn try_later(l: Lang) -> String {
-    pick!(l, "Something went wrong on our side. Please try again later.", "Un problème est survenu de notre côté. Réessayez plus tard.").to_owned()
+    pick!(
+        l,
+        "Something went wrong on our side. Please try again later.",
+        "Un problème est survenu de notre côté. Réessayez plus tard."
+    )
+    .to_owned()
 }
 /// Sanction words.
 pub fn sanction(l: Lang, s: &str) -> String {
     match s {
         "none" => pick!(l, "no sanction", "aucune sanction").to_owned(),
-        "restrict-day" => pick!(l, "sender restricted for 1 day", "expéditeur restreint pour 1 jour").to_owned(),
-        "restrict-week" => pick!(l, "sender restricted for 7 days", "expéditeur restreint pour 7 jours").to_owned(),
+        "restrict-day" => {
+            pick!(l, "sender restricted for 1 day", "expéditeur restreint pour 1 jour").to_owned()
+        }
+        "restrict-week" => {
+            pick!(l, "sender restricted for 7 days", "expéditeur restreint pour 7 jours").to_owned()
+        }
         "ban" => pick!(l, "sender banned", "expéditeur banni").to_owned(),
-        "channel" => pick!(l, "sent as a chat: no sanction possible", "envoyé au nom d'un chat : aucune sanction possible").to_owned(),
-        "repeat" => pick!(l, "same album as the last strike", "même album que la dernière sanction").to_owned(),
+        "channel" => pick!(
+            l,
+            "sent as a chat: no sanction possible",
+            "envoyé au nom d'un chat : aucune sanction possible"
+        )
+        .to_owned(),
+        "repeat" => {
+            pick!(l, "same album as the last strike", "même album que la dernière sanction").to_owned()
+        }
         other => format!("{other} ({})", pick!(l, "failed", "échec")),
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use consentry_media::HashOptions;
 use consentry_pdq::{Hash256, Hasher};
 use consentry_server::{AppState, ServerConfig};
-use consentry_store::{Actor, BankPurpose, EntrySourceKind, NewBank, NewEntry, SignalValue, Store, StoreOptions};
+use consentry_store::{
+    Actor, BankPurpose, EntrySourceKind, NewBank, NewEntry, SignalValue, Store, StoreOptions,
+};
 use consentry_telegram::fake::{self, FakeTelegram, FileSpec, Scripted};
 use consentry_telegram::{Action, ApiOptions, BotApi, BotConfig, Matcher, RateLimits, Remote, StateFile};
 use serde_json::{json, Value};
@@ -21,7 +23,8 @@ const LOG: i64 = -1_009_999;
 const ADMIN: i64 = 500;
 
 fn testdata() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/pdq-reference/reg-test-input");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/pdq-reference/reg-test-input");
     if p.is_dir() {
         Some(p)
     } else {
@@ -32,7 +35,11 @@ fn testdata() -> Option<PathBuf> {
 
 fn jpeg(name: &str) -> Vec<u8> {
     let base = testdata().expect("checked by the caller");
-    let p = if name.starts_with('q') { base.join("labelme-subset").join(name) } else { base.join("dih").join(name) };
+    let p = if name.starts_with('q') {
+        base.join("labelme-subset").join(name)
+    } else {
+        base.join("dih").join(name)
+    };
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -42,7 +49,9 @@ fn pdq(bytes: &[u8]) -> Hash256 {
 
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -92,11 +101,17 @@ impl Env {
             pin_kdf: consentry_store::PinKdf { memory_kib: 1024, iterations: 1, parallelism: 1 },
             ..StoreOptions::default()
         };
-        let store = Store::open(consentry_store::StoreLocation::Sqlite(dir.path().join("c.db")), opts).await.unwrap();
+        let store =
+            Store::open(consentry_store::StoreLocation::Sqlite(dir.path().join("c.db")), opts).await.unwrap();
         let bank = store
             .create_bank(
                 &Actor::system(),
-                NewBank { name: "known".into(), description: String::new(), enabled: true, purpose: BankPurpose::KnownAbuse },
+                NewBank {
+                    name: "known".into(),
+                    description: String::new(),
+                    enabled: true,
+                    purpose: BankPurpose::KnownAbuse,
+                },
             )
             .await
             .unwrap();
@@ -113,16 +128,37 @@ impl Env {
             )
             .await
             .unwrap();
-        let app = AppState::start(store, ServerConfig { poll_interval: Duration::from_millis(20), ..ServerConfig::default() })
-            .await
-            .unwrap();
+        let app = AppState::start(
+            store,
+            ServerConfig { poll_interval: Duration::from_millis(20), ..ServerConfig::default() },
+        )
+        .await
+        .unwrap();
         let fake = FakeTelegram::start().await;
-        for name in [PROTECTED, "bridge-5-flipx.jpg", "q0122.jpg", "q0291.jpg", "q0746.jpg", "q1050.jpg", "q2821.jpg", "q0003.jpg"] {
+        for name in [
+            PROTECTED,
+            "bridge-5-flipx.jpg",
+            "q0122.jpg",
+            "q0291.jpg",
+            "q0746.jpg",
+            "q1050.jpg",
+            "q2821.jpg",
+            "q0003.jpg",
+        ] {
             let id = file_id(name);
             fake.add_file(&id, &format!("u-{id}"), jpeg(name));
         }
         let state_path = dir.path().join("telegram-state.json");
-        Some(Env { fake, app, _dir: dir, state_path, bot: None, config: test_config(), api_opts: fast_api(), matcher: None })
+        Some(Env {
+            fake,
+            app,
+            _dir: dir,
+            state_path,
+            bot: None,
+            config: test_config(),
+            api_opts: fast_api(),
+            matcher: None,
+        })
     }
 
     fn start(&mut self) {
@@ -165,12 +201,18 @@ impl Env {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let target = self.fake.next_update_id();
         loop {
-            if self.fake.pending() == 0 && StateFile::open(&self.state_path).map(|s| s.with(|p| p.offset)).unwrap_or(0) >= target {
+            if self.fake.pending() == 0
+                && StateFile::open(&self.state_path).map(|s| s.with(|p| p.offset)).unwrap_or(0) >= target
+            {
                 // Let the outbox send what the last updates queued.
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "updates not drained: {} pending", self.fake.pending());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "updates not drained: {} pending",
+                self.fake.pending()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -254,7 +296,10 @@ async fn protected_photos_are_deleted_reported_and_repeat_posters_escalated() {
     let reports = texts_to(f, LOG);
     assert_eq!(reports.len(), 4, "{reports:?}");
     let r10 = reports.iter().find(|t| t.contains("https://t.me/c/1234/10")).expect("report of message 10");
-    assert!(r10.contains("bank: known") && r10.contains("distance: 0") && r10.contains("@user7, id 7"), "{r10}");
+    assert!(
+        r10.contains("bank: known") && r10.contains("distance: 0") && r10.contains("@user7, id 7"),
+        "{r10}"
+    );
     assert!(r10.contains("no sanction"), "{r10}");
     assert!(reports.iter().any(|t| t.contains("/12") && t.contains("restricted for 1 day")));
     assert!(reports.iter().any(|t| t.contains("/13") && t.contains("sender banned")));
@@ -263,7 +308,10 @@ async fn protected_photos_are_deleted_reported_and_repeat_posters_escalated() {
     // Nothing but text was sent: no sendPhoto/sendDocument, no forwarding.
     assert!(f.calls().iter().all(|c| !c.method.starts_with("sendPhoto") && !c.method.starts_with("forward")));
     // The same file posted three times was downloaded once (hash cache by file_unique_id).
-    assert_eq!(f.calls_to("download").iter().filter(|p| p["path"].as_str().unwrap().contains("bridge-1")).count(), 1);
+    assert_eq!(
+        f.calls_to("download").iter().filter(|p| p["path"].as_str().unwrap().contains("bridge-1")).count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +356,8 @@ async fn every_media_kind_edits_channels_and_albums() {
     let mut ch = photo(40, 0, PROTECTED);
     ch["channel_post"] = ch["message"].take();
     ch.as_object_mut().unwrap().remove("message");
-    ch["channel_post"]["chat"] = json!({ "id": -1_005_555, "type": "channel", "title": "Ch", "username": "somechannel" });
+    ch["channel_post"]["chat"] =
+        json!({ "id": -1_005_555, "type": "channel", "title": "Ch", "username": "somechannel" });
     ch["channel_post"].as_object_mut().unwrap().remove("from");
     ch["channel_post"]["sender_chat"] = json!({ "id": -1_005_555, "type": "channel", "title": "Ch" });
     f.push_update(ch);
@@ -324,13 +373,22 @@ async fn every_media_kind_edits_channels_and_albums() {
 
     assert_eq!(deleted_ids(f, GROUP), vec![20, 21, 22, 23, 24, 25, 30, 50, 52]);
     assert_eq!(deleted_ids(f, -1_005_555), vec![40]);
-    let mut restricted: Vec<i64> = f.calls_to("restrictChatMember").iter().map(|p| p["user_id"].as_i64().unwrap()).collect();
+    let mut restricted: Vec<i64> =
+        f.calls_to("restrictChatMember").iter().map(|p| p["user_id"].as_i64().unwrap()).collect();
     restricted.sort();
-    assert_eq!(restricted, vec![1, 2, 3, 4, 5, 6, 9, 11], "one restriction per poster, the album counted once");
+    assert_eq!(
+        restricted,
+        vec![1, 2, 3, 4, 5, 6, 9, 11],
+        "one restriction per poster, the album counted once"
+    );
     assert!(f.calls_to("banChatMember").is_empty());
     assert!(f.calls_to("sendMessage").is_empty(), "notices off, no log chat");
-    let asked: Vec<String> = f.calls_to("getFile").iter().map(|p| p["file_id"].as_str().unwrap().to_owned()).collect();
-    assert!(!asked.iter().any(|a| a == "pdf" || a == "vid" || a == "gif" || a == "tgs" || a == "vn"), "only thumbnails of videos: {asked:?}");
+    let asked: Vec<String> =
+        f.calls_to("getFile").iter().map(|p| p["file_id"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        !asked.iter().any(|a| a == "pdf" || a == "vid" || a == "gif" || a == "tgs" || a == "vn"),
+        "only thumbnails of videos: {asked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,11 +426,21 @@ async fn files_over_20_mb_are_skipped() {
     a["message"]["photo"][1]["file_size"] = json!(25 * 1024 * 1024);
     f.add_file("big-a", "u-big-a", protected.clone());
     // (b) getFile says 21 MB: no download.
-    f.add_file_spec("big-b", FileSpec { unique_id: "u-big-b".into(), bytes: Arc::new(protected.clone()), reported_size: Some(21 * 1024 * 1024) });
+    f.add_file_spec(
+        "big-b",
+        FileSpec {
+            unique_id: "u-big-b".into(),
+            bytes: Arc::new(protected.clone()),
+            reported_size: Some(21 * 1024 * 1024),
+        },
+    );
     // (c) Nobody says, the download is 21 MB: stopped at the limit.
     let mut huge = protected.clone();
     huge.resize(21 * 1024 * 1024, 0);
-    f.add_file_spec("big-c", FileSpec { unique_id: "u-big-c".into(), bytes: Arc::new(huge), reported_size: None });
+    f.add_file_spec(
+        "big-c",
+        FileSpec { unique_id: "u-big-c".into(), bytes: Arc::new(huge), reported_size: None },
+    );
     f.push_update(a);
     f.push_update(fake::photo_update(GROUP, 61, 7, "big-b", "u-big-b"));
     f.push_update(fake::photo_update(GROUP, 62, 7, "big-c", "u-big-c"));
@@ -381,10 +449,12 @@ async fn files_over_20_mb_are_skipped() {
     f.push_update(photo(63, 7, PROTECTED));
     env.drain().await;
     env.stop().await;
-    let files: Vec<String> = f.calls_to("getFile").iter().map(|p| p["file_id"].as_str().unwrap().to_owned()).collect();
+    let files: Vec<String> =
+        f.calls_to("getFile").iter().map(|p| p["file_id"].as_str().unwrap().to_owned()).collect();
     assert!(!files.contains(&"big-a".to_owned()), "{files:?}");
     assert!(files.contains(&"big-b".to_owned()) && files.contains(&"big-c".to_owned()));
-    let downloads: Vec<String> = f.calls_to("download").iter().map(|p| p["path"].as_str().unwrap().to_owned()).collect();
+    let downloads: Vec<String> =
+        f.calls_to("download").iter().map(|p| p["path"].as_str().unwrap().to_owned()).collect();
     assert!(!downloads.iter().any(|d| d.contains("big-b")), "{downloads:?}");
     assert_eq!(downloads.iter().filter(|d| d.contains("big-c")).count(), 1, "not retried: {downloads:?}");
     assert_eq!(deleted_ids(f, GROUP), vec![63]);
@@ -465,7 +535,8 @@ async fn restart_in_the_middle_of_a_burst_misses_nothing_and_repeats_nothing() {
     let benign = jpeg("q0122.jpg");
     let mut want = Vec::new();
     for i in 0..60i64 {
-        let (bytes, is_protected) = if i % 2 == 0 { (protected.clone(), true) } else { (benign.clone(), false) };
+        let (bytes, is_protected) =
+            if i % 2 == 0 { (protected.clone(), true) } else { (benign.clone(), false) };
         let id = format!("burst-{i}");
         f.add_file(&id, &format!("u-{id}"), bytes);
         f.push_update(fake::photo_update(GROUP, 1000 + i, 7, &id, &format!("u-{id}")));
@@ -480,7 +551,11 @@ async fn restart_in_the_middle_of_a_burst_misses_nothing_and_repeats_nothing() {
     // Three stops, each after a few more deletions, then a run to the end.
     for stop_at in [4usize, 11, 19] {
         env.start();
-        assert!(f.wait_for(Duration::from_secs(20), |c| c.iter().filter(|c| c.method == "deleteMessage").count() >= stop_at).await);
+        assert!(
+            f.wait_for(Duration::from_secs(20), |c| c.iter().filter(|c| c.method == "deleteMessage").count()
+                >= stop_at)
+                .await
+        );
         env.stop().await;
         assert!(f.pending() > 0, "stopped before the end of the burst");
     }
@@ -524,7 +599,10 @@ async fn admin_commands_reports_and_review_queue() {
     assert_eq!(texts_to(&f, GROUP).last().unwrap(), &format!("Match reports now go to chat {LOG}."));
     send(cmd(7, ADMIN, "/banks")).await;
     let banks = texts_to(&f, GROUP).last().unwrap().clone();
-    assert!(banks.contains("known (known-abuse, on)") && banks.contains("survivors (survivor-protected, on)"), "{banks}");
+    assert!(
+        banks.contains("known (known-abuse, on)") && banks.contains("survivors (survivor-protected, on)"),
+        "{banks}"
+    );
     // A member reports a benign-looking image (not in any bank).
     send(photo(8, 700, "q0291.jpg")).await;
     assert!(deleted_ids(&f, GROUP).is_empty());
@@ -533,7 +611,10 @@ async fn admin_commands_reports_and_review_queue() {
     send(rep.clone()).await;
     assert_eq!(texts_to(&f, GROUP).last().unwrap(), "Thank you. The admins will review it (report #1).");
     let to_log = texts_to(&f, LOG);
-    assert!(to_log.last().unwrap().contains("report #1") && to_log.last().unwrap().contains("https://t.me/c/1234/8"));
+    assert!(
+        to_log.last().unwrap().contains("report #1")
+            && to_log.last().unwrap().contains("https://t.me/c/1234/8")
+    );
     // Reporting it again adds nothing; a member cannot approve.
     send(rep).await;
     assert_eq!(texts_to(&f, GROUP).last().unwrap(), "Thank you: this image is already known.");
@@ -565,12 +646,20 @@ async fn admin_commands_reports_and_review_queue() {
     assert_eq!(texts_to(&f, GROUP).last().unwrap(), "Langue : français.");
     send(cmd(19, ADMIN, "/status")).await;
     let st = texts_to(&f, GROUP).last().unwrap().clone();
-    assert!(st.contains("Correspondances : 1") && st.contains("Empreintes protégées : 1") && st.contains("Politique : ban"), "{st}");
+    assert!(
+        st.contains("Correspondances : 1")
+            && st.contains("Empreintes protégées : 1")
+            && st.contains("Politique : ban"),
+        "{st}"
+    );
     assert!(st.contains(&format!("Chat de journal : {LOG}")) && st.contains("Banque de ce chat : 1"), "{st}");
     env.stop().await;
     // Settings survive a restart.
     let saved = StateFile::open(&env.state_path).unwrap();
-    assert_eq!(saved.chat(GROUP, |c| (c.action, c.notice, c.log_chat)), (Some(Action::Ban), Some(false), Some(LOG)));
+    assert_eq!(
+        saved.chat(GROUP, |c| (c.action, c.notice, c.log_chat)),
+        (Some(Action::Ban), Some(false), Some(LOG))
+    );
 }
 
 fn private(msg: i64, user: i64, lang: &str, text: &str) -> Value {
@@ -616,9 +705,15 @@ async fn private_protect_status_and_withdraw() {
     send(private(5, survivor, "fr", &format!("/status {number} 0000000000"))).await;
     assert_eq!(texts_to(&f, survivor).last().unwrap(), "Numéro de dossier inconnu ou PIN incorrect.");
     send(private(6, survivor, "fr-FR", &format!("/status {} {pin}", number.to_lowercase()))).await;
-    assert_eq!(texts_to(&f, survivor).last().unwrap(), &format!("Dossier {number} : received. 1 empreinte(s) active(s) sur 1."));
+    assert_eq!(
+        texts_to(&f, survivor).last().unwrap(),
+        &format!("Dossier {number} : received. 1 empreinte(s) active(s) sur 1.")
+    );
     send(private(7, survivor, "en", &format!("/withdraw {number} {pin}"))).await;
-    assert_eq!(texts_to(&f, survivor).last().unwrap(), &format!("Case {number} withdrawn: its hashes no longer match."));
+    assert_eq!(
+        texts_to(&f, survivor).last().unwrap(),
+        &format!("Case {number} withdrawn: its hashes no longer match.")
+    );
     assert_eq!(deleted_ids(&f, survivor), vec![5, 6, 7]);
     // Withdrawn: the same image (hash cached by file_unique_id) no longer matches.
     send(photo(8, 7, "q1050.jpg")).await;
@@ -632,7 +727,12 @@ async fn private_protect_status_and_withdraw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_mode_matches_through_consentry_serve() {
     let mut env = env_or_skip!();
-    let key = env.app.store().create_api_key(&Actor::system(), "bot", &[consentry_store::Scope::Lookup]).await.unwrap();
+    let key = env
+        .app
+        .store()
+        .create_api_key(&Actor::system(), "bot", &[consentry_store::Scope::Lookup])
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = env.app.clone();
