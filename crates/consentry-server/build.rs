@@ -45,7 +45,8 @@ fn build(pdq_lib: &Path, export: &Path, out: &Path, wasm: &Path) -> Result<Strin
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let rlib = dir.join("libconsentry_pdq.rlib");
     // No FMA or other contraction: wasm32 has none, so the f32 arithmetic is the reference's.
-    let common = ["--edition", "2021", "--target", "wasm32-unknown-unknown", "-C", "opt-level=3", "-C", "panic=abort"];
+    let common =
+        ["--edition", "2021", "--target", "wasm32-unknown-unknown", "-C", "opt-level=3", "-C", "panic=abort"];
     run(Command::new(&rustc)
         .args(common)
         .args(["--crate-type", "rlib", "--crate-name", "consentry_pdq", "--cap-lints", "allow"])

@@ -211,8 +211,10 @@ impl Driver {
             },
             "goog:loggingPrefs": {"performance": "ALL", "browser": "ALL"}
         }}});
-        let v: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
-        let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_owned();
+        let v: Value =
+            http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+        let session =
+            v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_owned();
         let mut d = Driver { child, http, base, session, perf: Vec::new() };
         d.cmd(
             "POST",
@@ -289,10 +291,19 @@ impl Driver {
 
     /// A screenshot of the whole page (not only the window).
     async fn screenshot(&mut self, name: &str) {
-        let h = self.js("return Math.ceil(document.documentElement.scrollHeight);").await.as_u64().unwrap_or(1400);
-        let params = json!({"width": 1100, "height": h.clamp(600, 8000), "deviceScaleFactor": 1, "mobile": false});
-        self.cmd("POST", "goog/cdp/execute", json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params}))
-            .await;
+        let h = self
+            .js("return Math.ceil(document.documentElement.scrollHeight);")
+            .await
+            .as_u64()
+            .unwrap_or(1400);
+        let params =
+            json!({"width": 1100, "height": h.clamp(600, 8000), "deviceScaleFactor": 1, "mobile": false});
+        self.cmd(
+            "POST",
+            "goog/cdp/execute",
+            json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params}),
+        )
+        .await;
         let shot = self
             .cmd(
                 "POST",
@@ -300,7 +311,12 @@ impl Driver {
                 json!({"cmd": "Page.captureScreenshot", "params": {"format": "png", "captureBeyondViewport": true}}),
             )
             .await;
-        self.cmd("POST", "goog/cdp/execute", json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})).await;
+        self.cmd(
+            "POST",
+            "goog/cdp/execute",
+            json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}}),
+        )
+        .await;
         let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
         assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
         let dir = screenshot_dir();
@@ -356,7 +372,9 @@ fn base64_encode(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..=c.len() {
             s.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -428,7 +446,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn is_image_magic(b: &[u8]) -> bool {
-    b.starts_with(b"\x89PNG") || b.starts_with(b"\xff\xd8\xff") || b.starts_with(b"GIF8") || b.starts_with(b"RIFF")
+    b.starts_with(b"\x89PNG")
+        || b.starts_with(b"\xff\xd8\xff")
+        || b.starts_with(b"GIF8")
+        || b.starts_with(b"RIFF")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,7 +540,13 @@ async fn protect_page_in_chromium() {
     d.wait_for("document.body.dataset.hasher === 'ready'", "the hasher to load").await;
     assert!(d.js("return location.pathname").await == json!("/protect/"), "/protect redirects to /protect/");
     let intro = d.text("main").await;
-    for words in ["What is sent", "What is not sent", "Who receives the codes", "How to withdraw", "never leave this device"] {
+    for words in [
+        "What is sent",
+        "What is not sent",
+        "Who receives the codes",
+        "How to withdraw",
+        "never leave this device",
+    ] {
         assert!(intro.contains(words), "the page explains {words:?}: {intro}");
     }
     let unlabeled = d
@@ -533,7 +560,10 @@ async fn protect_page_in_chromium() {
     // 2. Dozens of files at once.
     d.choose_files("#files", &chosen).await;
     d.wait_for(
-        &format!("document.body.dataset.busy === 'no' && document.querySelectorAll('#results li').length === {}", chosen.len()),
+        &format!(
+            "document.body.dataset.busy === 'no' && document.querySelectorAll('#results li').length === {}",
+            chosen.len()
+        ),
         "every file to be processed",
     )
     .await;
@@ -549,7 +579,12 @@ async fn protect_page_in_chromium() {
     for p in &rgb {
         let item = &by_name[&name(p)];
         let (h, q, _, _) = cli_hash(&std::fs::read(p).unwrap());
-        assert_eq!(item.hash.as_deref(), Some(h.to_hex().as_str()), "{}: page hash vs consentry hash", item.name);
+        assert_eq!(
+            item.hash.as_deref(),
+            Some(h.to_hex().as_str()),
+            "{}: page hash vs consentry hash",
+            item.name
+        );
         assert_eq!(item.quality, Some(q), "{}: quality", item.name);
         let expect_state = if q >= 50 { "ok" } else { "low" };
         assert_eq!(item.state, expect_state, "{}: {}", item.name, item.status);
@@ -613,7 +648,10 @@ async fn protect_page_in_chromium() {
         let mut sent = BTreeSet::new();
         for h in v["hashes"].as_array().unwrap() {
             let o = h.as_object().unwrap();
-            assert_eq!(o.keys().collect::<BTreeSet<_>>(), ["hash", "quality"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>().iter().collect());
+            assert_eq!(
+                o.keys().collect::<BTreeSet<_>>(),
+                ["hash", "quality"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>().iter().collect()
+            );
             assert!(o["quality"].as_u64().unwrap() >= 50);
             sent.insert(o["hash"].as_str().unwrap().to_owned());
         }
@@ -622,7 +660,7 @@ async fn protect_page_in_chromium() {
     };
 
     // 4. The server goes down: clear message, nothing lost, save to a file, retry.
-    d.choose_files("#files", &[later.clone()]).await;
+    d.choose_files("#files", std::slice::from_ref(&later)).await;
     d.wait_for("document.body.dataset.busy === 'no'", "the extra photo").await;
     let addr = server.addr;
     server.stop().await;
@@ -653,7 +691,11 @@ async fn protect_page_in_chromium() {
         let reqs = log.lock().unwrap().clone();
         let last = reqs.iter().rev().find(|r| r.method == "POST").unwrap();
         let v: Value = serde_json::from_slice(&last.body).unwrap();
-        assert_eq!(v, json!({"hashes": [{"hash": later_hash, "quality": later_item.quality}]}), "only the unsent hash");
+        assert_eq!(
+            v,
+            json!({"hashes": [{"hash": later_hash, "quality": later_item.quality}]}),
+            "only the unsent hash"
+        );
     }
 
     // 5. Status, wrong PIN, withdrawal, status again.
@@ -737,7 +779,9 @@ async fn protect_page_in_chromium() {
         let req = &m["params"]["request"];
         let url = req["url"].as_str().unwrap_or("");
         assert!(
-            url.starts_with(&format!("http://{addr}/")) || url.starts_with("blob:") || url.starts_with("data:"),
+            url.starts_with(&format!("http://{addr}/"))
+                || url.starts_with("blob:")
+                || url.starts_with("data:"),
             "the page asked another origin: {url}"
         );
         if req["hasPostData"] == json!(true) {
@@ -753,7 +797,11 @@ async fn protect_page_in_chromium() {
         }
         seen_by_browser += 1;
     }
-    assert!(seen_by_browser >= reqs.len() / 2, "the network log saw {seen_by_browser} requests, the server {}", reqs.len());
+    assert!(
+        seen_by_browser >= reqs.len() / 2,
+        "the network log saw {seen_by_browser} requests, the server {}",
+        reqs.len()
+    );
     eprintln!(
         "protect page: {exact} reference PNGs bit-exact, {} requests recorded by the server, {seen_by_browser} by Chromium, none with image bytes; screenshots in {}",
         reqs.len(),
