@@ -95,7 +95,11 @@ struct FileConfig {
 fn init_logs() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn env_nonempty(var: &str) -> Option<String> {
@@ -115,10 +119,12 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
     let Some(token) = env_nonempty(&args.token_env).or(file.token.clone()) else {
         bail!("no bot token: set ${} (the token @BotFather gave you) or `token` in --config", args.token_env);
     };
-    let api_url = args.api_url.clone().or(file.api_url.clone()).unwrap_or_else(|| "https://api.telegram.org".into());
+    let api_url =
+        args.api_url.clone().or(file.api_url.clone()).unwrap_or_else(|| "https://api.telegram.org".into());
     let mut config = BotConfig::default();
     if let Some(a) = args.action.as_ref().or(file.action.as_ref()) {
-        config.default_action = Action::parse(a).with_context(|| format!("unknown policy `{a}` (none, restrict, ban, escalate)"))?;
+        config.default_action = Action::parse(a)
+            .with_context(|| format!("unknown policy `{a}` (none, restrict, ban, escalate)"))?;
     }
     config.default_notice = !args.no_notice && file.notice.unwrap_or(true);
     if let Some(l) = args.lang.as_ref().or(file.lang.as_ref()) {
@@ -146,13 +152,19 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
         }
     });
     let api = BotApi::new(&api_url, &token, ApiOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let mut store_to_close = None;
         let matcher = match &server {
             Some(url) => {
                 let Some(key) = env_nonempty(&args.api_key_env).or(file.api_key.clone()) else {
-                    bail!("--server needs an API key with the lookup scope in ${} (or `api_key` in --config)", args.api_key_env);
+                    bail!(
+                        "--server needs an API key with the lookup scope in ${} (or `api_key` in --config)",
+                        args.api_key_env
+                    );
                 };
                 tracing::info!(server = %url, "matching against a remote consentry serve");
                 Matcher::Remote(Remote::new(url, &key).map_err(|e| anyhow::anyhow!("{e}"))?)
@@ -160,19 +172,23 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
             None => {
                 let location = match &database_url {
                     Some(url) => match StoreLocation::from_url(url) {
-                        StoreLocation::Postgres { url, .. } => {
-                            StoreLocation::Postgres { url, schema: args.schema.clone().or(file.schema.clone()) }
-                        }
+                        StoreLocation::Postgres { url, .. } => StoreLocation::Postgres {
+                            url,
+                            schema: args.schema.clone().or(file.schema.clone()),
+                        },
                         other => other,
                     },
                     None => {
-                        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+                        std::fs::create_dir_all(&data_dir)
+                            .with_context(|| format!("cannot create {}", data_dir.display()))?;
                         StoreLocation::Sqlite(data_dir.join(consentry_store::SQLITE_FILE_NAME))
                     }
                 };
-                let store = Store::open(location, StoreOptions::default()).await.context("cannot open the store")?;
+                let store =
+                    Store::open(location, StoreOptions::default()).await.context("cannot open the store")?;
                 store_to_close = Some(store.clone());
-                let state = AppState::start(store, ServerConfig::default()).await.context("cannot load the index")?;
+                let state =
+                    AppState::start(store, ServerConfig::default()).await.context("cannot load the index")?;
                 tracing::info!(entries = state.index().len(), "embedded store and index loaded");
                 Matcher::Embedded(state)
             }
@@ -180,7 +196,10 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
         if let Some(dir) = state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let state = Arc::new(StateFile::open(&state_path).with_context(|| format!("cannot open the state file {}", state_path.display()))?);
+        let state = Arc::new(
+            StateFile::open(&state_path)
+                .with_context(|| format!("cannot open the state file {}", state_path.display()))?,
+        );
         tracing::info!(state = %state_path.display(), offset = state.with(|p| p.offset), "state loaded");
         consentry_telegram::run(api, matcher, state, config, consentry_server::shutdown_signal()).await?;
         if let Some(s) = store_to_close {
