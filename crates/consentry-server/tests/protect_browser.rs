@@ -456,15 +456,30 @@ fn is_image_magic(b: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protect_page_in_chromium() {
-    if !protect::wasm_available() {
-        return skip(&format!("the WebAssembly hasher was not built: {}", protect::wasm_build_note()));
-    }
     let Some(chromium) = which(&["chromium", "chromium-browser", "google-chrome"]) else {
         return skip("chromium is not installed");
     };
     let Some(chromedriver) = which(&["chromedriver"]) else {
         return skip("chromedriver is not installed");
     };
+    if !protect::wasm_available() {
+        // The page must say so plainly (and the build must not have failed).
+        let db = TestDb::sqlite();
+        let state = AppState::start(db.store().await, test_config()).await.expect("start");
+        let log: Log = Arc::default();
+        let server = start_server(&state, &log, "127.0.0.1:0").await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut d = Driver::start(&chromedriver, &chromium, tmp.path()).await;
+        d.goto(&format!("http://{}/protect/", server.addr)).await;
+        d.wait_for("document.body.dataset.hasher === 'unavailable'", "the unavailable message").await;
+        let msg = d.text("#hasher-unavailable").await;
+        assert!(msg.contains("hashing is unavailable"), "{msg}");
+        assert_eq!(d.js("return document.getElementById('files').disabled").await, json!(true));
+        d.screenshot("00-hasher-unavailable").await;
+        d.quit().await;
+        server.stop().await;
+        return skip(&format!("the WebAssembly hasher was not built: {}", protect::wasm_build_note()));
+    }
     let data = testdata();
     if !data.join("pdq-reference-rgb").is_dir() {
         return skip("../shared/testdata is absent");
