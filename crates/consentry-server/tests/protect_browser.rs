@@ -265,6 +265,21 @@ impl Driver {
         self.cmd("POST", &format!("element/{e}/click"), json!({})).await;
     }
 
+    /// Types `text` on the keyboard into whatever has the focus (WebDriver key actions).
+    async fn keys(&mut self, text: &str) {
+        let mut actions = Vec::new();
+        for c in text.chars() {
+            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        self.cmd(
+            "POST",
+            "actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        )
+        .await;
+    }
+
     async fn js(&mut self, script: &str) -> Value {
         self.cmd("POST", "execute/sync", json!({"script": script, "args": []})).await
     }
@@ -735,8 +750,15 @@ async fn protect_page_in_chromium() {
     d.click("#go").await;
     d.wait_for("document.body.dataset.result === 'error'", "the confirmation request").await;
     assert!(d.text("#form-error").await.contains("Tick the box"));
-    d.click("#confirm").await;
-    d.click("#go").await;
+    // By keyboard only: the error put the focus on the box; Space ticks it, Tab reaches the
+    // button, Enter withdraws.
+    assert_eq!(d.js("return document.activeElement.id").await, json!("confirm"));
+    d.keys(" \u{E004}").await;
+    assert_eq!(
+        d.js("return [document.getElementById('confirm').checked, document.activeElement.id]").await,
+        json!([true, "go"])
+    );
+    d.keys("\u{E007}").await;
     d.wait_for("document.body.dataset.result === 'withdrawn'", "the withdrawal").await;
     assert!(d.text("#result").await.contains("is withdrawn"));
     d.screenshot("08-withdrawn").await;
