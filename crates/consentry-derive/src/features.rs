@@ -142,7 +142,15 @@ pub(crate) enum Selection {
 
 /// Pyramid of `levels` levels (each 1/√2 of the previous) over the level-0
 /// image, corners selected per `sel`, described with `pairs`.
-pub(crate) fn extract(l0: &Gray, levels: usize, sel: Selection, pairs: &[[i8; 4]]) -> Vec<Corner> {
+/// Corners whose descriptor is within `plane_limit` bits of the descriptor of
+/// a pure intensity ramp with the patch's gradient are dropped (0: none).
+pub(crate) fn extract(
+    l0: &Gray,
+    levels: usize,
+    sel: Selection,
+    pairs: &[[i8; 4]],
+    plane_limit: u32,
+) -> Vec<Corner> {
     let mut out = Vec::new();
     for l in 0..levels {
         let to0 = std::f32::consts::SQRT_2.powi(l as i32);
@@ -212,14 +220,35 @@ pub(crate) fn extract(l0: &Gray, levels: usize, sel: Selection, pairs: &[[i8; 4]
             }
         };
         for (resp, x, y) in chosen {
+            let desc = describe(&lv.blurred, x, y, pairs);
+            if plane_limit > 0 && crate::verify::hamming(&desc, &ramp(&lv.blurred, x, y, pairs)) < plane_limit
+            {
+                continue;
+            }
             out.push(Corner {
                 x: (x as f32 + 0.5) * lv.to0 - 0.5,
                 y: (y as f32 + 0.5) * lv.to0 - 0.5,
                 level: l as u8,
                 response: resp,
-                desc: describe(&lv.blurred, x, y, pairs),
+                desc,
             });
         }
     }
     out
+}
+
+/// The descriptor a linear ramp with the patch's mean gradient would have.
+fn ramp(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
+    let r = PATCH_RADIUS as usize / 2;
+    let gx = b.at(x + r, y) - b.at(x - r, y);
+    let gy = b.at(x, y + r) - b.at(x, y - r);
+    let mut d = [0u64; 4];
+    for (k, p) in pairs.iter().enumerate() {
+        let a = gx * f32::from(p[0]) + gy * f32::from(p[1]);
+        let c = gx * f32::from(p[2]) + gy * f32::from(p[3]);
+        if a < c {
+            d[k / 64] |= 1 << (k % 64);
+        }
+    }
+    d
 }

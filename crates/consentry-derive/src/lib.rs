@@ -205,6 +205,7 @@ impl<'a> Pixels<'a> {
 pub struct Extractor {
     pairs: Vec<[i8; 4]>,
     hasher: consentry_pdq::Hasher,
+    plane_limit: u32,
 }
 
 impl Default for Extractor {
@@ -219,7 +220,19 @@ const MIN_SIDE: u32 = 16;
 impl Extractor {
     /// A new extractor.
     pub fn new() -> Self {
-        Extractor { pairs: brief_pairs(), hasher: consentry_pdq::Hasher::new() }
+        Extractor { pairs: brief_pairs(), hasher: consentry_pdq::Hasher::new(), plane_limit: 0 }
+    }
+
+    /// Experimental, off by default (0): drop corners whose descriptor is
+    /// within `limit` bits of the descriptor of a pure intensity ramp with
+    /// the same gradient — smooth skies and gradients, whose descriptors are
+    /// alike in every photo and cause most false matches between different
+    /// photos. Both sides (signatures and queries) must use the same value.
+    /// Measured with `consentry-eval`'s `derive_tune` (see
+    /// `bench/results-derivatives.md`), not yet in a full harness run.
+    pub fn with_plane_limit(mut self, limit: u32) -> Self {
+        self.plane_limit = limit;
+        self
     }
 
     fn corners(&self, px: &Pixels<'_>, levels: usize, sel: Selection) -> Vec<Keypoint> {
@@ -234,7 +247,7 @@ impl Extractor {
             px.data,
             WORK_SIDE,
         );
-        extract(&g, levels, sel, &self.pairs)
+        extract(&g, levels, sel, &self.pairs, self.plane_limit)
             .into_iter()
             .map(|c| Keypoint {
                 x: (c.x.max(0.0) * 8.0).round() as u16,

@@ -1,6 +1,6 @@
 //! Tuning aid for consentry-derive's rule: inlier descriptor distances of true
 //! and false (query, protected) pairs, and how well score rules separate them.
-//! `cargo run --release -p consentry-eval --example derive_tune -- CORPUS [N_PROTECTED] [N_DISTRACTORS]`
+//! `[TUNE_SEED=7] [TUNE_PLANE=0] cargo run --release -p consentry-eval --example derive_tune -- CORPUS [N_PROTECTED] [N_DISTRACTORS]`
 use consentry_derive::{DeriveIndex, Extractor, Params, Pixels};
 use consentry_eval::rng::{fnv1a, Rng};
 use consentry_eval::transforms::{decode_rgb, fit_longest, select, standard_set, telegram_recompress};
@@ -17,7 +17,10 @@ fn main() {
     let corpus = load_corpus(std::path::Path::new(&a[1])).unwrap();
     let np: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(120);
     let nd: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let sp = split(corpus.len(), np, 7);
+    // Experimental plane filter (see Extractor::with_plane_limit): TUNE_PLANE=40.
+    let plane: u32 = std::env::var("TUNE_PLANE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let seed: u64 = std::env::var("TUNE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let sp = split(corpus.len(), np, seed);
     let dis: Vec<usize> = sp.distractors.iter().copied().take(nd).collect();
     let params = Params { min_inliers: 2, ..Params::default() };
     let sigs: Vec<_> = sp
@@ -25,7 +28,7 @@ fn main() {
         .par_iter()
         .map(|&i| {
             let im = decode_rgb(&corpus[i].bytes).unwrap();
-            (i, Extractor::new().signature(&px(&im)))
+            (i, Extractor::new().with_plane_limit(plane).signature(&px(&im)))
         })
         .collect();
     let mut index = DeriveIndex::new(params);
@@ -41,7 +44,7 @@ fn main() {
         .flat_map(|&i| {
             let im = fit_longest(&decode_rgb(&corpus[i].bytes).unwrap(), 1280);
             let donor = fit_longest(&decode_rgb(&corpus[dis[i % dis.len()]].bytes).unwrap(), 1280);
-            let mut ex = Extractor::new();
+            let mut ex = Extractor::new().with_plane_limit(plane);
             let mut out = Vec::new();
             for (t, tr) in trs.iter().enumerate() {
                 let mut rng = Rng::derive(7, i as u64, fnv1a(&tr.label()));
@@ -90,7 +93,8 @@ fn main() {
     let sc = |d: &[u16]| d.iter().map(|&x| 32 - u32::from(x)).sum::<u32>();
     let mut top: Vec<_> = rows.iter().filter(|r| !r.1 && r.2.len() >= 2).collect();
     top.sort_by_key(|r| std::cmp::Reverse(sc(&r.2)));
-    for r in top.iter().take(12) {
+    let show: usize = std::env::var("TUNE_SHOW").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    for r in top.iter().take(show) {
         println!(
             "false {} -> {} t{} n={} s={} d={:?}",
             corpus[r.3].name,
