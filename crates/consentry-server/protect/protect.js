@@ -47,13 +47,13 @@
   // The protect page
 
   function protectPage() {
-    // Same limits as `consentry hash`: images claiming more pixels are refused; JPEGs whose shorter
-    // side is at least 2 × 512 are hashed at 1/2, 1/4 or 1/8 scale (its fast path); other images
-    // are hashed at full size up to EXACT_MAX_PIXELS and reduced beyond, so that memory stays
-    // bounded whatever is chosen (one image at a time, at most ~16 MP × 4 bytes in each buffer).
+    // Same limit as `consentry hash`: images claiming more pixels are refused. Images are hashed at
+    // full size (the closest this page can come to the hash a platform computes from the same file)
+    // up to EXACT_MAX_PIXELS (a 12 MP phone photo, 4032×3024, fits) and reduced beyond, so that
+    // memory stays bounded whatever is chosen: one image at a time, about 9.5 bytes per pixel
+    // (RGBA plus the hasher's buffers), so at most ~120 MB of wasm memory.
     const MAX_PIXELS = 64000000;
-    const EXACT_MAX_PIXELS = 16000000;
-    const FAST_MIN_SIDE = 512;
+    const EXACT_MAX_PIXELS = 12600000;
     const MIN_QUALITY = 50;
     const THUMB = 96;
 
@@ -261,13 +261,11 @@
       setState(item, 'ok', 'st_ok', { q: out.quality });
     }
 
-    // The scale divisor: as `consentry hash` for JPEGs, and a memory bound for everything.
+    // The scale divisor: a memory bound only. (consentry-media's fast path reduces some large
+    // JPEGs too, but from their DCT data; a browser can only resample the decoded pixels, which
+    // moves the hash much further — measured 26 bits on a 2600×2100 JPEG — so the page does not.)
     function divisor(format, w, h) {
       let d = 1;
-      if (format === 'JPEG') {
-        const short = Math.min(w, h);
-        while (d < 8 && Math.ceil(short / (d * 2)) >= FAST_MIN_SIDE) d *= 2;
-      }
       while (Math.ceil(w / d) * Math.ceil(h / d) > EXACT_MAX_PIXELS) d *= 2;
       return d;
     }
