@@ -337,7 +337,9 @@ async fn method(
             let status = g.members.get(&key).cloned().unwrap_or_else(|| "member".into());
             ok(json!({ "status": status, "user": { "id": key.1, "is_bot": false, "first_name": "u" } }))
         }
-        "deleteMessage" | "banChatMember" | "restrictChatMember" => ok(json!(true)),
+        "deleteMessage" | "banChatMember" | "restrictChatMember" | "setWebhook" | "deleteWebhook" => {
+            ok(json!(true))
+        }
         "sendMessage" => {
             g.next_message_id += 1;
             ok(json!({

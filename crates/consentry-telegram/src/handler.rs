@@ -31,10 +31,10 @@ enum Hashed {
     Unreadable,
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     api: BotApi,
     matcher: Matcher,
-    state: Arc<StateFile>,
+    pub(crate) state: Arc<StateFile>,
     cfg: BotConfig,
     me: User,
     out: OutboxHandle,
@@ -42,16 +42,17 @@ struct Ctx {
     admins: Mutex<HashMap<(i64, i64), (Instant, bool)>>,
 }
 
-pub(crate) async fn run_loop(
-    api: BotApi,
+/// Calls getMe and builds the shared context and the outbox; `None` when stopped first.
+pub(crate) async fn start_ctx(
+    api: &BotApi,
     matcher: Matcher,
-    state: Arc<StateFile>,
+    state: &Arc<StateFile>,
     cfg: BotConfig,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), BotError> {
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<(Arc<Ctx>, Outbox)>, BotError> {
     let me = tokio::select! {
         r = api.get_me() => r.map_err(BotError::Start)?,
-        _ = stop.wait_for(|s| *s) => return Ok(()),
+        _ = stop.wait_for(|s| *s) => return Ok(None),
     };
     tracing::info!(bot = me.id, username = me.username.as_deref().unwrap_or(""), "bot started");
     let outbox = Outbox::start(api.clone(), cfg.rate.clone());
@@ -65,6 +66,29 @@ pub(crate) async fn run_loop(
         admins: Mutex::new(HashMap::new()),
         cfg,
     });
+    Ok(Some((ctx, outbox)))
+}
+
+/// Saves the state and sends the queued messages.
+pub(crate) async fn finish(ctx: Arc<Ctx>, outbox: Outbox, state: &StateFile) {
+    if let Err(e) = state.save().await {
+        tracing::error!(error = %e, "cannot save the bot state");
+    }
+    drop(ctx);
+    outbox.close().await;
+    tracing::info!("bot stopped");
+}
+
+pub(crate) async fn run_loop(
+    api: BotApi,
+    matcher: Matcher,
+    state: Arc<StateFile>,
+    cfg: BotConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BotError> {
+    let Some((ctx, outbox)) = start_ctx(&api, matcher, &state, cfg, &mut stop).await? else {
+        return Ok(());
+    };
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency.max(1)));
     let mut backoff = ctx.cfg.poll_backoff;
     'poll: while !*stop.borrow() {
@@ -136,16 +160,11 @@ pub(crate) async fn run_loop(
             }
         }
     }
-    if let Err(e) = state.save().await {
-        tracing::error!(error = %e, "cannot save the bot state");
-    }
-    drop(ctx);
-    outbox.close().await;
-    tracing::info!("bot stopped");
+    finish(ctx, outbox, &state).await;
     Ok(())
 }
 
-async fn handle_update(ctx: &Ctx, raw: Value) {
+pub(crate) async fn handle_update(ctx: &Ctx, raw: Value) {
     let id = raw["update_id"].as_i64().unwrap_or_default();
     let Some((field, v)) = ["message", "edited_message", "channel_post", "edited_channel_post"]
         .iter()

@@ -8,6 +8,7 @@
 //!   written atomically after every handled update.
 //! - [`outbox`]: rate-limited sending.
 //! - [`run`]: long polling; each batch of updates is handled concurrently.
+//! - [`run_webhook`] / [`webhook`]: webhook mode (same handler, same state file).
 //!
 //! Media is downloaded into memory, hashed and dropped: never written to disk, never logged.
 //! Logs carry chat / message / user ids, file unique ids, hashes and distances.
@@ -22,6 +23,7 @@ pub mod matcher;
 pub mod outbox;
 pub mod state;
 pub mod texts;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ pub use matcher::{Matcher, Remote};
 pub use outbox::RateLimits;
 pub use state::{Action, StateFile};
 pub use texts::Lang;
+pub use webhook::Webhook;
 
 /// The bot's settings. `Default` is what `consentry telegram` uses without flags.
 #[derive(Clone, Debug)]
@@ -89,12 +92,15 @@ impl Default for BotConfig {
 pub enum BotError {
     /// getMe failed at start (bad token, no network).
     Start(ApiError),
+    /// Webhook mode could not start (bad URL or secret, setWebhook refused).
+    Webhook(String),
 }
 
 impl std::fmt::Display for BotError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BotError::Start(e) => write!(f, "cannot start the bot (getMe): {e}"),
+            BotError::Webhook(e) => write!(f, "webhook mode: {e}"),
         }
     }
 }
@@ -117,6 +123,26 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let r = handler::run_loop(api, matcher, state, config, stop_rx).await;
+    watcher.abort();
+    r
+}
+
+/// Runs the bot in webhook mode until `shutdown` completes (see [`webhook`]): the same handling
+/// and state file as [`run`], updates POSTed by Telegram instead of polled.
+pub async fn run_webhook(
+    api: BotApi,
+    matcher: Matcher,
+    state: Arc<StateFile>,
+    config: BotConfig,
+    webhook: Webhook,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BotError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let r = webhook::run_webhook(api, matcher, state, config, webhook, stop_rx).await;
     watcher.abort();
     r
 }

@@ -747,3 +747,107 @@ async fn remote_mode_matches_through_consentry_serve() {
     server.abort();
     assert_eq!(deleted_ids(f, GROUP), vec![1]);
 }
+
+/// Starts the bot in webhook mode on a fresh loopback socket; returns the webhook URL.
+fn start_webhook(env: &mut Env, secret: &str) -> String {
+    assert!(env.bot.is_none());
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/tg/hook", std_listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let api = BotApi::new(&env.fake.url(), fake::TOKEN, env.api_opts.clone()).unwrap();
+    let state = Arc::new(StateFile::open(&env.state_path).unwrap());
+    let matcher = Matcher::Embedded(env.app.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let cfg = env.config.clone();
+    let webhook = consentry_telegram::Webhook { listener, url: url.clone(), secret: secret.into() };
+    let h = tokio::spawn(async move {
+        consentry_telegram::run_webhook(api, matcher, state, cfg, webhook, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    env.bot = Some((tx, h));
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_handles_each_update_once_and_rejects_wrong_secrets() {
+    let mut env = env_or_skip!();
+    const SECRET: &str = "hook_Secret-42";
+    let url = start_webhook(&mut env, SECRET);
+    assert!(
+        env.fake.wait_for(Duration::from_secs(5), |c| c.iter().any(|c| c.method == "setWebhook")).await,
+        "setWebhook called"
+    );
+    let set = env.fake.calls_to("setWebhook");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0]["url"], json!(url));
+    assert_eq!(set[0]["secret_token"], json!(SECRET));
+    assert_eq!(count(&env.fake, "getUpdates"), 0, "no polling in webhook mode");
+
+    let http = reqwest::Client::new();
+    let post = |body: Value, secret: Option<&str>| {
+        let mut r = http.post(&url).json(&body);
+        if let Some(s) = secret {
+            r = r.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let mut protected = photo(10, 77, PROTECTED);
+    protected["update_id"] = json!(1);
+    let mut benign = photo(11, 78, "q0122.jpg");
+    benign["update_id"] = json!(2);
+
+    // Wrong or missing secret: 401 and nothing handled.
+    assert_eq!(post(protected.clone(), Some("hook_Secret-43")).await, 401);
+    assert_eq!(post(protected.clone(), Some("")).await, 401);
+    assert_eq!(post(protected.clone(), None).await, 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count(&env.fake, "getFile"), 0);
+    assert!(deleted_ids(&env.fake, GROUP).is_empty());
+
+    // The right secret: the answer comes once the update is handled (delete already sent).
+    assert_eq!(post(protected.clone(), Some(SECRET)).await, 200);
+    assert_eq!(deleted_ids(&env.fake, GROUP), vec![10]);
+    assert_eq!(post(benign.clone(), Some(SECRET)).await, 200);
+    assert_eq!(count(&env.fake, "getFile"), 2);
+    // A redelivery is acknowledged and not handled again.
+    assert_eq!(post(protected.clone(), Some(SECRET)).await, 200);
+    // Malformed bodies are acknowledged (Telegram would resend them forever) and skipped.
+    assert_eq!(post(json!({ "no_update_id": true }), Some(SECRET)).await, 200);
+    let mut bad = json!({ "message": { "chat": "not an object" } });
+    bad["update_id"] = json!(3);
+    assert_eq!(post(bad, Some(SECRET)).await, 200);
+    assert_eq!(deleted_ids(&env.fake, GROUP), vec![10]);
+    assert_eq!(count(&env.fake, "getFile"), 2);
+    env.stop().await;
+    let done = StateFile::open(&env.state_path).unwrap().with(|p| p.done.clone());
+    assert!(done.contains(&1) && done.contains(&2) && done.contains(&3), "saved: {done:?}");
+
+    // After a restart (new socket) the same state file still dedups redeliveries.
+    let url2 = start_webhook(&mut env, SECRET);
+    assert!(
+        env.fake
+            .wait_for(Duration::from_secs(5), |c| c.iter().filter(|c| c.method == "setWebhook").count() == 2)
+            .await
+    );
+    let status = http
+        .post(&url2)
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .json(&protected)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    let mut again = photo(12, 79, PROTECTED);
+    again["update_id"] = json!(4);
+    let status =
+        http.post(&url2).header("X-Telegram-Bot-Api-Secret-Token", SECRET).json(&again).send().await.unwrap();
+    assert_eq!(status.status().as_u16(), 200);
+    assert_eq!(deleted_ids(&env.fake, GROUP), vec![10, 12]);
+    assert_eq!(env.fake.calls_to("deleteMessage").len(), 2, "nothing handled twice");
+    env.stop().await;
+}

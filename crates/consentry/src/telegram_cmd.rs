@@ -4,6 +4,8 @@
 //! the `token` key of a TOML config file (`--config`), never from a flag (flags show in `ps`).
 //! Matching: the embedded store (`--data-dir` / `--database-url`, the same banks `consentry
 //! serve` uses) or a remote `consentry serve` (`--server URL`, API key in `$CONSENTRY_API_KEY`).
+//! Long polling by default; webhook mode with `--webhook-listen ADDR --webhook-url URL` (secret
+//! token in `$CONSENTRY_WEBHOOK_SECRET`, else random).
 //! SIGTERM or Ctrl-C: the updates in flight are finished, the offset saved, queued messages sent.
 
 use std::path::PathBuf;
@@ -20,7 +22,8 @@ use serde::Deserialize;
 #[derive(Debug, clap::Args)]
 pub struct TelegramArgs {
     /// TOML config file. Keys: token, api_url, data_dir, database_url, schema, server, api_key,
-    /// state, action, notice, lang, radius. Flags override it.
+    /// state, action, notice, lang, radius, webhook_listen, webhook_url, webhook_secret. Flags
+    /// override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -73,6 +76,21 @@ pub struct TelegramArgs {
     /// Match radius (Hamming distance; PDQ's default 31).
     #[arg(long, value_name = "N")]
     radius: Option<u32>,
+
+    /// Webhook mode instead of long polling: serve Telegram's POSTs on this address (e.g.
+    /// `127.0.0.1:8443`, behind a reverse proxy terminating HTTPS). Needs `--webhook-url`.
+    #[arg(long, value_name = "ADDR", requires = "webhook_url")]
+    webhook_listen: Option<String>,
+
+    /// Public HTTPS URL Telegram POSTs updates to (registered with setWebhook); its path is the
+    /// route served on `--webhook-listen`.
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
+
+    /// Environment variable holding the webhook secret token (A-Z a-z 0-9 _ -, at most 256). If
+    /// unset, a random one is made at each start (the webhook is registered again anyway).
+    #[arg(long, value_name = "VAR", default_value = "CONSENTRY_WEBHOOK_SECRET")]
+    webhook_secret_env: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +108,19 @@ struct FileConfig {
     notice: Option<bool>,
     lang: Option<String>,
     radius: Option<u32>,
+    webhook_listen: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+}
+
+/// A random webhook secret (32 hex digits from the OS's random source).
+fn random_secret() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("cannot read /dev/urandom for a webhook secret: set $CONSENTRY_WEBHOOK_SECRET")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 fn init_logs() {
@@ -151,6 +182,26 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
             data_dir.join("telegram-state.json")
         }
     });
+    let webhook_listen = args.webhook_listen.clone().or(file.webhook_listen.clone());
+    let webhook_url = args.webhook_url.clone().or(file.webhook_url.clone());
+    let webhook = match (webhook_listen, webhook_url) {
+        (None, None) => None,
+        (Some(listen), Some(url)) => {
+            let addr: std::net::SocketAddr = listen
+                .parse()
+                .with_context(|| format!("--webhook-listen `{listen}`: not an address:port"))?;
+            consentry_telegram::webhook::route_of(&url).map_err(|e| anyhow::anyhow!("--webhook-url: {e}"))?;
+            let secret = match env_nonempty(&args.webhook_secret_env).or(file.webhook_secret.clone()) {
+                Some(s) => s,
+                None => random_secret()?,
+            };
+            if !consentry_telegram::webhook::valid_secret(&secret) {
+                bail!("the webhook secret must be 1-256 characters A-Z a-z 0-9 _ -");
+            }
+            Some((addr, url, secret))
+        }
+        _ => bail!("webhook mode needs both --webhook-listen and --webhook-url (or both config keys)"),
+    };
     let api = BotApi::new(&api_url, &token, ApiOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -201,7 +252,27 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
                 .with_context(|| format!("cannot open the state file {}", state_path.display()))?,
         );
         tracing::info!(state = %state_path.display(), offset = state.with(|p| p.offset), "state loaded");
-        consentry_telegram::run(api, matcher, state, config, consentry_server::shutdown_signal()).await?;
+        match webhook {
+            None => {
+                consentry_telegram::run(api, matcher, state, config, consentry_server::shutdown_signal())
+                    .await?
+            }
+            Some((addr, url, secret)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let webhook = consentry_telegram::Webhook { listener, url, secret };
+                consentry_telegram::run_webhook(
+                    api,
+                    matcher,
+                    state,
+                    config,
+                    webhook,
+                    consentry_server::shutdown_signal(),
+                )
+                .await?
+            }
+        }
         if let Some(s) = store_to_close {
             s.close().await;
         }
