@@ -511,6 +511,29 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
         hash = %hash.to_hex(), bank = %hit.bank, distance = hit.distance, deleted, sanction = %sanction,
         "match"
     );
+    if let Matcher::Embedded(app) = &ctx.matcher {
+        // The store's audit log: ids, hashes and distances only, never the image.
+        let details = serde_json::json!({
+            "update_id": update,
+            "chat_id": chat,
+            "message_id": m.message_id,
+            "sender_id": m.from.as_ref().map(|u| u.id),
+            "sender_chat_id": m.sender_chat.as_ref().map(|c| c.id),
+            "file_unique_id": media.unique_id,
+            "media": media.what,
+            "pdq": hash.to_hex(),
+            "bank": hit.bank,
+            "entry_id": hit.entry_id,
+            "distance": hit.distance,
+            "deleted": deleted,
+            "sanction": sanction,
+        });
+        let target = format!("telegram-message:{chat}:{}", m.message_id);
+        let actor = consentry_store::Actor::named("telegram-bot");
+        if let Err(e) = app.store().record_audit(&actor, "telegram.match", &target, details).await {
+            tracing::error!(chat, message = m.message_id, error = %e, "cannot record the audit event");
+        }
+    }
     if notice && deleted && sanction != "repeat" {
         ctx.out.send(chat, texts::removed_notice(lang), None, Kind::Notice);
     }

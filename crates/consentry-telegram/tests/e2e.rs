@@ -851,3 +851,64 @@ async fn webhook_mode_handles_each_update_once_and_rejects_wrong_secrets() {
     assert_eq!(env.fake.calls_to("deleteMessage").len(), 2, "nothing handled twice");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_write_an_audit_event_with_ids_hashes_and_distances_only() {
+    let mut env = env_or_skip!();
+    let before = env.app.store().audit_events(0, 1000).await.unwrap().last().map(|e| e.id).unwrap_or(0);
+    env.start();
+    let f = env.fake.clone();
+    f.push_update(photo(20, 7, PROTECTED));
+    f.push_update(photo(21, 7, "q0122.jpg")); // benign: no event
+    f.push_update(photo(22, 8, "bridge-5-flipx.jpg"));
+    env.drain().await;
+    env.stop().await;
+    let events: Vec<_> = env
+        .app
+        .store()
+        .audit_events(before, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "telegram.match")
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let mut targets: Vec<_> = events.iter().map(|e| e.target.clone()).collect();
+    targets.sort();
+    assert_eq!(targets, vec![format!("telegram-message:{GROUP}:20"), format!("telegram-message:{GROUP}:22")]);
+    let e20 = events.iter().find(|e| e.target.ends_with(":20")).unwrap();
+    assert_eq!(e20.actor, "telegram-bot");
+    let d = &e20.details;
+    assert_eq!(d["chat_id"], json!(GROUP));
+    assert_eq!(d["message_id"], json!(20));
+    assert_eq!(d["sender_id"], json!(7));
+    assert_eq!(d["bank"], json!("known"));
+    assert_eq!(d["distance"], json!(0));
+    assert_eq!(d["deleted"], json!(true));
+    assert_eq!(d["pdq"], json!(pdq(&jpeg(PROTECTED)).to_hex()));
+    assert_eq!(d["file_unique_id"], json!(format!("u-{}", file_id(PROTECTED))));
+    // Only these keys: no image bytes, no caption or text.
+    let mut keys: Vec<_> = d.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "bank",
+            "chat_id",
+            "deleted",
+            "distance",
+            "entry_id",
+            "file_unique_id",
+            "media",
+            "message_id",
+            "pdq",
+            "sanction",
+            "sender_chat_id",
+            "sender_id",
+            "update_id"
+        ]
+    );
+    for e in &events {
+        assert!(e.details.to_string().len() < 1000, "small, no media: {}", e.details);
+    }
+}
