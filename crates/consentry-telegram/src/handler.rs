@@ -40,6 +40,8 @@ pub(crate) struct Ctx {
     out: OutboxHandle,
     hashes: Mutex<HashMap<String, Hashed>>,
     admins: Mutex<HashMap<(i64, i64), (Instant, bool)>>,
+    /// When each user opened cases with `/protect` (last hour), for the per-user limit.
+    protects: Mutex<HashMap<i64, Vec<Instant>>>,
 }
 
 /// Calls getMe and builds the shared context and the outbox; `None` when stopped first.
@@ -64,6 +66,7 @@ pub(crate) async fn start_ctx(
         out: outbox.handle(),
         hashes: Mutex::new(HashMap::new()),
         admins: Mutex::new(HashMap::new()),
+        protects: Mutex::new(HashMap::new()),
         cfg,
     });
     Ok(Some((ctx, outbox)))
@@ -806,8 +809,27 @@ async fn private_message(ctx: &Ctx, m: &Message) {
                     Err(e) => return ctx.reply(m, texts::protect_bad_hash(lang, i, &e.to_string())),
                 }
             }
+            let user = m.from.as_ref().map(|u| u.id).unwrap_or(m.chat.id);
+            let limit = ctx.cfg.protect_per_hour;
+            let hour = std::time::Duration::from_secs(3600);
+            let recent = {
+                let mut g = ctx.protects.lock().unwrap_or_else(|p| p.into_inner());
+                let v = g.entry(user).or_default();
+                v.retain(|t| t.elapsed() < hour);
+                v.len()
+            };
+            if limit > 0 && recent >= limit as usize {
+                tracing::info!(user, limit, "/protect rate limit reached");
+                return ctx.reply(m, texts::protect_rate_limited(lang, limit));
+            }
             match ctx.matcher.create_case(&hashes).await {
                 Ok((number, pin)) => {
+                    ctx.protects
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(user)
+                        .or_default()
+                        .push(Instant::now());
                     tracing::info!(hashes = hashes.len(), "case opened through Telegram");
                     ctx.reply(m, texts::protect_done(lang, &number, &pin, hashes.len()));
                 }

@@ -65,6 +65,8 @@ pub struct BotConfig {
     pub hash_cache_entries: usize,
     /// Delay before polling again after getUpdates failed (doubled up to 30 s).
     pub poll_backoff: Duration,
+    /// Cases one user may open with `/protect` per hour (0: no limit).
+    pub protect_per_hour: u32,
 }
 
 impl Default for BotConfig {
@@ -83,6 +85,7 @@ impl Default for BotConfig {
             admin_cache_ttl: Duration::from_secs(60),
             hash_cache_entries: 200_000,
             poll_backoff: Duration::from_millis(500),
+            protect_per_hour: 5,
         }
     }
 }

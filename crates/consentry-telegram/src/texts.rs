@@ -350,7 +350,33 @@ pub fn case_status(l: Lang, number: &str, status: &str, active: usize, total: us
     pick!(
         l,
         format!("Case {number}: {status}. {active} of {total} hash(es) active."),
-        format!("Dossier {number} : {status}. {active} empreinte(s) active(s) sur {total}.")
+        format!(
+            "Dossier {number} : {}. {active} empreinte(s) active(s) sur {total}.",
+            status_word(l, status)
+        )
+    )
+}
+/// A case status word (`received`, `active`, `withdrawn`) in the language; unknown ones as they are.
+pub fn status_word(l: Lang, status: &str) -> String {
+    match (l, status) {
+        (Lang::Fr, "received") => "reçu".into(),
+        (Lang::Fr, "active") => "actif".into(),
+        (Lang::Fr, "withdrawn") => "retiré".into(),
+        _ => status.to_owned(),
+    }
+}
+/// Too many cases opened by this user lately.
+pub fn protect_rate_limited(l: Lang, per_hour: u32) -> String {
+    pick!(
+        l,
+        format!(
+            "You have opened {per_hour} case(s) in the last hour, the most allowed. Please try again later; \
+             a case can hold up to 100 hashes."
+        ),
+        format!(
+            "Vous avez ouvert {per_hour} dossier(s) dans l'heure, le maximum autorisé. Réessayez plus tard ; \
+             un dossier peut contenir jusqu'à 100 empreintes."
+        )
     )
 }
 /// Withdrawn.
@@ -404,5 +430,27 @@ pub fn sanction(l: Lang, s: &str) -> String {
             pick!(l, "same album as the last strike", "même album que la dernière sanction").to_owned()
         }
         other => format!("{other} ({})", pick!(l, "failed", "échec")),
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn status_words_are_translated_in_french() {
+        assert_eq!(status_word(Lang::Fr, "received"), "reçu");
+        assert_eq!(status_word(Lang::Fr, "active"), "actif");
+        assert_eq!(status_word(Lang::Fr, "withdrawn"), "retiré");
+        assert_eq!(status_word(Lang::Fr, "other"), "other");
+        assert_eq!(status_word(Lang::En, "received"), "received");
+        assert_eq!(
+            case_status(Lang::Fr, "AB12", "withdrawn", 0, 2),
+            "Dossier AB12 : retiré. 0 empreinte(s) active(s) sur 2."
+        );
+        assert_eq!(
+            case_status(Lang::En, "AB12", "active", 2, 2),
+            "Case AB12: active. 2 of 2 hash(es) active."
+        );
     }
 }

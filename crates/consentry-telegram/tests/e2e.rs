@@ -707,7 +707,7 @@ async fn private_protect_status_and_withdraw() {
     send(private(6, survivor, "fr-FR", &format!("/status {} {pin}", number.to_lowercase()))).await;
     assert_eq!(
         texts_to(&f, survivor).last().unwrap(),
-        &format!("Dossier {number} : received. 1 empreinte(s) active(s) sur 1.")
+        &format!("Dossier {number} : reçu. 1 empreinte(s) active(s) sur 1.")
     );
     send(private(7, survivor, "en", &format!("/withdraw {number} {pin}"))).await;
     assert_eq!(
@@ -911,4 +911,30 @@ async fn matches_write_an_audit_event_with_ids_hashes_and_distances_only() {
     for e in &events {
         assert!(e.details.to_string().len() < 1000, "small, no media: {}", e.details);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_protect_is_rate_limited_per_user() {
+    let mut env = env_or_skip!();
+    env.config.protect_per_hour = 2;
+    env.start();
+    let f = env.fake.clone();
+    let h = pdq(&jpeg("q0291.jpg")).to_hex();
+    for (i, user) in [(1, 901), (2, 901), (3, 901), (4, 902), (5, 901)] {
+        let lang = if i == 5 { "fr" } else { "en" };
+        f.push_update(private(i, user, lang, &format!("/protect {h}")));
+        env.drain().await;
+    }
+    env.stop().await;
+    let a = texts_to(&f, 901);
+    assert_eq!(a.len(), 4, "{a:?}");
+    assert!(a[0].contains("Case number: ") && a[1].contains("Case number: "), "{a:?}");
+    assert!(a[2].starts_with("You have opened 2 case(s) in the last hour"), "{}", a[2]);
+    assert!(a[3].starts_with("Vous avez ouvert 2 dossier(s) dans l'heure"), "{}", a[3]);
+    // Another user is not affected.
+    assert!(texts_to(&f, 902)[0].contains("Case number: "));
+    // Exactly three cases exist (two for 901, one for 902).
+    let opened = env.app.store().audit_events(0, 1000).await.unwrap();
+    let cases = opened.iter().filter(|e| e.action == "case.create").count();
+    assert_eq!(cases, 3, "{:?}", opened.iter().map(|e| &e.action).collect::<Vec<_>>());
 }
