@@ -133,3 +133,103 @@ async fn telegram_binary_deletes_a_protected_photo_and_stops_on_sigterm() {
         serde_json::from_str(&std::fs::read_to_string(data.join("telegram-state.json")).unwrap()).unwrap();
     assert!(state["offset"].as_i64().unwrap() >= 3, "{state}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_binary_in_webhook_mode_checks_the_secret_and_deletes() {
+    let Some(base) = testdata() else { return };
+    let protected = std::fs::read(base.join("dih/bridge-1-original.jpg")).unwrap();
+    let hash = consentry_media::hash_bytes(&protected, &HashOptions::default(), &mut Hasher::new())
+        .unwrap()
+        .pdq
+        .hash;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Store::open(
+        consentry_store::StoreLocation::Sqlite(data.join(consentry_store::SQLITE_FILE_NAME)),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let bank = store
+        .create_bank(
+            &Actor::system(),
+            NewBank {
+                name: "known".into(),
+                description: String::new(),
+                enabled: true,
+                purpose: BankPurpose::KnownAbuse,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .add_entry(
+            &Actor::system(),
+            NewEntry {
+                bank_id: bank.id,
+                value: SignalValue::Pdq(hash),
+                quality: None,
+                source: EntrySourceKind::Moderator,
+                metadata: Value::Null,
+            },
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let tg = FakeTelegram::start().await;
+    tg.add_file("f-prot", "u-prot", protected);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/tg/hook");
+    let log = std::fs::File::create(dir.path().join("bot.log")).unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("consentry"))
+        .args(["telegram", "--api-url", &tg.url(), "--action", "none", "--no-notice"])
+        .args(["--webhook-listen", &format!("127.0.0.1:{port}"), "--webhook-url", &url, "--data-dir"])
+        .arg(&data)
+        .env("CONSENTRY_TELEGRAM_TOKEN", fake::TOKEN)
+        .env("CONSENTRY_WEBHOOK_SECRET", "cli_secret-1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(dir.path().join("bot.log")).unwrap_or_default();
+    let registered =
+        tg.wait_for(Duration::from_secs(60), |calls| calls.iter().any(|c| c.method == "setWebhook")).await;
+    if !registered {
+        let _ = child.kill();
+        panic!("no setWebhook; log:\n{}", read_log());
+    }
+    assert_eq!(tg.calls_to("setWebhook")[0]["secret_token"], json!("cli_secret-1"));
+    let mut update = fake::photo_update(-100_778, 10, 7, "f-prot", "u-prot");
+    update["update_id"] = json!(1);
+    let http = reqwest::Client::new();
+    let wrong =
+        http.post(&url).header("X-Telegram-Bot-Api-Secret-Token", "nope").json(&update).send().await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(tg.calls_to("deleteMessage").is_empty());
+    let right = http
+        .post(&url)
+        .header("X-Telegram-Bot-Api-Secret-Token", "cli_secret-1")
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+    assert_eq!(tg.calls_to("deleteMessage"), vec![json!({ "chat_id": -100_778, "message_id": 10 })]);
+    assert!(tg.calls_to("getUpdates").is_empty());
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the bot did not stop within 20 s of SIGTERM; log:\n{}", read_log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(code.success(), "exit {code:?}; log:\n{}", read_log());
+}
