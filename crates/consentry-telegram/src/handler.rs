@@ -92,6 +92,12 @@ pub(crate) async fn run_loop(
     let Some((ctx, outbox)) = start_ctx(&api, matcher, &state, cfg, &mut stop).await? else {
         return Ok(());
     };
+    // getUpdates is refused (409) while a webhook is set, e.g. after running in webhook mode.
+    // Pending updates are kept: Telegram serves them to getUpdates.
+    let removed: Result<bool, ApiError> = api.call("deleteWebhook", &serde_json::json!({})).await;
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "deleteWebhook failed (polling may be refused while a webhook is set)");
+    }
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency.max(1)));
     let mut backoff = ctx.cfg.poll_backoff;
     'poll: while !*stop.borrow() {

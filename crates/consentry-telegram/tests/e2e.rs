@@ -292,6 +292,9 @@ async fn protected_photos_are_deleted_reported_and_repeat_posters_escalated() {
     let notices = texts_to(f, GROUP);
     assert_eq!(notices.len(), 4, "{notices:?}");
     assert!(notices.iter().all(|t| t.contains("protected from non-consensual sharing")));
+    // Polling mode removes any webhook first (getUpdates is refused while one is set).
+    assert_eq!(f.calls_to("deleteWebhook").len(), 1);
+    assert_eq!(f.calls()[1].method, "deleteWebhook", "after getMe, before polling");
     // Reports to the log chat: bank, distance, sender, link — never the image.
     let reports = texts_to(f, LOG);
     assert_eq!(reports.len(), 4, "{reports:?}");
