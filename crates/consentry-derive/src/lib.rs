@@ -49,7 +49,7 @@
 //! replacing the body area leaves the keypoints of the face, hair and
 //! background, which still agree on one transform. The score weighs close
 //! descriptor agreement, which unrelated images rarely reach on several
-//! geometrically consistent points (figures in `bench/results-derivatives.md`).
+//! geometrically consistent points (figures in `bench/RESULTS.md`).
 //!
 //! No I/O: callers decode images (see `consentry-media`) and pass pixels.
 
@@ -229,7 +229,7 @@ impl Extractor {
     /// alike in every photo and cause most false matches between different
     /// photos. Both sides (signatures and queries) must use the same value.
     /// Measured with `consentry-eval`'s `derive_tune` (see
-    /// `bench/results-derivatives.md`), not yet in a full harness run.
+    /// `bench/RESULTS.md`), not yet in a full harness run.
     pub fn with_plane_limit(mut self, limit: u32) -> Self {
         self.plane_limit = limit;
         self
