@@ -15,8 +15,8 @@ use consentry_index::Match;
 use consentry_media::{HashOptions, ImageFormat};
 use consentry_pdq::{Dihedral, Hash256, Hasher};
 use consentry_store::{
-    Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind, NewBank,
-    NewCase, NewEntry, Scope, SignalValue, StoreError,
+    Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind, NewBank, NewCase,
+    NewEntry, Scope, SignalValue, StoreError,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -40,7 +40,11 @@ pub(crate) fn routes() -> Routes {
         .add("/v1/lookup/image", &["POST"], post(lookup_image))
         .add("/v1/compare", &["POST"], post(compare))
         .add("/v1/banks", &["GET", "POST"], get(list_banks).post(create_bank))
-        .add("/v1/banks/{name}", &["GET", "PATCH", "DELETE"], get(get_bank).patch(patch_bank).delete(delete_bank))
+        .add(
+            "/v1/banks/{name}",
+            &["GET", "PATCH", "DELETE"],
+            get(get_bank).patch(patch_bank).delete(delete_bank),
+        )
         .add("/v1/banks/{name}/entries", &["GET", "POST"], get(list_entries).post(add_entries))
         .add("/v1/banks/{name}/import", &["POST"], post(crate::bulk::import))
         .add("/v1/banks/{name}/export", &["GET"], get(crate::bulk::export))
@@ -55,11 +59,11 @@ pub(crate) fn routes() -> Routes {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(t)| t).map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
 }
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+pub(crate) fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
     p.map(|Path(t)| t).map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))
 }
 
@@ -108,7 +112,7 @@ fn entry_json(e: &Entry, bank: &Bank) -> Value {
     })
 }
 
-async fn bank_by_name(state: &AppState, name: &str) -> ApiResult<Bank> {
+pub(crate) async fn bank_by_name(state: &AppState, name: &str) -> ApiResult<Bank> {
     match state.inner.store.get_bank_by_name(name).await {
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!("bank `{name}` not found"))),
         other => Ok(other?),
@@ -140,15 +144,19 @@ async fn ready(State(state): State<AppState>) -> Response {
             "store_seq": seq,
         }))
         .into_response(),
-        (false, _) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the index is not loaded yet")
-            .into_response(),
+        (false, _) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the index is not loaded yet")
+                .into_response()
+        }
         (true, Ok(Err(e))) => {
             tracing::warn!(error = %e, "readiness: store unreachable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the store is unreachable").into_response()
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the store is unreachable")
+                .into_response()
         }
         (true, Err(_)) => {
             tracing::warn!("readiness: store did not answer within 2 s");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the store is unreachable").into_response()
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, "the store is unreachable")
+                .into_response()
         }
     }
 }
@@ -167,7 +175,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Change-feed records applied since start.",
             s.changes_applied.load(Ordering::Relaxed) as f64,
         ),
-        ("consentry_index_reloads", "Full reloads of the index since start.", s.reloads.load(Ordering::Relaxed) as f64),
+        (
+            "consentry_index_reloads",
+            "Full reloads of the index since start.",
+            s.reloads.load(Ordering::Relaxed) as f64,
+        ),
         (
             "consentry_index_poll_errors",
             "Failed change-feed polls since start.",
@@ -260,7 +272,11 @@ async fn hash_image(
 /// Looks up each query (one hash, or the 8 dihedral hashes of one image searched together) and
 /// describes the matches. Entries found disabled (or whose bank is disabled) when their details
 /// are read are dropped, so a disable is effective here even before the index catches up.
-async fn lookup_many(state: &AppState, queries: Vec<Vec<Hash256>>, radius: u32) -> ApiResult<Vec<(Vec<Value>, bool)>> {
+async fn lookup_many(
+    state: &AppState,
+    queries: Vec<Vec<Hash256>>,
+    radius: u32,
+) -> ApiResult<Vec<(Vec<Value>, bool)>> {
     let started = Instant::now();
     let index = state.inner.index.clone();
     let firsts: Vec<Hash256> = queries.iter().map(|q| q.first().copied().unwrap_or(Hash256::ZERO)).collect();
@@ -273,7 +289,9 @@ async fn lookup_many(state: &AppState, queries: Vec<Vec<Hash256>>, radius: u32) 
         }
         queries
             .iter()
-            .map(|q| if q.len() == 1 { index.search(&q[0], radius) } else { index.search_dihedral(q, radius) })
+            .map(
+                |q| if q.len() == 1 { index.search(&q[0], radius) } else { index.search_dihedral(q, radius) },
+            )
             .collect()
     })
     .await
@@ -371,7 +389,11 @@ async fn lookup_get(
     if parts.len() > 8 {
         return Err(ApiError::bad_request("at most 8 dihedral hashes"));
     }
-    let hashes = parts.iter().enumerate().map(|(i, s)| parse_hash(s, &format!("hash #{i}"))).collect::<ApiResult<Vec<_>>>()?;
+    let hashes = parts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_hash(s, &format!("hash #{i}")))
+        .collect::<ApiResult<Vec<_>>>()?;
     if hashes.is_empty() {
         return Err(ApiError::invalid_hash("the `hash` query parameter is empty"));
     }
@@ -523,7 +545,12 @@ async fn create_bank(
         .store
         .create_bank(
             &actor,
-            NewBank { name: body.name, description: body.description, enabled: body.enabled.unwrap_or(true), purpose },
+            NewBank {
+                name: body.name,
+                description: body.description,
+                enabled: body.enabled.unwrap_or(true),
+                purpose,
+            },
         )
         .await?;
     tracing::info!(bank = bank.id, "bank created");
@@ -661,11 +688,19 @@ async fn add_entries(
                     Err(reason) => rejected.push((i as u64, reason)),
                 }
             }
-            let report =
-                state.inner.store.add_entries_bulk(&actor, bank.id, EntrySourceKind::Moderator, lines).await?;
+            let report = state
+                .inner
+                .store
+                .add_entries_bulk(&actor, bank.id, EntrySourceKind::Moderator, lines)
+                .await?;
             rejected.extend(report.rejected.into_iter().map(|l| (l.line - 1, l.reason)));
             rejected.sort_by_key(|(i, _)| *i);
-            tracing::info!(bank = bank.id, added = report.added.len(), rejected = rejected.len(), "entries added");
+            tracing::info!(
+                bank = bank.id,
+                added = report.added.len(),
+                rejected = rejected.len(),
+                "entries added"
+            );
             Ok(Json(json!({
                 "bank": bank.name,
                 "added": report.added.iter().map(|(l, id)| json!({"index": l - 1, "id": id})).collect::<Vec<_>>(),
@@ -793,8 +828,16 @@ struct CreateCase {
     hashes: Vec<CaseHashInput>,
 }
 
-async fn create_case(State(state): State<AppState>, req: axum::extract::Request) -> ApiResult<(StatusCode, Json<Value>)> {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+async fn create_case(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ct.starts_with("image/") || ct.starts_with("multipart/") || ct.starts_with("video/") {
         return Err(image_not_accepted());
     }

@@ -35,11 +35,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use consentry_pdq::Hash256;
-use consentry_store::{Bank, BulkLine, Entry, EntrySourceKind, LineError, SignalValue, StoreError};
+use consentry_store::{Bank, BulkLine, Entry, EntrySourceKind, LineError, SignalValue};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::api::{bank_by_name, path, query};
 use crate::auth::Auth;
 use crate::error::{codes, ApiError, ApiResult};
 use crate::AppState;
@@ -397,17 +398,10 @@ pub(crate) async fn import(
     req: Request,
 ) -> ApiResult<Json<Value>> {
     auth.require(consentry_store::Scope::Curate)?;
-    let name = name
-        .map(|Path(n)| n)
-        .map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))?;
-    let params = params
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
+    let name = path(name)?;
+    let params = query(params)?;
     let format = parse_format(params.format.as_deref(), false)?;
-    let bank = match state.inner.store.get_bank_by_name(&name).await {
-        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(format!("bank `{name}` not found"))),
-        other => other?,
-    };
+    let bank = bank_by_name(&state, &name).await?;
     let max_bytes = state.inner.config.max_import_bytes;
     let idle = state.inner.config.body_idle_timeout;
     let mut stream = req.into_body().into_data_stream();
@@ -594,17 +588,10 @@ pub(crate) async fn export(
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     auth.require_any(&[consentry_store::Scope::Curate])?;
-    let name = name
-        .map(|Path(n)| n)
-        .map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))?;
-    let params = params
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
+    let name = path(name)?;
+    let params = query(params)?;
     let format = parse_format(params.format.as_deref(), true)?;
-    let bank = match state.inner.store.get_bank_by_name(&name).await {
-        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(format!("bank `{name}` not found"))),
-        other => other?,
-    };
+    let bank = bank_by_name(&state, &name).await?;
     let include_disabled = params.include_disabled;
     let content_type = match format {
         Format::Csv | Format::Meta => "text/csv; charset=utf-8",
