@@ -13,7 +13,11 @@ fn body_error(status: StatusCode, text: String, limit: usize) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
     } else {
-        ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, format!("cannot read the request body: {text}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_REQUEST,
+            format!("cannot read the request body: {text}"),
+        )
     }
 }
 

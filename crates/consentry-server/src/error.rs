@@ -144,7 +144,11 @@ impl ApiError {
     /// 500 `internal`; `detail` goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "internal error; it has been logged")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "internal error; it has been logged",
+        )
     }
 }
 
@@ -168,7 +172,9 @@ impl From<StoreError> for ApiError {
         }
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            StoreError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, conflict_message(&why)),
+            StoreError::Conflict(why) => {
+                ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, conflict_message(&why))
+            }
             StoreError::InvalidInput(why) => ApiError::bad_request(why),
             StoreError::InvalidHash { index, reason } => ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -191,9 +197,11 @@ impl From<StoreError> for ApiError {
                 err.retry_after_secs = Some(secs);
                 err
             }
-            StoreError::Unauthorized => {
-                ApiError::new(StatusCode::UNAUTHORIZED, codes::INVALID_API_KEY, "the API key is invalid or revoked")
-            }
+            StoreError::Unauthorized => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::INVALID_API_KEY,
+                "the API key is invalid or revoked",
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -276,7 +276,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
 }
 
 /// Counts every request by route and status, logs one line (route, method, status, time — never
@@ -294,13 +298,18 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         let ip = client_ip(&req, state.inner.config.trust_forwarded_for);
         if let Err(wait) = state.inner.case_limiter.check(&ip) {
             tracing::info!(%route, "case endpoint rate limit hit");
-            let resp = ApiError::rate_limited(wait, "too many requests from this address to the case endpoints")
-                .into_response();
+            let resp =
+                ApiError::rate_limited(wait, "too many requests from this address to the case endpoints")
+                    .into_response();
             state.inner.metrics.count_request(&route, &method, resp.status().as_u16());
             return resp;
         }
     }
-    let limit = if route.ends_with("/import") { state.inner.config.bulk_timeout } else { state.inner.config.request_timeout };
+    let limit = if route.ends_with("/import") {
+        state.inner.config.bulk_timeout
+    } else {
+        state.inner.config.request_timeout
+    };
     let resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::TIMEOUT, "the request took too long")

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the lookup latency histogram buckets.
-pub const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Counters and histograms of one server process.
 #[derive(Debug, Default)]
@@ -83,7 +84,8 @@ impl Metrics {
         let _ = writeln!(out, "consentry_lookup_duration_seconds_count {count}");
         out.push_str("# HELP consentry_lookup_matches_total Matches returned by lookups.\n");
         out.push_str("# TYPE consentry_lookup_matches_total counter\n");
-        let _ = writeln!(out, "consentry_lookup_matches_total {}", self.lookup_matches.load(Ordering::Relaxed));
+        let _ =
+            writeln!(out, "consentry_lookup_matches_total {}", self.lookup_matches.load(Ordering::Relaxed));
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");

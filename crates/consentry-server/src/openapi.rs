@@ -92,7 +92,9 @@ fn request_body(body: &str) -> Option<Value> {
                 "multipart/form-data": { "schema": { "type": "object", "required": ["file"], "properties": { "file": { "type": "string", "format": "binary" } } } }
             }
         })),
-        name => Some(json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } })),
+        name => Some(
+            json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } }),
+        ),
     }
 }
 
@@ -100,7 +102,11 @@ fn parameters(op: &Op) -> Vec<Value> {
     let mut ps = Vec::new();
     for seg in op.path.split('/') {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            let ty = if name == "id" { json!({"type": "integer", "format": "int64"}) } else { json!({"type": "string"}) };
+            let ty = if name == "id" {
+                json!({"type": "integer", "format": "int64"})
+            } else {
+                json!({"type": "string"})
+            };
             ps.push(json!({ "name": name, "in": "path", "required": true, "schema": ty }));
         }
     }
@@ -108,25 +114,55 @@ fn parameters(op: &Op) -> Vec<Value> {
     match (op.method, op.path) {
         ("GET", "/v1/lookup") => {
             ps.push(json!({ "name": "hash", "in": "query", "required": true, "schema": {"type": "string"}, "description": "64 hex digits; with dihedral=true up to 8 comma-separated" }));
-            ps.push(q("dihedral", json!({"type": "boolean"}), "the hashes are the dihedral variants of one image"));
-            ps.push(q("radius", json!({"type": "integer", "minimum": 0, "maximum": 64}), "match radius (default 31)"));
+            ps.push(q(
+                "dihedral",
+                json!({"type": "boolean"}),
+                "the hashes are the dihedral variants of one image",
+            ));
+            ps.push(q(
+                "radius",
+                json!({"type": "integer", "minimum": 0, "maximum": 64}),
+                "match radius (default 31)",
+            ));
         }
-        ("POST", "/v1/hash") => ps.push(q("dihedral", json!({"type": "boolean"}), "also return the 8 dihedral hashes")),
+        ("POST", "/v1/hash") => {
+            ps.push(q("dihedral", json!({"type": "boolean"}), "also return the 8 dihedral hashes"))
+        }
         ("POST", "/v1/lookup/image") => {
             ps.push(q("dihedral", json!({"type": "boolean"}), "search with the 8 dihedral hashes"));
-            ps.push(q("radius", json!({"type": "integer", "minimum": 0, "maximum": 64}), "match radius (default 31)"));
+            ps.push(q(
+                "radius",
+                json!({"type": "integer", "minimum": 0, "maximum": 64}),
+                "match radius (default 31)",
+            ));
         }
         ("POST", "/v1/banks/{name}/import") => {
-            ps.push(q("format", json!({"type": "string", "enum": ["csv", "jsonl", "hma"]}), "input format (default csv)"));
-            ps.push(q("keep_paths", json!({"type": "boolean"}), "store the path column as metadata.path (dropped by default)"));
+            ps.push(q(
+                "format",
+                json!({"type": "string", "enum": ["csv", "jsonl", "hma"]}),
+                "input format (default csv)",
+            ));
+            ps.push(q(
+                "keep_paths",
+                json!({"type": "boolean"}),
+                "store the path column as metadata.path (dropped by default)",
+            ));
         }
         ("GET", "/v1/banks/{name}/export") => {
-            ps.push(q("format", json!({"type": "string", "enum": ["csv", "meta", "jsonl", "hma"]}), "output format (default csv)"));
+            ps.push(q(
+                "format",
+                json!({"type": "string", "enum": ["csv", "meta", "jsonl", "hma"]}),
+                "output format (default csv)",
+            ));
             ps.push(q("include_disabled", json!({"type": "boolean"}), "also export disabled entries"));
         }
         ("GET", "/v1/banks/{name}/entries") => {
             ps.push(q("after", json!({"type": "integer"}), "entries with a larger id"));
-            ps.push(q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "page size (default 100)"));
+            ps.push(q(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+                "page size (default 100)",
+            ));
         }
         _ => {}
     }
@@ -134,7 +170,8 @@ fn parameters(op: &Op) -> Vec<Value> {
 }
 
 fn schemas() -> Value {
-    let hash = json!({ "type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "PDQ hash, 64 hex digits" });
+    let hash =
+        json!({ "type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "PDQ hash, 64 hex digits" });
     json!({
         "Error": {
             "type": "object",

@@ -85,7 +85,11 @@ impl Mirror {
     }
 
     /// Applies a batch of changes (in seq order). Returns how many entries changed in the index.
-    async fn apply_changes(&mut self, index: &Arc<Index>, changes: &[consentry_store::Change]) -> Result<usize, StoreError> {
+    async fn apply_changes(
+        &mut self,
+        index: &Arc<Index>,
+        changes: &[consentry_store::Change],
+    ) -> Result<usize, StoreError> {
         // Ops are absolute: only the last op per entry in the batch matters.
         let mut last: HashMap<i64, Option<Hash256>> = HashMap::new();
         for c in changes {

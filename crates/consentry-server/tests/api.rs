@@ -53,7 +53,8 @@ async fn health_ready_metrics_and_openapi() {
     assert!(routes.len() >= 20, "{routes:?}");
     // ... and every one of them is really routed (no JSON 404 `no such endpoint`/405 from the router).
     for (method, path) in &routes {
-        let uri = path.replace("{name}", "nobank").replace("{id}", "999999").replace("{number}", "AAAA-AAAA-AAAA");
+        let uri =
+            path.replace("{name}", "nobank").replace("{id}", "999999").replace("{number}", "AAAA-AAAA-AAAA");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let (s, v) = app.call(m, &uri, Some(&app.admin), None).await;
         assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {v}");
@@ -79,8 +80,14 @@ async fn health_ready_metrics_and_openapi() {
     )
     .unwrap();
     // /health: once above, once in the route walk.
-    assert!(text.contains(r#"consentry_http_requests_total{route="/health",method="GET",status="200"} 2"#), "{text}");
-    assert!(text.contains(r#"consentry_http_requests_total{route="/v1/lookup",method="GET",status="200"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"consentry_http_requests_total{route="/health",method="GET",status="200"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"consentry_http_requests_total{route="/v1/lookup",method="GET",status="200"} 1"#),
+        "{text}"
+    );
     assert!(text.contains(r#"route="unmatched",method="GET",status="404""#), "{text}");
     assert!(text.contains("consentry_lookup_duration_seconds_count 1"), "{text}");
     assert!(text.contains("consentry_index_entries 0"), "{text}");
@@ -131,7 +138,10 @@ async fn revoked_key_stops_working_after_the_cache_ttl() {
     let config = ServerConfig { key_cache_ttl: Duration::from_millis(300), ..test_config() };
     let app = TestApp::on(&db, config).await;
     let store = app.state.store().clone();
-    let created = store.create_api_key(&consentry_store::Actor::system(), "temp", &[consentry_store::Scope::Lookup]).await.unwrap();
+    let created = store
+        .create_api_key(&consentry_store::Actor::system(), "temp", &[consentry_store::Scope::Lookup])
+        .await
+        .unwrap();
     let uri = format!("/v1/lookup?hash={}", random_pdq().to_hex());
     assert_eq!(app.call(Method::GET, &uri, Some(&created.secret), None).await.0, StatusCode::OK);
     store.revoke_api_key(&consentry_store::Actor::system(), created.key.id).await.unwrap();
@@ -147,10 +157,18 @@ async fn banks_crud() {
     let (_db, app) = sqlite_app().await;
     let key = Some(app.curate.as_str());
     let (s, v) = app
-        .call(Method::POST, "/v1/banks", key, Some(json!({"name": "known", "description": "d", "purpose": "known-abuse"})))
+        .call(
+            Method::POST,
+            "/v1/banks",
+            key,
+            Some(json!({"name": "known", "description": "d", "purpose": "known-abuse"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!((v["name"].as_str(), v["purpose"].as_str(), v["enabled"].as_bool()), (Some("known"), Some("known-abuse"), Some(true)));
+    assert_eq!(
+        (v["name"].as_str(), v["purpose"].as_str(), v["enabled"].as_bool()),
+        (Some("known"), Some("known-abuse"), Some(true))
+    );
     let (s, v) = app.call(Method::POST, "/v1/banks", key, Some(json!({"name": "known"}))).await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, codes::CONFLICT));
     let (s, v) = app.call(Method::POST, "/v1/banks", key, Some(json!({"name": ""}))).await;
@@ -168,10 +186,18 @@ async fn banks_crud() {
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, codes::NOT_FOUND));
 
     let (s, v) = app
-        .call(Method::PATCH, "/v1/banks/known", key, Some(json!({"name": "renamed", "description": "e", "enabled": false})))
+        .call(
+            Method::PATCH,
+            "/v1/banks/known",
+            key,
+            Some(json!({"name": "renamed", "description": "e", "enabled": false})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["name"].as_str(), v["description"].as_str(), v["enabled"].as_bool()), (Some("renamed"), Some("e"), Some(false)));
+    assert_eq!(
+        (v["name"].as_str(), v["description"].as_str(), v["enabled"].as_bool()),
+        (Some("renamed"), Some("e"), Some(false))
+    );
     let (s, _) = app.call(Method::GET, "/v1/banks/known", key, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, v) = app.call(Method::PATCH, "/v1/banks/missing", key, Some(json!({"enabled": true}))).await;
@@ -179,7 +205,8 @@ async fn banks_crud() {
 
     let (s, v) = app.call(Method::GET, "/v1/banks", key, None).await;
     assert_eq!(s, StatusCode::OK);
-    let names: Vec<&str> = v["banks"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        v["banks"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"renamed") && names.contains(&"survivors"), "{names:?}");
 
     let (s, _) = app.call(Method::DELETE, "/v1/banks/renamed", key, None).await;
@@ -198,18 +225,26 @@ async fn entries_and_lookups() {
     // Visible to lookups within a second (the index follows the change feed).
     assert!(within(SYNC, || async { !app.matches(&h).await.is_empty() }).await.is_some());
     let near = flip(&h, 5);
-    let (s, v) = app.call(Method::GET, &format!("/v1/lookup?hash={}", near.to_hex()), Some(&app.lookup), None).await;
+    let (s, v) =
+        app.call(Method::GET, &format!("/v1/lookup?hash={}", near.to_hex()), Some(&app.lookup), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["query"]["hash"], near.to_hex(), "the query hash is echoed");
     assert_eq!(v["query"]["radius"], 31);
     let m = &v["matches"][0];
-    assert_eq!((m["bank"].as_str(), m["entry_id"].as_i64(), m["distance"].as_u64()), (Some("known"), Some(id), Some(5)));
+    assert_eq!(
+        (m["bank"].as_str(), m["entry_id"].as_i64(), m["distance"].as_u64()),
+        (Some("known"), Some(id), Some(5))
+    );
     assert_eq!(m["metadata"]["source"], "report-17");
     assert_eq!(m["hash"], h.to_hex());
     // Radius is honoured; too large a radius is refused.
-    let (_, v) = app.call(Method::GET, &format!("/v1/lookup?hash={}&radius=4", near.to_hex()), Some(&app.lookup), None).await;
+    let (_, v) = app
+        .call(Method::GET, &format!("/v1/lookup?hash={}&radius=4", near.to_hex()), Some(&app.lookup), None)
+        .await;
     assert_eq!(v["matches"].as_array().unwrap().len(), 0);
-    let (s, v) = app.call(Method::GET, &format!("/v1/lookup?hash={}&radius=300", h.to_hex()), Some(&app.lookup), None).await;
+    let (s, v) = app
+        .call(Method::GET, &format!("/v1/lookup?hash={}&radius=300", h.to_hex()), Some(&app.lookup), None)
+        .await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST));
     // Malformed hashes.
     for bad in ["xyz", "00", &format!("{}0", h.to_hex()), ""] {
@@ -221,7 +256,10 @@ async fn entries_and_lookups() {
 
     // Entry reads.
     let (s, v) = app.call(Method::GET, &format!("/v1/entries/{id}"), Some(&app.lookup), None).await;
-    assert_eq!((s, v["hash"].as_str(), v["active"].as_bool()), (StatusCode::OK, Some(h.to_hex().as_str()), Some(true)));
+    assert_eq!(
+        (s, v["hash"].as_str(), v["active"].as_bool()),
+        (StatusCode::OK, Some(h.to_hex().as_str()), Some(true))
+    );
     let (s, v) = app.call(Method::GET, "/v1/entries/424242", Some(&app.lookup), None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, codes::NOT_FOUND));
     let (s, v) = app.call(Method::GET, "/v1/entries/abc", Some(&app.lookup), None).await;
@@ -254,15 +292,22 @@ async fn entries_and_lookups() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let added: Vec<i64> = v["added"].as_array().unwrap().iter().map(|x| x["index"].as_i64().unwrap()).collect();
-    let rejected: Vec<i64> = v["rejected"].as_array().unwrap().iter().map(|x| x["index"].as_i64().unwrap()).collect();
+    let added: Vec<i64> =
+        v["added"].as_array().unwrap().iter().map(|x| x["index"].as_i64().unwrap()).collect();
+    let rejected: Vec<i64> =
+        v["rejected"].as_array().unwrap().iter().map(|x| x["index"].as_i64().unwrap()).collect();
     assert_eq!((added, rejected), (vec![0, 3], vec![1, 2]));
 
     // Batch lookup.
     let miss = random_pdq();
     let wait = within(SYNC, || async {
         let (_, v) = app
-            .call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": [a.to_hex(), miss.to_hex(), flip(&b, 3).to_hex()]})))
+            .call(
+                Method::POST,
+                "/v1/lookup",
+                Some(&app.lookup),
+                Some(json!({"hashes": [a.to_hex(), miss.to_hex(), flip(&b, 3).to_hex()]})),
+            )
             .await;
         let r = v["results"].as_array().unwrap();
         r[0]["matches"].as_array().unwrap().len() == 1
@@ -279,10 +324,13 @@ async fn entries_and_lookups() {
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_HASH));
     assert!(v["error"]["message"].as_str().unwrap().contains("hashes[1]"));
     let too_many: Vec<String> = (0..10_001).map(|_| a.to_hex()).collect();
-    let (s, v) = app.call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": too_many}))).await;
+    let (s, v) =
+        app.call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": too_many}))).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::TOO_MANY_HASHES));
-    let ok_many: Vec<String> = (0..10_000).map(|i| if i % 2 == 0 { a.to_hex() } else { miss.to_hex() }).collect();
-    let (s, v) = app.call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": ok_many}))).await;
+    let ok_many: Vec<String> =
+        (0..10_000).map(|i| if i % 2 == 0 { a.to_hex() } else { miss.to_hex() }).collect();
+    let (s, v) =
+        app.call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": ok_many}))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["results"].as_array().unwrap().len(), 10_000);
     assert_eq!(v["results"][9_998]["matches"].as_array().unwrap().len(), 1);
@@ -290,7 +338,10 @@ async fn entries_and_lookups() {
     // Disable → stops matching; enable → matches again; delete → gone.
     let (s, v) = app.call(Method::POST, &format!("/v1/entries/{id}/disable"), Some(&app.curate), None).await;
     assert_eq!((s, v["active"].as_bool()), (StatusCode::OK, Some(false)));
-    assert!(app.matches(&h).await.is_empty(), "a disabled entry never matches, even before the index catches up");
+    assert!(
+        app.matches(&h).await.is_empty(),
+        "a disabled entry never matches, even before the index catches up"
+    );
     let (s, v) = app.call(Method::POST, &format!("/v1/entries/{id}/enable"), Some(&app.curate), None).await;
     assert_eq!((s, v["active"].as_bool()), (StatusCode::OK, Some(true)));
     assert!(within(SYNC, || async { app.matches(&h).await.len() == 1 }).await.is_some());
@@ -298,10 +349,14 @@ async fn entries_and_lookups() {
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, codes::NOT_FOUND));
 
     // A disabled bank never matches.
-    let (s, _) = app.call(Method::PATCH, "/v1/banks/known", Some(&app.curate), Some(json!({"enabled": false}))).await;
+    let (s, _) =
+        app.call(Method::PATCH, "/v1/banks/known", Some(&app.curate), Some(json!({"enabled": false}))).await;
     assert_eq!(s, StatusCode::OK);
     assert!(app.matches(&h).await.is_empty());
-    assert!(within(SYNC, || async { app.state.index().search(&h, 0).is_empty() }).await.is_some(), "index follows");
+    assert!(
+        within(SYNC, || async { app.state.index().search(&h, 0).is_empty() }).await.is_some(),
+        "index follows"
+    );
     app.call(Method::PATCH, "/v1/banks/known", Some(&app.curate), Some(json!({"enabled": true}))).await;
     assert!(within(SYNC, || async { app.matches(&h).await.len() == 1 }).await.is_some());
 
@@ -318,14 +373,23 @@ async fn compare_hashes() {
     let a = random_pdq();
     for (n, want) in [(0u32, true), (31, true), (32, false)] {
         let b = flip(&a, n);
-        let (s, v) =
-            app.call(Method::POST, "/v1/compare", Some(&app.lookup), Some(json!({"a": a.to_hex(), "b": b.to_hex()}))).await;
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/v1/compare",
+                Some(&app.lookup),
+                Some(json!({"a": a.to_hex(), "b": b.to_hex()})),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!((v["distance"].as_u64(), v["match"].as_bool()), (Some(n as u64), Some(want)));
     }
-    let (s, v) = app.call(Method::POST, "/v1/compare", Some(&app.lookup), Some(json!({"a": a.to_hex(), "b": "q"}))).await;
+    let (s, v) = app
+        .call(Method::POST, "/v1/compare", Some(&app.lookup), Some(json!({"a": a.to_hex(), "b": "q"})))
+        .await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_HASH));
-    let (s, v) = app.call(Method::POST, "/v1/compare", Some(&app.lookup), Some(json!({"a": a.to_hex()}))).await;
+    let (s, v) =
+        app.call(Method::POST, "/v1/compare", Some(&app.lookup), Some(json!({"a": a.to_hex()}))).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_JSON));
 }
 
@@ -337,9 +401,13 @@ async fn hashing_images() {
     let png = png_bytes(&img);
     let (s, v) = app.upload("/v1/hash", Some(&app.lookup), "image/png", png.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64(), v["format"].as_str()), (Some(320), Some(240), Some("png")));
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64(), v["format"].as_str()),
+        (Some(320), Some(240), Some("png"))
+    );
     let pdq = v["pdq"].as_str().unwrap().to_owned();
-    let expected = consentry_media::hash_bytes(&png, &Default::default(), &mut consentry_pdq::Hasher::new()).unwrap();
+    let expected =
+        consentry_media::hash_bytes(&png, &Default::default(), &mut consentry_pdq::Hasher::new()).unwrap();
     assert_eq!(pdq, expected.pdq.hash.to_hex());
     assert_eq!(v["quality"].as_u64(), Some(expected.pdq.quality as u64));
     assert!(v.get("dihedral").is_none());
@@ -364,7 +432,8 @@ async fn hashing_images() {
     truncated.truncate(png.len() / 2);
     let (s, v) = app.upload("/v1/hash", Some(&app.lookup), "image/png", truncated).await;
     assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, codes::CORRUPT_IMAGE), "{v}");
-    let (s, v) = app.upload("/v1/hash", Some(&app.lookup), "image/png", b"hello, not an image".to_vec()).await;
+    let (s, v) =
+        app.upload("/v1/hash", Some(&app.lookup), "image/png", b"hello, not an image".to_vec()).await;
     assert_eq!((s, code(&v)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, codes::UNSUPPORTED_IMAGE_FORMAT));
     let (s, v) = app.upload("/v1/hash", Some(&app.lookup), "image/png", Vec::new()).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::EMPTY_IMAGE));
@@ -388,7 +457,10 @@ async fn hashing_images() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["query"]["hash"], pdq);
     assert_eq!(v["query"]["quality"].as_u64(), Some(expected.pdq.quality as u64));
-    assert_eq!((v["matches"][0]["entry_id"].as_i64(), v["matches"][0]["distance"].as_u64()), (Some(id), Some(0)));
+    assert_eq!(
+        (v["matches"][0]["entry_id"].as_i64(), v["matches"][0]["distance"].as_u64()),
+        (Some(id), Some(0))
+    );
     let rotated = png_bytes(&image::imageops::rotate90(&img));
     let (_, v) = app.upload("/v1/lookup/image", Some(&app.lookup), "image/png", rotated.clone()).await;
     assert!(v["matches"].as_array().unwrap().is_empty(), "{v}");
@@ -407,7 +479,12 @@ async fn survivor_cases() {
     let (_db, app) = sqlite_app().await;
     let (h1, h2) = (random_pdq(), random_pdq());
     let (s, v) = app
-        .call(Method::POST, "/v1/cases", None, Some(json!({"hashes": [h1.to_hex(), {"hash": h2.to_hex(), "quality": 90}]})))
+        .call(
+            Method::POST,
+            "/v1/cases",
+            None,
+            Some(json!({"hashes": [h1.to_hex(), {"hash": h2.to_hex(), "quality": 90}]})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let number = v["case_number"].as_str().unwrap().to_owned();
@@ -420,27 +497,38 @@ async fn survivor_cases() {
 
     // Status with the PIN (number typed without dashes, lower case).
     let compact = number.replace('-', "").to_lowercase();
-    let (s, v) = app.call(Method::POST, &format!("/v1/cases/{compact}/status"), None, Some(json!({"pin": pin}))).await;
+    let (s, v) =
+        app.call(Method::POST, &format!("/v1/cases/{compact}/status"), None, Some(json!({"pin": pin}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!((v["case_number"].as_str(), v["status"].as_str()), (Some(number.as_str()), Some("received")));
     assert_eq!(v["hashes"].as_array().unwrap().len(), 2);
     assert!(!v.to_string().contains(&pin), "the PIN is shown only at creation");
 
     // Wrong PIN and unknown case: the same 401.
-    let (s, v) = app.call(Method::POST, &format!("/v1/cases/{number}/status"), None, Some(json!({"pin": "0000000000"}))).await;
+    let (s, v) = app
+        .call(Method::POST, &format!("/v1/cases/{number}/status"), None, Some(json!({"pin": "0000000000"})))
+        .await;
     assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, codes::BAD_CREDENTIALS));
-    let (s2, v2) = app.call(Method::POST, "/v1/cases/2222-2222-2222/status", None, Some(json!({"pin": "0000000000"}))).await;
+    let (s2, v2) = app
+        .call(Method::POST, "/v1/cases/2222-2222-2222/status", None, Some(json!({"pin": "0000000000"})))
+        .await;
     assert_eq!((s2, &v2), (s, &v));
-    let (s, v) = app.call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": "1"}))).await;
+    let (s, v) = app
+        .call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": "1"})))
+        .await;
     assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, codes::BAD_CREDENTIALS));
 
     // Withdraw: the hashes stop matching within a second.
-    let (s, v) = app.call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": pin}))).await;
+    let (s, v) = app
+        .call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": pin})))
+        .await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("withdrawn")), "{v}");
-    let t = within(SYNC, || async { app.matches(&h1).await.is_empty() && app.matches(&h2).await.is_empty() }).await;
+    let t = within(SYNC, || async { app.matches(&h1).await.is_empty() && app.matches(&h2).await.is_empty() })
+        .await;
     assert!(t.is_some(), "withdrawn hashes must stop matching within 1 s");
     assert!(within(SYNC, || async { app.state.index().search(&h1, 0).is_empty() }).await.is_some());
-    let (_, v) = app.call(Method::POST, &format!("/v1/cases/{number}/status"), None, Some(json!({"pin": pin}))).await;
+    let (_, v) =
+        app.call(Method::POST, &format!("/v1/cases/{number}/status"), None, Some(json!({"pin": pin}))).await;
     assert_eq!(v["status"], "withdrawn");
     assert!(v["hashes"].as_array().unwrap().iter().all(|h| h["active"] == false));
 
@@ -467,7 +555,8 @@ async fn survivor_cases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_lockout_after_wrong_pins() {
     let (_db, app) = sqlite_app().await;
-    let (_, v) = app.call(Method::POST, "/v1/cases", None, Some(json!({"hashes": [random_pdq().to_hex()]}))).await;
+    let (_, v) =
+        app.call(Method::POST, "/v1/cases", None, Some(json!({"hashes": [random_pdq().to_hex()]}))).await;
     let number = v["case_number"].as_str().unwrap().to_owned();
     let pin = v["pin"].as_str().unwrap().to_owned();
     let wrong = if pin == "0123456789" { "9876543210" } else { "0123456789" };
@@ -485,6 +574,8 @@ async fn case_lockout_after_wrong_pins() {
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry > 0 && retry <= 15 * 60, "{retry}");
-    let (s, v) = app.call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": pin}))).await;
+    let (s, v) = app
+        .call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({"pin": pin})))
+        .await;
     assert_eq!((s, code(&v)), (StatusCode::TOO_MANY_REQUESTS, codes::CASE_LOCKED));
 }
