@@ -56,7 +56,8 @@ fn main() {
         };
         let (w, h) = (r.info.width, r.info.height);
         rec("consentry-fast", t, r.pdq.hash.to_hex(), w, h);
-        let (t, r) = best_of(reps, || consentry_media::hash_bytes(&bytes, &exact, &mut hasher).expect("exact"));
+        let (t, r) =
+            best_of(reps, || consentry_media::hash_bytes(&bytes, &exact, &mut hasher).expect("exact"));
         rec("consentry-exact", t, r.pdq.hash.to_hex(), w, h);
 
         let (t, r) = best_of(reps, || {
@@ -68,7 +69,8 @@ fn main() {
         // Hash only: the same RGB pixels for both.
         let decoded = consentry_media::decode(&bytes, &exact.decode).expect("decode");
         let rgb = to_rgb(&decoded);
-        let img = ImageRef::new(decoded.width, decoded.height, consentry_pdq::PixelFormat::Rgb8, &rgb).unwrap();
+        let img =
+            ImageRef::new(decoded.width, decoded.height, consentry_pdq::PixelFormat::Rgb8, &rgb).unwrap();
         let (t, r) = best_of(reps, || hasher.hash(&img));
         rec("consentry-pdq", t, r.hash.to_hex(), w, h);
         let dynimg = image023::DynamicImage::ImageRgb8(

@@ -11,7 +11,9 @@ fn main() {
     let max_side: u32 = args.get(2).map_or(2048, |s| s.parse().expect("max side"));
     let img = fit_longest(&decode_rgb(&bytes).expect("decode"), max_side);
     let donor = match args.get(3) {
-        Some(p) => fit_longest(&decode_rgb(&std::fs::read(p).expect("read donor")).expect("decode donor"), max_side),
+        Some(p) => {
+            fit_longest(&decode_rgb(&std::fs::read(p).expect("read donor")).expect("decode donor"), max_side)
+        }
         None => img.clone(),
     };
     let dump = args.get(4).map(std::path::PathBuf::from);
@@ -24,7 +26,11 @@ fn main() {
         let q = telegram_recompress(&out);
         let b = t1.elapsed().as_secs_f64() * 1e3;
         if let Some(d) = &dump {
-            let name: String = t.label().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            let name: String = t
+                .label()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .collect();
             std::fs::write(d.join(format!("{name}.jpg")), &q).expect("write query");
         }
         println!("{:40} transform {:7.1} ms  recompress {:7.1} ms  {} KB", t.label(), a, b, q.len() / 1024);

@@ -54,7 +54,8 @@ thread_local! {
 
 /// PDQ hash of an RGB image with this thread's hasher.
 pub fn pdq(img: &RgbImage) -> (Hash256, u8) {
-    let r = ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).expect("RgbImage is packed RGB");
+    let r = ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw())
+        .expect("RgbImage is packed RGB");
     HASHER.with(|h| {
         let out = h.borrow_mut().hash(&r);
         (out.hash, out.quality)
@@ -63,7 +64,8 @@ pub fn pdq(img: &RgbImage) -> (Hash256, u8) {
 
 /// The eight dihedral PDQ hashes of an RGB image with this thread's hasher.
 pub fn pdq_dihedral(img: &RgbImage) -> [Hash256; 8] {
-    let r = ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).expect("RgbImage is packed RGB");
+    let r = ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw())
+        .expect("RgbImage is packed RGB");
     HASHER.with(|h| h.borrow_mut().hash_dihedral(&r).hashes)
 }
 
@@ -108,7 +110,8 @@ impl Matcher for PdqMatcher {
     }
 
     fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
-        let hashes: Vec<Hash256> = if self.dihedral { pdq_dihedral(q.image).to_vec() } else { vec![pdq(q.image).0] };
+        let hashes: Vec<Hash256> =
+            if self.dihedral { pdq_dihedral(q.image).to_vec() } else { vec![pdq(q.image).0] };
         self.protected
             .iter()
             .filter(|(_, p)| hashes.iter().any(|h| h.distance(p) <= self.threshold))
@@ -202,10 +205,8 @@ impl Matcher for MediaPdqMatcher {
     }
 
     fn index(&mut self, protected: &[Protected<'_>]) {
-        self.protected = protected
-            .par_iter()
-            .filter_map(|p| Self::hash(p.bytes, false).map(|h| (p.id, h[0])))
-            .collect();
+        self.protected =
+            protected.par_iter().filter_map(|p| Self::hash(p.bytes, false).map(|h| (p.id, h[0]))).collect();
     }
 
     fn query(&self, q: &Query<'_>) -> Vec<ImageId> {

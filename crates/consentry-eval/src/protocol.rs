@@ -47,10 +47,7 @@ pub fn load_corpus(dir: &Path) -> std::io::Result<Vec<CorpusImage>> {
     };
     names.sort();
     names.dedup();
-    names
-        .into_iter()
-        .map(|name| Ok(CorpusImage { bytes: std::fs::read(dir.join(&name))?, name }))
-        .collect()
+    names.into_iter().map(|name| Ok(CorpusImage { bytes: std::fs::read(dir.join(&name))?, name })).collect()
 }
 
 /// Which corpus images are protected and which are distractors (indices into the corpus, ascending).
@@ -288,8 +285,10 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
         .par_iter()
         .map(|&i| (i, decode_rgb(&corpus[i].bytes).expect("decoded before")))
         .collect();
-    let prot: Vec<Protected<'_>> =
-        full.iter().map(|(i, im)| Protected { id: *i as ImageId, bytes: &corpus[*i].bytes, image: im }).collect();
+    let prot: Vec<Protected<'_>> = full
+        .iter()
+        .map(|(i, im)| Protected { id: *i as ImageId, bytes: &corpus[*i].bytes, image: im })
+        .collect();
     let orig_hash: std::collections::HashMap<usize, consentry_pdq::Hash256> =
         full.par_iter().map(|(i, im)| (*i, pdq(im).0)).collect();
     let mut index_ms = Vec::new();
@@ -448,14 +447,23 @@ mod tests {
         let mut outcomes = outcomes;
         outcomes.push(o(1, 11, false, vec![vec![1], vec![1, 2]]));
         let s = score(&outcomes, 2, 2, &near);
-        assert_eq!((s[0][0].hits, s[0][0].protected_queries, s[0][0].queries, s[0][0].false_matches), (2, 3, 5, 1));
-        assert_eq!((s[0][1].hits, s[0][1].protected_queries, s[0][1].queries, s[0][1].false_matches), (3, 3, 5, 3));
+        assert_eq!(
+            (s[0][0].hits, s[0][0].protected_queries, s[0][0].queries, s[0][0].false_matches),
+            (2, 3, 5, 1)
+        );
+        assert_eq!(
+            (s[0][1].hits, s[0][1].protected_queries, s[0][1].queries, s[0][1].false_matches),
+            (3, 3, 5, 3)
+        );
         assert!((s[0][0].recall() - 2.0 / 3.0).abs() < 1e-12);
         assert!((s[0][1].recall() - 1.0).abs() < 1e-12);
         // Rate over query × protected pairs: 3 protected images.
         assert!((s[0][1].false_match_rate(3) - 3.0 / 15.0).abs() < 1e-12);
         assert_eq!((s[0][0].false_matches_excl, s[0][1].false_matches_excl), (1, 3));
-        assert_eq!((s[1][0].hits, s[1][0].false_matches, s[1][0].false_matches_excl, s[1][0].queries), (0, 2, 1, 3));
+        assert_eq!(
+            (s[1][0].hits, s[1][0].false_matches, s[1][0].false_matches_excl, s[1][0].queries),
+            (0, 2, 1, 3)
+        );
         assert_eq!((s[1][1].hits, s[1][1].false_matches, s[1][1].false_matches_excl), (0, 2, 1));
         assert!((s[0][0].ms_per_query() - 2.0).abs() < 1e-12);
         let mut total = Score::default();
@@ -477,10 +485,17 @@ mod tests {
         let names = |c: Vec<CorpusImage>| c.into_iter().map(|i| (i.name, i.bytes)).collect::<Vec<_>>();
         assert_eq!(
             names(load_corpus(&dir).unwrap()),
-            vec![("a.png".into(), b"A".to_vec()), ("b.jpg".into(), b"B".to_vec()), ("c.JPEG".into(), b"C".to_vec())]
+            vec![
+                ("a.png".into(), b"A".to_vec()),
+                ("b.jpg".into(), b"B".to_vec()),
+                ("c.JPEG".into(), b"C".to_vec())
+            ]
         );
         std::fs::write(dir.join("manifest.tsv"), "file\twidth\nb.jpg\t1\na.png\t1\n").unwrap();
-        assert_eq!(names(load_corpus(&dir).unwrap()), vec![("a.png".into(), b"A".to_vec()), ("b.jpg".into(), b"B".to_vec())]);
+        assert_eq!(
+            names(load_corpus(&dir).unwrap()),
+            vec![("a.png".into(), b"A".to_vec()), ("b.jpg".into(), b"B".to_vec())]
+        );
         std::fs::write(dir.join("manifest.tsv"), "file\nmissing.jpg\n").unwrap();
         assert!(load_corpus(&dir).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -510,7 +525,10 @@ mod end_to_end {
 
     fn corpus() -> Vec<CorpusImage> {
         (0..8u64)
-            .map(|i| CorpusImage { name: format!("{i:02}.jpg"), bytes: encode_jpeg(&photo(240 + 8 * i as u32, 180, 100 + i), 92) })
+            .map(|i| CorpusImage {
+                name: format!("{i:02}.jpg"),
+                bytes: encode_jpeg(&photo(240 + 8 * i as u32, 180, 100 + i), 92),
+            })
             .collect()
     }
 
@@ -523,7 +541,8 @@ mod end_to_end {
             max_distractors: None,
             progress: false,
         };
-        let mut ms: Vec<Box<dyn Matcher>> = vec![Box::new(PdqMatcher::global(31)), Box::new(PdqMatcher::dihedral(31))];
+        let mut ms: Vec<Box<dyn Matcher>> =
+            vec![Box::new(PdqMatcher::global(31)), Box::new(PdqMatcher::dihedral(31))];
         run(&corpus(), &mut ms, &cfg)
     }
 
@@ -535,7 +554,10 @@ mod end_to_end {
         assert_eq!(a.outcomes.len(), 8 * 3);
         type Key = Vec<(usize, ImageId, Vec<Vec<ImageId>>, usize, Option<u32>)>;
         let key = |r: &RunResult| -> Key {
-            r.outcomes.iter().map(|o| (o.transform, o.source, o.matches.clone(), o.query_bytes, o.pdq_distance)).collect()
+            r.outcomes
+                .iter()
+                .map(|o| (o.transform, o.source, o.matches.clone(), o.query_bytes, o.pdq_distance))
+                .collect()
         };
         assert_eq!(key(&a), key(&b), "same seed, same queries and matches");
         let labels: Vec<String> = a.transforms.iter().map(Transform::label).collect();

@@ -74,7 +74,8 @@ pub fn markdown(r: &RunResult, command: &str) -> String {
         let mut line = format!("| {} | {} | {} |", fam, t.label(), med);
         for (m, s) in row.iter().enumerate() {
             total[m].add(s);
-            let _ = write!(line, " {:.1} | {} | {:.2} |", 100.0 * s.recall(), fm_cell(s, np), s.ms_per_query());
+            let _ =
+                write!(line, " {:.1} | {} | {:.2} |", 100.0 * s.recall(), fm_cell(s, np), s.ms_per_query());
         }
         let _ = writeln!(out, "{line}");
     }

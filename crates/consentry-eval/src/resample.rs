@@ -105,8 +105,9 @@ mod tests {
         for (nw, nh) in [(120, 80), (450, 300)] {
             let a = resize(&img, nw, nh);
             let b = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::CatmullRom);
-            let diff: f64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>()
-                / a.as_raw().len() as f64;
+            let diff: f64 =
+                a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>()
+                    / a.as_raw().len() as f64;
             assert!(diff < 2.0, "mean abs diff {diff}");
         }
     }

@@ -16,7 +16,8 @@ pub fn photo(w: u32, h: u32, seed: u64) -> RgbImage {
             (r.f64() as f32, r.f64() as f32, r.range(0.08, 0.3) as f32, c.map(f32::from))
         })
         .collect();
-    let (fx, fy, ph) = (r.range(2.0, 7.0) as f32, r.range(2.0, 7.0) as f32, r.range(0.0, std::f64::consts::TAU) as f32);
+    let (fx, fy, ph) =
+        (r.range(2.0, 7.0) as f32, r.range(2.0, 7.0) as f32, r.range(0.0, std::f64::consts::TAU) as f32);
     let rects: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..5)
         .map(|_| {
             let c = r.rgb();

@@ -234,7 +234,8 @@ pub fn standard_set() -> Vec<Transform> {
             v.push(Transform::single(Pad(f, b)));
         }
     }
-    for d in [DihedralOp::Rot90, DihedralOp::Rot180, DihedralOp::Rot270, DihedralOp::FlipH, DihedralOp::FlipV] {
+    for d in [DihedralOp::Rot90, DihedralOp::Rot180, DihedralOp::Rot270, DihedralOp::FlipH, DihedralOp::FlipV]
+    {
         v.push(Transform::single(Dihedral(d)));
     }
     for d in [2.0, 3.0, 5.0] {
@@ -275,16 +276,28 @@ pub fn standard_set() -> Vec<Transform> {
     }
     v.push(Transform::combo("crop10+jpeg50", vec![Crop(0.10, CropMode::AllSides), Jpeg(50)]));
     v.push(Transform::combo("pad20-blurred+resize0.5", vec![Pad(0.20, PadBorder::Blurred), Resize(0.5)]));
-    v.push(Transform::combo("rot3+bright+crop5", vec![Rotate(3.0), Brightness(0.15), Crop(0.05, CropMode::OffCentre)]));
-    v.push(Transform::combo("flip-h+crop10-side+text", vec![Dihedral(DihedralOp::FlipH), Crop(0.10, CropMode::OneSide), Text(1)]));
+    v.push(Transform::combo(
+        "rot3+bright+crop5",
+        vec![Rotate(3.0), Brightness(0.15), Crop(0.05, CropMode::OffCentre)],
+    ));
+    v.push(Transform::combo(
+        "flip-h+crop10-side+text",
+        vec![Dihedral(DihedralOp::FlipH), Crop(0.10, CropMode::OneSide), Text(1)],
+    ));
     v.push(Transform::combo("screenshot40+jpeg70", vec![Screenshot(0.4), Jpeg(70)]));
     v.push(Transform::combo("undress40-donor+caption", vec![Undress(0.4, Fill::Donor), Caption(0.15)]));
     v.push(Transform::combo(
         "undress40-smooth+crop10-side+stickers",
         vec![Undress(0.4, Fill::Smooth), Crop(0.10, CropMode::OneSide), Sticker(0.05)],
     ));
-    v.push(Transform::combo("undress50-donor+pad20-solid", vec![Undress(0.5, Fill::Donor), Pad(0.20, PadBorder::Solid)]));
-    v.push(Transform::combo("undress30-noise+crop5+jpeg60", vec![Undress(0.3, Fill::Noise), Crop(0.05, CropMode::AllSides), Jpeg(60)]));
+    v.push(Transform::combo(
+        "undress50-donor+pad20-solid",
+        vec![Undress(0.5, Fill::Donor), Pad(0.20, PadBorder::Solid)],
+    ));
+    v.push(Transform::combo(
+        "undress30-noise+crop5+jpeg60",
+        vec![Undress(0.3, Fill::Noise), Crop(0.05, CropMode::AllSides), Jpeg(60)],
+    ));
     v
 }
 
@@ -373,7 +386,13 @@ pub fn undress_region(w: u32, h: u32, frac: f32, rng: &mut Rng) -> Rect {
 
 /// The undress pattern with its region (see [`undress_region`]); pixels outside
 /// the region are left exactly as they were.
-pub fn undress_with_region(img: &RgbImage, donor: &RgbImage, frac: f32, fill: Fill, rng: &mut Rng) -> (RgbImage, Rect) {
+pub fn undress_with_region(
+    img: &RgbImage,
+    donor: &RgbImage,
+    frac: f32,
+    fill: Fill,
+    rng: &mut Rng,
+) -> (RgbImage, Rect) {
     let (w, h) = img.dimensions();
     let r = undress_region(w, h, frac, rng);
     let mut out = img.clone();
@@ -457,7 +476,8 @@ fn smooth_fill(out: &mut RgbImage, src: &RgbImage, r: Rect) {
     // Bilinear upsampling: grid point g sits at region pixel g·STEP.
     for ry in 0..r.h {
         for rx in 0..r.w {
-            let p = draw::sample_bilinear(&grid, rx as f32 / STEP as f32, ry as f32 / STEP as f32).unwrap_or([128; 3]);
+            let p = draw::sample_bilinear(&grid, rx as f32 / STEP as f32, ry as f32 / STEP as f32)
+                .unwrap_or([128; 3]);
             out.put_pixel(r.x + rx, r.y + ry, Rgb(p));
         }
     }
@@ -661,7 +681,8 @@ impl Op {
                         1 => h - h / 20 - 5 * cell,
                         _ => h / 2,
                     };
-                    let (fg, ol) = if rng.coin() { ([255, 255, 255], [0, 0, 0]) } else { ([0, 0, 0], [255, 255, 255]) };
+                    let (fg, ol) =
+                        if rng.coin() { ([255, 255, 255], [0, 0, 0]) } else { ([0, 0, 0], [255, 255, 255]) };
                     draw_text(&mut out, i64::from(tx), i64::from(ty), cell, &text, fg, Some(ol), 1.0);
                 }
                 out
@@ -680,14 +701,32 @@ impl Op {
                         fill_disc(&mut out, cx, cy, r + r / 12 + 1, [255, 255, 255], 1.0);
                         fill_disc(&mut out, cx, cy, r, c, 1.0);
                         let cell = (r / 6).max(1) as u32;
-                        draw_text(&mut out, cx - i64::from(text_width("LOL", cell)) / 2, cy - 2 * i64::from(cell), cell, "LOL", [255, 255, 255], Some([0, 0, 0]), 1.0);
+                        draw_text(
+                            &mut out,
+                            cx - i64::from(text_width("LOL", cell)) / 2,
+                            cy - 2 * i64::from(cell),
+                            cell,
+                            "LOL",
+                            [255, 255, 255],
+                            Some([0, 0, 0]),
+                            1.0,
+                        );
                     } else {
                         let s = each.sqrt() as i64;
                         fill_rect(&mut out, cx - s / 2 - 2, cy - s / 2 - 2, s + 4, s + 4, [0, 0, 0], 1.0);
                         fill_rect(&mut out, cx - s / 2, cy - s / 2, s, s, c, 1.0);
                         let cell = (s / 14).max(1) as u32;
                         let t = random_text(rng, 3);
-                        draw_text(&mut out, cx - i64::from(text_width(&t, cell)) / 2, cy - 2 * i64::from(cell), cell, &t, [0, 0, 0], Some([255, 255, 255]), 1.0);
+                        draw_text(
+                            &mut out,
+                            cx - i64::from(text_width(&t, cell)) / 2,
+                            cy - 2 * i64::from(cell),
+                            cell,
+                            &t,
+                            [0, 0, 0],
+                            Some([255, 255, 255]),
+                            1.0,
+                        );
                     }
                 }
                 out
@@ -740,7 +779,9 @@ impl Op {
                 let mut out = img.clone();
                 for p in out.pixels_mut() {
                     for k in 0..3 {
-                        p.0[k] = (f64::from(p.0[k]) + rng.gauss_fast() * f64::from(s)).round().clamp(0.0, 255.0) as u8;
+                        p.0[k] = (f64::from(p.0[k]) + rng.gauss_fast() * f64::from(s))
+                            .round()
+                            .clamp(0.0, 255.0) as u8;
                     }
                 }
                 out
@@ -775,7 +816,16 @@ fn screenshot(img: &RgbImage, frac: f32, rng: &mut Rng) -> RgbImage {
         let cy = i64::from(status + (above - status) / 2);
         fill_disc(&mut out, i64::from(margin) + r, cy, r, accent, 1.0);
         let name = random_text(rng, 10);
-        draw_text(&mut out, i64::from(margin) + 3 * r, cy - i64::from(unit), (unit / 2).max(1), &name, ink, None, 1.0);
+        draw_text(
+            &mut out,
+            i64::from(margin) + 3 * r,
+            cy - i64::from(unit),
+            (unit / 2).max(1),
+            &name,
+            ink,
+            None,
+            1.0,
+        );
     }
     imageops::replace(&mut out, img, i64::from(margin), i64::from(above));
     // Below: buttons then text lines.

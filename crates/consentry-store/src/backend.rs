@@ -17,8 +17,13 @@ pub(crate) enum Dialect {
 pub(crate) enum Db {
     /// SQLite allows one writer at a time; writers queue on `write_lock` in this process (and
     /// on `BEGIN IMMEDIATE` + busy timeout across processes) instead of failing with BUSY.
-    Sqlite { pool: SqlitePool, write_lock: std::sync::Arc<tokio::sync::Mutex<()>> },
-    Postgres { pool: PgPool },
+    Sqlite {
+        pool: SqlitePool,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    },
+    Postgres {
+        pool: PgPool,
+    },
 }
 
 /// Sequence numbers handed out in one transaction (see `lock_changes` in ops.rs).
@@ -48,16 +53,14 @@ pub(crate) enum PinStart {
     Verify(CaseAuth),
 }
 
-pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[
-        (1, "initial", include_str!("../migrations/sqlite/0001_initial.sql")),
-        (2, "feed_pruning", include_str!("../migrations/sqlite/0002_feed_pruning.sql")),
-    ];
-pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[
-        (1, "initial", include_str!("../migrations/postgres/0001_initial.sql")),
-        (2, "feed_pruning", include_str!("../migrations/postgres/0002_feed_pruning.sql")),
-    ];
+pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/sqlite/0001_initial.sql")),
+    (2, "feed_pruning", include_str!("../migrations/sqlite/0002_feed_pruning.sql")),
+];
+pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/postgres/0001_initial.sql")),
+    (2, "feed_pruning", include_str!("../migrations/postgres/0002_feed_pruning.sql")),
+];
 
 pub(crate) mod sqlite {
     #![allow(dead_code)]

@@ -42,7 +42,9 @@ pub enum StoreError {
     Unauthorized,
     /// Changes after `since` were asked for, but the feed was pruned through `pruned_through`:
     /// the reader must reload with `load_all_active`. Not a user error.
-    #[error("change feed pruned through {pruned_through}; changes after {since} are gone, reload the active set")]
+    #[error(
+        "change feed pruned through {pruned_through}; changes after {since} are gone, reload the active set"
+    )]
     FeedTruncated {
         /// The position asked for.
         since: i64,

@@ -31,8 +31,12 @@ mod validate;
 
 pub use consentry_pdq::Hash256;
 pub use error::{Result, StoreError};
-pub use secrets::{format_case_number, normalize_case_number, PinKdf, CASE_ALPHABET, CASE_NUMBER_LEN, PIN_DIGITS};
-pub use store::{BackendKind, ChangeListener, PinCounters, Store, StoreLocation, StoreOptions, SQLITE_FILE_NAME};
+pub use secrets::{
+    format_case_number, normalize_case_number, PinKdf, CASE_ALPHABET, CASE_NUMBER_LEN, PIN_DIGITS,
+};
+pub use store::{
+    BackendKind, ChangeListener, PinCounters, Store, StoreLocation, StoreOptions, SQLITE_FILE_NAME,
+};
 pub use types::*;
 pub use validate::{parse_pdq_lines, HashPolicy, HashRejection};
 #[cfg(test)]

@@ -26,29 +26,20 @@ pub const PIN_DIGITS: usize = 10;
 /// A fresh random case number.
 pub fn new_case_number() -> String {
     let mut rng = OsRng;
-    (0..CASE_NUMBER_LEN)
-        .map(|_| CASE_ALPHABET[rng.gen_range(0..CASE_ALPHABET.len())] as char)
-        .collect()
+    (0..CASE_NUMBER_LEN).map(|_| CASE_ALPHABET[rng.gen_range(0..CASE_ALPHABET.len())] as char).collect()
 }
 
 /// Normalises what a person typed: drops spaces and dashes, upper-cases. `None` if the result
 /// is not a well-formed case number.
 pub fn normalize_case_number(input: &str) -> Option<String> {
-    let n: String = input
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let n: String =
+        input.chars().filter(|c| !c.is_whitespace() && *c != '-').map(|c| c.to_ascii_uppercase()).collect();
     (n.len() == CASE_NUMBER_LEN && n.bytes().all(|b| CASE_ALPHABET.contains(&b))).then_some(n)
 }
 
 /// `K7M29QXA4HRT` → `K7M2-9QXA-4HRT`.
 pub fn format_case_number(n: &str) -> String {
-    n.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("-")
+    n.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-")
 }
 
 /// A fresh random PIN of [`PIN_DIGITS`] digits (leading zeros kept).
@@ -85,8 +76,8 @@ impl PinKdf {
     pub fn hash_pin(&self, pin: &str) -> Result<String, StoreError> {
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt)
-            .map_err(|e| StoreError::Internal(format!("salt encoding: {e}")))?;
+        let salt =
+            SaltString::encode_b64(&salt).map_err(|e| StoreError::Internal(format!("salt encoding: {e}")))?;
         let hash = self
             .argon2()?
             .hash_password(pin.as_bytes(), &salt)

@@ -15,8 +15,16 @@ fn check(s: Store, a: Actor, case: NewCase, hooks: Vec<NewWebhook>, lines: Vec<B
     let a2 = a.clone();
     spawnable(async move {
         s2.schema_version().await?;
-        s2.create_bank(&a2, NewBank { name: "n".into(), description: String::new(), enabled: true, purpose: BankPurpose::Other })
-            .await?;
+        s2.create_bank(
+            &a2,
+            NewBank {
+                name: "n".into(),
+                description: String::new(),
+                enabled: true,
+                purpose: BankPurpose::Other,
+            },
+        )
+        .await?;
         s2.update_bank(&a2, 1, BankUpdate::default()).await?;
         s2.set_bank_enabled(&a2, 1, true).await?;
         s2.delete_bank(&a2, 1).await?;

@@ -166,7 +166,9 @@ impl Store {
     pub async fn open(location: StoreLocation, options: StoreOptions) -> Result<Store> {
         let db = match location {
             StoreLocation::Sqlite(path) => open_sqlite(&path, &options).await?,
-            StoreLocation::Postgres { url, schema } => open_postgres(&url, schema.as_deref(), &options).await?,
+            StoreLocation::Postgres { url, schema } => {
+                open_postgres(&url, schema.as_deref(), &options).await?
+            }
         };
         let store = Store {
             db,
@@ -346,7 +348,10 @@ impl Store {
             Vec::new()
         } else {
             let now = Timestamp::now();
-            write_tx!(self, |c, ops| ops::add_entries_bulk(c, actor, bank_id, source, &good, n_rejected, now).await)?
+            write_tx!(self, |c, ops| ops::add_entries_bulk(
+                c, actor, bank_id, source, &good, n_rejected, now
+            )
+            .await)?
         };
         Ok(BulkReport { added, rejected })
     }
@@ -421,9 +426,8 @@ impl Store {
         let pin = secrets::new_pin();
         let kdf = self.opts.pin_kdf;
         let pin_for_hash = pin.clone();
-        let pin_hash = tokio::task::spawn_blocking(move || kdf.hash_pin(&pin_for_hash))
-            .await
-            .map_err(join_err)??;
+        let pin_hash =
+            tokio::task::spawn_blocking(move || kdf.hash_pin(&pin_for_hash)).await.map_err(join_err)??;
         let now = Timestamp::now();
         let (case, entries) = write_tx!(self, |c, ops| {
             ops::create_case(c, actor, &number, &pin_hash, case.bank_id, &case.hashes, &metadata, now).await
@@ -513,7 +517,12 @@ impl Store {
     }
 
     /// Cases with id > `after_id`, optionally of one status, by id (staff view).
-    pub async fn list_cases(&self, status: Option<CaseStatus>, after_id: i64, limit: u32) -> Result<Vec<Case>> {
+    pub async fn list_cases(
+        &self,
+        status: Option<CaseStatus>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Case>> {
         read_conn!(self, |c, ops| ops::list_cases(c, status, after_id, i64::from(limit)).await)
     }
 
@@ -644,7 +653,12 @@ impl Store {
     /// leasing them for `lease`. Each returned row carries the lease token to pass to
     /// `mark_webhook_*`. A worker that dies leaves its lease to expire, then the row is due
     /// again.
-    pub async fn claim_due_webhooks(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<Webhook>> {
+    pub async fn claim_due_webhooks(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Webhook>> {
         let token = (OsRng.next_u64() >> 1) as i64;
         let until = now.plus(lease);
         write_tx!(self, |c, ops| ops::claim_due_webhooks(c, now, i64::from(limit), until, token).await)
@@ -667,7 +681,8 @@ impl Store {
     ) -> Result<bool> {
         let now = Timestamp::now();
         let error: String = error.chars().take(1000).collect();
-        write_tx!(self, |c, ops| ops::mark_webhook_failed(c, id, lease_token, &error, next_attempt_at, now).await)
+        write_tx!(self, |c, ops| ops::mark_webhook_failed(c, id, lease_token, &error, next_attempt_at, now)
+            .await)
     }
 }
 
@@ -723,7 +738,8 @@ async fn open_postgres(url: &str, schema: Option<&str>, options: &StoreOptions) 
             return Err(StoreError::InvalidInput(format!("bad schema name `{schema}`")));
         }
         let mut conn = PgConnection::connect_with(&opts).await.map_err(|e| pg_connect_err(url, e))?;
-        let created = sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await;
+        let created =
+            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await;
         if let Err(e) = created {
             // Two processes creating the same schema at once: the loser sees a unique violation.
             if !e.as_database_error().is_some_and(|d| d.is_unique_violation()) {

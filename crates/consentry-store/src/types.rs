@@ -431,8 +431,7 @@ pub struct ApiKey {
 impl ApiKey {
     /// Whether the key grants `scope` (`Admin` grants everything).
     pub fn allows(&self, scope: Scope) -> bool {
-        self.revoked_at.is_none()
-            && (self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin))
+        self.revoked_at.is_none() && (self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin))
     }
 }
 

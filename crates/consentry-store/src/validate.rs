@@ -63,14 +63,12 @@ impl fmt::Display for HashRejection {
         match self {
             HashRejection::AllZeros => f.write_str("degenerate hash: all bits are zero"),
             HashRejection::AllOnes => f.write_str("degenerate hash: all bits are one"),
-            HashRejection::TooFewOnes { ones, min } => write!(
-                f,
-                "degenerate hash: {ones} one bits, a real PDQ hash has about 128 (minimum {min})"
-            ),
-            HashRejection::TooManyOnes { ones, max } => write!(
-                f,
-                "degenerate hash: {ones} one bits, a real PDQ hash has about 128 (maximum {max})"
-            ),
+            HashRejection::TooFewOnes { ones, min } => {
+                write!(f, "degenerate hash: {ones} one bits, a real PDQ hash has about 128 (minimum {min})")
+            }
+            HashRejection::TooManyOnes { ones, max } => {
+                write!(f, "degenerate hash: {ones} one bits, a real PDQ hash has about 128 (maximum {max})")
+            }
             HashRejection::LowQuality { quality, min } => {
                 write!(f, "quality {quality} is below the minimum {min}")
             }

@@ -65,10 +65,14 @@ fn crash_child() {
         for i in 0u64.. {
             match i % 5 {
                 1 | 3 => {
-                    let hashes = (0..CASE_HASHES).map(|_| CaseHash { hash: random_pdq(), quality: None }).collect();
+                    let hashes =
+                        (0..CASE_HASHES).map(|_| CaseHash { hash: random_pdq(), quality: None }).collect();
                     say("begin case");
                     let c = store
-                        .create_case(&actor, NewCase { bank_id: bank.id, hashes, metadata: serde_json::Value::Null })
+                        .create_case(
+                            &actor,
+                            NewCase { bank_id: bank.id, hashes, metadata: serde_json::Value::Null },
+                        )
                         .await
                         .unwrap();
                     let ids: Vec<String> = c.entries.iter().map(|e| e.id.to_string()).collect();
@@ -91,7 +95,10 @@ fn crash_child() {
                         })
                         .collect();
                     say("begin bulk");
-                    let r = store.add_entries_bulk(&actor, bank.id, EntrySourceKind::Import, lines).await.unwrap();
+                    let r = store
+                        .add_entries_bulk(&actor, bank.id, EntrySourceKind::Import, lines)
+                        .await
+                        .unwrap();
                     let ids: Vec<String> = r.added.iter().map(|a| a.1.to_string()).collect();
                     say(&format!("entries {}", ids.join(" ")));
                 }
@@ -246,12 +253,16 @@ async fn verify(store: &Store, acked: &Acked) {
 async fn raw_counts_sqlite(path: &std::path::Path) -> (i64, Vec<i64>, String) {
     use sqlx::Connection;
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let imports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE source = 'import'").fetch_one(&mut c).await.unwrap();
-    let per_case: Vec<i64> =
-        sqlx::query_scalar("SELECT COUNT(e.id) FROM cases c LEFT JOIN entries e ON e.case_id = c.id GROUP BY c.id")
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
+    let imports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE source = 'import'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let per_case: Vec<i64> = sqlx::query_scalar(
+        "SELECT COUNT(e.id) FROM cases c LEFT JOIN entries e ON e.case_id = c.id GROUP BY c.id",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
     let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut c).await.unwrap();
     (imports, per_case, check)
 }
@@ -260,12 +271,16 @@ async fn raw_counts_pg(schema: &str) -> (i64, Vec<i64>) {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(&common::pg_url()).await.unwrap();
     sqlx::raw_sql(&format!("SET search_path TO {schema}")).execute(&mut c).await.unwrap();
-    let imports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE source = 'import'").fetch_one(&mut c).await.unwrap();
-    let per_case: Vec<i64> =
-        sqlx::query_scalar("SELECT COUNT(e.id) FROM cases c LEFT JOIN entries e ON e.case_id = c.id GROUP BY c.id")
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
+    let imports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE source = 'import'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let per_case: Vec<i64> = sqlx::query_scalar(
+        "SELECT COUNT(e.id) FROM cases c LEFT JOIN entries e ON e.case_id = c.id GROUP BY c.id",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
     (imports, per_case)
 }
 

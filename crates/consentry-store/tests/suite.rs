@@ -88,7 +88,9 @@ async fn migrations_are_applied_once(db: TestDb) {
     let versions = db.raw_texts("SELECT name FROM schema_migrations ORDER BY version").await.unwrap();
     assert_eq!(versions, vec!["initial".to_string(), "feed_pruning".to_string()]);
     // A database written by a newer build is refused, with a clear message.
-    db.raw_exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)").await.unwrap();
+    db.raw_exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)")
+        .await
+        .unwrap();
     let err = Store::open(db.location.clone(), StoreOptions::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::Migration(_)), "{err}");
     assert!(err.to_string().contains("version 99"), "{err}");
@@ -102,8 +104,13 @@ async fn upgrades_a_version_1_database(db: TestDb) {
             let path = dir.path().join("old.db");
             {
                 use sqlx::Connection;
-                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
-                sqlx::raw_sql(include_str!("../migrations/sqlite/0001_initial.sql")).execute(&mut c).await.unwrap();
+                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(include_str!("../migrations/sqlite/0001_initial.sql"))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
                 sqlx::raw_sql(V1_TAIL).execute(&mut c).await.unwrap();
             }
             (StoreLocation::Sqlite(path), Some(dir), None)
@@ -112,10 +119,20 @@ async fn upgrades_a_version_1_database(db: TestDb) {
             use sqlx::Connection;
             let schema = common::random_schema();
             let mut c = sqlx::PgConnection::connect(&common::pg_url()).await.unwrap();
-            sqlx::raw_sql(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema};")).execute(&mut c).await.unwrap();
-            sqlx::raw_sql(include_str!("../migrations/postgres/0001_initial.sql")).execute(&mut c).await.unwrap();
+            sqlx::raw_sql(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema};"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            sqlx::raw_sql(include_str!("../migrations/postgres/0001_initial.sql"))
+                .execute(&mut c)
+                .await
+                .unwrap();
             sqlx::raw_sql(V1_TAIL).execute(&mut c).await.unwrap();
-            (StoreLocation::Postgres { url: common::pg_url(), schema: Some(schema.clone()) }, None, Some(schema))
+            (
+                StoreLocation::Postgres { url: common::pg_url(), schema: Some(schema.clone()) },
+                None,
+                Some(schema),
+            )
         }
     };
     let _guard = common::SchemaGuard(fresh.2.clone());
@@ -165,7 +182,6 @@ async fn feed_can_be_pruned(db: TestDb) {
     assert_eq!(s.changes_since(7, 10).await.unwrap()[0].entry_id, e.id);
 }
 
-
 async fn bank_crud(db: TestDb) {
     let s = &db.store;
     let a = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
@@ -180,14 +196,22 @@ async fn bank_crud(db: TestDb) {
     let dup = s
         .create_bank(
             &admin(),
-            NewBank { name: "known".into(), description: "x".into(), enabled: true, purpose: BankPurpose::Other },
+            NewBank {
+                name: "known".into(),
+                description: "x".into(),
+                enabled: true,
+                purpose: BankPurpose::Other,
+            },
         )
         .await
         .unwrap_err();
     assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
     assert!(dup.is_user_error());
     let empty = s
-        .create_bank(&admin(), NewBank { name: "".into(), description: "".into(), enabled: true, purpose: BankPurpose::Other })
+        .create_bank(
+            &admin(),
+            NewBank { name: "".into(), description: "".into(), enabled: true, purpose: BankPurpose::Other },
+        )
         .await
         .unwrap_err();
     assert!(matches!(empty, StoreError::InvalidInput(_)), "{empty}");
@@ -196,7 +220,11 @@ async fn bank_crud(db: TestDb) {
         .update_bank(
             &admin(),
             b.id,
-            BankUpdate { name: Some("known-abuse-2".into()), description: Some("list".into()), purpose: None },
+            BankUpdate {
+                name: Some("known-abuse-2".into()),
+                description: Some("list".into()),
+                purpose: None,
+            },
         )
         .await
         .unwrap();
@@ -245,7 +273,8 @@ async fn entry_lifecycle_feeds_changes(db: TestDb) {
     assert!(matches!(s.get_entry(e.id).await.unwrap_err(), StoreError::NotFound(_)));
     assert!(matches!(s.remove_entry(&admin(), e.id).await.unwrap_err(), StoreError::NotFound(_)));
 
-    let ops: Vec<_> = s.changes_since(0, 100).await.unwrap().into_iter().map(|c| (c.seq, c.op, c.cause)).collect();
+    let ops: Vec<_> =
+        s.changes_since(0, 100).await.unwrap().into_iter().map(|c| (c.seq, c.op, c.cause)).collect();
     let deact = ChangeOp::Deactivate(SignalType::Pdq);
     let act = ChangeOp::Activate(SignalValue::Pdq(h));
     assert_eq!(
@@ -331,18 +360,29 @@ async fn bulk_import_keeps_good_lines_and_reports_bad_ones(db: TestDb) {
         ]
     );
     let ch = s.changes_since(0, 100).await.unwrap();
-    assert_eq!(ch.iter().map(|c| c.entry_id).collect::<Vec<_>>(), r.added.iter().map(|a| a.1).collect::<Vec<_>>());
+    assert_eq!(
+        ch.iter().map(|c| c.entry_id).collect::<Vec<_>>(),
+        r.added.iter().map(|a| a.1).collect::<Vec<_>>()
+    );
 
     // All lines bad: nothing stored, everything reported; unknown bank is an error.
     let r2 = s.import_pdq_text(&admin(), b.id, "zz\n").await.unwrap();
     assert!(r2.added.is_empty());
     assert_eq!(r2.rejected.len(), 1);
-    assert!(matches!(s.import_pdq_text(&admin(), 4242, &format!("{h1}\n")).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.import_pdq_text(&admin(), 4242, &format!("{h1}\n")).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(s.list_entries(b.id, 0, 100).await.unwrap().len(), 3);
 
     // A large import is one transaction and one contiguous run of changes.
     let lines: Vec<BulkLine> = (0..500)
-        .map(|i| BulkLine { line: i + 1, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!(null) })
+        .map(|i| BulkLine {
+            line: i + 1,
+            value: SignalValue::Pdq(random_pdq()),
+            quality: None,
+            metadata: json!(null),
+        })
         .collect();
     let seq0 = s.current_seq().await.unwrap();
     let r3 = s.add_entries_bulk(&admin(), b.id, EntrySourceKind::Import, lines).await.unwrap();
@@ -366,10 +406,10 @@ async fn bank_toggle_and_delete_feed_changes(db: TestDb) {
     let off = s.set_bank_enabled(&admin(), b.id, false).await.unwrap();
     assert!(!off.enabled);
     let ch = s.changes_since(seq, 100).await.unwrap();
-    assert_eq!(ch.iter().map(|c| (c.entry_id, c.op)).collect::<Vec<_>>(), vec![
-        (e1.id, ChangeOp::Deactivate(SignalType::Pdq)),
-        (e3.id, ChangeOp::Deactivate(SignalType::Pdq)),
-    ]);
+    assert_eq!(
+        ch.iter().map(|c| (c.entry_id, c.op)).collect::<Vec<_>>(),
+        vec![(e1.id, ChangeOp::Deactivate(SignalType::Pdq)), (e3.id, ChangeOp::Deactivate(SignalType::Pdq)),]
+    );
     apply(&mut mirror, &mut seq, &ch);
     assert_eq!(mirror, active_map(s).await.1);
     // While the bank is disabled, enabling an entry does not make it match.
@@ -400,9 +440,16 @@ async fn bank_toggle_and_delete_feed_changes(db: TestDb) {
 
     // A bank holding survivors' cases cannot be deleted.
     let sp = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
-    s.create_case(&Actor::named("submitter"), NewCase { bank_id: sp.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
-        .await
-        .unwrap();
+    s.create_case(
+        &Actor::named("submitter"),
+        NewCase {
+            bank_id: sp.id,
+            hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
+            metadata: json!(null),
+        },
+    )
+    .await
+    .unwrap();
     let err = s.delete_bank(&admin(), sp.id).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     assert!(s.get_bank(sp.id).await.is_ok());
@@ -440,13 +487,10 @@ async fn case_create_status_withdraw(db: TestDb) {
     let stored = db.raw_texts("SELECT pin_hash FROM cases").await.unwrap();
     assert_eq!(stored.len(), 1);
     assert!(stored[0].starts_with("$argon2id$"), "{}", stored[0]);
-    let everything = db
-        .raw_texts("SELECT number || ' ' || pin_hash || ' ' || status FROM cases")
-        .await
-        .unwrap()
-        .join(" ")
-        + &db.raw_texts("SELECT metadata FROM entries").await.unwrap().join(" ")
-        + &db.raw_texts("SELECT details FROM audit_events").await.unwrap().join(" ");
+    let everything =
+        db.raw_texts("SELECT number || ' ' || pin_hash || ' ' || status FROM cases").await.unwrap().join(" ")
+            + &db.raw_texts("SELECT metadata FROM entries").await.unwrap().join(" ")
+            + &db.raw_texts("SELECT details FROM audit_events").await.unwrap().join(" ");
     assert!(!everything.contains(&pin), "the PIN must not be stored in clear");
 
     // Status needs the PIN; the number may be typed with dashes and in lower case.
@@ -499,18 +543,35 @@ async fn case_create_status_withdraw(db: TestDb) {
         .collect();
     assert!(actors.contains(&("case.create".into(), "submit-page".into())), "{actors:?}");
     assert!(actors.contains(&("case.status".into(), "staff:amy".into())), "{actors:?}");
-    assert!(actors.contains(&("case.withdraw".into(), format!("case-owner:{}", created.case.id))), "{actors:?}");
-    let all_audit = db.raw_texts("SELECT actor || ' ' || target || ' ' || details FROM audit_events").await.unwrap().join(" ");
+    assert!(
+        actors.contains(&("case.withdraw".into(), format!("case-owner:{}", created.case.id))),
+        "{actors:?}"
+    );
+    let all_audit = db
+        .raw_texts("SELECT actor || ' ' || target || ' ' || details FROM audit_events")
+        .await
+        .unwrap()
+        .join(" ");
     assert!(!all_audit.contains(&number), "the case number (half of the credentials) is not logged");
     assert!(actors.iter().any(|a| a.0 == "case.pin_failure"), "{actors:?}");
 
     // Staff withdrawal by id.
     let c2 = s
-        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
+                metadata: json!(null),
+            },
+        )
         .await
         .unwrap();
     assert_ne!(c2.case.number, number);
-    assert_eq!(s.list_cases(None, 0, 10).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![created.case.id, c2.case.id]);
+    assert_eq!(
+        s.list_cases(None, 0, 10).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![created.case.id, c2.case.id]
+    );
     assert_eq!(s.list_cases(Some(CaseStatus::Received), 0, 10).await.unwrap(), vec![c2.case.clone()]);
     assert_eq!(s.list_cases(None, created.case.id, 10).await.unwrap(), vec![c2.case.clone()]);
     assert_eq!(s.admin_withdraw_case(&staff, c2.case.id).await.unwrap().status, CaseStatus::Withdrawn);
@@ -543,14 +604,37 @@ async fn case_with_degenerate_hash_stores_nothing(db: TestDb) {
         other => panic!("expected InvalidHash, got {other}"),
     }
     let err = s
-        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: Some(20) }], metadata: json!(null) })
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![CaseHash { hash: random_pdq(), quality: Some(20) }],
+                metadata: json!(null),
+            },
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::InvalidHash { index: 0, reason: HashRejection::LowQuality { quality: 20, min: 50 } }), "{err}");
-    let err = s.create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![], metadata: json!(null) }).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidHash { index: 0, reason: HashRejection::LowQuality { quality: 20, min: 50 } }
+        ),
+        "{err}"
+    );
+    let err = s
+        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![], metadata: json!(null) })
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
     let err = s
-        .create_case(&Actor::named("x"), NewCase { bank_id: 777, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: 777,
+                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
+                metadata: json!(null),
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -560,11 +644,19 @@ async fn case_with_degenerate_hash_stores_nothing(db: TestDb) {
 }
 
 async fn pin_attempts_lock_the_case(db: TestDb) {
-    let opts = StoreOptions { pin_max_attempts: 3, pin_lockout: Duration::from_millis(1500), ..Default::default() };
+    let opts =
+        StoreOptions { pin_max_attempts: 3, pin_lockout: Duration::from_millis(1500), ..Default::default() };
     let s = db.open_another_with(opts).await;
     let b = bank(&s, "survivors", BankPurpose::SurvivorProtected).await;
     let c = s
-        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
+                metadata: json!(null),
+            },
+        )
         .await
         .unwrap();
     let n = c.case.number.clone();
@@ -592,7 +684,8 @@ async fn pin_attempts_lock_the_case(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(1700)).await;
     s.case_status(&n, &c.pin).await.unwrap();
     assert_eq!(s.get_case(c.case.id).await.unwrap().case.status, CaseStatus::Received);
-    let locks = s.audit_events(0, 1000).await.unwrap().into_iter().filter(|e| e.action == "case.locked").count();
+    let locks =
+        s.audit_events(0, 1000).await.unwrap().into_iter().filter(|e| e.action == "case.locked").count();
     assert_eq!(locks, 1);
 }
 
@@ -601,7 +694,14 @@ async fn parallel_pin_guesses_cannot_exceed_the_limit(db: TestDb) {
     let s = db.open_another_with(opts).await;
     let b = bank(&s, "survivors", BankPurpose::SurvivorProtected).await;
     let c = s
-        .create_case(&Actor::named("x"), NewCase { bank_id: b.id, hashes: vec![CaseHash { hash: random_pdq(), quality: None }], metadata: json!(null) })
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
+                metadata: json!(null),
+            },
+        )
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -677,10 +777,17 @@ async fn audit_log_is_append_only_and_transactional(db: TestDb) {
     s.disable_entry(&Actor::named("moderator:bo"), e.id).await.unwrap();
     s.record_audit(&Actor::api_key(7), "lookup", "pdq", json!({"matches": 1})).await.unwrap();
     // A failed write leaves no audit record.
-    let _ = s.create_bank(&admin(), NewBank { name: "b".into(), description: "".into(), enabled: true, purpose: BankPurpose::Other }).await.unwrap_err();
+    let _ = s
+        .create_bank(
+            &admin(),
+            NewBank { name: "b".into(), description: "".into(), enabled: true, purpose: BankPurpose::Other },
+        )
+        .await
+        .unwrap_err();
 
     let ev = s.audit_events(0, 100).await.unwrap();
-    let got: Vec<(&str, &str, &str)> = ev.iter().map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str())).collect();
+    let got: Vec<(&str, &str, &str)> =
+        ev.iter().map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str())).collect();
     assert_eq!(
         got,
         vec![
@@ -738,9 +845,15 @@ async fn concurrent_writers_never_make_a_poller_skip(db: TestDb) {
             for i in 0..15 {
                 if i % 5 == 4 {
                     let lines = (0..5)
-                        .map(|l| BulkLine { line: l + 1, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!(null) })
+                        .map(|l| BulkLine {
+                            line: l + 1,
+                            value: SignalValue::Pdq(random_pdq()),
+                            quality: None,
+                            metadata: json!(null),
+                        })
                         .collect();
-                    let r = s.add_entries_bulk(&admin(), bank_id, EntrySourceKind::Import, lines).await.unwrap();
+                    let r =
+                        s.add_entries_bulk(&admin(), bank_id, EntrySourceKind::Import, lines).await.unwrap();
                     ids.extend(r.added.iter().map(|a| a.1));
                 } else {
                     let e = s.add_entry(&admin(), pdq_entry(bank_id, random_pdq())).await.unwrap();
@@ -802,7 +915,14 @@ async fn another_process_sees_writes_within_one_second(db: TestDb) {
 
     let h = random_pdq();
     let created = a
-        .create_case(&Actor::named("x"), NewCase { bank_id: bank_.id, hashes: vec![CaseHash { hash: h, quality: None }], metadata: json!(null) })
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: bank_.id,
+                hashes: vec![CaseHash { hash: h, quality: None }],
+                metadata: json!(null),
+            },
+        )
         .await
         .unwrap();
     let id = created.entries[0].id;
@@ -813,11 +933,20 @@ async fn another_process_sees_writes_within_one_second(db: TestDb) {
 
 async fn webhook_outbox_claims_leases_and_retries(db: TestDb) {
     let s = &db.store;
-    let hook = |n: i32| NewWebhook { url: "https://example.org/hook".into(), event_type: "match".into(), payload: json!({"n": n}) };
+    let hook = |n: i32| NewWebhook {
+        url: "https://example.org/hook".into(),
+        event_type: "match".into(),
+        payload: json!({"n": n}),
+    };
     let ids = s.enqueue_webhooks(&[hook(1), hook(2), hook(3)]).await.unwrap();
     assert_eq!(ids.len(), 3);
     assert!(matches!(
-        s.enqueue_webhooks(&[NewWebhook { url: "ftp://x".into(), event_type: "match".into(), payload: json!({}) }]).await,
+        s.enqueue_webhooks(&[NewWebhook {
+            url: "ftp://x".into(),
+            event_type: "match".into(),
+            payload: json!({})
+        }])
+        .await,
         Err(StoreError::InvalidInput(_))
     ));
     let now = Timestamp::now().plus(Duration::from_millis(10));
@@ -842,12 +971,18 @@ async fn webhook_outbox_claims_leases_and_retries(db: TestDb) {
     let retry_at = now.plus(Duration::from_secs(10));
     assert!(s.mark_webhook_failed(first[1].id, t1, "HTTP 503", Some(retry_at)).await.unwrap());
     let w = s.get_webhook(first[1].id).await.unwrap();
-    assert_eq!((w.attempts, w.state, w.next_attempt_at, w.last_error.as_deref()), (1, WebhookState::Pending, retry_at, Some("HTTP 503")));
+    assert_eq!(
+        (w.attempts, w.state, w.next_attempt_at, w.last_error.as_deref()),
+        (1, WebhookState::Pending, retry_at, Some("HTTP 503"))
+    );
     assert!(s.claim_due_webhooks(now.plus(Duration::from_secs(9)), 10, lease).await.unwrap().is_empty());
     let again = s.claim_due_webhooks(retry_at, 10, lease).await.unwrap();
     assert_eq!(again.iter().map(|w| w.id).collect::<Vec<_>>(), vec![first[1].id]);
     // Giving up.
-    assert!(s.mark_webhook_failed(again[0].id, again[0].lease_token.unwrap(), "HTTP 410", None).await.unwrap());
+    assert!(s
+        .mark_webhook_failed(again[0].id, again[0].lease_token.unwrap(), "HTTP 410", None)
+        .await
+        .unwrap());
     assert_eq!(s.get_webhook(again[0].id).await.unwrap().state, WebhookState::Dead);
     assert_eq!(s.get_webhook(again[0].id).await.unwrap().attempts, 2);
 
@@ -874,12 +1009,20 @@ async fn metadata_is_checked(db: TestDb) {
     ne.metadata = json!(null);
     assert_eq!(s.add_entry(&admin(), ne).await.unwrap().metadata, json!({}));
     let lines = vec![
-        BulkLine { line: 1, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!({"src": "list-a"}) },
+        BulkLine {
+            line: 1,
+            value: SignalValue::Pdq(random_pdq()),
+            quality: None,
+            metadata: json!({"src": "list-a"}),
+        },
         BulkLine { line: 2, value: SignalValue::Pdq(random_pdq()), quality: None, metadata: json!("text") },
     ];
     let r = s.add_entries_bulk(&admin(), b.id, EntrySourceKind::Import, lines).await.unwrap();
     assert_eq!(r.added.len(), 1);
-    assert_eq!(r.rejected, vec![LineError { line: 2, reason: "invalid input: metadata must be a JSON object".into() }]);
+    assert_eq!(
+        r.rejected,
+        vec![LineError { line: 2, reason: "invalid input: metadata must be a JSON object".into() }]
+    );
     assert_eq!(s.get_entry(r.added[0].1).await.unwrap().metadata, json!({"src": "list-a"}));
     let err = s.add_entries_bulk(&admin(), b.id, EntrySourceKind::Case, vec![]).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput(_)));

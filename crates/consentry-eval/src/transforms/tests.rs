@@ -64,7 +64,10 @@ fn geometric_transforms_give_the_expected_dimensions() {
 fn off_centre_crop_is_shifted_and_mirror_maps_pixels() {
     let img = photo(100, 80, 4);
     for seed in 0..8 {
-        assert_ne!(run(Op::Crop(0.2, CropMode::OffCentre), &img, seed), run(Op::Crop(0.2, CropMode::AllSides), &img, seed));
+        assert_ne!(
+            run(Op::Crop(0.2, CropMode::OffCentre), &img, seed),
+            run(Op::Crop(0.2, CropMode::AllSides), &img, seed)
+        );
     }
     let f = run(Op::Dihedral(DihedralOp::FlipH), &img, 0);
     assert_eq!(f.get_pixel(0, 7), img.get_pixel(99, 7));
@@ -92,7 +95,11 @@ fn undress_changes_only_the_body_region_and_its_fraction_matches() {
                     if r.contains(x, y) {
                         changed_inside += usize::from(p != img.get_pixel(x, y));
                     } else {
-                        assert_eq!(p, img.get_pixel(x, y), "{fill:?} {frac}: pixel ({x},{y}) outside the region changed");
+                        assert_eq!(
+                            p,
+                            img.get_pixel(x, y),
+                            "{fill:?} {frac}: pixel ({x},{y}) outside the region changed"
+                        );
                     }
                 }
                 let share = changed_inside as f64 / f64::from(r.w * r.h);

@@ -126,7 +126,9 @@ impl TestDb {
 pub async fn drop_schema(schema: &str) {
     if let Ok(mut c) = sqlx::PgConnection::connect(&pg_url()).await {
         let _ = sqlx::raw_sql("SET lock_timeout = '10s'").execute(&mut c).await;
-        if let Err(e) = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut c).await {
+        if let Err(e) =
+            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut c).await
+        {
             eprintln!("warning: could not drop test schema {schema}: {e}");
         }
     }
