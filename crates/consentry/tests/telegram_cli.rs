@@ -28,19 +28,12 @@ fn testdata() -> Option<PathBuf> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn telegram_binary_deletes_a_protected_photo_and_stops_on_sigterm() {
-    let Some(base) = testdata() else { return };
-    let protected = std::fs::read(base.join("dih/bridge-1-original.jpg")).unwrap();
-    let benign = std::fs::read(base.join("labelme-subset/q0122.jpg")).unwrap();
-    let hash = consentry_media::hash_bytes(&protected, &HashOptions::default(), &mut Hasher::new())
-        .unwrap()
-        .pdq
-        .hash;
-
-    // The embedded store `consentry serve` would use, with the protected hash in a bank.
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// The embedded store `consentry serve` would use, in `dir/data` (returned), with the PDQ hash of
+/// `protected` in a known-abuse bank.
+async fn protected_store(dir: &std::path::Path, protected: &[u8]) -> std::path::PathBuf {
+    let hash =
+        consentry_media::hash_bytes(protected, &HashOptions::default(), &mut Hasher::new()).unwrap().pdq.hash;
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let store = Store::open(
         consentry_store::StoreLocation::Sqlite(data.join(consentry_store::SQLITE_FILE_NAME)),
@@ -74,6 +67,16 @@ async fn telegram_binary_deletes_a_protected_photo_and_stops_on_sigterm() {
         .await
         .unwrap();
     store.close().await;
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_binary_deletes_a_protected_photo_and_stops_on_sigterm() {
+    let Some(base) = testdata() else { return };
+    let protected = std::fs::read(base.join("dih/bridge-1-original.jpg")).unwrap();
+    let benign = std::fs::read(base.join("labelme-subset/q0122.jpg")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = protected_store(dir.path(), &protected).await;
 
     let tg = FakeTelegram::start().await;
     tg.add_file("f-prot", "u-prot", protected);
@@ -138,45 +141,8 @@ async fn telegram_binary_deletes_a_protected_photo_and_stops_on_sigterm() {
 async fn telegram_binary_in_webhook_mode_checks_the_secret_and_deletes() {
     let Some(base) = testdata() else { return };
     let protected = std::fs::read(base.join("dih/bridge-1-original.jpg")).unwrap();
-    let hash = consentry_media::hash_bytes(&protected, &HashOptions::default(), &mut Hasher::new())
-        .unwrap()
-        .pdq
-        .hash;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let store = Store::open(
-        consentry_store::StoreLocation::Sqlite(data.join(consentry_store::SQLITE_FILE_NAME)),
-        StoreOptions::default(),
-    )
-    .await
-    .unwrap();
-    let bank = store
-        .create_bank(
-            &Actor::system(),
-            NewBank {
-                name: "known".into(),
-                description: String::new(),
-                enabled: true,
-                purpose: BankPurpose::KnownAbuse,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .add_entry(
-            &Actor::system(),
-            NewEntry {
-                bank_id: bank.id,
-                value: SignalValue::Pdq(hash),
-                quality: None,
-                source: EntrySourceKind::Moderator,
-                metadata: Value::Null,
-            },
-        )
-        .await
-        .unwrap();
-    store.close().await;
+    let data = protected_store(dir.path(), &protected).await;
     let tg = FakeTelegram::start().await;
     tg.add_file("f-prot", "u-prot", protected);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
