@@ -9,11 +9,23 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 thread_local! {
-    static EXTRACTOR: RefCell<Extractor> = RefCell::new(Extractor::new());
+    /// This thread's extractor and the plane limit it was made with.
+    static EXTRACTOR: RefCell<(u32, Extractor)> = RefCell::new((0, Extractor::new()));
     /// Tuning only (`CONSENTRY_DERIVE_SHARE=1`): the last query's features,
     /// keyed by its bytes' address and length, so several rule variants in one
     /// run extract once (their ms then exclude extraction, except the first's).
-    static LAST: RefCell<Option<(usize, usize, QueryFeatures)>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<(usize, usize, u32, QueryFeatures)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's extractor, made with `plane` as its plane limit.
+fn with_extractor<T>(plane: u32, f: impl FnOnce(&mut Extractor) -> T) -> T {
+    EXTRACTOR.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.0 != plane {
+            *e = (plane, Extractor::new().with_plane_limit(plane));
+        }
+        f(&mut e.1)
+    })
 }
 
 fn share() -> bool {
@@ -28,14 +40,18 @@ fn pixels(img: &RgbImage) -> Pixels<'_> {
 #[derive(Debug)]
 pub struct DeriveMatcher {
     params: Params,
+    /// `Extractor::with_plane_limit` (0: off, the default).
+    plane: u32,
     index: DeriveIndex,
     bytes_per_image: usize,
 }
 
 impl DeriveMatcher {
-    /// Parse `s=64+k=3+h=31+px=8+gap=10` (score, inliers, Hamming, inlier pixels, inlier gap) over the defaults.
+    /// Parse `s=64+k=3+h=31+px=8+gap=10+plane=40` (score, inliers, Hamming, inlier pixels,
+    /// inlier gap, the extractor's plane limit) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
+        let mut plane = 0;
         for kv in spec.split(['+', ';']).filter(|s| !s.is_empty()) {
             let (k, v) =
                 kv.split_once('=').ok_or_else(|| format!("derive option {kv}: expected name=value"))?;
@@ -48,15 +64,18 @@ impl DeriveMatcher {
                 "gap" => {
                     p.min_inlier_gap = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
                 }
-                _ => return Err(format!("unknown derive option {k} (k, s, h, px, gap)")),
+                "plane" => plane = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                _ => return Err(format!("unknown derive option {k} (k, s, h, px, gap, plane)")),
             }
         }
-        Ok(DeriveMatcher::new(p))
+        let mut m = DeriveMatcher::new(p);
+        m.plane = plane;
+        Ok(m)
     }
 
     /// With the given rule parameters.
     pub fn new(params: Params) -> Self {
-        DeriveMatcher { params, index: DeriveIndex::new(params), bytes_per_image: 0 }
+        DeriveMatcher { params, plane: 0, index: DeriveIndex::new(params), bytes_per_image: 0 }
     }
 }
 
@@ -82,13 +101,16 @@ impl Matcher for DeriveMatcher {
         if self.params.min_inlier_gap != d.min_inlier_gap {
             s += &format!(",gap{}", self.params.min_inlier_gap);
         }
+        if self.plane != 0 {
+            s += &format!(",plane{}", self.plane);
+        }
         s + ")"
     }
 
     fn index(&mut self, protected: &[Protected<'_>]) {
         let sigs: Vec<_> = protected
             .par_iter()
-            .map(|p| (p.id, EXTRACTOR.with(|e| e.borrow_mut().signature(&pixels(p.image)))))
+            .map(|p| (p.id, with_extractor(self.plane, |e| e.signature(&pixels(p.image)))))
             .collect();
         let mut index = DeriveIndex::new(self.params);
         let mut max = 0;
@@ -101,15 +123,15 @@ impl Matcher for DeriveMatcher {
     }
 
     fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
-        let key = (q.bytes.as_ptr() as usize, q.bytes.len());
+        let key = (q.bytes.as_ptr() as usize, q.bytes.len(), self.plane);
         let cached = if share() {
-            LAST.with(|l| l.borrow().as_ref().filter(|c| (c.0, c.1) == key).map(|c| c.2.clone()))
+            LAST.with(|l| l.borrow().as_ref().filter(|c| (c.0, c.1, c.2) == key).map(|c| c.3.clone()))
         } else {
             None
         };
-        let f = cached.unwrap_or_else(|| EXTRACTOR.with(|e| e.borrow_mut().query(&pixels(q.image))));
+        let f = cached.unwrap_or_else(|| with_extractor(self.plane, |e| e.query(&pixels(q.image))));
         if share() {
-            LAST.with(|l| *l.borrow_mut() = Some((key.0, key.1, f.clone())));
+            LAST.with(|l| *l.borrow_mut() = Some((key.0, key.1, key.2, f.clone())));
         }
         self.index.search(&f).into_iter().map(|h| h.id as ImageId).collect()
     }

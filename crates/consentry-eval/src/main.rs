@@ -16,7 +16,7 @@ const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N]
   --matchers LIST     comma-separated, from pdq, pdq-dihedral (on the harness's decoded pixels),
                       media-pdq, media-pdq-dihedral (consentry-media's hash_bytes on the bytes),
                       derive (consentry-derive: PDQ+dihedral or local keypoints verified geometrically;
-                      derive:k=N+h=N+px=X+gap=X: the same with other rule parameters)
+                      derive:k=N+h=N+px=X+gap=X+plane=N: the same with other rule parameters)
                       (default pdq,pdq-dihedral)
   --quick             a quarter of the transforms, fewer images: a few minutes
   --list              print the transform labels and exit

@@ -231,10 +231,23 @@ pub(crate) fn decode_jpeg_luma(
     }
     // Large progressive files: a quarter-scale luma plane from their first scans (see
     // `progressive`); the fast path's minimum side still holds at that scale.
-    if fast::scale_denominator(info.width, info.height, min_side) >= 4 {
+    let denom = fast::scale_denominator(info.width, info.height, min_side);
+    if denom >= 4 {
         if let Some((qw, qh, luma)) = crate::progressive::quarter_luma(bytes, opts.max_pixels) {
             if (qw, qh) == (info.width.div_ceil(4), info.height.div_ceil(4)) {
                 return Ok(Some((info, finish(qw, qh, PixelFormat::Luma8, luma, orientation))));
+            }
+        }
+    }
+    // Large baseline files (a phone camera's usual output): the luma plane pooled to 1/denom
+    // from the coefficients (see `progressive::sequential_luma`), with the same minimum side.
+    // Only from a quarter down, like the progressive files: hashing at half size moved the hash
+    // of some 1.5–4 MP photos up to 12 bits from the exact one (PDQ's sampling and filter
+    // windows land differently), while a quarter of a ≥ 2048-px photo stays within 4.
+    if denom >= 4 {
+        if let Some((rw, rh, luma)) = crate::progressive::sequential_luma(bytes, opts.max_pixels, denom) {
+            if (rw, rh) == (info.width.div_ceil(denom), info.height.div_ceil(denom)) {
+                return Ok(Some((info, finish(rw, rh, PixelFormat::Luma8, luma, orientation))));
             }
         }
     }

@@ -86,10 +86,15 @@ impl Default for DecodeOptions {
 ///    upsampling and colour conversion), hashed as grey. PDQ's luminance
 ///    (0.299 R + 0.587 G + 0.114 B) is the JPEG's Y up to rounding and
 ///    clamping of out-of-gamut colours.
-/// 2. Progressive YCbCr/grey JPEGs whose shorter side is at least 4 ×
-///    [`FAST_MIN_SIDE`]: a quarter-scale luma plane built from the DC scan and
-///    the first low-frequency luma AC scan alone (`src/progressive.rs`); the
-///    later scans — most of the file — are skipped undecoded.
+/// 2. YCbCr/grey JPEGs whose shorter side is at least 4 × [`FAST_MIN_SIDE`]:
+///    a quarter-scale luma plane (`src/progressive.rs`). For a progressive
+///    file it is built from the DC scan and the first low-frequency luma AC
+///    scan alone, and the later scans — most of the file — are skipped
+///    undecoded. For a baseline file (what phone cameras write) every
+///    coefficient is still entropy-decoded, but each 8×8 luma block goes
+///    straight to the means of its four 4×4 quadrants, computed from its
+///    non-zero coefficients: no inverse DCT, no full-size plane, no chroma
+///    kept, and PDQ runs on a sixteenth of the pixels.
 /// 3. Other colour spaces (CMYK, YCCK, Adobe RGB) at least 2 × [`FAST_MIN_SIDE`]
 ///    on the shorter side: reduced-scale decoding (DCT scaling by 1/2, 1/4 or
 ///    1/8, keeping both sides ≥ 512) with `jpeg-decoder` (or libjpeg-turbo with
@@ -105,7 +110,11 @@ impl Default for DecodeOptions {
 /// |---|---|---|---|---|---|---|
 /// | reduced-scale RGB decode only (until Nov 2026) | 0 | 0 | 6 | 12 | 2 / 8 / 8 | 100 / 128 |
 /// | luma only, full size | 0 | 2 | 2 | 4 | 0 / 2 / 2 | 94 / 114 |
-/// | **luma, and quarter-scale progressive (now)** | **0** | 2 | **2** | 4 | **0 / 4** / 4 | **38 / 151** |
+/// | luma, and quarter-scale progressive | 0 | 2 | 2 | 4 | 0 / 4 / 4 | 38 / 151 |
+/// | **… and quarter-scale baseline (now)** | **0** | 2 | **4** | 4 | **0 / 4** / 4 | **50 / 211** |
+///
+/// (A half-scale baseline plane for 1024–2047 px shorter sides was tried
+/// and left out: p99 4 → 8 and max 12 on the 1.5–4 MP photos.)
 ///
 /// (Times from one loaded 2-core machine, each row its own run: compare
 /// within a row.) Earlier tuning of the reduced-scale decode showed PDQ is not
@@ -391,9 +400,14 @@ pub fn fuzz_one(bytes: &[u8]) -> Result<HashedImage, MediaError> {
             exact_result = Some(r);
         }
     }
-    // The progressive reader only runs on large files in `hash_bytes`; fuzz it directly too (outside
-    // the panic guard, so that a panic in it is a finding).
-    if let Some((w, h, luma)) = progressive::quarter_luma(bytes, decode.max_pixels) {
+    // The coefficient readers only run on large files in `hash_bytes`; fuzz them directly too
+    // (outside the panic guard, so that a panic in them is a finding).
+    let planes = [
+        progressive::quarter_luma(bytes, decode.max_pixels),
+        progressive::sequential_luma(bytes, decode.max_pixels, 2),
+        progressive::sequential_luma(bytes, decode.max_pixels, 8),
+    ];
+    for (w, h, luma) in planes.into_iter().flatten() {
         assert_eq!(luma.len(), w as usize * h as usize);
         assert!(u64::from(w) * u64::from(h) <= decode.max_pixels);
     }

@@ -9,7 +9,12 @@
 //! to zero over a quadrant, higher ones are left out). The refinement bits are never read, so
 //! coefficients keep the precision of their first scan.
 //!
-//! Anything this reader does not expect (baseline or lossless files, 12-bit samples, arithmetic
+//! The same reader, in sequential mode, serves large baseline files (`sequential_luma`): there
+//! every coefficient has to be entropy-decoded, but each luma block goes straight to the means
+//! of its cells, without an inverse DCT or a full-size plane, and the other components' blocks
+//! are decoded and dropped.
+//!
+//! Anything this reader does not expect (lossless files, 12-bit samples, arithmetic
 //! coding, scans in an unusual order, a corrupt stream) makes it return `None` and the caller
 //! decodes the file in full. It never allocates more than the block grid the (already
 //! size-checked) frame header announces.
@@ -22,9 +27,53 @@ const LAST_USED: u8 = 4;
 /// The luma plane at a quarter of the size in each direction (`ceil(w/4) × ceil(h/4)`),
 /// or `None` when the file is not a progressive JPEG this reader handles.
 pub(crate) fn quarter_luma(bytes: &[u8], max_pixels: u64) -> Option<(u32, u32, Vec<u8>)> {
-    let mut r = Reader::new(bytes, max_pixels)?;
+    let mut r = Reader::new(bytes, max_pixels, None)?;
     r.run()?;
     r.render()
+}
+
+/// The luma plane of a baseline (sequential, Huffman, 8-bit) JPEG at `1/denom` of the size in
+/// each direction (`ceil(w/denom) × ceil(h/denom)`, `denom` 2, 4 or 8): each output pixel is the
+/// mean of the `denom × denom` pixels it covers, computed from the dequantised coefficients
+/// (exact up to the decoder's per-pixel rounding and clamping), without an 8×8 inverse DCT and
+/// without a full-size plane. Every coefficient still has to be entropy-decoded (a sequential
+/// file has no way to skip them), but only the luma blocks' non-zero ones are used, and the
+/// reading stops after the scan that completes the luma. `None` for anything else (progressive,
+/// lossless, 12-bit or arithmetic-coded files, a corrupt stream): the caller decodes in full.
+pub(crate) fn sequential_luma(bytes: &[u8], max_pixels: u64, denom: u32) -> Option<(u32, u32, Vec<u8>)> {
+    if !matches!(denom, 2 | 4 | 8) {
+        return None;
+    }
+    let mut r = Reader::new(bytes, max_pixels, Some(denom as usize))?;
+    r.run()?;
+    r.render_sequential()
+}
+
+/// JPEG's zigzag order: the natural (row-major) index of each zigzag position.
+const NATURAL: [u8; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
+    14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39,
+    46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// `basis[u][i]`: the mean, over the `8/k` pixels of output cell `i` (of `k` per block side), of
+/// the 1-D inverse DCT basis function of frequency `u`, `C(u)/2 · cos((2x+1)uπ/16)`.
+fn pooled_basis(k: usize) -> [[f32; 4]; 8] {
+    let g = 8 / k;
+    let mut b = [[0f32; 4]; 8];
+    for (u, row) in b.iter_mut().enumerate() {
+        let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+        for (i, cell) in row.iter_mut().enumerate().take(k) {
+            let mut sum = 0f64;
+            for x in i * g..(i + 1) * g {
+                sum += cu / 2.0 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos();
+            }
+            let mean = sum / g as f64;
+            // Terms that cancel over a cell (cosine sums that are zero in exact arithmetic).
+            *cell = if mean.abs() < 1e-9 { 0.0 } else { mean as f32 };
+        }
+    }
+    b
 }
 
 #[derive(Clone, Copy, Default)]
@@ -35,11 +84,17 @@ struct Component {
     tq: u8,
 }
 
-/// A canonical Huffman table: an 8-bit lookahead plus the per-length limits of JPEG's F.2.2.3.
+/// Bits of lookahead of the Huffman tables.
+const LOOKAHEAD: u32 = 10;
+
+/// A canonical Huffman table: a 10-bit lookahead plus the per-length limits of JPEG's F.2.2.3.
 #[derive(Clone)]
 struct Huffman {
-    /// For an 8-bit prefix: (code length, symbol), length 0 when the code is longer.
-    fast: [(u8, u8); 256],
+    /// For a 10-bit prefix: (code length, symbol), length 0 when the code is longer.
+    fast: Vec<(u8, u8)>,
+    /// For a 10-bit prefix, when it holds a whole AC code with a non-zero size *and* the value
+    /// bits that follow it: (bits used, zero run, value); bits used 0 otherwise.
+    fast_ac: Vec<(u8, u8, i16)>,
     maxcode: [i32; 18],
     valptr: [i32; 17],
     mincode: [i32; 17],
@@ -49,7 +104,8 @@ struct Huffman {
 impl Huffman {
     fn new(counts: &[u8; 16], values: &[u8]) -> Option<Huffman> {
         let mut h = Huffman {
-            fast: [(0, 0); 256],
+            fast: vec![(0, 0); 1 << LOOKAHEAD],
+            fast_ac: vec![(0, 0, 0); 1 << LOOKAHEAD],
             maxcode: [-1; 18],
             valptr: [0; 17],
             mincode: [0; 17],
@@ -67,12 +123,19 @@ impl Huffman {
                     if c >= (1 << len) {
                         return None;
                     }
-                    if len <= 8 {
+                    if len <= LOOKAHEAD as usize {
                         let sym = *values.get((k + i) as usize)?;
-                        let shift = 8 - len;
+                        let shift = LOOKAHEAD as usize - len;
                         let base = (c as usize) << shift;
-                        for e in &mut h.fast[base..base + (1 << shift)] {
+                        for (j, e) in h.fast[base..base + (1 << shift)].iter_mut().enumerate() {
                             *e = (len as u8, sym);
+                            let (run, size) = (sym >> 4, usize::from(sym & 15));
+                            if size > 0 && len + size <= LOOKAHEAD as usize {
+                                // The value bits are the next `size` bits of the prefix.
+                                let v = (j >> (shift - size)) as u32 & ((1 << size) - 1);
+                                h.fast_ac[base + j] =
+                                    ((len + size) as u8, run, extend(v, size as u32) as i16);
+                            }
                         }
                     }
                 }
@@ -103,6 +166,22 @@ struct Bits<'a> {
 
 impl<'a> Bits<'a> {
     fn fill(&mut self) {
+        // Whole bytes at once while no 0xFF (stuffing or marker) is among the next eight.
+        if !self.marker_hit {
+            if let Some(chunk) = self.data.get(self.pos..self.pos + 8) {
+                let x = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
+                let inv = !x;
+                let has_ff = inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080;
+                if has_ff == 0 {
+                    let take = (64 - self.n) / 8;
+                    let fresh = if take == 8 { x } else { x >> (64 - 8 * take) };
+                    self.acc |= fresh << (64 - self.n - 8 * take);
+                    self.n += 8 * take;
+                    self.pos += take as usize;
+                    return;
+                }
+            }
+        }
         while self.n <= 56 {
             let mut byte = 0u8;
             if !self.marker_hit && self.pos < self.data.len() {
@@ -144,12 +223,12 @@ impl<'a> Bits<'a> {
     }
     fn decode(&mut self, h: &Huffman) -> Option<u8> {
         let p = self.peek(16);
-        let (len, sym) = h.fast[(p >> 8) as usize];
+        let (len, sym) = h.fast[(p >> (16 - LOOKAHEAD)) as usize];
         if len > 0 {
             self.skip(u32::from(len));
             return Some(sym);
         }
-        for len in 9..=16usize {
+        for len in LOOKAHEAD as usize + 1..=16 {
             let code = (p >> (16 - len)) as i32;
             if code <= h.maxcode[len] {
                 self.skip(len as u32);
@@ -206,10 +285,16 @@ struct Reader<'a> {
     have_dc: bool,
     /// Bitmask of the `USED` AC positions (1, 2, 3 for zigzag 1, 2, 4) that were read.
     have_ac: u8,
+    /// Sequential mode: the scale denominator asked for (`None`: progressive mode).
+    denom: Option<usize>,
+    /// Sequential mode: the reduced luma plane over the MCU-padded block grid.
+    plane: Vec<u8>,
+    /// Sequential mode: the scan holding the luma was read.
+    have_luma: bool,
 }
 
 impl<'a> Reader<'a> {
-    fn new(data: &'a [u8], max_pixels: u64) -> Option<Reader<'a>> {
+    fn new(data: &'a [u8], max_pixels: u64, denom: Option<usize>) -> Option<Reader<'a>> {
         if data.len() < 4 || data[0] != 0xFF || data[1] != 0xD8 {
             return None;
         }
@@ -231,10 +316,16 @@ impl<'a> Reader<'a> {
             blocks_h: 0,
             have_dc: false,
             have_ac: 0,
+            denom,
+            plane: Vec::new(),
+            have_luma: false,
         })
     }
 
     fn done(&self) -> bool {
+        if self.denom.is_some() {
+            return self.have_luma;
+        }
         self.have_dc && self.have_ac == 0b1110
     }
 
@@ -266,9 +357,12 @@ impl<'a> Reader<'a> {
             let seg = self.data.get(self.pos + 2..self.pos + len)?;
             self.pos += len;
             match m {
-                0xC2 => self.sof(seg)?,
-                // Baseline, extended, lossless, arithmetic, hierarchical: not for this reader.
-                0xC0 | 0xC1 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+                // Progressive (progressive mode), or baseline / extended sequential Huffman
+                // (sequential mode).
+                0xC2 if self.denom.is_none() => self.sof(seg)?,
+                0xC0 | 0xC1 if self.denom.is_some() => self.sof(seg)?,
+                // Anything else (lossless, arithmetic, hierarchical, or the other mode's kind).
+                0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
                 0xC4 => self.dht(seg)?,
                 0xDB => self.dqt(seg)?,
                 0xDD => self.restart_interval = u32::from(u16::from_be_bytes([*seg.first()?, *seg.get(1)?])),
@@ -307,8 +401,11 @@ impl<'a> Reader<'a> {
         let mcuy = self.height.div_ceil(8 * u32::from(self.vmax)) as usize;
         self.blocks_w = mcux * usize::from(y.h);
         self.blocks_h = mcuy * usize::from(y.v);
-        // The caller checked width × height against the pixel limit.
-        self.coefs = vec![[0i16; 4]; self.blocks_w * self.blocks_h];
+        // Dimensions were checked against the pixel limit above.
+        match self.denom {
+            None => self.coefs = vec![[0i16; 4]; self.blocks_w * self.blocks_h],
+            Some(d) => self.plane = vec![0u8; self.blocks_w * self.blocks_h * (8 / d) * (8 / d)],
+        }
         Some(())
     }
 
@@ -394,6 +491,22 @@ impl<'a> Reader<'a> {
             return None;
         }
         let has_y = scan.iter().any(|&(i, _, _)| i == 0);
+        if self.denom.is_some() {
+            // Sequential: one pass over all 64 coefficients of every block of the scan.
+            if (ss, se, ah, al) != (0, 63, 0, 0) {
+                return None;
+            }
+            if !has_y || self.have_luma {
+                self.skip_entropy();
+                return Some(());
+            }
+            let start = self.pos;
+            let mut bits = Bits { data: &self.data[start..], pos: 0, acc: 0, n: 0, marker_hit: false };
+            self.sequential_scan(&mut bits, &scan)?;
+            self.have_luma = true;
+            self.pos = start + bits.pos;
+            return Some(());
+        }
         let wanted = if ss == 0 {
             // DC first scan with luma: needed (every component is decoded to keep in step).
             ah == 0 && has_y && !self.have_dc
@@ -480,6 +593,138 @@ impl<'a> Reader<'a> {
             }
         }
         Some(())
+    }
+
+    /// Decodes a sequential scan (interleaved, or one component alone) and pools every luma
+    /// block into `k × k` means, `k = 8 / denom`, written to `plane`.
+    fn sequential_scan(&mut self, bits: &mut Bits<'_>, scan: &[(usize, usize, usize)]) -> Option<()> {
+        let k = 8 / self.denom?;
+        let basis = pooled_basis(k);
+        let q = self.qt[usize::from(self.comps.first()?.tq)];
+        // Per zigzag position: the k × k cell means of its basis function times its quantiser
+        // step (quantisation tables are kept in zigzag order, as stored), and whether that is
+        // all zero (frequencies that cancel over every cell).
+        let mut weights = [[0f32; 16]; 64];
+        let mut zero = [true; 64];
+        for z in 0..64 {
+            let n = usize::from(NATURAL[z]);
+            let (fv, fu) = (n / 8, n % 8);
+            for iy in 0..k {
+                for ix in 0..k {
+                    let w = basis[fv][iy] * basis[fu][ix] * f32::from(q[z]);
+                    weights[z][iy * k + ix] = w;
+                    zero[z] &= w == 0.0;
+                }
+            }
+        }
+        let mut pred = [0i32; 4];
+        let ri = self.restart_interval as usize;
+        let one = scan.len() == 1;
+        let (units_w, units_h) = if one {
+            let c = self.comps[scan[0].0];
+            (self.comp_blocks_w(c), self.comp_blocks_h(c))
+        } else {
+            (
+                self.width.div_ceil(8 * u32::from(self.hmax)) as usize,
+                self.height.div_ceil(8 * u32::from(self.vmax)) as usize,
+            )
+        };
+        let plane_w = self.blocks_w * k;
+        let mut count = 0usize;
+        for uy in 0..units_h {
+            for ux in 0..units_w {
+                if ri > 0 && count > 0 && count % ri == 0 {
+                    bits.restart();
+                    pred = [0; 4];
+                }
+                count += 1;
+                for (sk, &(ci, td, ta)) in scan.iter().enumerate() {
+                    let c = self.comps[ci];
+                    let dc = self.dc[td].as_ref()?;
+                    let ac = self.ac[ta].as_ref()?;
+                    let (nh, nv) = if one { (1, 1) } else { (usize::from(c.h), usize::from(c.v)) };
+                    for by in 0..nv {
+                        for bx in 0..nh {
+                            let s = u32::from(bits.decode(dc)?);
+                            if s > 11 {
+                                return None;
+                            }
+                            pred[sk] = pred[sk].wrapping_add(extend(bits.bits(s), s));
+                            let luma = ci == 0;
+                            // k × k cell means of the block (luma only), from its non-zero
+                            // dequantised coefficients.
+                            let mut acc = [0f32; 16];
+                            if luma {
+                                let v = pred[sk] as f32;
+                                for (a, w) in acc.iter_mut().zip(&weights[0]) {
+                                    *a += v * w;
+                                }
+                            }
+                            let mut z = 1u32;
+                            while z < 64 {
+                                let p = bits.peek(LOOKAHEAD);
+                                let (used, run, value) = ac.fast_ac[p as usize];
+                                let v = if used > 0 {
+                                    bits.skip(u32::from(used));
+                                    z += u32::from(run);
+                                    i32::from(value)
+                                } else {
+                                    let rs = bits.decode(ac)?;
+                                    let (r, s) = (u32::from(rs >> 4), u32::from(rs & 15));
+                                    if s == 0 {
+                                        if r == 15 {
+                                            z += 16;
+                                            continue;
+                                        }
+                                        break;
+                                    }
+                                    z += r;
+                                    extend(bits.bits(s), s)
+                                };
+                                if z > 63 {
+                                    return None;
+                                }
+                                if luma && !zero[z as usize] {
+                                    let v = v as f32;
+                                    for (a, w) in acc.iter_mut().zip(&weights[z as usize]) {
+                                        *a += v * w;
+                                    }
+                                }
+                                z += 1;
+                            }
+                            if luma {
+                                let (x0, y0) = ((ux * nh + bx) * k, (uy * nv + by) * k);
+                                for (iy, a) in acc.chunks_exact(k).take(k).enumerate() {
+                                    let row = (y0 + iy) * plane_w + x0;
+                                    if let Some(dst) = self.plane.get_mut(row..row + k) {
+                                        for (d, &m) in dst.iter_mut().zip(a) {
+                                            *d = (m + 128.0).round().clamp(0.0, 255.0) as u8;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// The sequential plane cropped to `ceil(w/denom) × ceil(h/denom)`.
+    fn render_sequential(&self) -> Option<(u32, u32, Vec<u8>)> {
+        let d = self.denom?;
+        if !self.have_luma || self.qt[usize::from(self.comps.first()?.tq)][0] == 0 {
+            return None;
+        }
+        let plane_w = self.blocks_w * (8 / d);
+        let ow = self.width.div_ceil(d as u32) as usize;
+        let oh = self.height.div_ceil(d as u32) as usize;
+        let mut out = Vec::with_capacity(ow * oh);
+        for y in 0..oh {
+            out.extend_from_slice(self.plane.get(y * plane_w..y * plane_w + ow)?);
+        }
+        Some((ow as u32, oh as u32, out))
     }
 
     fn comp_blocks_w(&self, c: Component) -> usize {
@@ -737,10 +982,121 @@ mod tests {
         }
     }
 
+    /// The full-size luma plane from zune-jpeg, averaged over `d × d` cells (edge cells over
+    /// what they hold).
+    fn reference_pooled(jpeg: &[u8], d: usize) -> (usize, usize, Vec<f32>) {
+        use zune_core::colorspace::ColorSpace;
+        let opts = zune_core::options::DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+        let mut dec =
+            zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(jpeg), opts);
+        let luma = dec.decode().expect("decodes");
+        let (w, h) = dec.dimensions().expect("dimensions");
+        let (rw, rh) = (w.div_ceil(d), h.div_ceil(d));
+        let mut sum = vec![0f32; rw * rh];
+        let mut n = vec![0f32; rw * rh];
+        for y in 0..h {
+            for x in 0..w {
+                sum[(y / d) * rw + x / d] += f32::from(luma[y * w + x]);
+                n[(y / d) * rw + x / d] += 1.0;
+            }
+        }
+        (rw, rh, sum.iter().zip(&n).map(|(s, n)| s / n).collect())
+    }
+
+    /// Mean and largest absolute difference between the sequential reader's plane and the
+    /// `d × d` means of a full decode, leaving out the last row and column of cells (the
+    /// reader's edge cells also average the padding pixels past the image's edge).
+    fn compare_sequential(jpeg: &[u8], d: u32) -> (f32, f32) {
+        let (w, h, got) = sequential_luma(jpeg, u64::MAX, d).expect("baseline file read");
+        let (rw, rh, want) = reference_pooled(jpeg, d as usize);
+        assert_eq!((w as usize, h as usize), (rw, rh));
+        let mut diffs = Vec::new();
+        for y in 0..rh - 1 {
+            for x in 0..rw - 1 {
+                diffs.push((f32::from(got[y * rw + x]) - want[y * rw + x]).abs());
+            }
+        }
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        (mean, diffs.iter().copied().fold(0.0, f32::max))
+    }
+
+    #[test]
+    fn sequential_plane_is_the_means_of_a_full_decode() {
+        let (w, h) = (517u16, 389u16); // not multiples of 8 or 16: partial blocks and MCUs
+        let rgb = picture(usize::from(w), usize::from(h));
+        let grey: Vec<u8> = rgb.chunks(3).map(|p| p[1]).collect();
+        let mut grey_jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut grey_jpeg, 80)
+            .encode(&grey, w, h, jpeg_encoder::ColorType::Luma)
+            .expect("encodes");
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("4:2:0", encode(&rgb, w, h, |_| {})),
+            (
+                "4:4:4, restart interval 5",
+                encode(&rgb, w, h, |e| {
+                    e.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4);
+                    e.set_restart_interval(5);
+                }),
+            ),
+            ("4:2:2", encode(&rgb, w, h, |e| e.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_2))),
+            ("greyscale", grey_jpeg),
+        ];
+        for (label, jpeg) in &cases {
+            for d in [2, 4, 8] {
+                let (mean, max) = compare_sequential(jpeg, d);
+                eprintln!("{label}, 1/{d}: mean |diff| {mean:.2}, max {max:.2}");
+                // Exact means up to the decoders' rounding, clamping and IDCT approximations: a
+                // wrong coefficient position, sign or block is tens of levels off.
+                // Exact means up to the decoders' rounding (one level either way, and the mean of
+                // the reference's rounded pixels): a wrong coefficient position, sign, scale or
+                // block is several levels off.
+                assert!(mean < 0.4, "{label}, 1/{d}: mean |diff| {mean}");
+                assert!(max < 1.5, "{label}, 1/{d}: max |diff| {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn sequential_reader_refuses_other_files_and_survives_corruption() {
+        let rgb = picture(64, 48);
+        let baseline = encode(&rgb, 64, 48, |e| e.set_restart_interval(3));
+        let progressive = encode(&rgb, 64, 48, |e| e.set_progressive(true));
+        assert!(sequential_luma(&progressive, u64::MAX, 2).is_none());
+        assert!(quarter_luma(&baseline, u64::MAX).is_none());
+        assert!(sequential_luma(&baseline, u64::MAX, 3).is_none(), "only 2, 4 and 8");
+        assert!(sequential_luma(&baseline, 64 * 48 - 1, 2).is_none(), "pixel limit");
+        assert_eq!(sequential_luma(&baseline, u64::MAX, 8).map(|p| (p.0, p.1, p.2.len())), Some((8, 6, 48)));
+        for cut in 0..baseline.len() {
+            if let Some((w, h, luma)) = sequential_luma(&baseline[..cut], u64::MAX, 4) {
+                assert_eq!((w, h, luma.len()), (16, 12, 16 * 12));
+            }
+        }
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let mut f = baseline.clone();
+            for _ in 0..1 + next() % 8 {
+                let i = (next() % f.len() as u64) as usize;
+                f[i] = next() as u8;
+            }
+            if let Some((w, h, luma)) = sequential_luma(&f, 1 << 20, 2) {
+                assert_eq!(luma.len(), w as usize * h as usize);
+                assert!(u64::from(w) * u64::from(h) <= 1 << 20);
+            }
+        }
+    }
+
     #[test]
     fn not_a_progressive_jpeg_is_none() {
         assert!(quarter_luma(b"", u64::MAX).is_none());
         assert!(quarter_luma(b"\xFF\xD8\xFF\xD9", u64::MAX).is_none());
         assert!(quarter_luma(b"GIF89a....", u64::MAX).is_none());
+        assert!(sequential_luma(b"", u64::MAX, 2).is_none());
+        assert!(sequential_luma(b"\xFF\xD8\xFF\xD9", u64::MAX, 2).is_none());
     }
 }
