@@ -326,9 +326,9 @@ fn decimation_index(i: usize, n: usize) -> usize {
 fn quality_metric(b: &[[f32; 64]; 64]) -> u8 {
     let mut sum: i32 = 0;
     let d = |u: f32, v: f32| -> i32 { (((u - v) * 100.0) / 255.0) as i32 };
-    for i in 0..63 {
-        for j in 0..64 {
-            sum += d(b[i][j], b[i + 1][j]).abs();
+    for (upper, lower) in b.iter().zip(&b[1..]) {
+        for (&u, &v) in upper.iter().zip(lower) {
+            sum += d(u, v).abs();
         }
     }
     for row in b.iter() {
