@@ -269,7 +269,7 @@ impl Matcher {
                         &Actor::named("telegram"),
                         NewCase {
                             bank_id: bank.id,
-                            hashes: hashes.iter().map(|h| CaseHash { hash: *h, quality: None }).collect(),
+                            hashes: hashes.iter().map(|h| CaseHash::pdq(*h, None)).collect(),
                             metadata: json!({ "via": "telegram" }),
                         },
                     )
