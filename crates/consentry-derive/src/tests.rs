@@ -245,6 +245,28 @@ fn removed_entries_stop_matching_and_can_return() {
 }
 
 #[test]
+fn the_synthetic_derivative_defeats_pdq_and_matches() {
+    let mut ex = Extractor::new();
+    let (a, b) = (synth::scene(480, 360, 11), synth::scene(480, 360, 12));
+    let d = synth::derivative(&a, 5);
+    let t = std::time::Instant::now();
+    let q = ex.query(&d.pixels());
+    eprintln!("query features of {}x{}: {:?}", d.width, d.height, t.elapsed());
+    let sig = ex.signature(&a.pixels());
+    let dist = q.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap();
+    assert!(dist > 31, "PDQ distance {dist}");
+    let mut index = DeriveIndex::new(Params::default());
+    index.insert(1, sig).unwrap();
+    index.insert(2, ex.signature(&b.pixels())).unwrap();
+    let hits = index.search(&q);
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![1], "{hits:?}");
+    for seed in 20..26 {
+        let u = synth::scene(480, 360, seed);
+        assert!(index.search(&ex.query(&u.pixels())).is_empty(), "unrelated scene {seed} matched");
+    }
+}
+
+#[test]
 fn duplicate_ids_are_refused() {
     let mut index = DeriveIndex::new(Params::default());
     let s = Signature { pdq: consentry_pdq::Hash256::ZERO, quality: 0, keypoints: vec![] };
