@@ -221,6 +221,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Failed change-feed polls since start.",
             s.poll_errors.load(Ordering::Relaxed) as f64,
         ),
+        (
+            "consentry_derive_index_entries",
+            "Entries in the in-memory derive (derivative signature) index.",
+            state.inner.derive.len() as f64,
+        ),
+        (
+            "consentry_derive_index_applied_seq",
+            "Last change-feed sequence number applied to the derive index.",
+            state.inner.derive.applied_seq.load(Ordering::Acquire) as f64,
+        ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
