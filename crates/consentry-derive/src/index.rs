@@ -141,7 +141,10 @@ pub struct DeriveIndex {
     params: Params,
     bits: Vec<Vec<u8>>,
     pdq: Index,
-    entries: Vec<(u64, Signature)>,
+    /// Slots; `None` once removed (the slot is reused by a later insert).
+    entries: Vec<Option<(u64, Signature)>>,
+    /// Removed slots, reused first.
+    free: Vec<u32>,
     by_id: HashMap<u64, u32>,
     /// Per table: key → (entry, keypoint) slots.
     tables: Vec<HashMap<u32, Vec<(u32, u16)>>>,
@@ -149,7 +152,7 @@ pub struct DeriveIndex {
 
 impl std::fmt::Debug for DeriveIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeriveIndex").field("params", &self.params).field("len", &self.entries.len()).finish()
+        f.debug_struct("DeriveIndex").field("params", &self.params).field("len", &self.len()).finish()
     }
 }
 
@@ -163,6 +166,7 @@ impl DeriveIndex {
             bits,
             pdq: Index::with_config(IndexConfig { degenerate: DegeneratePolicy::Accept }),
             entries: Vec::new(),
+            free: Vec::new(),
             by_id: HashMap::new(),
             tables,
         }
@@ -175,12 +179,22 @@ impl DeriveIndex {
 
     /// Number of protected images.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.by_id.len()
     }
 
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.by_id.is_empty()
+    }
+
+    /// Whether `id` is indexed.
+    pub fn contains(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    /// The live entry in `slot`.
+    fn slot(&self, slot: u32) -> &(u64, Signature) {
+        self.entries[slot as usize].as_ref().expect("tables and the PDQ index only name live slots")
     }
 
     /// Add a protected image.
@@ -188,7 +202,13 @@ impl DeriveIndex {
         if self.by_id.contains_key(&id) {
             return Err(InsertError::DuplicateId(id));
         }
-        let slot = self.entries.len() as u32;
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.entries.push(None);
+                (self.entries.len() - 1) as u32
+            }
+        };
         self.pdq.insert(u64::from(slot), sig.pdq).expect("degenerate hashes accepted");
         for (ki, k) in sig.keypoints.iter().enumerate() {
             for (t, b) in self.bits.iter().enumerate() {
@@ -196,8 +216,29 @@ impl DeriveIndex {
             }
         }
         self.by_id.insert(id, slot);
-        self.entries.push((id, sig));
+        self.entries[slot as usize] = Some((id, sig));
         Ok(())
+    }
+
+    /// Remove a protected image: it no longer matches, and its id may be
+    /// inserted again. Returns whether it was present.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let Some(slot) = self.by_id.remove(&id) else { return false };
+        let (_, sig) = self.entries[slot as usize].take().expect("by_id names live slots");
+        self.pdq.remove(u64::from(slot));
+        for k in &sig.keypoints {
+            for (t, b) in self.bits.iter().enumerate() {
+                let k = key(&k.desc, b);
+                if let Some(list) = self.tables[t].get_mut(&k) {
+                    list.retain(|&(s, _)| s != slot);
+                    if list.is_empty() {
+                        self.tables[t].remove(&k);
+                    }
+                }
+            }
+        }
+        self.free.push(slot);
+        true
     }
 
     /// Tuning aid: for every protected image with at least
@@ -210,7 +251,7 @@ impl DeriveIndex {
             .iter_mut()
             .filter(|(_, c)| c.len() >= self.params.min_inliers)
             .map(|(slot, c)| {
-                let (id, sig) = &self.entries[*slot as usize];
+                let (id, sig) = self.slot(*slot);
                 (*id, crate::verify::best_inliers(&self.params, &sig.keypoints, &q.keypoints, c))
             })
             .collect();
@@ -224,7 +265,7 @@ impl DeriveIndex {
             for (t, b) in self.bits.iter().enumerate() {
                 let Some(list) = self.tables[t].get(&key(&qk.desc, b)) else { continue };
                 for &(slot, pi) in list {
-                    let pk = &self.entries[slot as usize].1.keypoints[usize::from(pi)];
+                    let pk = &self.slot(slot).1.keypoints[usize::from(pi)];
                     let d = hamming(&qk.desc, &pk.desc);
                     if d <= self.params.max_hamming {
                         per.entry(slot).or_default().push(Corr { dist: d as u16, p: pi, q: qi as u16 });
@@ -250,7 +291,7 @@ impl DeriveIndex {
         let mut out: Vec<Hit> = cand
             .into_iter()
             .filter_map(|slot| {
-                let (id, sig) = &self.entries[slot as usize];
+                let (id, sig) = self.slot(slot);
                 let mut corrs = per.remove(&slot).unwrap_or_default();
                 judge(&self.params, *id, sig, q, &mut corrs)
             })

@@ -59,6 +59,8 @@ mod codec;
 mod features;
 mod gray;
 mod index;
+#[doc(hidden)]
+pub mod synth;
 mod verify;
 
 pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};

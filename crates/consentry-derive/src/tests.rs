@@ -226,6 +226,47 @@ fn signature_fits_the_budget_and_round_trips() {
 }
 
 #[test]
+fn removed_entries_stop_matching_and_can_return() {
+    let (mut ex, mut index, imgs) = setup();
+    let q = ex.query(&crop(&imgs[2], 180, 128, 540, 384).pixels());
+    assert_eq!(index.search(&q).iter().map(|h| h.id).collect::<Vec<_>>(), vec![2]);
+    assert!(index.remove(2));
+    assert!(!index.remove(2));
+    assert!(!index.contains(2));
+    assert_eq!(index.len(), 5);
+    assert!(index.search(&q).is_empty());
+    index.insert(2, ex.signature(&imgs[2].pixels())).unwrap();
+    assert_eq!(index.search(&q).iter().map(|h| h.id).collect::<Vec<_>>(), vec![2]);
+    // A new id takes the freed slot of a removed one without confusion.
+    assert!(index.remove(3));
+    index.insert(77, ex.signature(&imgs[3].pixels())).unwrap();
+    let q3 = ex.query(&pad(&imgs[3], 0.3, false).pixels());
+    assert_eq!(index.search(&q3).iter().map(|h| h.id).collect::<Vec<_>>(), vec![77]);
+}
+
+#[test]
+fn the_synthetic_derivative_defeats_pdq_and_matches() {
+    let mut ex = Extractor::new();
+    let (a, b) = (synth::scene(480, 360, 11), synth::scene(480, 360, 12));
+    let d = synth::derivative(&a, 5);
+    let t = std::time::Instant::now();
+    let q = ex.query(&d.pixels());
+    eprintln!("query features of {}x{}: {:?}", d.width, d.height, t.elapsed());
+    let sig = ex.signature(&a.pixels());
+    let dist = q.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap();
+    assert!(dist > 31, "PDQ distance {dist}");
+    let mut index = DeriveIndex::new(Params::default());
+    index.insert(1, sig).unwrap();
+    index.insert(2, ex.signature(&b.pixels())).unwrap();
+    let hits = index.search(&q);
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![1], "{hits:?}");
+    for seed in 20..26 {
+        let u = synth::scene(480, 360, seed);
+        assert!(index.search(&ex.query(&u.pixels())).is_empty(), "unrelated scene {seed} matched");
+    }
+}
+
+#[test]
 fn duplicate_ids_are_refused() {
     let mut index = DeriveIndex::new(Params::default());
     let s = Signature { pdq: consentry_pdq::Hash256::ZERO, quality: 0, keypoints: vec![] };
@@ -273,11 +314,31 @@ proptest! {
         scale in 0.5f32..2.0, tx in -300f32..300.0, ty in -300f32..300.0,
         pdq_src in 0usize..12, pdq_flips in prop::collection::vec(any::<u8>(), 0..50),
         min_inliers in 2usize..8,
+        removals in prop::collection::vec((0usize..12, any::<bool>()), 0..10),
     ) {
         let params = Params { min_inliers, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
         let mut index = DeriveIndex::new(params);
-        let entries: Vec<(u64, Signature)> = sigs.iter().enumerate().map(|(i, s)| (1000 + i as u64 * 7, s.clone())).collect();
+        let mut entries: Vec<(u64, Signature)> = sigs.iter().enumerate().map(|(i, s)| (1000 + i as u64 * 7, s.clone())).collect();
         for (id, s) in &entries { index.insert(*id, s.clone()).unwrap(); }
+        // Remove some entries (each removal optionally followed by a re-insert
+        // of the same id, later), so that dead and reused slots are exercised.
+        let mut reinsert = Vec::new();
+        for (i, again) in &removals {
+            let id = 1000 + (i % sigs.len()) as u64 * 7;
+            let present = entries.iter().any(|e| e.0 == id);
+            prop_assert_eq!(index.remove(id), present);
+            prop_assert!(!index.remove(id));
+            if let Some(p) = entries.iter().position(|e| e.0 == id) {
+                let e = entries.remove(p);
+                if *again { reinsert.push(e); }
+            }
+            prop_assert_eq!(index.len(), entries.len());
+        }
+        for (id, s) in reinsert {
+            index.insert(id, s.clone()).unwrap();
+            entries.push((id, s));
+        }
+        prop_assert_eq!(index.len(), entries.len());
         let mut kps = noise.clone();
         for (si, ki, bits) in &picks {
             let s = &sigs[si % sigs.len()];
@@ -289,6 +350,7 @@ proptest! {
             kps.push(Keypoint { x, y, level, desc: flip(k.desc, bits) });
         }
         let mut pdq = [sigs[pdq_src % sigs.len()].pdq; 8];
+        entries.sort_by_key(|e| e.0);
         let mut b = pdq[0].to_bytes();
         for f in &pdq_flips { b[usize::from(*f) / 8] ^= 1 << (f % 8); }
         pdq[3] = consentry_pdq::Hash256::from_bytes(b);

@@ -339,7 +339,27 @@ pub fn hash_bytes_tuned(
     hasher: &mut Hasher,
     fast_min_side: u32,
 ) -> Result<HashedImage, MediaError> {
-    let (info, img, mode) = guarded(|| {
+    let (info, img, mode) = decode_for_hashing_tuned(bytes, opts, fast_min_side)?;
+    Ok(hash_decoded(info, &img, mode, opts.dihedral, hasher))
+}
+
+/// Decodes the first frame the way [`hash_bytes`] does before hashing: in `Fast` mode a JPEG may
+/// come back as its luma plane only, at reduced scale (shorter side ≥ [`FAST_MIN_SIDE`]). For
+/// callers that compute more than PDQ from the same pixels (the derivative matcher's features)
+/// without decoding twice; [`hash_decoded`] then gives what [`hash_bytes`] would have.
+pub fn decode_for_hashing(
+    bytes: &[u8],
+    opts: &HashOptions,
+) -> Result<(ImageInfo, DecodedImage, HashMode), MediaError> {
+    decode_for_hashing_tuned(bytes, opts, FAST_MIN_SIDE)
+}
+
+fn decode_for_hashing_tuned(
+    bytes: &[u8],
+    opts: &HashOptions,
+    fast_min_side: u32,
+) -> Result<(ImageInfo, DecodedImage, HashMode), MediaError> {
+    guarded(|| {
         if opts.mode == HashMode::Fast {
             if let Some(r) = decode::decode_jpeg_luma(bytes, &opts.decode, fast_min_side)? {
                 return Ok((r.0, r.1, HashMode::Fast));
@@ -349,15 +369,25 @@ pub fn hash_bytes_tuned(
             }
         }
         decode::decode_exact(bytes, &opts.decode).map(|(i, d)| (i, d, HashMode::Exact))
-    })?;
+    })
+}
+
+/// PDQ-hashes pixels from [`decode_for_hashing`] (with the 8 dihedral hashes when `dihedral`).
+pub fn hash_decoded(
+    info: ImageInfo,
+    img: &DecodedImage,
+    mode: HashMode,
+    dihedral: bool,
+    hasher: &mut Hasher,
+) -> HashedImage {
     let r = img.image_ref();
-    let (pdq, dihedral) = if opts.dihedral {
+    let (pdq, dihedral) = if dihedral {
         let d = hasher.hash_dihedral(&r);
         (d.original(), Some(d))
     } else {
         (hasher.hash(&r), None)
     };
-    Ok(HashedImage { info, pdq, dihedral, decoded_width: img.width, decoded_height: img.height, mode })
+    HashedImage { info, pdq, dihedral, decoded_width: img.width, decoded_height: img.height, mode }
 }
 
 /// What the fuzz target (`fuzz/fuzz_targets/decode_hash.rs`) runs on every

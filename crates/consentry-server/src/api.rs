@@ -11,12 +11,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
+use consentry_derive::{Extractor, Pixels, QueryFeatures, Signature};
 use consentry_index::Match;
 use consentry_media::{HashOptions, ImageFormat};
 use consentry_pdq::{Dihedral, Hash256, Hasher};
 use consentry_store::{
     Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind, NewBank, NewCase,
-    NewEntry, Scope, SignalValue, StoreError,
+    NewEntry, Scope, SignalType, SignalValue, StoreError,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -94,14 +95,49 @@ fn bank_json(b: &Bank) -> Value {
     })
 }
 
+/// The value's text: hex for PDQ, base64 of the signature for derive.
 fn entry_hash(e: &Entry) -> String {
-    e.value.as_pdq().map(|h| h.to_hex()).unwrap_or_default()
+    e.value.to_text()
+}
+
+/// `signal` of a request (`pdq` when absent).
+pub(crate) fn parse_signal(s: Option<&str>) -> ApiResult<SignalType> {
+    match s.map(str::trim) {
+        None | Some("") => Ok(SignalType::Pdq),
+        Some(t) => SignalType::from_str(&t.to_ascii_lowercase()).map_err(|_| {
+            ApiError::bad_request(format!(
+                "unknown signal `{t}`: expected one of {}",
+                SignalType::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        }),
+    }
+}
+
+/// Parses a value of `signal` (hex PDQ hash, or base64 derivative signature); `what` names it.
+fn parse_value(signal: SignalType, text: &str, what: &str) -> ApiResult<SignalValue> {
+    match signal {
+        SignalType::Pdq => Ok(SignalValue::Pdq(parse_hash(text, what)?)),
+        SignalType::Derive => SignalValue::derive_from_base64(text).map_err(|e| {
+            ApiError::invalid_hash(format!(
+                "{what} is not a derivative signature (base64, as `consentry derive` prints it): {}",
+                short_reason(&e)
+            ))
+        }),
+    }
+}
+
+fn short_reason(e: &StoreError) -> String {
+    match e {
+        StoreError::InvalidInput(m) => m.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn entry_json(e: &Entry, bank: &Bank) -> Value {
     json!({
         "id": e.id,
         "bank": bank.name,
+        "signal": e.value.signal_type().as_str(),
         "hash": entry_hash(e),
         "quality": e.quality,
         "source": e.source.kind().as_str(),
@@ -185,6 +221,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Failed change-feed polls since start.",
             s.poll_errors.load(Ordering::Relaxed) as f64,
         ),
+        (
+            "consentry_derive_index_entries",
+            "Entries in the in-memory derive (derivative signature) index.",
+            state.inner.derive.len() as f64,
+        ),
+        (
+            "consentry_derive_index_applied_seq",
+            "Last change-feed sequence number applied to the derive index.",
+            state.inner.derive.applied_seq.load(Ordering::Acquire) as f64,
+        ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
@@ -201,6 +247,8 @@ struct HashParams {
     #[serde(default)]
     dihedral: bool,
     radius: Option<u32>,
+    /// `derive`: `/v1/hash` also returns the derivative signature.
+    signal: Option<String>,
 }
 
 struct Hashed {
@@ -210,18 +258,54 @@ struct Hashed {
     height: u32,
     format: ImageFormat,
     dihedral: Option<[Hash256; 8]>,
+    /// The derivative signature (what a protected image stores), when asked for.
+    signature: Option<Signature>,
+    /// The derivative query features (what a lookup matches), when asked for.
+    features: Option<QueryFeatures>,
 }
 
-/// Hashes an image on the blocking pool (bounded by the hashing semaphore). The bytes are
-/// dropped when this returns.
-async fn hash_upload(state: &AppState, bytes: axum::body::Bytes, dihedral: bool) -> ApiResult<Hashed> {
+/// What derivative-matcher output [`hash_upload`] computes besides PDQ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeriveWant {
+    None,
+    Signature,
+    Query,
+}
+
+thread_local! {
+    static EXTRACTOR: std::cell::RefCell<Extractor> = std::cell::RefCell::new(Extractor::new());
+}
+
+/// Hashes an image on the blocking pool (bounded by the hashing semaphore), and computes the
+/// derivative signature or query features from the same decoded pixels when asked. The bytes
+/// and pixels are dropped when this returns.
+async fn hash_upload(
+    state: &AppState,
+    bytes: axum::body::Bytes,
+    dihedral: bool,
+    want: DeriveWant,
+) -> ApiResult<Hashed> {
     let _permit = state.inner.hash_permits.acquire().await.map_err(ApiError::internal)?;
     let opts = HashOptions { dihedral, ..HashOptions::default() };
-    let res = tokio::task::spawn_blocking(move || {
-        let mut hasher = Hasher::new();
-        let r = consentry_media::hash_bytes(&bytes, &opts, &mut hasher);
+    let (res, signature, features) = tokio::task::spawn_blocking(move || {
+        let (info, img, mode) = consentry_media::decode_for_hashing(&bytes, &opts)?;
         drop(bytes);
-        r
+        let mut hasher = Hasher::new();
+        let res = consentry_media::hash_decoded(info, &img, mode, opts.dihedral, &mut hasher);
+        let (mut signature, mut features) = (None, None);
+        if want != DeriveWant::None {
+            let px = Pixels::new(img.width, img.height, img.format, &img.data)
+                .map_err(|e| consentry_media::MediaError::Corrupt(e.to_string()))?;
+            EXTRACTOR.with(|ex| {
+                let mut ex = ex.borrow_mut();
+                match want {
+                    DeriveWant::Signature => signature = Some(ex.signature(&px)),
+                    DeriveWant::Query => features = Some(ex.query(&px)),
+                    DeriveWant::None => {}
+                }
+            });
+        }
+        Ok::<_, consentry_media::MediaError>((res, signature, features))
     })
     .await
     .map_err(ApiError::internal)??;
@@ -232,6 +316,8 @@ async fn hash_upload(state: &AppState, bytes: axum::body::Bytes, dihedral: bool)
         height: res.info.height,
         format: res.info.format,
         dihedral: res.dihedral.map(|d| d.hashes),
+        signature,
+        features,
     })
 }
 
@@ -251,7 +337,11 @@ async fn hash_image(
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Lookup)?;
     let params = query(params)?;
-    let h = hash_upload(&state, bytes, params.dihedral).await?;
+    let want = match parse_signal(params.signal.as_deref())? {
+        SignalType::Pdq => DeriveWant::None,
+        SignalType::Derive => DeriveWant::Signature,
+    };
+    let h = hash_upload(&state, bytes, params.dihedral, want).await?;
     tracing::info!(pdq = %h.pdq.to_hex(), quality = h.quality, "image hashed");
     let mut out = json!({
         "pdq": h.pdq.to_hex(),
@@ -262,6 +352,9 @@ async fn hash_image(
     });
     if let Some(d) = &h.dihedral {
         out["dihedral"] = dihedral_json(d);
+    }
+    if let Some(sig) = &h.signature {
+        out["derive"] = json!({ "signature": sig.to_base64(), "keypoints": sig.keypoints.len() });
     }
     Ok(Json(out))
 }
@@ -277,9 +370,90 @@ async fn lookup_many(
     queries: Vec<Vec<Hash256>>,
     radius: u32,
 ) -> ApiResult<Vec<(Vec<Value>, bool)>> {
-    let started = Instant::now();
-    let index = state.inner.index.clone();
     let firsts: Vec<Hash256> = queries.iter().map(|q| q.first().copied().unwrap_or(Hash256::ZERO)).collect();
+    let started = Instant::now();
+    let out = lookup_pdq(state, queries, radius).await?;
+    let total = out.iter().map(|(l, _)| l.len()).sum();
+    state.inner.metrics.observe_lookup(started.elapsed(), total);
+    if total > 0 {
+        // Persisted before the lookup is answered: a crash after the answer loses no event.
+        crate::webhooks::enqueue_matches(state, &firsts, &out).await?;
+    }
+    Ok(out)
+}
+
+/// Reads an entry and its bank (each once, through the caches); `None` when either is gone.
+async fn entry_and_bank(
+    state: &AppState,
+    id: i64,
+    entries: &mut HashMap<u64, Option<Entry>>,
+    banks: &mut HashMap<i64, Option<Bank>>,
+) -> ApiResult<()> {
+    if entries.contains_key(&(id as u64)) {
+        return Ok(());
+    }
+    let e = match state.inner.store.get_entry(id).await {
+        Ok(e) => Some(e),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(e) = &e {
+        if let std::collections::hash_map::Entry::Vacant(v) = banks.entry(e.bank_id) {
+            v.insert(match state.inner.store.get_bank(e.bank_id).await {
+                Ok(b) => Some(b),
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            });
+        }
+    }
+    entries.insert(id as u64, e);
+    Ok(())
+}
+
+/// The derive index's matches for one query, described like PDQ matches (with `signal:
+/// "derive"` and the evidence: `distance` when the global PDQ matched, `inliers` and `score`
+/// when the local keypoints did). Disabled entries and banks are dropped like in PDQ lookups.
+async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Value>, bool)> {
+    let mirror = state.inner.derive.clone();
+    let hits = tokio::task::spawn_blocking(move || mirror.search(&q)).await.map_err(ApiError::internal)?;
+    let mut entries: HashMap<u64, Option<Entry>> = HashMap::new();
+    let mut banks: HashMap<i64, Option<Bank>> = HashMap::new();
+    let max = state.inner.config.max_matches_per_hash;
+    let mut list = Vec::new();
+    let mut truncated = false;
+    for h in hits {
+        entry_and_bank(state, h.id as i64, &mut entries, &mut banks).await?;
+        let Some(Some(e)) = entries.get(&h.id) else { continue };
+        let Some(Some(b)) = banks.get(&e.bank_id) else { continue };
+        if e.disabled_at.is_some() || !b.enabled {
+            continue;
+        }
+        if list.len() == max {
+            truncated = true;
+            break;
+        }
+        list.push(json!({
+            "signal": "derive",
+            "bank": b.name,
+            "entry_id": e.id,
+            "distance": h.pdq_distance,
+            "inliers": h.inliers,
+            "score": h.score,
+            "quality": e.quality,
+            "source": e.source.kind().as_str(),
+            "metadata": e.metadata,
+        }));
+    }
+    Ok((list, truncated))
+}
+
+/// PDQ lookups without metrics or webhooks.
+async fn lookup_pdq(
+    state: &AppState,
+    queries: Vec<Vec<Hash256>>,
+    radius: u32,
+) -> ApiResult<Vec<(Vec<Value>, bool)>> {
+    let index = state.inner.index.clone();
     let raw: Vec<Vec<Match>> = tokio::task::spawn_blocking(move || {
         if queries.iter().all(|q| q.len() == 1) {
             let flat: Vec<Hash256> = queries.iter().map(|q| q[0]).collect();
@@ -301,28 +475,10 @@ async fn lookup_many(
     let mut entries: HashMap<u64, Option<Entry>> = HashMap::new();
     let mut banks: HashMap<i64, Option<Bank>> = HashMap::new();
     for m in raw.iter().flatten() {
-        if entries.contains_key(&m.id) {
-            continue;
-        }
-        let e = match state.inner.store.get_entry(m.id as i64).await {
-            Ok(e) => Some(e),
-            Err(StoreError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(e) = &e {
-            if let std::collections::hash_map::Entry::Vacant(v) = banks.entry(e.bank_id) {
-                v.insert(match state.inner.store.get_bank(e.bank_id).await {
-                    Ok(b) => Some(b),
-                    Err(StoreError::NotFound(_)) => None,
-                    Err(e) => return Err(e.into()),
-                });
-            }
-        }
-        entries.insert(m.id, e);
+        entry_and_bank(state, m.id as i64, &mut entries, &mut banks).await?;
     }
 
     let max = state.inner.config.max_matches_per_hash;
-    let mut total = 0;
     let out: Vec<(Vec<Value>, bool)> = raw
         .into_iter()
         .map(|ms| {
@@ -339,6 +495,7 @@ async fn lookup_many(
                     break;
                 }
                 list.push(json!({
+                    "signal": "pdq",
                     "bank": b.name,
                     "entry_id": e.id,
                     "distance": m.distance,
@@ -348,15 +505,9 @@ async fn lookup_many(
                     "metadata": e.metadata,
                 }));
             }
-            total += list.len();
             (list, truncated)
         })
         .collect();
-    state.inner.metrics.observe_lookup(started.elapsed(), total);
-    if total > 0 {
-        // Persisted before the lookup is answered: a crash after the answer loses no event.
-        crate::webhooks::enqueue_matches(state, &firsts, &out).await?;
-    }
     Ok(out)
 }
 
@@ -456,14 +607,34 @@ async fn lookup_image(
     auth.require(Scope::Lookup)?;
     let p = query(params)?;
     let radius = check_radius(&state, p.radius)?;
-    let h = hash_upload(&state, bytes, p.dihedral).await?;
+    // The derivative features cost more than PDQ: computed only while derive entries exist.
+    let want = if state.inner.derive.is_empty() { DeriveWant::None } else { DeriveWant::Query };
+    let mut h = hash_upload(&state, bytes, p.dihedral, want).await?;
+    let started = Instant::now();
     let queries = match &h.dihedral {
         Some(d) => d.to_vec(),
         None => vec![h.pdq],
     };
-    let mut res = lookup_many(&state, vec![queries], radius).await?;
-    let (matches, truncated) = res.pop().unwrap_or_default();
-    tracing::info!(pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(), "image lookup");
+    let mut res = lookup_pdq(&state, vec![queries], radius).await?;
+    let (mut matches, mut truncated) = res.pop().unwrap_or_default();
+    let n_pdq = matches.len();
+    // An entry is one signal, so PDQ and derive matches never name the same entry; a photo
+    // protected with both signals is reported by both.
+    if let Some(q) = h.features.take() {
+        let (d, t) = lookup_derive(&state, q).await?;
+        matches.extend(d);
+        truncated |= t;
+    }
+    state.inner.metrics.observe_lookup(started.elapsed(), matches.len());
+    let out = vec![(matches, truncated)];
+    if !out[0].0.is_empty() {
+        crate::webhooks::enqueue_matches(&state, &[h.pdq], &out).await?;
+    }
+    let (matches, truncated) = out.into_iter().next().unwrap_or_default();
+    tracing::info!(
+        pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(),
+        derive_matches = matches.len() - n_pdq, "image lookup"
+    );
     let mut q = json!({
         "hash": h.pdq.to_hex(),
         "quality": h.quality,
@@ -472,6 +643,7 @@ async fn lookup_image(
         "format": h.format.name(),
         "radius": radius,
         "dihedral": p.dihedral,
+        "derive": want == DeriveWant::Query,
     });
     if let Some(d) = &h.dihedral {
         q["dihedral_hashes"] = dihedral_json(d);
@@ -642,7 +814,11 @@ async fn list_entries(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntryInput {
+    /// The value: a hex PDQ hash, or with `signal: "derive"` a base64 derivative signature.
+    #[serde(alias = "value")]
     hash: String,
+    /// `pdq` (default) or `derive`.
+    signal: Option<String>,
     quality: Option<i32>,
     #[serde(default)]
     metadata: Value,
@@ -674,14 +850,13 @@ async fn add_entries(
                 let parsed = serde_json::from_value::<EntryInput>(item)
                     .map_err(|e| format!("not an entry object: {e}"))
                     .and_then(|inp| {
-                        Hash256::from_hex(inp.hash.trim())
-                            .map(|h| (h, inp))
-                            .map_err(|e| format!("not a PDQ hash (64 hexadecimal digits): {e}"))
+                        let signal = parse_signal(inp.signal.as_deref()).map_err(|e| e.message)?;
+                        parse_value(signal, &inp.hash, "hash").map(|v| (v, inp)).map_err(|e| e.message)
                     });
                 match parsed {
-                    Ok((h, inp)) => lines.push(BulkLine {
+                    Ok((v, inp)) => lines.push(BulkLine {
                         line: i as u64 + 1,
-                        value: SignalValue::Pdq(h),
+                        value: v,
                         quality: inp.quality,
                         metadata: inp.metadata,
                     }),
@@ -712,7 +887,8 @@ async fn add_entries(
             let inp: EntryInput = serde_json::from_value(body).map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_JSON, format!("invalid entry: {e}"))
             })?;
-            let h = parse_hash(&inp.hash, "hash")?;
+            let signal = parse_signal(inp.signal.as_deref())?;
+            let value = parse_value(signal, &inp.hash, "hash")?;
             let entry = state
                 .inner
                 .store
@@ -720,14 +896,21 @@ async fn add_entries(
                     &actor,
                     NewEntry {
                         bank_id: bank.id,
-                        value: SignalValue::Pdq(h),
+                        value,
                         quality: inp.quality,
                         source: EntrySourceKind::Moderator,
                         metadata: inp.metadata,
                     },
                 )
                 .await?;
-            tracing::info!(bank = bank.id, entry = entry.id, hash = %h.to_hex(), "entry added");
+            match entry.value.as_pdq() {
+                Some(h) => {
+                    tracing::info!(bank = bank.id, entry = entry.id, hash = %h.to_hex(), "entry added")
+                }
+                None => {
+                    tracing::info!(bank = bank.id, entry = entry.id, signal = signal.as_str(), "entry added")
+                }
+            }
             Ok((StatusCode::CREATED, Json(entry_json(&entry, &bank))).into_response())
         }
         _ => Err(ApiError::new(
@@ -819,7 +1002,20 @@ fn looks_like_encoded_image(s: &str) -> bool {
 #[serde(untagged)]
 enum CaseHashInput {
     Hex(String),
-    WithQuality { hash: String, quality: Option<i32> },
+    WithQuality {
+        #[serde(alias = "value")]
+        hash: String,
+        quality: Option<i32>,
+        /// `pdq` (default) or `derive` (then `hash` is the base64 signature).
+        signal: Option<String>,
+    },
+}
+
+/// Base64 starts of the image formats cases must never receive.
+fn looks_like_base64_image(s: &str) -> bool {
+    let t = s.trim_start();
+    t.starts_with("data:")
+        || ["/9j/", "iVBORw0KGgo", "R0lGOD", "UklGR", "Qk"].iter().any(|p| t.starts_with(p))
 }
 
 #[derive(Debug, Deserialize)]
@@ -849,14 +1045,22 @@ async fn create_case(
     drop(bytes);
     let mut hashes = Vec::with_capacity(body.hashes.len());
     for (i, h) in body.hashes.iter().enumerate() {
-        let (text, quality) = match h {
-            CaseHashInput::Hex(s) => (s, None),
-            CaseHashInput::WithQuality { hash, quality } => (hash, *quality),
+        let (text, quality, signal) = match h {
+            CaseHashInput::Hex(s) => (s, None, SignalType::Pdq),
+            CaseHashInput::WithQuality { hash, quality, signal } => {
+                (hash, *quality, parse_signal(signal.as_deref())?)
+            }
         };
-        if looks_like_encoded_image(text) {
+        // A derivative signature is long base64 text: it is checked by decoding it (an image
+        // never decodes as one), after refusing anything that starts like an encoded image.
+        let image = match signal {
+            SignalType::Pdq => looks_like_encoded_image(text),
+            SignalType::Derive => looks_like_base64_image(text),
+        };
+        if image {
             return Err(image_not_accepted());
         }
-        hashes.push(CaseHash { hash: parse_hash(text, &format!("hashes[{i}]"))?, quality });
+        hashes.push(CaseHash { value: parse_value(signal, text, &format!("hashes[{i}]"))?, quality });
     }
     let n = hashes.len();
     let created = state

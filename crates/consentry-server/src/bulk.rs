@@ -14,19 +14,24 @@
 //!   (quality and path optional, so a plain list of hex hashes works too; TAB-separated lines
 //!   such as `consentry hash` output are accepted), or any CSV with a header naming its columns:
 //!   `hash` (or `pdq`, `signal`, `signal_value`), `quality`, `path` (or `filename`),
-//!   `signal_type` (must be `pdq`), `metadata` (a JSON object); other columns (`id`,
+//!   `signal_type` (`pdq`, or `derive` with the base64 signature in the hash column),
+//!   `metadata` (a JSON object); other columns (`id`,
 //!   `added_at`, ... as written by the export) are ignored.
-//! - `jsonl`: one JSON object per line: `{"hash", "quality"?, "metadata"?, "signal_type"?}`.
+//! - `jsonl`: one JSON object per line: `{"hash", "quality"?, "metadata"?, "signal_type"?}`;
+//!   `signal_type` (or `signal`) `derive` takes a base64 derivative signature in `hash` (or
+//!   `value`), as `consentry derive --jsonl` prints it.
 //! - `hma`: the hash-list file of Meta's HMA / python-threatexchange
-//!   (`LocalFileSignalExchangeAPI`): `<signal_type> <signal>` per line, e.g. `pdq 3ad1…`.
+//!   (`LocalFileSignalExchangeAPI`): `<signal_type> <signal>` per line, e.g. `pdq 3ad1…`
+//!   (`derive <base64>` for derivative signatures).
 //!
 //! Paths name the survivor's or moderator's files; they are dropped unless `keep_paths=true`,
 //! which stores them as `metadata.path`.
 //!
 //! `GET /v1/banks/{name}/export?format=csv|meta|jsonl|hma[&include_disabled=true]` streams the
-//! bank page by page: `csv` has a header (`hash,quality,id,source,added_at,disabled_at,metadata`),
+//! bank page by page: `csv` has a header
+//! (`hash,quality,id,source,added_at,disabled_at,metadata,signal_type`),
 //! `meta` is `hash,quality,path` (path from `metadata.path`, else `entry-<id>`), `jsonl` one
-//! object per entry, `hma` `pdq <hash>` lines. Every export re-imports with the same format.
+//! object per entry, `hma` `<signal_type> <value>` lines. Every export re-imports with the same format.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -35,7 +40,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use consentry_pdq::Hash256;
-use consentry_store::{Bank, BulkLine, Entry, EntrySourceKind, LineError, SignalValue};
+use consentry_store::{Bank, BulkLine, Entry, EntrySourceKind, LineError, SignalType, SignalValue};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -167,12 +172,23 @@ fn short(s: &str) -> String {
     t
 }
 
-fn check_signal_type(s: &str) -> Result<(), String> {
+fn check_signal_type(s: &str) -> Result<SignalType, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("pdq") {
-        Ok(())
+        Ok(SignalType::Pdq)
+    } else if s.eq_ignore_ascii_case("derive") {
+        Ok(SignalType::Derive)
     } else {
-        Err(format!("signal type `{}` is not supported (only pdq)", short(s)))
+        Err(format!("signal type `{}` is not supported (pdq or derive)", short(s)))
+    }
+}
+
+/// A value of `signal`: hex PDQ hash, or base64 derivative signature.
+fn parse_signal_value(signal: SignalType, s: &str) -> Result<SignalValue, String> {
+    match signal {
+        SignalType::Pdq => parse_hex(s).map(SignalValue::Pdq),
+        SignalType::Derive => SignalValue::derive_from_base64(s)
+            .map_err(|e| format!("`{}` is not a derivative signature: {e}", short(s.trim()))),
     }
 }
 
@@ -202,14 +218,8 @@ impl LineParser {
                 if let Some(extra) = parts.next() {
                     return Err(format!("unexpected field `{}`", short(extra)));
                 }
-                check_signal_type(st)?;
-                let h = parse_hex(sig)?;
-                Ok(Some(BulkLine {
-                    line: line_no,
-                    value: SignalValue::Pdq(h),
-                    quality: None,
-                    metadata: Value::Null,
-                }))
+                let value = parse_signal_value(check_signal_type(st)?, sig)?;
+                Ok(Some(BulkLine { line: line_no, value, quality: None, metadata: Value::Null }))
             }
         }
     }
@@ -235,7 +245,8 @@ impl LineParser {
             }
             // Not a header: fall through and report the bad hash.
         }
-        let mut hash = None;
+        let mut hash: Option<String> = None;
+        let mut signal = SignalType::Pdq;
         let mut quality = None;
         let mut path = None;
         let mut metadata = Value::Null;
@@ -246,10 +257,10 @@ impl LineParser {
                 }
                 for (f, c) in fields.iter().zip(cols) {
                     match c {
-                        Col::Hash => hash = Some(parse_hex(f)?),
+                        Col::Hash => hash = Some(f.clone()),
                         Col::Quality => quality = parse_quality(f)?,
                         Col::Path => path = Some(f.clone()).filter(|p| !p.is_empty()),
-                        Col::SignalType => check_signal_type(f)?,
+                        Col::SignalType => signal = check_signal_type(f)?,
                         Col::Metadata => {
                             if !f.trim().is_empty() {
                                 metadata = serde_json::from_str(f)
@@ -270,14 +281,14 @@ impl LineParser {
                         fields.len()
                     ));
                 }
-                hash = Some(parse_hex(&fields[0])?);
+                hash = Some(fields[0].clone());
                 if let Some(q) = fields.get(1) {
                     quality = parse_quality(q)?;
                 }
                 path = fields.get(2).cloned().filter(|p| !p.is_empty());
             }
         }
-        let hash = hash.ok_or_else(|| "no hash in this line".to_owned())?;
+        let value = parse_signal_value(signal, &hash.ok_or_else(|| "no hash in this line".to_owned())?)?;
         if self.keep_paths {
             if let Some(p) = path {
                 let mut m = match metadata {
@@ -288,20 +299,27 @@ impl LineParser {
                 metadata = Value::Object(m);
             }
         }
-        Ok(Some(BulkLine { line: line_no, value: SignalValue::Pdq(hash), quality, metadata }))
+        Ok(Some(BulkLine { line: line_no, value, quality, metadata }))
     }
 
     fn parse_jsonl(&mut self, line_no: u64, t: &str) -> Result<Option<BulkLine>, String> {
         let v: Value = serde_json::from_str(t).map_err(|e| format!("not JSON: {e}"))?;
         let Value::Object(o) = v else { return Err("expected a JSON object".to_owned()) };
-        if let Some(st) = o.get("signal_type") {
-            check_signal_type(st.as_str().ok_or("signal_type must be a string")?)?;
-        }
-        let hash_v = ["hash", "pdq", "signal", "signal_value"]
+        // The signal type is `signal_type`, or `signal` when it names a type (`pdq`, `derive`);
+        // otherwise `signal` may hold the value, as HMA's exports have it.
+        let type_name = |v: &Value| v.as_str().filter(|t| check_signal_type(t).is_ok()).map(str::to_owned);
+        let signal = match (o.get("signal_type"), o.get("signal").and_then(type_name)) {
+            (Some(st), _) => check_signal_type(st.as_str().ok_or("signal_type must be a string")?)?,
+            (None, Some(t)) => check_signal_type(&t)?,
+            (None, None) => SignalType::Pdq,
+        };
+        let signal_is_type = o.get("signal").and_then(type_name).is_some();
+        let hash_v = ["hash", "value", "pdq", "signature", "signal", "signal_value"]
             .iter()
+            .filter(|k| !(signal_is_type && **k == "signal"))
             .find_map(|k| o.get(*k))
             .ok_or_else(|| "no `hash` field".to_owned())?;
-        let hash = parse_hex(hash_v.as_str().ok_or("`hash` must be a string")?)?;
+        let value = parse_signal_value(signal, hash_v.as_str().ok_or("`hash` must be a string")?)?;
         let quality = match o.get("quality") {
             None | Some(Value::Null) => None,
             Some(q) => Some(
@@ -325,7 +343,7 @@ impl LineParser {
                 metadata = Value::Object(m);
             }
         }
-        Ok(Some(BulkLine { line: line_no, value: SignalValue::Pdq(hash), quality, metadata }))
+        Ok(Some(BulkLine { line: line_no, value, quality, metadata }))
     }
 }
 
@@ -529,8 +547,9 @@ fn csv_quote(s: &str) -> String {
     }
 }
 
+/// The value's text: hex for PDQ, base64 for derive.
 fn hex(e: &Entry) -> String {
-    e.value.as_pdq().map(|h| h.to_hex()).unwrap_or_default()
+    e.value.to_text()
 }
 
 fn render(format: Format, bank: &Bank, e: &Entry, out: &mut String) {
@@ -541,14 +560,15 @@ fn render(format: Format, bank: &Bank, e: &Entry, out: &mut String) {
             let meta = if e.metadata.is_null() { String::new() } else { e.metadata.to_string() };
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 hex(e),
                 q,
                 e.id,
                 e.source.kind().as_str(),
                 e.added_at.as_millis(),
                 e.disabled_at.map(|t| t.as_millis().to_string()).unwrap_or_default(),
-                csv_quote(&meta)
+                csv_quote(&meta),
+                e.value.signal_type().as_str()
             );
         }
         Format::Meta => {
@@ -561,13 +581,13 @@ fn render(format: Format, bank: &Bank, e: &Entry, out: &mut String) {
             let _ = writeln!(out, "{},{},{}", hex(e), q, csv_quote(&path));
         }
         Format::Hma => {
-            let _ = writeln!(out, "pdq {}", hex(e));
+            let _ = writeln!(out, "{} {}", e.value.signal_type().as_str(), hex(e));
         }
         Format::Jsonl => {
             let v = json!({
                 "id": e.id,
                 "bank": bank.name,
-                "signal_type": "pdq",
+                "signal_type": e.value.signal_type().as_str(),
                 "hash": hex(e),
                 "quality": e.quality,
                 "source": e.source.kind().as_str(),
@@ -599,8 +619,8 @@ pub(crate) async fn export(
         Format::Hma => "text/plain; charset=utf-8",
     };
     tracing::info!(bank = bank.id, format = ?format, "bulk export");
-    let header_line =
-        (format == Format::Csv).then(|| "hash,quality,id,source,added_at,disabled_at,metadata\n".to_owned());
+    let header_line = (format == Format::Csv)
+        .then(|| "hash,quality,id,source,added_at,disabled_at,metadata,signal_type\n".to_owned());
     // State: (after id, finished, header pending).
     let stream =
         futures_util::stream::unfold((0i64, false, header_line), move |(after, finished, header)| {

@@ -34,6 +34,7 @@ mod api;
 mod auth;
 mod body;
 mod bulk;
+mod derive_sync;
 pub mod error;
 mod metrics;
 mod openapi;
@@ -42,6 +43,7 @@ mod ratelimit;
 mod sync;
 pub mod webhooks;
 
+pub use derive_sync::DeriveMirror;
 pub use error::{codes, ApiError};
 pub use metrics::Metrics;
 pub use openapi::openapi_document;
@@ -119,6 +121,7 @@ impl Default for ServerConfig {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) index: Arc<Index>,
+    pub(crate) derive: Arc<DeriveMirror>,
     pub(crate) config: ServerConfig,
     pub(crate) metrics: Metrics,
     pub(crate) sync: Arc<SyncStatus>,
@@ -158,9 +161,12 @@ impl AppState {
         status.applied_seq.store(seq, Ordering::Release);
         status.loaded.store(true, Ordering::Release);
         tracing::info!(entries = index.len(), seq, "PDQ index loaded");
+        let (derive, derive_tracker, derive_seq) = derive_sync::load(&store).await?;
+        tracing::info!(entries = derive.len(), seq = derive_seq, "derive index loaded");
         let inner = Arc::new(Inner {
             store: store.clone(),
             index: index.clone(),
+            derive: derive.clone(),
             metrics: Metrics::default(),
             sync: status.clone(),
             keys: auth::KeyCache::new(config.key_cache_ttl),
@@ -180,6 +186,14 @@ impl AppState {
                 inner.webhook_wake.clone(),
             ));
         }
+        tokio::spawn(derive_sync::run(
+            Arc::downgrade(&inner),
+            store.clone(),
+            derive,
+            derive_tracker,
+            derive_seq,
+            poll,
+        ));
         tokio::spawn(sync::run(Arc::downgrade(&inner), store, index, status, mirror, seq, poll));
         Ok(AppState { inner })
     }
@@ -191,6 +205,11 @@ impl AppState {
     /// The in-memory PDQ index.
     pub fn index(&self) -> &Arc<Index> {
         &self.inner.index
+    }
+    /// The in-memory derivative index (`SignalType::Derive` entries), following the change feed
+    /// like the PDQ index.
+    pub fn derive_index(&self) -> &Arc<DeriveMirror> {
+        &self.inner.derive
     }
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {

@@ -28,10 +28,10 @@ const OPS: &[Op] = &[
     Op { method: "GET", path: "/ready", scope: "", summary: "Readiness: the store answers and the PDQ index is loaded.", body: NONE, ok: 200, errors: &[503] },
     Op { method: "GET", path: "/metrics", scope: "", summary: "Prometheus metrics (text): requests by route and status, lookup latency histogram, index size, last applied change seq.", body: NONE, ok: 200, errors: &[] },
     Op { method: "GET", path: "/openapi.json", scope: "", summary: "This document.", body: NONE, ok: 200, errors: &[] },
-    Op { method: "POST", path: "/v1/hash", scope: "lookup", summary: "PDQ-hash an image (raw body or multipart field `file`; `?dihedral=true` adds the 8 dihedral hashes). The image is never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
+    Op { method: "POST", path: "/v1/hash", scope: "lookup", summary: "PDQ-hash an image (raw body or multipart field `file`; `?dihedral=true` adds the 8 dihedral hashes; `?signal=derive` adds `derive.signature`, the base64 derivative signature to protect the image with). The image is never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
     Op { method: "GET", path: "/v1/lookup", scope: "lookup", summary: "Look up one hash (`?hash=HEX[&radius=N]`), or the 8 dihedral hashes of one image (`?hash=H1,...,H8&dihedral=true`).", body: NONE, ok: 200, errors: &[400] },
     Op { method: "POST", path: "/v1/lookup", scope: "lookup", summary: "Look up a batch of hashes (`{\"hashes\": [...], \"radius\"?: N}`, at most 10,000).", body: "LookupBatch", ok: 200, errors: &[400, 413] },
-    Op { method: "POST", path: "/v1/lookup/image", scope: "lookup", summary: "Hash an image and look it up (`?dihedral=true&radius=N`). The reply echoes the computed hash and quality.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
+    Op { method: "POST", path: "/v1/lookup/image", scope: "lookup", summary: "Hash an image and look it up (`?dihedral=true&radius=N`). The reply echoes the computed hash and quality. While derive entries exist, the image's derivative features are matched too: each match has `signal` (`pdq` or `derive`); derive matches carry `distance` (global PDQ distance, null when only the local keypoints matched), `inliers` and `score`.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
     Op { method: "POST", path: "/v1/compare", scope: "lookup", summary: "Distance between two hashes; `match` is distance <= 31.", body: "Compare", ok: 200, errors: &[400] },
     Op { method: "GET", path: "/v1/banks", scope: "lookup|curate", summary: "List banks.", body: NONE, ok: 200, errors: &[] },
     Op { method: "POST", path: "/v1/banks", scope: "curate", summary: "Create a bank (`{name, description?, enabled?, purpose?}`; purpose: survivor-protected, known-abuse, other).", body: "CreateBank", ok: 201, errors: &[400, 409] },
@@ -39,14 +39,14 @@ const OPS: &[Op] = &[
     Op { method: "PATCH", path: "/v1/banks/{name}", scope: "curate", summary: "Rename, re-describe, re-purpose, enable or disable a bank (a disabled bank's entries stop matching).", body: "PatchBank", ok: 200, errors: &[400, 404, 409] },
     Op { method: "DELETE", path: "/v1/banks/{name}", scope: "curate", summary: "Delete a bank and its entries (refused if cases were submitted into it).", body: NONE, ok: 204, errors: &[404, 409] },
     Op { method: "GET", path: "/v1/banks/{name}/entries", scope: "lookup|curate", summary: "A page of a bank's entries (`?after=ID&limit=N`, limit at most 1000; `next_after` continues).", body: NONE, ok: 200, errors: &[404] },
-    Op { method: "POST", path: "/v1/banks/{name}/entries", scope: "curate", summary: "Add one entry (`{hash, quality?, metadata?}` → 201) or a JSON array of them (→ 200 with `added` and `rejected` by array index; at most 10,000).", body: "Entries", ok: 201, errors: &[400, 404] },
-    Op { method: "POST", path: "/v1/banks/{name}/import", scope: "curate", summary: "Bulk import, streamed (`?format=csv|jsonl|hma&keep_paths=true`): CSV in Meta's pdq-photo-hasher layout `hash,quality,path` or with a header, JSON lines, or HMA's `pdq <hash>` lines. Good lines are committed in chunks; bad and degenerate ones are reported with line numbers and reasons.", body: "ImportBody", ok: 200, errors: &[400, 404, 408, 413] },
+    Op { method: "POST", path: "/v1/banks/{name}/entries", scope: "curate", summary: "Add one entry (`{hash, quality?, metadata?, signal?}` → 201; `signal: \"derive\"` takes a base64 derivative signature as `hash` or `value`) or a JSON array of them (→ 200 with `added` and `rejected` by array index; at most 10,000).", body: "Entries", ok: 201, errors: &[400, 404] },
+    Op { method: "POST", path: "/v1/banks/{name}/import", scope: "curate", summary: "Bulk import, streamed (`?format=csv|jsonl|hma&keep_paths=true`): CSV in Meta's pdq-photo-hasher layout `hash,quality,path` or with a header, JSON lines, or HMA's `pdq <hash>` lines (`signal_type` `derive` / `derive <base64>` lines for derivative signatures). Good lines are committed in chunks; bad and degenerate ones are reported with line numbers and reasons.", body: "ImportBody", ok: 200, errors: &[400, 404, 408, 413] },
     Op { method: "GET", path: "/v1/banks/{name}/export", scope: "curate", summary: "Bulk export, streamed (`?format=csv|meta|jsonl|hma&include_disabled=true`).", body: NONE, ok: 200, errors: &[400, 404] },
     Op { method: "GET", path: "/v1/entries/{id}", scope: "lookup|curate", summary: "One entry.", body: NONE, ok: 200, errors: &[404] },
     Op { method: "DELETE", path: "/v1/entries/{id}", scope: "curate", summary: "Delete an entry for good.", body: NONE, ok: 204, errors: &[404] },
     Op { method: "POST", path: "/v1/entries/{id}/disable", scope: "curate", summary: "Disable an entry (it stops matching).", body: NONE, ok: 200, errors: &[404] },
     Op { method: "POST", path: "/v1/entries/{id}/enable", scope: "curate", summary: "Enable an entry again (refused for entries of withdrawn cases).", body: NONE, ok: 200, errors: &[404, 409] },
-    Op { method: "POST", path: "/v1/cases", scope: "", summary: "A survivor submits hashes (never images: image data is refused). Returns the case number and the PIN, shown only this once.", body: "CreateCase", ok: 201, errors: &[400, 413] },
+    Op { method: "POST", path: "/v1/cases", scope: "", summary: "A survivor submits hashes or derivative signatures (`{hash, signal: \"derive\"}`; never images: image data is refused). Returns the case number and the PIN, shown only this once.", body: "CreateCase", ok: 201, errors: &[400, 413] },
     Op { method: "POST", path: "/v1/cases/{number}/status", scope: "", summary: "A case's status and hashes, with its number and PIN. Wrong number or PIN: 401 (never says which); too many wrong PINs: 429.", body: "Pin", ok: 200, errors: &[400, 401, 429] },
     Op { method: "POST", path: "/v1/cases/{number}/withdraw", scope: "", summary: "Withdraw a case with its number and PIN: its hashes stop matching within a second.", body: "Pin", ok: 200, errors: &[400, 401, 409, 429] },
 ];
@@ -126,7 +126,12 @@ fn parameters(op: &Op) -> Vec<Value> {
             ));
         }
         ("POST", "/v1/hash") => {
-            ps.push(q("dihedral", json!({"type": "boolean"}), "also return the 8 dihedral hashes"))
+            ps.push(q("dihedral", json!({"type": "boolean"}), "also return the 8 dihedral hashes"));
+            ps.push(q(
+                "signal",
+                json!({"type": "string", "enum": ["pdq", "derive"]}),
+                "derive: also return the derivative signature",
+            ));
         }
         ("POST", "/v1/lookup/image") => {
             ps.push(q("dihedral", json!({"type": "boolean"}), "search with the 8 dihedral hashes"));
@@ -172,6 +177,8 @@ fn parameters(op: &Op) -> Vec<Value> {
 fn schemas() -> Value {
     let hash =
         json!({ "type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "PDQ hash, 64 hex digits" });
+    let signature = json!({ "type": "string", "format": "byte", "maxLength": 2516, "description": "derivative signature (consentry-derive), base64 as `consentry derive` prints it" });
+    let signal = json!({ "type": "string", "enum": ["pdq", "derive"], "description": "signal of `hash` (default pdq)" });
     json!({
         "Error": {
             "type": "object",
@@ -198,13 +205,16 @@ fn schemas() -> Value {
             "purpose": { "type": "string", "enum": ["survivor-protected", "known-abuse", "other"] }
         } },
         "Entry": { "type": "object", "required": ["hash"], "properties": {
-            "hash": hash, "quality": { "type": "integer", "minimum": 0, "maximum": 100 },
+            "hash": { "oneOf": [hash, signature] }, "quality": { "type": "integer", "minimum": 0, "maximum": 100 },
+            "signal": signal,
             "metadata": { "type": "object" }
         } },
         "Entries": { "oneOf": [ schema_ref("Entry"), { "type": "array", "maxItems": 10000, "items": schema_ref("Entry") } ] },
         "CreateCase": { "type": "object", "required": ["hashes"], "properties": {
             "hashes": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "oneOf": [ hash, {
-                "type": "object", "required": ["hash"], "properties": { "hash": hash, "quality": { "type": "integer" } }
+                "type": "object", "required": ["hash"], "properties": {
+                    "hash": { "oneOf": [hash, signature] }, "quality": { "type": "integer" }, "signal": signal
+                }
             } ] } }
         } },
         "Pin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string" } } },
@@ -264,7 +274,7 @@ pub fn openapi_document() -> Value {
         "info": {
             "title": "consentry",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Hasher-matcher-actioner against the non-consensual spread of intimate images. Only PDQ hashes are kept; uploaded images are hashed in memory and dropped. Errors are {\"error\": {\"code\", \"message\"}} with stable codes. API keys (Authorization: Bearer) carry scopes: lookup, curate, admin (admin implies all). Times are milliseconds since the Unix epoch."
+            "description": "Hasher-matcher-actioner against the non-consensual spread of intimate images. Only PDQ hashes and derivative signatures are kept; uploaded images are hashed in memory and dropped. Errors are {\"error\": {\"code\", \"message\"}} with stable codes. API keys (Authorization: Bearer) carry scopes: lookup, curate, admin (admin implies all). Times are milliseconds since the Unix epoch."
         },
         "servers": [ { "url": "/" } ],
         "security": [ { "bearer": [] } ],

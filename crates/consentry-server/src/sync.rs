@@ -93,8 +93,8 @@ impl Mirror {
         // Ops are absolute: only the last op per entry in the batch matters.
         let mut last: HashMap<i64, Option<Hash256>> = HashMap::new();
         for c in changes {
-            let v = match c.op {
-                ChangeOp::Activate(v) => match pdq(&v) {
+            let v = match &c.op {
+                ChangeOp::Activate(v) => match pdq(v) {
                     Some(h) => Some(h),
                     None => continue,
                 },

@@ -109,7 +109,17 @@ pub(crate) async fn enqueue_matches(
         .map(|(h, (m, _))| {
             let ms: Vec<Value> = m
                 .iter()
-                .map(|x| json!({ "bank": x["bank"], "entry_id": x["entry_id"], "distance": x["distance"] }))
+                .map(|x| {
+                    let mut m =
+                        json!({ "bank": x["bank"], "entry_id": x["entry_id"], "distance": x["distance"] });
+                    // Derive matches say so, with their evidence (hashes, ids and numbers only).
+                    if x["signal"] == "derive" {
+                        m["signal"] = x["signal"].clone();
+                        m["inliers"] = x["inliers"].clone();
+                        m["score"] = x["score"].clone();
+                    }
+                    m
+                })
                 .collect();
             json!({ "hash": h.to_hex(), "matches": ms })
         })

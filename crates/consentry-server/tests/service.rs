@@ -297,7 +297,7 @@ async fn bulk_import_formats_and_export_round_trip() {
     let (s, csv) = export("src", "csv").await;
     assert_eq!(s, StatusCode::OK);
     let csv = csv.as_str().unwrap().to_owned();
-    assert!(csv.starts_with("hash,quality,id,source,added_at,disabled_at,metadata\n"), "{csv}");
+    assert!(csv.starts_with("hash,quality,id,source,added_at,disabled_at,metadata,signal_type\n"), "{csv}");
     assert_eq!(csv.lines().count(), 5);
     let (s, v) = import("copy", "csv", csv).await;
     assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(4)), "{v}");

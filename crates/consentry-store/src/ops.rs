@@ -614,7 +614,7 @@ async fn insert_entry(
     .fetch_one(&mut *c)
     .await?;
     if bank.enabled {
-        push_change(c, log, id, ChangeOp::Activate(*value), cause, now).await?;
+        push_change(c, log, id, ChangeOp::Activate(value.clone()), cause, now).await?;
     }
     Ok(id)
 }
@@ -730,13 +730,12 @@ pub(crate) async fn remove_entry(c: &mut Conn, actor: &Actor, id: i64, now: Time
         push_change(c, &mut log, id, ChangeOp::Deactivate(e.value.signal_type()), "entry.remove", now).await?;
     }
     finish_changes(c, &log).await?;
-    let hex = e.value.as_pdq().map(|h| h.to_hex());
     audit(
         c,
         actor,
         "entry.remove",
         &format!("entry:{id}"),
-        serde_json::json!({"bank": e.bank_id, "signal": e.value.signal_type().as_str(), "value": hex}),
+        serde_json::json!({"bank": e.bank_id, "signal": e.value.signal_type().as_str(), "value": e.value.to_text()}),
         now,
     )
     .await
@@ -908,7 +907,7 @@ pub(crate) async fn create_case(
             c,
             &mut log,
             &bank,
-            &SignalValue::Pdq(h.hash),
+            &h.value,
             h.quality,
             EntrySourceKind::Case,
             Some(case_id),

@@ -418,7 +418,7 @@ impl Store {
         for (index, h) in case.hashes.iter().enumerate() {
             self.opts
                 .hash_policy
-                .check_pdq(&h.hash, h.quality)
+                .check(&h.value, h.quality)
                 .map_err(|reason| StoreError::InvalidHash { index, reason })?;
         }
         let metadata = self.metadata_text(&case.metadata)?;

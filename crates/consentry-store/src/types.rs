@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consentry_pdq::Hash256;
@@ -117,11 +118,14 @@ text_enum!(
 );
 
 text_enum!(
-    /// The kind of signal an entry holds. Only PDQ today; video, derivative and exact-file
-    /// hashes get their own variants later.
+    /// The kind of signal an entry holds. Video and exact-file hashes get their own variants
+    /// later.
     SignalType {
         /// Meta's 256-bit PDQ perceptual hash.
         Pdq = "pdq",
+        /// The derivative matcher's signature (`consentry-derive`: global PDQ plus local
+        /// keypoints), which also catches cropped, padded and partly replaced copies.
+        Derive = "derive",
     }
 );
 
@@ -164,10 +168,15 @@ text_enum!(
 );
 
 /// A signal value, typed by its signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SignalValue {
     /// A PDQ hash.
     Pdq(Hash256),
+    /// A derivative signature in its serialized form (`consentry_derive::Signature::to_bytes`,
+    /// at most [`consentry_derive::MAX_SIGNATURE_BYTES`] for signatures made by its extractor).
+    /// Build it with [`SignalValue::derive_from_bytes`], [`SignalValue::derive_from_base64`] or
+    /// [`SignalValue::from_signature`]; the store also decodes it before storing it.
+    Derive(Arc<[u8]>),
 }
 
 impl SignalValue {
@@ -175,15 +184,18 @@ impl SignalValue {
     pub fn signal_type(&self) -> SignalType {
         match self {
             SignalValue::Pdq(_) => SignalType::Pdq,
+            SignalValue::Derive(_) => SignalType::Derive,
         }
     }
-    /// The stored bytes (32 bytes, Meta's order, for PDQ).
+    /// The stored bytes (32 bytes, Meta's order, for PDQ; the serialized signature for Derive).
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             SignalValue::Pdq(h) => h.to_bytes().to_vec(),
+            SignalValue::Derive(b) => b.to_vec(),
         }
     }
-    /// Decodes stored bytes.
+    /// Decodes stored bytes. Derive values are checked again when they are used
+    /// ([`SignalValue::derive_signature`]), not here: one bad row must not stop a reload.
     pub fn from_bytes(signal: SignalType, bytes: &[u8]) -> Result<Self, StoreError> {
         match signal {
             SignalType::Pdq => {
@@ -192,12 +204,60 @@ impl SignalValue {
                 })?;
                 Ok(SignalValue::Pdq(Hash256::from_bytes(arr)))
             }
+            SignalType::Derive => Ok(SignalValue::Derive(bytes.into())),
         }
     }
     /// The PDQ hash, if this is one.
     pub fn as_pdq(&self) -> Option<Hash256> {
         match self {
             SignalValue::Pdq(h) => Some(*h),
+            SignalValue::Derive(_) => None,
+        }
+    }
+    /// A derive value from user-supplied serialized bytes: `InvalidInput` unless they decode.
+    pub fn derive_from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        consentry_derive::Signature::from_bytes(bytes)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        Ok(SignalValue::Derive(bytes.into()))
+    }
+    /// A derive value from the base64 text form (`consentry derive` output, the API's `value`):
+    /// `InvalidInput` unless it decodes.
+    pub fn derive_from_base64(text: &str) -> Result<Self, StoreError> {
+        let sig = consentry_derive::Signature::from_base64(text)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        Ok(SignalValue::from_signature(&sig))
+    }
+    /// The derive value of a signature.
+    pub fn from_signature(sig: &consentry_derive::Signature) -> Self {
+        SignalValue::Derive(sig.to_bytes().into())
+    }
+    /// The decoded signature, if this is a derive value (an error if its bytes do not decode).
+    pub fn derive_signature(
+        &self,
+    ) -> Option<Result<consentry_derive::Signature, consentry_derive::DecodeError>> {
+        match self {
+            SignalValue::Derive(b) => Some(consentry_derive::Signature::from_bytes(b)),
+            SignalValue::Pdq(_) => None,
+        }
+    }
+    /// The text form: lowercase hex for PDQ, base64 of the serialized signature for Derive.
+    pub fn to_text(&self) -> String {
+        match self {
+            SignalValue::Pdq(h) => h.to_hex(),
+            SignalValue::Derive(b) => match consentry_derive::Signature::from_bytes(b) {
+                Ok(sig) => sig.to_base64(),
+                Err(_) => String::new(),
+            },
+        }
+    }
+    /// Parses the text form of `signal` (see [`SignalValue::to_text`]); `InvalidInput` when it is
+    /// not one.
+    pub fn parse(signal: SignalType, text: &str) -> Result<Self, StoreError> {
+        match signal {
+            SignalType::Pdq => Hash256::from_hex(text.trim())
+                .map(SignalValue::Pdq)
+                .map_err(|e| StoreError::InvalidInput(format!("not a PDQ hash: {e}"))),
+            SignalType::Derive => SignalValue::derive_from_base64(text),
         }
     }
 }
@@ -362,12 +422,19 @@ impl Case {
 }
 
 /// One hash submitted with a case.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CaseHash {
-    /// The PDQ hash.
-    pub hash: Hash256,
+    /// The value: a PDQ hash or a derivative signature.
+    pub value: SignalValue,
     /// Its quality, if the hasher reported one.
     pub quality: Option<i32>,
+}
+
+impl CaseHash {
+    /// A PDQ hash with its optional quality.
+    pub fn pdq(hash: Hash256, quality: Option<i32>) -> Self {
+        CaseHash { value: SignalValue::Pdq(hash), quality }
+    }
 }
 
 /// A new case.
@@ -483,7 +550,7 @@ pub struct Change {
 
 /// What a change does to the in-memory index. Ops are absolute (not toggles), so replaying a
 /// change twice is harmless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeOp {
     /// The entry matches from now on, with this value.
     Activate(SignalValue),

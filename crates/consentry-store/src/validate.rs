@@ -56,6 +56,15 @@ pub enum HashRejection {
     },
     /// The quality is not in 0..=100.
     QualityOutOfRange(i32),
+    /// A derive value is not a derivative signature (see `consentry_derive::Signature::from_bytes`).
+    NotASignature(consentry_derive::DecodeError),
+    /// A derive value's signature is larger than any signature the extractor makes.
+    SignatureTooLarge {
+        /// Its size in bytes.
+        bytes: usize,
+        /// The largest accepted.
+        max: usize,
+    },
 }
 
 impl fmt::Display for HashRejection {
@@ -73,6 +82,10 @@ impl fmt::Display for HashRejection {
                 write!(f, "quality {quality} is below the minimum {min}")
             }
             HashRejection::QualityOutOfRange(q) => write!(f, "quality {q} is not in 0..=100"),
+            HashRejection::NotASignature(e) => write!(f, "not a derivative signature: {e}"),
+            HashRejection::SignatureTooLarge { bytes, max } => {
+                write!(f, "derivative signature of {bytes} bytes is larger than the maximum {max}")
+            }
         }
     }
 }
@@ -106,10 +119,21 @@ impl HashPolicy {
         Ok(())
     }
 
-    /// Checks any signal value.
+    /// Checks any signal value. A derive value must decode, fit the size budget, and carry a
+    /// global PDQ hash that passes [`HashPolicy::check_pdq`] (a degenerate one would match every
+    /// flat image through the global path); its quality is the given one or else the
+    /// signature's own.
     pub fn check(&self, value: &SignalValue, quality: Option<i32>) -> Result<(), HashRejection> {
         match value {
             SignalValue::Pdq(h) => self.check_pdq(h, quality),
+            SignalValue::Derive(b) => {
+                let max = consentry_derive::MAX_SIGNATURE_BYTES;
+                if b.len() > max {
+                    return Err(HashRejection::SignatureTooLarge { bytes: b.len(), max });
+                }
+                let sig = consentry_derive::Signature::from_bytes(b).map_err(HashRejection::NotASignature)?;
+                self.check_pdq(&sig.pdq, quality.or(Some(i32::from(sig.quality))))
+            }
         }
     }
 }

@@ -65,8 +65,7 @@ fn crash_child() {
         for i in 0u64.. {
             match i % 5 {
                 1 | 3 => {
-                    let hashes =
-                        (0..CASE_HASHES).map(|_| CaseHash { hash: random_pdq(), quality: None }).collect();
+                    let hashes = (0..CASE_HASHES).map(|_| CaseHash::pdq(random_pdq(), None)).collect();
                     say("begin case");
                     let c = store
                         .create_case(
@@ -238,9 +237,9 @@ async fn verify(store: &Store, acked: &Acked) {
     let mut replay = BTreeMap::new();
     for (i, c) in feed.iter().enumerate() {
         assert_eq!(c.seq, i as i64 + 1);
-        match c.op {
+        match &c.op {
             ChangeOp::Activate(v) => {
-                replay.insert(c.entry_id, v);
+                replay.insert(c.entry_id, v.clone());
             }
             ChangeOp::Deactivate(_) => {
                 replay.remove(&c.entry_id);

@@ -31,6 +31,9 @@ backend_tests!(
     upgrades_a_version_1_database,
     feed_can_be_pruned,
     listeners_wake_on_commits,
+    derive_entries_are_stored_fed_and_loaded,
+    derive_values_are_validated,
+    cases_take_derive_values,
 );
 
 fn admin() -> Actor {
@@ -62,9 +65,9 @@ fn apply(active: &mut BTreeMap<i64, SignalValue>, seq: &mut i64, changes: &[Chan
     for c in changes {
         assert_eq!(c.seq, *seq + 1, "change feed skipped or repeated a sequence number");
         *seq = c.seq;
-        match c.op {
+        match &c.op {
             ChangeOp::Activate(v) => {
-                active.insert(c.entry_id, v);
+                active.insert(c.entry_id, v.clone());
             }
             ChangeOp::Deactivate(_) => {
                 active.remove(&c.entry_id);
@@ -259,7 +262,10 @@ async fn entry_lifecycle_feeds_changes(db: TestDb) {
 
     let ch = s.changes_since(0, 100).await.unwrap();
     assert_eq!(ch.len(), 1);
-    assert_eq!((ch[0].seq, ch[0].entry_id, ch[0].op), (1, e.id, ChangeOp::Activate(SignalValue::Pdq(h))));
+    assert_eq!(
+        (ch[0].seq, ch[0].entry_id, ch[0].op.clone()),
+        (1, e.id, ChangeOp::Activate(SignalValue::Pdq(h)))
+    );
 
     let d = s.disable_entry(&admin(), e.id).await.unwrap();
     assert!(d.disabled_at.is_some());
@@ -280,8 +286,8 @@ async fn entry_lifecycle_feeds_changes(db: TestDb) {
     assert_eq!(
         ops,
         vec![
-            (1, act, "entry.add".to_string()),
-            (2, deact, "entry.disable".to_string()),
+            (1, act.clone(), "entry.add".to_string()),
+            (2, deact.clone(), "entry.disable".to_string()),
             (3, act, "entry.enable".to_string()),
             (4, deact, "entry.remove".to_string()),
         ]
@@ -350,7 +356,7 @@ async fn bulk_import_keeps_good_lines_and_reports_bad_ones(db: TestDb) {
 
     let entries = s.list_entries(b.id, 0, 100).await.unwrap();
     let stored: Vec<(i64, SignalValue, Option<i32>, EntrySource)> =
-        entries.iter().map(|e| (e.id, e.value, e.quality, e.source)).collect();
+        entries.iter().map(|e| (e.id, e.value.clone(), e.quality, e.source)).collect();
     assert_eq!(
         stored,
         vec![
@@ -407,7 +413,7 @@ async fn bank_toggle_and_delete_feed_changes(db: TestDb) {
     assert!(!off.enabled);
     let ch = s.changes_since(seq, 100).await.unwrap();
     assert_eq!(
-        ch.iter().map(|c| (c.entry_id, c.op)).collect::<Vec<_>>(),
+        ch.iter().map(|c| (c.entry_id, c.op.clone())).collect::<Vec<_>>(),
         vec![(e1.id, ChangeOp::Deactivate(SignalType::Pdq)), (e3.id, ChangeOp::Deactivate(SignalType::Pdq)),]
     );
     apply(&mut mirror, &mut seq, &ch);
@@ -442,11 +448,7 @@ async fn bank_toggle_and_delete_feed_changes(db: TestDb) {
     let sp = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
     s.create_case(
         &Actor::named("submitter"),
-        NewCase {
-            bank_id: sp.id,
-            hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
-            metadata: json!(null),
-        },
+        NewCase { bank_id: sp.id, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!(null) },
     )
     .await
     .unwrap();
@@ -464,7 +466,7 @@ async fn case_create_status_withdraw(db: TestDb) {
             &Actor::named("submit-page"),
             NewCase {
                 bank_id: b.id,
-                hashes: vec![CaseHash { hash: h1, quality: Some(100) }, CaseHash { hash: h2, quality: None }],
+                hashes: vec![CaseHash::pdq(h1, Some(100)), CaseHash::pdq(h2, None)],
                 metadata: json!({"client": "browser"}),
             },
         )
@@ -559,11 +561,7 @@ async fn case_create_status_withdraw(db: TestDb) {
     let c2 = s
         .create_case(
             &Actor::named("x"),
-            NewCase {
-                bank_id: b.id,
-                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
-                metadata: json!(null),
-            },
+            NewCase { bank_id: b.id, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!(null) },
         )
         .await
         .unwrap();
@@ -587,10 +585,7 @@ async fn case_with_degenerate_hash_stores_nothing(db: TestDb) {
             &Actor::named("x"),
             NewCase {
                 bank_id: b.id,
-                hashes: vec![
-                    CaseHash { hash: random_pdq(), quality: Some(80) },
-                    CaseHash { hash: Hash256::ZERO, quality: None },
-                ],
+                hashes: vec![CaseHash::pdq(random_pdq(), Some(80)), CaseHash::pdq(Hash256::ZERO, None)],
                 metadata: json!(null),
             },
         )
@@ -608,7 +603,7 @@ async fn case_with_degenerate_hash_stores_nothing(db: TestDb) {
             &Actor::named("x"),
             NewCase {
                 bank_id: b.id,
-                hashes: vec![CaseHash { hash: random_pdq(), quality: Some(20) }],
+                hashes: vec![CaseHash::pdq(random_pdq(), Some(20))],
                 metadata: json!(null),
             },
         )
@@ -629,11 +624,7 @@ async fn case_with_degenerate_hash_stores_nothing(db: TestDb) {
     let err = s
         .create_case(
             &Actor::named("x"),
-            NewCase {
-                bank_id: 777,
-                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
-                metadata: json!(null),
-            },
+            NewCase { bank_id: 777, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!(null) },
         )
         .await
         .unwrap_err();
@@ -651,11 +642,7 @@ async fn pin_attempts_lock_the_case(db: TestDb) {
     let c = s
         .create_case(
             &Actor::named("x"),
-            NewCase {
-                bank_id: b.id,
-                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
-                metadata: json!(null),
-            },
+            NewCase { bank_id: b.id, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!(null) },
         )
         .await
         .unwrap();
@@ -696,11 +683,7 @@ async fn parallel_pin_guesses_cannot_exceed_the_limit(db: TestDb) {
     let c = s
         .create_case(
             &Actor::named("x"),
-            NewCase {
-                bank_id: b.id,
-                hashes: vec![CaseHash { hash: random_pdq(), quality: None }],
-                metadata: json!(null),
-            },
+            NewCase { bank_id: b.id, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!(null) },
         )
         .await
         .unwrap();
@@ -917,11 +900,7 @@ async fn another_process_sees_writes_within_one_second(db: TestDb) {
     let created = a
         .create_case(
             &Actor::named("x"),
-            NewCase {
-                bank_id: bank_.id,
-                hashes: vec![CaseHash { hash: h, quality: None }],
-                metadata: json!(null),
-            },
+            NewCase { bank_id: bank_.id, hashes: vec![CaseHash::pdq(h, None)], metadata: json!(null) },
         )
         .await
         .unwrap();
@@ -1082,4 +1061,222 @@ async fn listeners_wake_on_commits(db: TestDb) {
         assert!(!l.wait(Duration::from_millis(300)).await.unwrap(), "woken by another schema");
         other.store.close().await;
     }
+}
+
+/// A derivative signature with a realistic PDQ hash and `n` random keypoints.
+fn derive_sig(n: usize) -> consentry_derive::Signature {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let keypoints = (0..n)
+        .map(|_| consentry_derive::Keypoint {
+            x: rng.gen_range(0..4096),
+            y: rng.gen_range(0..4096),
+            level: rng.gen_range(0..4),
+            desc: rng.gen(),
+        })
+        .collect();
+    consentry_derive::Signature { pdq: random_pdq(), quality: 90, keypoints }
+}
+
+fn derive_entry(bank_id: i64, sig: &consentry_derive::Signature) -> NewEntry {
+    NewEntry {
+        bank_id,
+        value: SignalValue::from_signature(sig),
+        quality: None,
+        source: EntrySourceKind::Moderator,
+        metadata: json!({"note": "derive"}),
+    }
+}
+
+async fn active_of(store: &Store, signal: SignalType) -> BTreeMap<i64, SignalValue> {
+    store.load_all_active(signal).await.unwrap().entries.into_iter().collect()
+}
+
+async fn derive_entries_are_stored_fed_and_loaded(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::SurvivorProtected).await;
+    let sig = derive_sig(50);
+    let value = SignalValue::from_signature(&sig);
+    assert_eq!(value.signal_type(), SignalType::Derive);
+    assert_eq!("derive".parse::<SignalType>().unwrap(), SignalType::Derive);
+    assert_eq!(SignalValue::parse(SignalType::Derive, &value.to_text()).unwrap(), value);
+    let e = s.add_entry(&admin(), derive_entry(b.id, &sig)).await.unwrap();
+    assert_eq!(e.value, value);
+    assert_eq!(e.value.derive_signature().unwrap().unwrap(), sig);
+    assert!(e.value.as_pdq().is_none());
+    assert_eq!(s.get_entry(e.id).await.unwrap(), e);
+    assert_eq!(s.find_entries(&value).await.unwrap(), vec![e.clone()]);
+    let p = s.add_entry(&admin(), pdq_entry(b.id, sig.pdq)).await.unwrap();
+
+    // Each signal's active set holds only its own entries.
+    assert_eq!(active_of(s, SignalType::Derive).await, BTreeMap::from([(e.id, value.clone())]));
+    assert_eq!(active_of(s, SignalType::Pdq).await, BTreeMap::from([(p.id, SignalValue::Pdq(sig.pdq))]));
+
+    s.disable_entry(&admin(), e.id).await.unwrap();
+    assert!(active_of(s, SignalType::Derive).await.is_empty());
+    s.enable_entry(&admin(), e.id).await.unwrap();
+    assert_eq!(active_of(s, SignalType::Derive).await.len(), 1);
+    s.set_bank_enabled(&admin(), b.id, false).await.unwrap();
+    assert!(active_of(s, SignalType::Derive).await.is_empty());
+    s.set_bank_enabled(&admin(), b.id, true).await.unwrap();
+    s.remove_entry(&admin(), e.id).await.unwrap();
+    assert!(active_of(s, SignalType::Derive).await.is_empty());
+
+    let act = ChangeOp::Activate(value.clone());
+    let deact = ChangeOp::Deactivate(SignalType::Derive);
+    let feed: Vec<(i64, ChangeOp, String)> = s
+        .changes_since(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.entry_id == e.id)
+        .map(|c| (c.seq, c.op, c.cause))
+        .collect();
+    let ops: Vec<(ChangeOp, &str)> = feed.iter().map(|(_, o, c)| (o.clone(), c.as_str())).collect();
+    assert_eq!(
+        ops,
+        vec![
+            (act.clone(), "entry.add"),
+            (deact.clone(), "entry.disable"),
+            (act.clone(), "entry.enable"),
+            (deact.clone(), "bank.disable"),
+            (act, "bank.enable"),
+            (deact, "entry.remove"),
+        ]
+    );
+    // Replaying the whole feed gives the same active sets as loading them.
+    let mut replay = BTreeMap::new();
+    let mut seq = 0;
+    apply(&mut replay, &mut seq, &s.changes_since(0, 100).await.unwrap());
+    let mut want = active_of(s, SignalType::Pdq).await;
+    want.extend(active_of(s, SignalType::Derive).await);
+    assert_eq!(replay, want);
+
+    // Bulk lines may mix signals.
+    let sig2 = derive_sig(10);
+    let report = s
+        .add_entries_bulk(
+            &admin(),
+            b.id,
+            EntrySourceKind::Import,
+            vec![
+                BulkLine {
+                    line: 1,
+                    value: SignalValue::from_signature(&sig2),
+                    quality: None,
+                    metadata: json!({}),
+                },
+                BulkLine {
+                    line: 2,
+                    value: SignalValue::Pdq(random_pdq()),
+                    quality: None,
+                    metadata: json!({}),
+                },
+                BulkLine {
+                    line: 3,
+                    value: SignalValue::Derive(vec![1u8, 2, 3].into()),
+                    quality: None,
+                    metadata: json!({}),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.added.len(), 2);
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].line, 3);
+    assert!(report.rejected[0].reason.contains("not a derivative signature"), "{:?}", report.rejected);
+    let d = active_of(s, SignalType::Derive).await;
+    assert_eq!(d.values().cloned().collect::<Vec<_>>(), vec![SignalValue::from_signature(&sig2)]);
+}
+
+async fn derive_values_are_validated(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    // Undecodable bytes and text are user errors that say why.
+    for bad in [vec![], vec![1u8, 2, 3], vec![9u8; 40]] {
+        let mut ne = derive_entry(b.id, &derive_sig(1));
+        ne.value = SignalValue::Derive(bad.into());
+        let err = s.add_entry(&admin(), ne).await.unwrap_err();
+        assert!(err.is_user_error(), "{err}");
+        assert!(
+            matches!(err, StoreError::InvalidHash { reason: HashRejection::NotASignature(_), .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a derivative signature"), "{err}");
+    }
+    let err = SignalValue::derive_from_base64("not base64!").unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)) && err.to_string().contains("base64"), "{err}");
+    let mut truncated = derive_sig(3).to_bytes();
+    truncated.pop();
+    let err = SignalValue::derive_from_bytes(&truncated).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    // A degenerate global PDQ hash would match every flat image: rejected like a PDQ entry.
+    let mut flat = derive_sig(20);
+    flat.pdq = Hash256::ZERO;
+    let err = s.add_entry(&admin(), derive_entry(b.id, &flat)).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidHash { reason: HashRejection::AllZeros, .. }), "{err}");
+    let mut low = derive_sig(20);
+    low.quality = 10;
+    let err = s.add_entry(&admin(), derive_entry(b.id, &low)).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidHash { reason: HashRejection::LowQuality { .. }, .. }), "{err}");
+    // More keypoints than any extractor makes.
+    let big = derive_sig(60);
+    let err = s.add_entry(&admin(), derive_entry(b.id, &big)).await.unwrap_err();
+    assert!(err.to_string().contains("larger than the maximum"), "{err}");
+    assert!(s.list_entries(b.id, 0, 10).await.unwrap().is_empty());
+    assert_eq!(s.current_seq().await.unwrap(), 0);
+}
+
+async fn cases_take_derive_values(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    let sig = derive_sig(40);
+    let dv = SignalValue::from_signature(&sig);
+    let created = s
+        .create_case(
+            &Actor::named("submit-page"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![CaseHash::pdq(sig.pdq, Some(90)), CaseHash { value: dv.clone(), quality: None }],
+                metadata: json!({"client": "cli"}),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.entries.len(), 2);
+    let de = created.entries.iter().find(|e| e.value == dv).expect("derive entry");
+    assert_eq!(de.source, EntrySource::Case(created.case.id));
+    assert_eq!(active_of(s, SignalType::Derive).await, BTreeMap::from([(de.id, dv.clone())]));
+    assert_eq!(active_of(s, SignalType::Pdq).await.len(), 1);
+    let view = s.case_status(&created.case.number, &created.pin).await.unwrap();
+    assert!(view.entries.iter().any(|e| e.value == dv));
+
+    s.withdraw_case(&created.case.number, &created.pin).await.unwrap();
+    assert!(active_of(s, SignalType::Derive).await.is_empty());
+    assert!(active_of(s, SignalType::Pdq).await.is_empty());
+    let last = s.changes_since(0, 100).await.unwrap();
+    assert!(last.iter().any(|c| c.entry_id == de.id
+        && c.op == ChangeOp::Deactivate(SignalType::Derive)
+        && c.cause == "case.withdraw"));
+
+    // A bad derive value stores nothing and names its position.
+    let err = s
+        .create_case(
+            &Actor::named("x"),
+            NewCase {
+                bank_id: b.id,
+                hashes: vec![
+                    CaseHash::pdq(random_pdq(), None),
+                    CaseHash { value: SignalValue::Derive(vec![1u8].into()), quality: None },
+                ],
+                metadata: json!(null),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidHash { index: 1, reason: HashRejection::NotASignature(_) }),
+        "{err}"
+    );
 }

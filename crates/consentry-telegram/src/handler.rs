@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use consentry_derive::{Extractor, Pixels, QueryFeatures};
 use consentry_media::HashOptions;
 use consentry_pdq::{Hash256, Hasher};
 use serde_json::Value;
@@ -39,6 +40,9 @@ pub(crate) struct Ctx {
     me: User,
     out: OutboxHandle,
     hashes: Mutex<HashMap<String, Hashed>>,
+    /// Derivative query features of recent files, by `file_unique_id` (a few thousand: they are
+    /// tens of KB each; a file whose features were dropped is downloaded again if needed).
+    features: Mutex<HashMap<String, Arc<QueryFeatures>>>,
     admins: Mutex<HashMap<(i64, i64), (Instant, bool)>>,
     /// When each user opened cases with `/protect` (last hour), for the per-user limit.
     protects: Mutex<HashMap<i64, Vec<Instant>>>,
@@ -65,6 +69,7 @@ pub(crate) async fn start_ctx(
         me,
         out: outbox.handle(),
         hashes: Mutex::new(HashMap::new()),
+        features: Mutex::new(HashMap::new()),
         admins: Mutex::new(HashMap::new()),
         protects: Mutex::new(HashMap::new()),
         cfg,
@@ -250,14 +255,26 @@ fn media_of(m: &Message) -> Option<Media> {
 
 thread_local! {
     static HASHER: std::cell::RefCell<Hasher> = std::cell::RefCell::new(Hasher::new());
+    static EXTRACTOR: std::cell::RefCell<Extractor> = std::cell::RefCell::new(Extractor::new());
 }
+
+/// Files whose derivative query features are kept.
+const FEATURE_CACHE_ENTRIES: usize = 2_000;
 
 impl Ctx {
     /// Downloads (in memory) and hashes a file, or returns its cached hashes. `None` when it
     /// could not be looked at (too large, getFile or download failed); each case is logged.
     async fn hash_media(&self, media: &Media) -> Option<Hashed> {
+        // Derivative features are computed (from the same decoded pixels) while derive entries
+        // are active; a file hashed before that, or whose features were dropped, is fetched again.
+        let want_features = self.matcher.derive_active();
         if let Some(h) = self.hashes.lock().unwrap_or_else(|p| p.into_inner()).get(&media.unique_id) {
-            return Some(h.clone());
+            let have = !matches!(h, Hashed::Ok(..))
+                || !want_features
+                || self.features.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&media.unique_id);
+            if have {
+                return Some(h.clone());
+            }
         }
         let max = self.cfg.max_download;
         let uid = media.unique_id.as_str();
@@ -294,16 +311,34 @@ impl Ctx {
         let n = bytes.len();
         let res = tokio::task::spawn_blocking(move || {
             let opts = HashOptions { dihedral: true, ..HashOptions::default() };
-            let r = HASHER.with(|h| consentry_media::hash_bytes(&bytes, &opts, &mut h.borrow_mut()));
+            let (info, img, mode) = consentry_media::decode_for_hashing(&bytes, &opts)?;
             drop(bytes);
-            r
+            let h =
+                HASHER.with(|h| consentry_media::hash_decoded(info, &img, mode, true, &mut h.borrow_mut()));
+            let features = if want_features {
+                Pixels::new(img.width, img.height, img.format, &img.data)
+                    .ok()
+                    .map(|px| EXTRACTOR.with(|ex| ex.borrow_mut().query(&px)))
+            } else {
+                None
+            };
+            Ok::<_, consentry_media::MediaError>((h, features))
         })
         .await;
         let hashed = match res {
-            Ok(Ok(h)) => match h.dihedral {
-                Some(d) => Hashed::Ok(d.hashes, d.quality),
-                None => Hashed::Ok([h.pdq.hash; 8], h.pdq.quality),
-            },
+            Ok(Ok((h, features))) => {
+                if let Some(f) = features {
+                    let mut fc = self.features.lock().unwrap_or_else(|p| p.into_inner());
+                    if fc.len() >= FEATURE_CACHE_ENTRIES {
+                        fc.clear();
+                    }
+                    fc.insert(media.unique_id.clone(), Arc::new(f));
+                }
+                match h.dihedral {
+                    Some(d) => Hashed::Ok(d.hashes, d.quality),
+                    None => Hashed::Ok([h.pdq.hash; 8], h.pdq.quality),
+                }
+            }
             Ok(Err(e)) => {
                 tracing::info!(file = uid, bytes = n, error = %e, "not a readable image: not checked");
                 Hashed::Unreadable
@@ -321,8 +356,19 @@ impl Ctx {
         Some(hashed)
     }
 
-    /// The closest match: the shared banks (store or server) and this chat's own bank.
-    async fn find(&self, chat: i64, hashes: &[Hash256; 8]) -> Result<Option<Hit>, MatchError> {
+    /// The derivative query features of a file hashed by [`Ctx::hash_media`], if computed.
+    fn features_of(&self, media: &Media) -> Option<Arc<QueryFeatures>> {
+        self.features.lock().unwrap_or_else(|p| p.into_inner()).get(&media.unique_id).cloned()
+    }
+
+    /// The closest match: the shared banks (store or server) and this chat's own bank by PDQ,
+    /// then, when none, the derive entries (embedded mode) with the image's query features.
+    async fn find(
+        &self,
+        chat: i64,
+        hashes: &[Hash256; 8],
+        features: Option<&QueryFeatures>,
+    ) -> Result<Option<Hit>, MatchError> {
         let r = self.cfg.radius;
         let mut attempt = 0;
         let mut best = loop {
@@ -345,7 +391,12 @@ impl Ctx {
         });
         if let Some(d) = own.filter(|d| *d <= r) {
             if best.as_ref().map_or(true, |b: &Hit| d < b.distance) {
-                best = Some(Hit { bank: format!("chat {chat}"), distance: d, entry_id: None });
+                best = Some(Hit::pdq(format!("chat {chat}"), d, None));
+            }
+        }
+        if best.is_none() {
+            if let Some(q) = features {
+                best = self.matcher.lookup_derive(q).await?;
             }
         }
         Ok(best)
@@ -434,7 +485,8 @@ async fn group_message(ctx: &Ctx, m: &Message, update: i64) {
         tracing::debug!(chat, message = m.message_id, quality, "quality too low to match");
         return;
     }
-    let hit = match ctx.find(chat, &hashes).await {
+    let features = ctx.features_of(&media);
+    let hit = match ctx.find(chat, &hashes, features.as_deref()).await {
         Ok(Some(h)) => h,
         Ok(None) => return,
         Err(e) => {
@@ -517,12 +569,13 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
     };
     tracing::info!(
         update, chat, message = m.message_id, file = %media.unique_id, kind = media.what,
-        hash = %hash.to_hex(), bank = %hit.bank, distance = hit.distance, deleted, sanction = %sanction,
+        hash = %hash.to_hex(), bank = %hit.bank, signal = hit.signal, distance = hit.distance,
+        inliers = hit.inliers, score = hit.score, deleted, sanction = %sanction,
         "match"
     );
     if let Matcher::Embedded(app) = &ctx.matcher {
         // The store's audit log: ids, hashes and distances only, never the image.
-        let details = serde_json::json!({
+        let mut details = serde_json::json!({
             "update_id": update,
             "chat_id": chat,
             "message_id": m.message_id,
@@ -534,9 +587,14 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
             "bank": hit.bank,
             "entry_id": hit.entry_id,
             "distance": hit.distance,
+            "signal": hit.signal,
             "deleted": deleted,
             "sanction": sanction,
         });
+        if hit.signal == "derive" {
+            details["inliers"] = hit.inliers.into();
+            details["score"] = hit.score.into();
+        }
         let target = format!("telegram-message:{chat}:{}", m.message_id);
         let actor = consentry_store::Actor::named("telegram-bot");
         if let Err(e) = app.store().record_audit(&actor, "telegram.match", &target, details).await {
@@ -547,6 +605,11 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
         ctx.out.send(chat, texts::removed_notice(lang), None, Kind::Notice);
     }
     if let Some(log) = log_chat {
+        let bank_label = if hit.signal == "derive" {
+            format!("{} (derivative: {} keypoints, score {})", hit.bank, hit.inliers, hit.score)
+        } else {
+            hit.bank.clone()
+        };
         let llang = ctx.lang_of_chat(log);
         let title = m.chat.title.clone().unwrap_or_default();
         let text = texts::match_report(
@@ -554,7 +617,7 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
             &texts::MatchReport {
                 chat_title: &title,
                 chat_id: chat,
-                bank: &hit.bank,
+                bank: &bank_label,
                 distance: hit.distance,
                 sender: &describe_sender(m),
                 link: &message_link(m),

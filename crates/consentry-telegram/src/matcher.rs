@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use consentry_derive::QueryFeatures;
 use consentry_pdq::Hash256;
 use consentry_server::AppState;
 use consentry_store::{Actor, CaseHash, NewCase, StoreError};
@@ -17,10 +18,25 @@ use serde_json::{json, Value};
 pub struct Hit {
     /// Bank name.
     pub bank: String,
-    /// Hamming distance (over the 8 dihedral hashes, the smallest).
+    /// Hamming distance (over the 8 dihedral hashes, the smallest). For a derive match, the
+    /// distance to the signature's global PDQ hash (above the radius when only the keypoints
+    /// matched).
     pub distance: u32,
     /// Entry id (store or server), when known.
     pub entry_id: Option<i64>,
+    /// `pdq` or `derive` (the entry's signal).
+    pub signal: &'static str,
+    /// Derive matches: geometrically consistent keypoints (0 for PDQ matches).
+    pub inliers: u32,
+    /// Derive matches: their descriptor-agreement score (0 for PDQ matches).
+    pub score: u32,
+}
+
+impl Hit {
+    /// A PDQ match.
+    pub fn pdq(bank: String, distance: u32, entry_id: Option<i64>) -> Hit {
+        Hit { bank, distance, entry_id, signal: "pdq", inliers: 0, score: 0 }
+    }
 }
 
 /// A lookup or case operation that failed.
@@ -172,7 +188,7 @@ impl Matcher {
                     if !b.enabled {
                         continue;
                     }
-                    out = best(out, Hit { bank: b.name, distance: m.distance, entry_id: Some(e.id) });
+                    out = best(out, Hit::pdq(b.name, m.distance, Some(e.id)));
                 }
                 Ok(out)
             }
@@ -191,14 +207,7 @@ impl Matcher {
                         let (Some(bank), Some(d)) = (m["bank"].as_str(), m["distance"].as_u64()) else {
                             continue;
                         };
-                        out = best(
-                            out,
-                            Hit {
-                                bank: bank.to_owned(),
-                                distance: d as u32,
-                                entry_id: m["entry_id"].as_i64(),
-                            },
-                        );
+                        out = best(out, Hit::pdq(bank.to_owned(), d as u32, m["entry_id"].as_i64()));
                     }
                 }
                 let mut cache = r.verdicts.lock().unwrap_or_else(|p| p.into_inner());
@@ -209,6 +218,70 @@ impl Matcher {
                 Ok(out)
             }
         }
+    }
+
+    /// Whether derive entries are active (embedded mode): only then are the derivative features
+    /// of posted images worth computing. A remote server is asked for PDQ matches only (its
+    /// image lookup would need the image itself, which the bot never sends anywhere).
+    pub fn derive_active(&self) -> bool {
+        match self {
+            Matcher::Embedded(s) => !s.derive_index().is_empty(),
+            Matcher::Remote(_) => false,
+        }
+    }
+
+    /// The best active derive entry matching an image's query features (embedded mode; `None`
+    /// in remote mode). A global PDQ match of the signature ranks first, then the highest score.
+    pub async fn lookup_derive(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
+        let Matcher::Embedded(state) = self else { return Ok(None) };
+        let hits = state.derive_index().search(q);
+        let mut out: Option<Hit> = None;
+        for h in hits {
+            let e = match state.store().get_entry(h.id as i64).await {
+                Ok(e) => e,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if e.disabled_at.is_some() {
+                continue;
+            }
+            let b = match state.store().get_bank(e.bank_id).await {
+                Ok(b) => b,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if !b.enabled {
+                continue;
+            }
+            let distance = match (h.pdq_distance, e.value.derive_signature()) {
+                (Some(d), _) => d,
+                (None, Some(Ok(sig))) => q.pdq.iter().map(|x| x.distance(&sig.pdq)).min().unwrap_or(u32::MAX),
+                (None, _) => u32::MAX,
+            };
+            let hit = Hit {
+                bank: b.name,
+                distance,
+                entry_id: Some(e.id),
+                signal: "derive",
+                inliers: h.inliers as u32,
+                score: h.score,
+            };
+            let better = match &out {
+                None => true,
+                Some(o) => {
+                    (h.pdq_distance.is_some(), hit.score, std::cmp::Reverse(hit.distance))
+                        > (
+                            o.distance <= consentry_pdq::DEFAULT_MATCH_DISTANCE,
+                            o.score,
+                            std::cmp::Reverse(o.distance),
+                        )
+                }
+            };
+            if better {
+                out = Some(hit);
+            }
+        }
+        Ok(out)
     }
 
     /// Entries in the in-memory index (embedded mode).
@@ -269,7 +342,7 @@ impl Matcher {
                         &Actor::named("telegram"),
                         NewCase {
                             bank_id: bank.id,
-                            hashes: hashes.iter().map(|h| CaseHash { hash: *h, quality: None }).collect(),
+                            hashes: hashes.iter().map(|h| CaseHash::pdq(*h, None)).collect(),
                             metadata: json!({ "via": "telegram" }),
                         },
                     )

@@ -887,6 +887,7 @@ async fn matches_write_an_audit_event_with_ids_hashes_and_distances_only() {
     assert_eq!(d["sender_id"], json!(7));
     assert_eq!(d["bank"], json!("known"));
     assert_eq!(d["distance"], json!(0));
+    assert_eq!(d["signal"], json!("pdq"));
     assert_eq!(d["deleted"], json!(true));
     assert_eq!(d["pdq"], json!(pdq(&jpeg(PROTECTED)).to_hex()));
     assert_eq!(d["file_unique_id"], json!(format!("u-{}", file_id(PROTECTED))));
@@ -908,6 +909,7 @@ async fn matches_write_an_audit_event_with_ids_hashes_and_distances_only() {
             "sanction",
             "sender_chat_id",
             "sender_id",
+            "signal",
             "update_id"
         ]
     );

@@ -15,6 +15,8 @@ use std::process::ExitCode;
     after_help = "Prints `signature<TAB>pdq<TAB>quality<TAB>keypoints<TAB>path` per image: the signature is the \
 stable base64 form of consentry-derive's Signature (at most 1,885 bytes before base64), pdq its global PDQ hash.\n\
 Only signatures are printed; the images never leave this machine.\n\
+To protect images in a bank, `consentry hash --signal derive -f jsonl` prints the same signatures as JSON lines that \
+`POST /v1/banks/NAME/import?format=jsonl` takes as they are.\n\
 Exit status: 0 when every file was processed, 1 when any failed."
 )]
 pub struct DeriveArgs {

@@ -1,6 +1,8 @@
-//! `consentry hash PATH...`: PDQ hashes of image files, computed locally.
+//! `consentry hash PATH...`: PDQ hashes (or, with `--signal derive`, derivative-matching
+//! signatures) of image files, computed locally.
 
 use anyhow::{Context, Result};
+use consentry_derive::{Extractor, Pixels, Signature};
 use consentry_media::{DecodeOptions, HashMode, HashOptions, HashedImage, MediaError};
 use consentry_pdq::{Dihedral, Hasher};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -23,6 +25,18 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// Which signal to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Signal {
+    /// Meta's PDQ hash.
+    Pdq,
+    /// consentry-derive's signature (global PDQ plus local keypoints; also catches cropped,
+    /// padded and partly replaced copies). TSV: `signature<TAB>pdq<TAB>quality<TAB>keypoints<TAB>path`;
+    /// JSON lines `{"signal": "derive", "hash": SIGNATURE, ...}` and CSV (with a header) import
+    /// directly into a bank (`POST /v1/banks/NAME/import?format=jsonl|csv`).
+    Derive,
+}
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Only hashes are printed; the images never leave this machine.\n\
 Exit status: 0 when every file was hashed, 1 when any file failed, 2 on a usage error.")]
@@ -39,6 +53,10 @@ pub struct HashArgs {
     /// rot180, rot270, flipx, flipy, flip_plus1, flip_minus1).
     #[arg(long)]
     dihedral: bool,
+
+    /// The signal: `pdq` hashes, or `derive` signatures (see `consentry derive`).
+    #[arg(long, value_enum, default_value_t = Signal::Pdq)]
+    signal: Signal,
 
     /// Hashes below this quality (0-100) are reported as unusable and left out
     /// of TSV/CSV output (JSON lines marks them `"usable": false`).
@@ -94,11 +112,16 @@ impl Input {
 /// What happened to one input.
 #[derive(Debug)]
 enum Outcome {
-    Hashed(Box<HashedImage>),
+    /// The PDQ hash, and with `--signal derive` the signature.
+    Hashed(Box<HashedImage>, Option<Box<Signature>>),
     Failed(String),
 }
 
 pub fn run(args: HashArgs) -> Result<ExitCode> {
+    if args.signal == Signal::Derive && args.dihedral {
+        anyhow::bail!("--dihedral is for PDQ hashes: a derive signature already matches rotated and flipped copies' PDQ");
+    }
+    let derive = args.signal == Signal::Derive;
     let (inputs, walk_errors) = collect_inputs(&args.paths);
     let mode = if args.exact { HashMode::Exact } else { HashMode::default() };
     let orient = if args.orient {
@@ -137,6 +160,7 @@ pub fn run(args: HashArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut stats = Stats::default();
+    let mut csv_header = false;
     for e in &walk_errors {
         bar.suspend(|| eprintln!("consentry: {e}"));
         stats.failed += 1;
@@ -148,11 +172,14 @@ pub fn run(args: HashArgs) -> Result<ExitCode> {
         let results: Vec<Outcome> = pool.install(|| {
             inputs
                 .par_iter()
-                .map_init(Hasher::new, |hasher, input| {
-                    let r = hash_input(input, &opts, args.max_file_size, hasher);
-                    bar.inc(1);
-                    r
-                })
+                .map_init(
+                    || (Hasher::new(), derive.then(Extractor::new)),
+                    |(hasher, ex), input| {
+                        let r = hash_input(input, &opts, args.max_file_size, hasher, ex.as_mut());
+                        bar.inc(1);
+                        r
+                    },
+                )
                 .collect()
         });
         for (input, outcome) in inputs.iter().zip(results) {
@@ -165,7 +192,7 @@ pub fn run(args: HashArgs) -> Result<ExitCode> {
                         writeln!(out, "{}", serde_json::json!({ "path": name, "error": msg }))?;
                     }
                 }
-                Outcome::Hashed(h) => {
+                Outcome::Hashed(h, sig) => {
                     let usable = h.pdq.quality >= args.min_quality;
                     if usable {
                         stats.hashed += 1;
@@ -177,6 +204,43 @@ pub fn run(args: HashArgs) -> Result<ExitCode> {
                                 h.pdq.quality, args.min_quality
                             )
                         });
+                    }
+                    if let Some(sig) = sig {
+                        match args.format {
+                            OutputFormat::Tsv if usable => writeln!(
+                                out,
+                                "{}\t{}\t{}\t{}\t{}",
+                                sig.to_base64(),
+                                sig.pdq,
+                                sig.quality,
+                                sig.keypoints.len(),
+                                tsv_field(&name)
+                            )?,
+                            OutputFormat::Csv if usable => {
+                                if !csv_header {
+                                    writeln!(out, "hash,quality,path,signal_type")?;
+                                    csv_header = true;
+                                }
+                                writeln!(
+                                    out,
+                                    "{},{},{},derive",
+                                    sig.to_base64(),
+                                    sig.quality,
+                                    csv_field(&name)
+                                )?
+                            }
+                            OutputFormat::Jsonl => {
+                                let mut v = json_record(&name, &h, usable);
+                                v["signal"] = "derive".into();
+                                v["hash"] = sig.to_base64().into();
+                                v["pdq"] = sig.pdq.to_hex().into();
+                                v["quality"] = sig.quality.into();
+                                v["keypoints"] = sig.keypoints.len().into();
+                                writeln!(out, "{v}")?
+                            }
+                            _ => {}
+                        }
+                        continue;
                     }
                     match args.format {
                         OutputFormat::Tsv if usable => write_tsv(&mut out, &name, &h)?,
@@ -206,14 +270,33 @@ struct Stats {
     failed: usize,
 }
 
-fn hash_input(input: &Input, opts: &HashOptions, max_file_size: u64, hasher: &mut Hasher) -> Outcome {
+fn hash_input(
+    input: &Input,
+    opts: &HashOptions,
+    max_file_size: u64,
+    hasher: &mut Hasher,
+    derive: Option<&mut Extractor>,
+) -> Outcome {
     let bytes = match read_input(input, max_file_size) {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(e),
     };
-    match consentry_media::hash_bytes(&bytes, opts, hasher) {
-        Ok(h) => Outcome::Hashed(Box::new(h)),
-        Err(e) => Outcome::Failed(media_error_text(&e)),
+    let Some(ex) = derive else {
+        return match consentry_media::hash_bytes(&bytes, opts, hasher) {
+            Ok(h) => Outcome::Hashed(Box::new(h), None),
+            Err(e) => Outcome::Failed(media_error_text(&e)),
+        };
+    };
+    // One decode for both: the signature's own PDQ hash is the one of these pixels.
+    let (info, img, mode) = match consentry_media::decode_for_hashing(&bytes, opts) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(media_error_text(&e)),
+    };
+    drop(bytes);
+    let h = consentry_media::hash_decoded(info, &img, mode, false, hasher);
+    match Pixels::new(img.width, img.height, img.format, &img.data) {
+        Ok(px) => Outcome::Hashed(Box::new(h), Some(Box::new(ex.signature(&px)))),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }
 

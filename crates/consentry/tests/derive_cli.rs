@@ -75,3 +75,86 @@ fn derive_prints_a_decodable_signature_whose_pdq_is_the_hash_commands() {
     assert!(stderr.contains("missing.png") && stderr.contains("bad.png"), "{stderr}");
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_signal_derive_lines_import_into_a_bank_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("photos");
+    std::fs::create_dir(&imgs).unwrap();
+    std::fs::write(imgs.join("a.png"), scene_png(480, 360, 3)).unwrap();
+    std::fs::write(imgs.join("b.png"), scene_png(400, 300, 4)).unwrap();
+    let run = |format: &str| {
+        let out = Command::cargo_bin("consentry")
+            .unwrap()
+            .args(["hash", "--signal", "derive", "-q", "-f", format])
+            .arg(&imgs)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let jsonl = run("jsonl");
+    let lines: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{jsonl}");
+    for l in &lines {
+        assert_eq!(l["signal"], "derive");
+        let sig = Signature::from_base64(l["hash"].as_str().unwrap()).unwrap();
+        assert_eq!(l["pdq"].as_str().unwrap(), sig.pdq.to_hex());
+        assert!(sig.keypoints.len() >= 20);
+    }
+    // The TSV layout is `consentry derive`'s; its PDQ column is `consentry hash`'s.
+    let tsv = run("tsv");
+    let first: Vec<&str> = tsv.lines().next().unwrap().split('\t').collect();
+    assert_eq!(first.len(), 5, "{tsv}");
+    let h = Command::cargo_bin("consentry").unwrap().arg("hash").arg(imgs.join("a.png")).output().unwrap();
+    assert_eq!(String::from_utf8(h.stdout).unwrap().split('\t').next().unwrap(), first[1]);
+    let csv = run("csv");
+    assert!(csv.starts_with("hash,quality,path,signal_type\n"), "{csv}");
+    assert!(
+        Command::cargo_bin("consentry")
+            .unwrap()
+            .args(["hash", "--signal", "derive", "--dihedral"])
+            .arg(&imgs)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            != Some(0)
+    );
+
+    // Both outputs import into a bank unchanged.
+    let store = consentry_store::Store::open_data_dir(dir.path().join("data")).await.unwrap();
+    let key = store
+        .create_api_key(&consentry_store::Actor::system(), "t", &[consentry_store::Scope::Admin])
+        .await
+        .unwrap()
+        .secret;
+    let state =
+        consentry_server::AppState::start(store, consentry_server::ServerConfig::default()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(consentry_server::serve(listener, state.clone(), std::future::pending()));
+    let http = reqwest::Client::new();
+    for (bank, format, body) in [("j", "jsonl", jsonl), ("c", "csv", csv)] {
+        let r =
+            http.post(format!("{url}/v1/banks")).bearer_auth(&key).json(&serde_json::json!({ "name": bank }));
+        assert!(r.send().await.unwrap().status().is_success());
+        let r = http
+            .post(format!("{url}/v1/banks/{bank}/import?format={format}"))
+            .bearer_auth(&key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["added"], 2, "{format}: {v}");
+    }
+    let start = std::time::Instant::now();
+    while state.derive_index().len() < 4 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "imported signatures reach the derive index"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

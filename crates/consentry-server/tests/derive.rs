@@ -1,0 +1,240 @@
+//! The derive signal end to end through `consentry serve`'s router: a benign synthetic photo is
+//! protected with its derivative signature (from `/v1/hash?signal=derive`), a derivative that
+//! global PDQ misses (20% cropped off one side, padded, the lower centre replaced with noise) is
+//! found by `/v1/lookup/image` with the derive evidence and fires a match webhook, an unrelated
+//! image is not, and disabling the entry or withdrawing a case stops the match within a second.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use common::*;
+use consentry_derive::synth;
+use consentry_pdq::Hash256;
+use consentry_server::{ServerConfig, WebhookConfig};
+use serde_json::{json, Value};
+
+fn png(img: &synth::RgbImage) -> Vec<u8> {
+    let i = image::RgbImage::from_raw(img.width, img.height, img.data.clone()).expect("sizes agree");
+    png_bytes(&i)
+}
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        // Events are queued in the outbox (checked below); nothing is sent.
+        webhooks: WebhookConfig {
+            urls: vec!["http://127.0.0.1:9/hook".into()],
+            secret: b"derive-test-secret".to_vec(),
+            run_sender: false,
+            ..WebhookConfig::default()
+        },
+        ..test_config()
+    }
+}
+
+async fn hash(app: &TestApp, img: &synth::RgbImage, signal: &str) -> Value {
+    let (s, v) = app
+        .upload(&format!("/v1/hash?signal={signal}&dihedral=true"), Some(&app.lookup), "image/png", png(img))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+async fn lookup(app: &TestApp, img: &synth::RgbImage) -> Vec<Value> {
+    let (s, v) = app.upload("/v1/lookup/image", Some(&app.lookup), "image/png", png(img)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["matches"].as_array().cloned().unwrap_or_default()
+}
+
+fn signals(ms: &[Value]) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = ms
+        .iter()
+        .map(|m| (m["signal"].as_str().unwrap_or("?").to_owned(), m["entry_id"].as_i64().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn run(db: TestDb) {
+    let app = TestApp::on(&db, config()).await;
+    app.create_bank("protected").await;
+    let photo = synth::scene(480, 360, 11);
+    let derived = synth::derivative(&photo, 5);
+    let unrelated = synth::scene(480, 360, 12);
+
+    // The survivor's side: the signature of her photo (computed here by the server's hash
+    // endpoint; `consentry derive` prints the same base64 form).
+    let h = hash(&app, &photo, "derive").await;
+    let sig = h["derive"]["signature"].as_str().expect("derive signature").to_owned();
+    assert!(h["derive"]["keypoints"].as_u64().unwrap() >= 20, "{h}");
+    let decoded = consentry_derive::Signature::from_base64(&sig).unwrap();
+    assert_eq!(decoded.pdq.to_hex(), h["pdq"].as_str().unwrap(), "the signature's PDQ is the image's");
+
+    // The derivative is out of PDQ's reach (every dihedral variant).
+    let dh = hash(&app, &derived, "pdq").await;
+    assert!(dh.get("derive").is_none());
+    let d = dh["dihedral"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| Hash256::from_hex(x.as_str().unwrap()).unwrap().distance(&decoded.pdq))
+        .min()
+        .unwrap();
+    assert!(d > 31, "PDQ distance {d}: the derivative would not test the derive path");
+
+    // Nothing is protected yet: no match, and no derive features computed.
+    assert!(lookup(&app, &derived).await.is_empty());
+
+    // Protect the photo with both signals: a derive entry and a PDQ entry.
+    let (s, e) = app
+        .call(
+            Method::POST,
+            "/v1/banks/protected/entries",
+            Some(&app.curate),
+            Some(json!({ "signal": "derive", "value": sig, "metadata": { "ref": "photo-1" } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    assert_eq!(e["signal"], "derive");
+    assert_eq!(e["hash"], sig.as_str());
+    let derive_id = e["id"].as_i64().unwrap();
+    let pdq_id = app.add_entry("protected", &decoded.pdq, json!({ "ref": "photo-1" })).await;
+    let idx = app.state.derive_index().clone();
+    assert!(within(Duration::from_secs(1), || async { idx.len() == 1 }).await.is_some(), "derive mirror");
+    assert!(within(Duration::from_secs(1), || async { app.state.index().len() == 1 }).await.is_some());
+
+    // The derivative matches its derive entry only, with the keypoint evidence.
+    let ms = lookup(&app, &derived).await;
+    assert_eq!(signals(&ms), vec![("derive".to_owned(), derive_id)], "{ms:?}");
+    let m = &ms[0];
+    assert_eq!(m["bank"], "protected");
+    assert_eq!(m["metadata"], json!({ "ref": "photo-1" }));
+    assert!(m["distance"].is_null(), "global PDQ did not match: {m}");
+    assert!(m["inliers"].as_u64().unwrap() >= 3 && m["score"].as_u64().unwrap() >= 72, "{m}");
+    // A match webhook was queued, saying it is a derive match.
+    let w = app.state.store().get_webhook(1).await.expect("match event queued");
+    let wm = &w.payload["results"][0]["matches"][0];
+    assert_eq!(
+        (wm["signal"].as_str(), wm["entry_id"].as_i64()),
+        (Some("derive"), Some(derive_id)),
+        "{}",
+        w.payload
+    );
+
+    // The photo itself matches both entries: PDQ (distance 0) and derive (PDQ path, distance 0).
+    let ms = lookup(&app, &photo).await;
+    assert_eq!(signals(&ms), vec![("derive".to_owned(), derive_id), ("pdq".to_owned(), pdq_id)], "{ms:?}");
+    assert!(ms.iter().all(|m| m["distance"] == 0), "{ms:?}");
+
+    // An unrelated benign image matches nothing.
+    assert!(lookup(&app, &unrelated).await.is_empty());
+
+    // Bad signatures are refused with a clear message.
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/banks/protected/entries",
+            Some(&app.curate),
+            Some(json!({ "signal": "derive", "hash": "AQID" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("not a derivative signature"), "{v}");
+
+    // Disabled: the mirror drops it within a second, and the derivative no longer matches.
+    let (s, v) =
+        app.call(Method::POST, &format!("/v1/entries/{derive_id}/disable"), Some(&app.curate), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        within(Duration::from_secs(1), || async { idx.is_empty() }).await.is_some(),
+        "disable reaches the mirror"
+    );
+    assert!(lookup(&app, &derived).await.is_empty());
+
+    // A survivor's case with the derive signature: matches, then withdrawn, stops within 1 s.
+    let (s, c) = app
+        .call(
+            Method::POST,
+            "/v1/cases",
+            None,
+            Some(json!({ "hashes": [{ "hash": sig, "signal": "derive" }] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert!(within(Duration::from_secs(1), || async { idx.len() == 1 }).await.is_some());
+    let ms = lookup(&app, &derived).await;
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    assert_eq!((ms[0]["signal"].as_str(), ms[0]["bank"].as_str()), (Some("derive"), Some("survivors")));
+    let number = c["case_number"].as_str().unwrap();
+    let (s, v) = app
+        .call(Method::POST, &format!("/v1/cases/{number}/withdraw"), None, Some(json!({ "pin": c["pin"] })))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        within(Duration::from_secs(1), || async { idx.is_empty() }).await.is_some(),
+        "withdraw reaches the mirror"
+    );
+    assert!(lookup(&app, &derived).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_signal_end_to_end_sqlite() {
+    run(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_signal_end_to_end_postgres() {
+    run(TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_entries_import_and_export_as_json_lines() {
+    let db = TestDb::sqlite();
+    let app = TestApp::on(&db, test_config()).await;
+    app.create_bank("imported").await;
+    let mut ex = consentry_derive::Extractor::new();
+    let sig = ex.signature(&synth::scene(320, 240, 3).pixels()).to_base64();
+    let body = format!(
+        "{}\n{}\n{}\n",
+        json!({ "signal": "derive", "value": sig, "metadata": { "n": 1 } }),
+        json!({ "signal_type": "derive", "hash": "not base64!" }),
+        json!({ "hash": random_pdq().to_hex() }),
+    );
+    let (s, v) = app
+        .upload(
+            "/v1/banks/imported/import?format=jsonl",
+            Some(&app.curate),
+            "application/x-ndjson",
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["added"], 2, "{v}");
+    assert_eq!(v["rejected"][0]["line"], 2, "{v}");
+    assert!(v["rejected"][0]["reason"].as_str().unwrap().contains("derivative signature"), "{v}");
+    let idx = app.state.derive_index().clone();
+    assert!(within(Duration::from_secs(1), || async { idx.len() == 1 }).await.is_some());
+    // Export as HMA lines and as JSON lines, and re-import into another bank.
+    for format in ["hma", "jsonl", "csv"] {
+        let (s, text) = app
+            .call(Method::GET, &format!("/v1/banks/imported/export?format={format}"), Some(&app.curate), None)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let text = text.as_str().unwrap().to_owned();
+        assert!(text.contains(&sig), "{format}: {text}");
+        let bank = format!("again-{format}");
+        app.create_bank(&bank).await;
+        let (s, v) = app
+            .upload(
+                &format!("/v1/banks/{bank}/import?format={format}"),
+                Some(&app.curate),
+                "text/plain",
+                text.into_bytes(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["added"], 2, "{format}: {v}");
+    }
+    assert!(within(Duration::from_secs(1), || async { idx.len() == 4 }).await.is_some());
+}

@@ -1,0 +1,204 @@
+//! The derive signal through the bot (embedded store + index): a benign synthetic photo is
+//! protected with its derivative signature only; a derivative that global PDQ misses (20%
+//! cropped off one side, padded, the lower centre replaced with noise) posted to a group is
+//! deleted, reported and audited with `signal: derive`, an unrelated image is left alone, and
+//! after the entry is disabled the derivative no longer matches. Images stay in memory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use consentry_derive::{synth, Extractor};
+use consentry_media::HashOptions;
+use consentry_pdq::Hasher;
+use consentry_server::{AppState, ServerConfig};
+use consentry_store::{
+    Actor, BankPurpose, EntrySourceKind, NewBank, NewEntry, SignalValue, Store, StoreOptions,
+};
+use consentry_telegram::fake::{self, FakeTelegram};
+use consentry_telegram::{ApiOptions, BotApi, BotConfig, Matcher, RateLimits, StateFile};
+use serde_json::json;
+
+const GROUP: i64 = -1_004_321;
+const LOG: i64 = -1_008_888;
+
+fn jpeg(img: &synth::RgbImage) -> Vec<u8> {
+    let i = image::RgbImage::from_raw(img.width, img.height, img.data.clone()).unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&i).unwrap();
+    out.into_inner()
+}
+
+fn config() -> BotConfig {
+    BotConfig {
+        poll_timeout_secs: 1,
+        poll_backoff: Duration::from_millis(30),
+        rate: RateLimits { per_chat_burst: 50, per_chat_per_minute: 600, global_per_second: 100 },
+        ..BotConfig::default()
+    }
+}
+
+fn api_options() -> ApiOptions {
+    ApiOptions {
+        request_timeout: Duration::from_millis(1500),
+        max_retries: 3,
+        backoff_base: Duration::from_millis(30),
+        backoff_max: Duration::from_millis(200),
+        max_429_retries: 3,
+        max_retry_after: Duration::from_secs(2),
+    }
+}
+
+/// Waits until every update pushed so far is handled and its offset saved.
+async fn drain(fake: &FakeTelegram, state: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let target = fake.next_update_id();
+    loop {
+        if fake.pending() == 0 && StateFile::open(state).map(|s| s.with(|p| p.offset)).unwrap_or(0) >= target
+        {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "updates not drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait(mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "not within 1 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn deleted(fake: &FakeTelegram) -> Vec<i64> {
+    fake.calls_to("deleteMessage").iter().map(|p| p["message_id"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derivatives_of_a_derive_protected_photo_are_deleted_until_the_entry_is_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        pin_kdf: consentry_store::PinKdf { memory_kib: 1024, iterations: 1, parallelism: 1 },
+        ..StoreOptions::default()
+    };
+    let store =
+        Store::open(consentry_store::StoreLocation::Sqlite(dir.path().join("c.db")), opts).await.unwrap();
+    let bank = store
+        .create_bank(
+            &Actor::system(),
+            NewBank {
+                name: "protected".into(),
+                description: String::new(),
+                enabled: true,
+                purpose: BankPurpose::SurvivorProtected,
+            },
+        )
+        .await
+        .unwrap();
+    let photo = synth::scene(480, 360, 11);
+    let sig = Extractor::new().signature(&photo.pixels());
+    let entry = store
+        .add_entry(
+            &Actor::system(),
+            NewEntry {
+                bank_id: bank.id,
+                value: SignalValue::from_signature(&sig),
+                quality: None,
+                source: EntrySourceKind::Moderator,
+                metadata: json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    let app = AppState::start(
+        store,
+        ServerConfig { poll_interval: Duration::from_millis(20), ..ServerConfig::default() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.derive_index().len(), 1);
+    assert_eq!(app.index().len(), 0, "protected by the derive signal only");
+
+    let derived = jpeg(&synth::derivative(&photo, 5));
+    let unrelated = jpeg(&synth::scene(480, 360, 12));
+    // Global PDQ misses the derivative (every dihedral variant).
+    let h = consentry_media::hash_bytes(
+        &derived,
+        &HashOptions { dihedral: true, ..HashOptions::default() },
+        &mut Hasher::new(),
+    )
+    .unwrap();
+    let d = h.dihedral.unwrap().hashes.iter().map(|x| x.distance(&sig.pdq)).min().unwrap();
+    assert!(d > 31, "PDQ distance {d}: the derivative would not test the derive path");
+
+    let fake = FakeTelegram::start().await;
+    fake.add_file("f-derived", "u-derived", derived);
+    fake.add_file("f-unrelated", "u-unrelated", unrelated);
+    let state_path = dir.path().join("telegram-state.json");
+    {
+        let s = StateFile::open(&state_path).unwrap();
+        s.chat(GROUP, |c| c.log_chat = Some(LOG));
+        s.save().await.unwrap();
+    }
+    let api = BotApi::new(&fake.url(), fake::TOKEN, api_options()).unwrap();
+    let state = Arc::new(StateFile::open(&state_path).unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let matcher = Matcher::Embedded(app.clone());
+    let bot = tokio::spawn(async move {
+        consentry_telegram::run(api, matcher, state, config(), async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+
+    fake.push_update(fake::photo_update(GROUP, 10, 7, "f-derived", "u-derived"));
+    fake.push_update(fake::photo_update(GROUP, 11, 8, "f-unrelated", "u-unrelated"));
+    drain(&fake, &state_path).await;
+    assert_eq!(deleted(&fake), vec![10], "the derivative is deleted, the unrelated image is not");
+    let reports: Vec<String> = fake
+        .calls_to("sendMessage")
+        .iter()
+        .filter(|p| p["chat_id"] == json!(LOG))
+        .map(|p| p["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].contains("bank: protected (derivative:") && reports[0].contains("keypoints"),
+        "{reports:?}"
+    );
+    let events: Vec<_> = app
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "telegram.match")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let dt = &events[0].details;
+    assert_eq!((dt["signal"].as_str(), dt["entry_id"].as_i64()), (Some("derive"), Some(entry.id)), "{dt}");
+    assert!(dt["distance"].as_u64().unwrap() > 31 && dt["inliers"].as_u64().unwrap() >= 3, "{dt}");
+    assert!(dt.to_string().len() < 1000, "ids and numbers only: {dt}");
+
+    // Disabled: within a second the derive mirror drops it, and a repost is left alone.
+    app.store().disable_entry(&Actor::system(), entry.id).await.unwrap();
+    let idx = app.derive_index().clone();
+    wait(|| idx.is_empty()).await;
+    fake.push_update(fake::photo_update(GROUP, 12, 7, "f-derived", "u-derived"));
+    drain(&fake, &state_path).await;
+    assert_eq!(deleted(&fake), vec![10]);
+
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), bot).await.expect("bot stops").unwrap();
+    // The images were only ever in memory: nothing but the database and the state file on disk.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("c.db"))
+        .collect();
+    files.sort();
+    assert!(files.iter().all(|n| n.starts_with("telegram-state")), "{files:?}");
+}
