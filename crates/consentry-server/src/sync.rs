@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn id_set_tracks_inserts_and_removals_across_pages() {
         let mut s = IdSet::default();
-        let ids = [1i64, 2, 63, 64, 65_535, 65_536, 1 << 40, 7_000_001];
+        let ids = [1i64, 2, 63, 64, 65_535, 65_536, 7_000_001, 1 << 40];
         for &id in &ids {
             assert!(!s.contains(id));
             assert!(s.insert(id));
