@@ -292,8 +292,11 @@ impl Index {
         &self,
         entries: impl IntoIterator<Item = (u64, Hash256)>,
     ) -> Result<usize, InsertError> {
-        let mut ids = Vec::new();
-        let mut hashes = Vec::new();
+        let entries = entries.into_iter();
+        // Sized up front (a load of millions must not double its vectors while growing).
+        let hint = entries.size_hint().0;
+        let mut ids = Vec::with_capacity(hint);
+        let mut hashes = Vec::with_capacity(hint);
         for (id, h) in entries {
             self.check(id, &h)?;
             ids.push(id);
@@ -311,16 +314,17 @@ impl Index {
             buf.extend(ids.into_iter().zip(hashes));
             st.buffer = Arc::new(buf);
         } else {
-            // the buffer and the new entries become one segment
-            let mut all_ids: Vec<u64> = st.buffer.iter().map(|e| e.0).collect();
-            all_ids.extend(ids);
-            let all_h: Vec<H> = {
+            // The buffer and the new entries become one segment (built in the vectors just
+            // filled: no second copy).
+            let (mut all_ids, mut all_h) = (ids, hashes);
+            if !st.buffer.is_empty() {
+                all_ids.splice(0..0, st.buffer.iter().map(|e| e.0));
+                all_h.splice(0..0, st.buffer.iter().map(|e| e.1));
+            }
+            {
                 use rayon::prelude::*;
-                let mut v: Vec<H> = st.buffer.iter().map(|e| e.1).collect();
-                v.extend(hashes);
-                v.par_iter_mut().for_each(|h| h.0 = perm::permute(&h.0));
-                v
-            };
+                all_h.par_iter_mut().for_each(|h| h.0 = perm::permute(&h.0));
+            }
             st.buffer = Arc::new(Vec::new());
             if std::env::var_os("CONSENTRY_INDEX_TRACE").is_some() {
                 eprintln!("insert_many: collected and permuted {} entries", all_ids.len());
@@ -371,7 +375,11 @@ impl Index {
     /// Deletions are tombstones until a segment is one-eighth deleted, then
     /// that segment is rebuilt without them (compaction).
     pub fn remove_many(&self, ids: &[u64]) -> usize {
-        let set: HashSet<u64> = ids.iter().copied().collect();
+        // Every segment id is tested: for a few ids (a case withdrawn, an entry disabled) a
+        // comparison with each beats hashing millions of ids.
+        const FEW: usize = 16;
+        let set: HashSet<u64> = if ids.len() > FEW { ids.iter().copied().collect() } else { HashSet::new() };
+        let wanted = |id: &u64| if ids.len() > FEW { set.contains(id) } else { ids.contains(id) };
         let _w = self.lock_writer();
         let mut st = (*self.snapshot()).clone();
         let mut removed = 0;
@@ -381,7 +389,7 @@ impl Index {
                 .ids
                 .iter()
                 .enumerate()
-                .filter(|(i, id)| set.contains(id) && !sr.deleted.contains(&(*i as u32)))
+                .filter(|(i, id)| wanted(id) && !sr.deleted.contains(&(*i as u32)))
                 .map(|(i, _)| i as u32)
                 .collect();
             if !hits.is_empty() {
@@ -395,8 +403,8 @@ impl Index {
             }
         }
         let before = st.buffer.len();
-        if st.buffer.iter().any(|(id, _)| set.contains(id)) {
-            st.buffer = Arc::new(st.buffer.iter().filter(|(id, _)| !set.contains(id)).copied().collect());
+        if st.buffer.iter().any(|(id, _)| wanted(id)) {
+            st.buffer = Arc::new(st.buffer.iter().filter(|(id, _)| !wanted(id)).copied().collect());
         }
         removed += before - st.buffer.len();
         st.segments.retain(|s| s.seg.len() > 0);

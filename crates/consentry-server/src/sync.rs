@@ -1,10 +1,13 @@
 //! Keeps the in-memory PDQ index in step with the store's change feed.
 //!
-//! At start the index is filled from `load_all_active(Pdq)` (one consistent snapshot and the
-//! feed position it corresponds to). A background task then polls `changes_since(seq)` every
-//! `poll_interval` and applies each batch: for every entry only its last op in the batch counts
-//! (ops are absolute), `Deactivate` removes it, `Activate` inserts it (or replaces it if its value
-//! changed). Lookups read the index without waiting for this task; they only ever see a state
+//! At start the index is filled from the active PDQ set, read in id-ordered pages from one
+//! consistent snapshot (`Store::for_each_active_page`) straight into compact id and hash
+//! vectors, and built in one pass; the feed position of that snapshot is where polling starts.
+//! The task remembers only which ids the index holds (a bitmap, [`IdSet`]), not their hashes.
+//! A background task then polls `changes_since(seq)` every `poll_interval` and applies each
+//! batch: for every entry only its last op in the batch counts
+//! (ops are absolute), `Deactivate` removes it, `Activate` inserts it unless it is already
+//! there. Lookups read the index without waiting for this task; they only ever see a state
 //! that is at most one poll interval behind the database.
 //!
 //! If the feed was pruned past our position, or anything but a database hiccup goes wrong, the
@@ -38,50 +41,129 @@ pub struct SyncStatus {
     pub poll_errors: AtomicU64,
 }
 
-/// The sync task's view of what is in the index (entry id → hash).
-pub(crate) struct Mirror {
-    entries: HashMap<i64, Hash256>,
-}
-
 fn pdq(v: &SignalValue) -> Option<Hash256> {
     v.as_pdq()
+}
+
+/// Rows per page when the active set is read from the store (at start and on a reload).
+const LOAD_PAGE: u32 = 50_000;
+
+/// A set of entry ids as a bitmap in pages of 2^16 ids (8 KiB each). The store hands out entry
+/// ids consecutively, so 10M entries take about 1.2 MiB here, where an id → hash map took
+/// about half a gigabyte.
+#[derive(Default)]
+pub(crate) struct IdSet {
+    pages: HashMap<u64, Box<[u64; 1024]>>,
+}
+
+impl IdSet {
+    fn split(id: i64) -> (u64, usize, u64) {
+        let id = id as u64;
+        (id >> 16, ((id >> 6) & 1023) as usize, 1u64 << (id & 63))
+    }
+
+    pub(crate) fn contains(&self, id: i64) -> bool {
+        let (p, w, b) = Self::split(id);
+        self.pages.get(&p).is_some_and(|page| page[w] & b != 0)
+    }
+
+    /// True if `id` was not in the set.
+    pub(crate) fn insert(&mut self, id: i64) -> bool {
+        let (p, w, b) = Self::split(id);
+        let page = self.pages.entry(p).or_insert_with(|| Box::new([0; 1024]));
+        let new = page[w] & b == 0;
+        page[w] |= b;
+        new
+    }
+
+    /// True if `id` was in the set.
+    pub(crate) fn remove(&mut self, id: i64) -> bool {
+        let (p, w, b) = Self::split(id);
+        let Some(page) = self.pages.get_mut(&p) else { return false };
+        let had = page[w] & b != 0;
+        page[w] &= !b;
+        if had && page.iter().all(|&x| x == 0) {
+            self.pages.remove(&p);
+        }
+        had
+    }
+
+    /// Every id, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        self.pages.iter().flat_map(|(&p, page)| {
+            page.iter().enumerate().flat_map(move |(w, &bits)| {
+                let base = (p << 16) | ((w as u64) << 6);
+                (0..64u64).filter(move |i| bits & (1 << i) != 0).map(move |i| (base | i) as i64)
+            })
+        })
+    }
+}
+
+/// The sync task's view of the index: which entry ids it holds. The hashes themselves are only
+/// in the index. An entry's value never changes in the store (there is no update of `value`,
+/// and ids are never reused), so "id present" is all the feed needs to stay idempotent.
+pub(crate) struct Mirror {
+    present: IdSet,
+}
+
+/// Reads the active PDQ set page by page into compact id and hash vectors (no row list, no
+/// map); returns them with the feed position and the set of ids.
+async fn read_active(store: &Store) -> Result<(Vec<u64>, Vec<Hash256>, IdSet, i64), StoreError> {
+    let mut ids = Vec::new();
+    let mut hashes = Vec::new();
+    let mut present = IdSet::default();
+    let seq = store
+        .for_each_active_page(SignalType::Pdq, LOAD_PAGE, |page| {
+            for (id, v) in page {
+                if let Some(h) = pdq(&v) {
+                    if present.insert(id) {
+                        ids.push(id as u64);
+                        hashes.push(h);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    Ok((ids, hashes, present, seq))
+}
+
+/// Hands freed heap pages back to the OS after a load (glibc keeps them otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Mirror {
     /// Loads the active set into `index` (which must be empty) and returns the mirror and seq.
     pub(crate) async fn load(store: &Store, index: &Arc<Index>) -> Result<(Mirror, i64), StoreError> {
-        let active = store.load_all_active(SignalType::Pdq).await?;
-        let entries: HashMap<i64, Hash256> =
-            active.entries.iter().filter_map(|(id, v)| pdq(v).map(|h| (*id, h))).collect();
+        let (ids, hashes, present, seq) = read_active(store).await?;
         let idx = index.clone();
-        let list: Vec<(u64, Hash256)> = entries.iter().map(|(id, h)| (*id as u64, *h)).collect();
-        tokio::task::spawn_blocking(move || idx.insert_many(list))
-            .await
-            .map_err(|e| StoreError::Internal(format!("index load worker failed: {e}")))?
-            .map_err(|e| StoreError::Internal(format!("index refused an entry: {e}")))?;
-        Ok((Mirror { entries }, active.seq))
+        tokio::task::spawn_blocking(move || {
+            let out = idx.insert_many(ids.into_iter().zip(hashes));
+            release_free_memory();
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("index load worker failed: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("index refused an entry: {e}")))?;
+        Ok((Mirror { present }, seq))
     }
 
     /// Reconciles the index with a fresh active set (after the feed was pruned past us).
     async fn reload(&mut self, store: &Store, index: &Arc<Index>) -> Result<i64, StoreError> {
-        let active = store.load_all_active(SignalType::Pdq).await?;
-        let fresh: HashMap<i64, Hash256> =
-            active.entries.iter().filter_map(|(id, v)| pdq(v).map(|h| (*id, h))).collect();
-        let mut remove = Vec::new();
-        let mut insert = Vec::new();
-        for (id, h) in &self.entries {
-            if fresh.get(id) != Some(h) {
-                remove.push(*id as u64);
-            }
-        }
-        for (id, h) in &fresh {
-            if self.entries.get(id) != Some(h) {
-                insert.push((*id as u64, *h));
-            }
-        }
+        let (ids, hashes, fresh, seq) = read_active(store).await?;
+        let remove: Vec<u64> =
+            self.present.iter().filter(|id| !fresh.contains(*id)).map(|id| id as u64).collect();
+        let insert: Vec<(u64, Hash256)> =
+            ids.into_iter().zip(hashes).filter(|(id, _)| !self.present.contains(*id as i64)).collect();
         apply(index, remove, insert).await?;
-        self.entries = fresh;
-        Ok(active.seq)
+        self.present = fresh;
+        release_free_memory();
+        Ok(seq)
     }
 
     /// Applies a batch of changes (in seq order). Returns how many entries changed in the index.
@@ -107,20 +189,17 @@ impl Mirror {
         let mut remove = Vec::new();
         let mut insert = Vec::new();
         for (id, want) in last {
-            let have = self.entries.get(&id).copied();
-            if have == want {
-                continue;
-            }
-            if have.is_some() {
-                remove.push(id as u64);
-            }
             match want {
+                // Already indexed: its value cannot have changed (see `Mirror`).
+                Some(_) if self.present.contains(id) => {}
                 Some(h) => {
                     insert.push((id as u64, h));
-                    self.entries.insert(id, h);
+                    self.present.insert(id);
                 }
                 None => {
-                    self.entries.remove(&id);
+                    if self.present.remove(id) {
+                        remove.push(id as u64);
+                    }
                 }
             }
         }
@@ -208,5 +287,33 @@ pub(crate) async fn run<T: Send + Sync + 'static>(
             }
         }
         tokio::time::sleep(poll_interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdSet;
+
+    #[test]
+    fn id_set_tracks_inserts_and_removals_across_pages() {
+        let mut s = IdSet::default();
+        let ids = [1i64, 2, 63, 64, 65_535, 65_536, 7_000_001, 1 << 40];
+        for &id in &ids {
+            assert!(!s.contains(id));
+            assert!(s.insert(id));
+            assert!(!s.insert(id), "second insert of {id}");
+            assert!(s.contains(id));
+        }
+        assert!(!s.contains(3) && !s.contains(65_537));
+        let mut all: Vec<i64> = s.iter().collect();
+        all.sort_unstable();
+        assert_eq!(all, ids);
+        assert!(s.remove(65_536));
+        assert!(!s.remove(65_536));
+        assert!(!s.contains(65_536) && s.contains(65_535));
+        assert!(s.remove(1 << 40));
+        assert_eq!(s.pages.len(), 2, "an emptied page is dropped");
+        let left: Vec<i64> = s.iter().collect();
+        assert_eq!(left.len(), 6);
     }
 }

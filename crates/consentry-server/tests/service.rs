@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use common::*;
+use consentry_pdq::Hash256;
 use consentry_server::{codes, serve, webhooks, AppState, RateLimit, ServerConfig, WebhookConfig};
 use consentry_store::WebhookState;
 use serde_json::{json, Value};
@@ -350,4 +351,83 @@ async fn two_servers_on_one_postgres_database_see_each_others_writes_within_a_se
     assert!(within(Duration::from_secs(1), || async { a.state.index().search(&h, 0).is_empty() })
         .await
         .is_some());
+}
+
+/// The index sync's reload: when the change feed is pruned past the position the server has
+/// applied, the next poll fails with `FeedTruncated` and the task reconciles the index with a
+/// fresh read of the active set (added entries in, disabled ones out, the rest untouched).
+async fn index_reconciles_after_the_feed_is_pruned_past_it(db: TestDb) {
+    // A long poll interval: the writes and the prune below land between two polls.
+    let config = ServerConfig { poll_interval: Duration::from_secs(2), ..test_config() };
+    let store = db.store().await;
+    let actor = consentry_store::Actor::system();
+    let bank = store
+        .create_bank(
+            &actor,
+            consentry_store::NewBank {
+                name: "pruned".into(),
+                description: String::new(),
+                enabled: true,
+                purpose: consentry_store::BankPurpose::KnownAbuse,
+            },
+        )
+        .await
+        .unwrap();
+    let add = |h: Hash256| {
+        let store = store.clone();
+        let actor = actor.clone();
+        async move {
+            store
+                .add_entry(
+                    &actor,
+                    consentry_store::NewEntry {
+                        bank_id: bank.id,
+                        value: consentry_store::SignalValue::Pdq(h),
+                        quality: None,
+                        source: consentry_store::EntrySourceKind::Moderator,
+                        metadata: Value::Null,
+                    },
+                )
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let (kept, gone) = (random_pdq(), random_pdq());
+    add(kept).await;
+    let gone_id = add(gone).await;
+    let app = TestApp::on(&db, config).await;
+    let index = app.state.index().clone();
+    assert_eq!(index.len(), 2);
+    // Let the first poll pass, then write and prune before the next one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = random_pdq();
+    add(new).await;
+    store.disable_entry(&actor, gone_id).await.unwrap();
+    let seq = store.current_seq().await.unwrap();
+    assert!(store.prune_changes(&actor, seq).await.unwrap() > 0);
+    let t = within(Duration::from_secs(5), || async {
+        app.state.sync_status().reloads.load(std::sync::atomic::Ordering::Acquire) == 1
+    })
+    .await;
+    assert!(t.is_some(), "the sync task reloaded after the prune");
+    assert_eq!(index.search(&kept, 0).len(), 1, "an entry in both sets stays, once");
+    assert_eq!(index.search(&new, 0).len(), 1, "an entry added before the prune is indexed");
+    assert!(index.search(&gone, 0).is_empty(), "an entry disabled before the prune is gone");
+    assert_eq!(index.len(), 2);
+    assert_eq!(app.state.sync_status().applied_seq.load(std::sync::atomic::Ordering::Acquire), seq);
+    // And the feed is followed again afterwards.
+    let later = random_pdq();
+    add(later).await;
+    assert!(within(Duration::from_secs(5), || async { index.search(&later, 0).len() == 1 }).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_index_reconciles_after_the_feed_is_pruned_past_it() {
+    index_reconciles_after_the_feed_is_pruned_past_it(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_index_reconciles_after_the_feed_is_pruned_past_it() {
+    index_reconciles_after_the_feed_is_pruned_past_it(TestDb::postgres().await).await;
 }

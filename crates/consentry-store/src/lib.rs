@@ -9,7 +9,8 @@
 //! # Backends
 //! sqlx (runtime queries, no compile-time checking, no TLS) drives both. The SQL is written once
 //! in `ops.rs`, in the dialect both accept, and compiled once per backend, so both run the same
-//! statements and the same test suite. Migrations (`migrations/<backend>/NNNN_name.sql`) are
+//! statements and the same test suite (where the dialects or their planners differ, `ops.rs`
+//! tests a `DIALECT` constant). Migrations (`migrations/<backend>/NNNN_name.sql`) are
 //! embedded and applied in a transaction at open.
 //!
 //! # Change feed
@@ -17,7 +18,8 @@
 //! to `changes` and bumps `meta.change_seq`, under a row lock taken at the start of the
 //! transaction: sequence numbers are gapless and committed in order, so a poller calling
 //! [`Store::changes_since`] with the last seq it saw can never skip a change, even with
-//! concurrent writers on PostgreSQL. Start from [`Store::load_all_active`].
+//! concurrent writers on PostgreSQL. Start from [`Store::load_all_active`], or from
+//! [`Store::for_each_active_page`] for large sets (the same set, streamed in id-ordered pages).
 
 #![warn(missing_docs)]
 

@@ -314,14 +314,24 @@ pub(crate) async fn current_seq(c: &mut Conn) -> Result<i64> {
         .await?)
 }
 
+/// `e.signal_type` in the active-set queries. On SQLite the unary `+` keeps the planner off the
+/// `(signal_type, value)` index: with it, SQLite read all 10M entries through that index and
+/// sorted them by id for every page (minutes), instead of walking the rowid range in order.
+/// (`CROSS JOIN` likewise makes SQLite take `entries` as the outer loop; PostgreSQL plans it
+/// like the inner join it is.)
+const ENTRY_SIGNAL: &str = match DIALECT {
+    Dialect::Sqlite => "+e.signal_type",
+    Dialect::Postgres => "e.signal_type",
+};
+
 /// Must run in a snapshot transaction.
 pub(crate) async fn load_all_active(c: &mut Conn, signal: SignalType) -> Result<ActiveSet> {
     let seq = current_seq(c).await?;
-    let rows = sqlx::query::<Db>(
-        "SELECT e.id, e.value FROM entries e JOIN banks b ON b.id = e.bank_id
-         WHERE e.signal_type = $1 AND e.disabled_at IS NULL AND b.enabled
-         ORDER BY e.id",
-    )
+    let rows = sqlx::query::<Db>(&format!(
+        "SELECT e.id, e.value FROM entries e CROSS JOIN banks b
+         WHERE b.id = e.bank_id AND {ENTRY_SIGNAL} = $1 AND e.disabled_at IS NULL AND b.enabled
+         ORDER BY e.id"
+    ))
     .bind(signal.as_str())
     .fetch_all(&mut *c)
     .await?;
@@ -331,6 +341,33 @@ pub(crate) async fn load_all_active(c: &mut Conn, signal: SignalType) -> Result<
         entries.push((r.try_get::<i64, _>("id")?, SignalValue::from_bytes(signal, &bytes)?));
     }
     Ok(ActiveSet { seq, entries })
+}
+
+/// One page of the active set: entries of `signal` with id > `after_id` that currently match,
+/// by id, at most `limit` (keyset pagination over the primary key). Run the pages of one load
+/// in one snapshot transaction.
+pub(crate) async fn active_page(
+    c: &mut Conn,
+    signal: SignalType,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, SignalValue)>> {
+    let rows = sqlx::query::<Db>(&format!(
+        "SELECT e.id, e.value FROM entries e CROSS JOIN banks b
+         WHERE b.id = e.bank_id AND e.id > $2 AND {ENTRY_SIGNAL} = $1 AND e.disabled_at IS NULL AND b.enabled
+         ORDER BY e.id LIMIT $3"
+    ))
+    .bind(signal.as_str())
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await?;
+    let mut page = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let bytes: &[u8] = r.try_get("value")?;
+        page.push((r.try_get::<i64, _>("id")?, SignalValue::from_bytes(signal, bytes)?));
+    }
+    Ok(page)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -584,6 +621,36 @@ pub(crate) async fn case_entries(c: &mut Conn, case_id: i64) -> Result<Vec<Entry
     rows.iter().map(entry_from_row).collect()
 }
 
+/// Rows per multi-row INSERT: 8 bound values per entry row, well under SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters.
+const INSERT_ROWS: usize = 1000;
+
+/// `(…), (…)` placeholders for `rows` rows of `cols` values, bound in order: `$1, $2, …` on
+/// PostgreSQL, anonymous `?` on SQLite (where binding a `$n` name searches every name of the
+/// statement, which made a 4,000-parameter INSERT spend most of its time binding).
+fn values_placeholders(rows: usize, cols: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(rows * cols * 6);
+    let mut n = 0;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            match DIALECT {
+                Dialect::Postgres => {
+                    let _ = write!(sql, "${n}");
+                }
+                Dialect::Sqlite => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Inserts one entry row and, if its bank is enabled, its activation. Caller holds the
 /// change lock.
 #[allow(clippy::too_many_arguments)]
@@ -599,24 +666,89 @@ async fn insert_entry(
     cause: &str,
     now: Timestamp,
 ) -> Result<i64> {
-    let id: i64 = sqlx::query_scalar::<Db, i64>(
-        "INSERT INTO entries (bank_id, signal_type, value, quality, source, case_id, metadata, added_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-    )
-    .bind(bank.id)
-    .bind(value.signal_type().as_str())
-    .bind(value.to_bytes())
-    .bind(quality.map(i64::from))
-    .bind(source.as_str())
-    .bind(case_id)
-    .bind(metadata)
-    .bind(now.0)
-    .fetch_one(&mut *c)
-    .await?;
-    if bank.enabled {
-        push_change(c, log, id, ChangeOp::Activate(value.clone()), cause, now).await?;
+    let ids = insert_entries(c, log, bank, &[(value, quality, metadata)], source, case_id, cause, now).await?;
+    ids.first().copied().ok_or_else(|| internal("INSERT returned no id"))
+}
+
+/// Inserts entry rows `(value, quality, metadata)` of one bank with multi-row INSERTs (and, if
+/// the bank is enabled, their activations in the change feed, also multi-row). Returns the new
+/// ids in the order of `rows`. Caller holds the change lock.
+#[allow(clippy::too_many_arguments)]
+async fn insert_entries(
+    c: &mut Conn,
+    log: &mut ChangeLog,
+    bank: &Bank,
+    rows: &[(&SignalValue, Option<i32>, &str)],
+    source: EntrySourceKind,
+    case_id: Option<i64>,
+    cause: &str,
+    now: Timestamp,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(INSERT_ROWS) {
+        let sql = format!(
+            "INSERT INTO entries (bank_id, source, case_id, added_at, signal_type, value, quality, metadata) \
+             VALUES {} RETURNING id",
+            values_placeholders(chunk.len(), 8)
+        );
+        let mut q = sqlx::query_scalar::<Db, i64>(&sql);
+        for (value, quality, metadata) in chunk {
+            q = q
+                .bind(bank.id)
+                .bind(source.as_str())
+                .bind(case_id)
+                .bind(now.0)
+                .bind(value.signal_type().as_str())
+                .bind(value.to_bytes())
+                .bind(quality.map(i64::from))
+                .bind(*metadata);
+        }
+        let mut got = q.fetch_all(&mut *c).await?;
+        if got.len() != chunk.len() {
+            return Err(internal(format!("INSERT of {} entries returned {} ids", chunk.len(), got.len())));
+        }
+        // Ids are handed out in VALUES order (AUTOINCREMENT / a sequence) whatever order
+        // RETURNING lists them in.
+        got.sort_unstable();
+        if bank.enabled {
+            push_activations(c, log, chunk.iter().map(|r| r.0).zip(got.iter().copied()), cause, now).await?;
+        }
+        ids.extend(got);
     }
-    Ok(id)
+    Ok(ids)
+}
+
+/// Appends `Activate` changes for `(value, entry id)` pairs with one multi-row INSERT (at most
+/// [`INSERT_ROWS`] pairs).
+async fn push_activations<'v>(
+    c: &mut Conn,
+    log: &mut ChangeLog,
+    rows: impl ExactSizeIterator<Item = (&'v SignalValue, i64)>,
+    cause: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let n = rows.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO changes (seq, entry_id, active, signal_type, value, cause, at) VALUES {}",
+        values_placeholders(n, 7)
+    );
+    let mut q = sqlx::query::<Db>(&sql);
+    for (value, id) in rows {
+        log.last += 1;
+        q = q
+            .bind(log.last)
+            .bind(id)
+            .bind(true)
+            .bind(value.signal_type().as_str())
+            .bind(value.to_bytes())
+            .bind(cause)
+            .bind(now.0);
+    }
+    q.execute(&mut *c).await?;
+    Ok(())
 }
 
 pub(crate) async fn add_entry(
@@ -655,12 +787,10 @@ pub(crate) async fn add_entries_bulk(
 ) -> Result<Vec<(u64, i64)>> {
     let mut log = lock_changes(c).await?;
     let bank = get_bank(c, bank_id).await?;
-    let mut added = Vec::with_capacity(lines.len());
-    for (line, value, quality, metadata) in lines {
-        let id = insert_entry(c, &mut log, &bank, value, *quality, source, None, metadata, "entry.bulk_add", now)
-            .await?;
-        added.push((*line, id));
-    }
+    let rows: Vec<(&SignalValue, Option<i32>, &str)> =
+        lines.iter().map(|(_, value, quality, metadata)| (value, *quality, metadata.as_str())).collect();
+    let ids = insert_entries(c, &mut log, &bank, &rows, source, None, "entry.bulk_add", now).await?;
+    let added: Vec<(u64, i64)> = lines.iter().map(|l| l.0).zip(ids).collect();
     finish_changes(c, &log).await?;
     audit(
         c,
@@ -902,21 +1032,9 @@ pub(crate) async fn create_case(
     .bind(now.0)
     .fetch_one(&mut *c)
     .await?;
-    for h in hashes {
-        insert_entry(
-            c,
-            &mut log,
-            &bank,
-            &h.value,
-            h.quality,
-            EntrySourceKind::Case,
-            Some(case_id),
-            metadata,
-            "case.create",
-            now,
-        )
-        .await?;
-    }
+    let rows: Vec<(&SignalValue, Option<i32>, &str)> =
+        hashes.iter().map(|h| (&h.value, h.quality, metadata)).collect();
+    insert_entries(c, &mut log, &bank, &rows, EntrySourceKind::Case, Some(case_id), "case.create", now).await?;
     finish_changes(c, &log).await?;
     audit(
         c,

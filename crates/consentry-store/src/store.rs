@@ -623,6 +623,35 @@ impl Store {
         snapshot_tx!(self, |c, ops| ops::load_all_active(c, signal).await)
     }
 
+    /// The same set as [`Store::load_all_active`], streamed: `page` is called with the active
+    /// entries of `signal` in id order, at most `page_size` at a time (keyset pagination over
+    /// the primary key, all pages read in one consistent snapshot), so that a caller building
+    /// an index never holds every row at once. Returns the feed position the set corresponds
+    /// to. An error from `page` stops the load and is returned.
+    pub async fn for_each_active_page(
+        &self,
+        signal: SignalType,
+        page_size: u32,
+        mut page: impl FnMut(Vec<(i64, SignalValue)>) -> Result<()> + Send,
+    ) -> Result<i64> {
+        let limit = i64::from(page_size.max(1));
+        snapshot_tx!(self, |c, ops| {
+            let seq = ops::current_seq(c).await?;
+            let mut after = i64::MIN;
+            loop {
+                let rows = ops::active_page(c, signal, after, limit).await?;
+                let n = rows.len() as i64;
+                let Some(last) = rows.last() else { break };
+                after = last.0;
+                page(rows)?;
+                if n < limit {
+                    break;
+                }
+            }
+            Ok(seq)
+        })
+    }
+
     // -----------------------------------------------------------------------------------------
     // Webhook outbox
 

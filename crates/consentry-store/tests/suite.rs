@@ -34,6 +34,8 @@ backend_tests!(
     derive_entries_are_stored_fed_and_loaded,
     derive_values_are_validated,
     cases_take_derive_values,
+    large_bulk_adds_map_every_line_to_its_entry,
+    active_set_pages_equal_the_whole_active_set,
 );
 
 fn admin() -> Actor {
@@ -1279,4 +1281,118 @@ async fn cases_take_derive_values(db: TestDb) {
         matches!(err, StoreError::InvalidHash { index: 1, reason: HashRejection::NotASignature(_) }),
         "{err}"
     );
+}
+
+/// A bulk add larger than one multi-row INSERT (1,000 rows): every line gets the id of the row
+/// holding its own value, metadata and quality, ids ascend with the lines, and the change feed
+/// holds one activation per entry, in order, with consecutive sequence numbers.
+async fn large_bulk_adds_map_every_line_to_its_entry(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "large", BankPurpose::KnownAbuse).await;
+    let seq0 = s.current_seq().await.unwrap();
+    let hashes: Vec<Hash256> = (0..2_345).map(|_| random_pdq()).collect();
+    let lines: Vec<BulkLine> = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| BulkLine {
+            line: 10 + 2 * i as u64,
+            value: SignalValue::Pdq(*h),
+            quality: Some(50 + (i % 50) as i32),
+            metadata: json!({"i": i}),
+        })
+        .collect();
+    let r = s.add_entries_bulk(&admin(), b.id, EntrySourceKind::Import, lines).await.unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    assert_eq!(r.added.len(), hashes.len());
+    assert!(r.added.windows(2).all(|w| w[0].1 < w[1].1), "ids ascend with the lines");
+    let stored = s.list_entries(b.id, 0, 10_000).await.unwrap();
+    assert_eq!(stored.len(), hashes.len());
+    let by_id: BTreeMap<i64, &Entry> = stored.iter().map(|e| (e.id, e)).collect();
+    for (i, (line, id)) in r.added.iter().enumerate() {
+        assert_eq!(*line, 10 + 2 * i as u64);
+        let e = by_id[id];
+        assert_eq!(e.value, SignalValue::Pdq(hashes[i]), "line {line}");
+        assert_eq!(e.quality, Some(50 + (i % 50) as i32));
+        assert_eq!(e.metadata, json!({"i": i}));
+        assert_eq!(e.source, EntrySource::Import);
+    }
+    let ch = s.changes_since(seq0, 10_000).await.unwrap();
+    assert_eq!(ch.len(), hashes.len());
+    for (i, c) in ch.iter().enumerate() {
+        assert_eq!(c.seq, seq0 + 1 + i as i64);
+        assert_eq!(c.entry_id, r.added[i].1);
+        assert_eq!(c.op, ChangeOp::Activate(SignalValue::Pdq(hashes[i])));
+    }
+    assert_eq!(s.current_seq().await.unwrap(), seq0 + hashes.len() as i64);
+    // A case's hashes go through the same multi-row path.
+    let survivors = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    let case_hashes: Vec<CaseHash> = (0..3).map(|_| CaseHash::pdq(random_pdq(), Some(90))).collect();
+    let created = s
+        .create_case(
+            &Actor::named("anonymous"),
+            NewCase { bank_id: survivors.id, hashes: case_hashes.clone(), metadata: json!({}) },
+        )
+        .await
+        .unwrap();
+    let got: Vec<SignalValue> = created.entries.iter().map(|e| e.value.clone()).collect();
+    let want: Vec<SignalValue> = case_hashes.iter().map(|h| h.value.clone()).collect();
+    assert_eq!(got, want);
+}
+
+/// `for_each_active_page` streams exactly `load_all_active`'s set, in id order, in pages of at
+/// most the size asked, with the same feed position: disabled entries and entries of disabled
+/// banks are left out.
+async fn active_set_pages_equal_the_whole_active_set(db: TestDb) {
+    let s = &db.store;
+    let on = bank(s, "on", BankPurpose::KnownAbuse).await;
+    let off = bank(s, "off", BankPurpose::KnownAbuse).await;
+    let mut ids = Vec::new();
+    for i in 0..23 {
+        let b = if i % 4 == 3 { off.id } else { on.id };
+        let e = s
+            .add_entry(
+                &admin(),
+                NewEntry {
+                    bank_id: b,
+                    value: SignalValue::Pdq(random_pdq()),
+                    quality: None,
+                    source: EntrySourceKind::Moderator,
+                    metadata: json!(null),
+                },
+            )
+            .await
+            .unwrap();
+        ids.push(e.id);
+    }
+    s.disable_entry(&admin(), ids[0]).await.unwrap();
+    s.disable_entry(&admin(), ids[9]).await.unwrap();
+    s.set_bank_enabled(&admin(), off.id, false).await.unwrap();
+    let whole = s.load_all_active(SignalType::Pdq).await.unwrap();
+    assert_eq!(whole.entries.len(), 23 - 5 - 2);
+    for size in [1u32, 4, 16, 1000] {
+        let mut pages = Vec::new();
+        let seq = s
+            .for_each_active_page(SignalType::Pdq, size, |p| {
+                pages.push(p);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(seq, whole.seq);
+        assert!(pages.iter().all(|p| !p.is_empty() && p.len() <= size as usize), "page size {size}");
+        let flat: Vec<(i64, SignalValue)> = pages.into_iter().flatten().collect();
+        let w: Vec<(i64, SignalValue)> = whole.entries.clone();
+        assert_eq!(flat, w, "page size {size}");
+    }
+    // An error from the callback stops the load and is returned.
+    let mut calls = 0;
+    let err = s
+        .for_each_active_page(SignalType::Pdq, 2, |_| {
+            calls += 1;
+            Err(StoreError::Internal("stop".into()))
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Internal(ref m) if m == "stop"), "{err:?}");
+    assert_eq!(calls, 1);
 }

@@ -412,3 +412,210 @@ async fn sigkill_during_imports_and_case_submissions_loses_no_acknowledged_write
     assert_eq!(text.lines().count() % 300, 0, "a batch was half committed");
     assert!(text.lines().count() >= all.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two `serve` processes on one PostgreSQL database.
+
+/// The PostgreSQL server the store suite uses (`CONSENTRY_TEST_PG_URL` overrides).
+fn pg_url() -> String {
+    std::env::var("CONSENTRY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Drops the test's schema (and everything in it) when the test ends, pass or fail.
+struct PgSchema(String);
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (pg_url(), self.0.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut c)
+                        .await;
+                    let _ = c.close().await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A fresh schema in the `test` database; panics (never skips) when PostgreSQL is not there.
+async fn pg_schema() -> PgSchema {
+    use sqlx::Connection;
+    let url = pg_url();
+    if let Err(e) = sqlx::PgConnection::connect(&url).await {
+        panic!(
+            "PostgreSQL is not reachable at {url} ({e}); this test needs it (start it with \
+             `pg_ctlcluster --skip-systemctl-redirect 15 main start` or set CONSENTRY_TEST_PG_URL)"
+        );
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    PgSchema(format!("t_serve_{:x}_{:x}", std::process::id(), nanos & 0xffff_ffff_ffff))
+}
+
+/// `index_entries` from `/ready` (what the process's in-memory index holds).
+async fn index_entries(c: &reqwest::Client, base: &str) -> u64 {
+    let (s, v) = call(c, reqwest::Method::GET, format!("{base}/ready"), None, None).await;
+    assert_eq!(s, 200, "{v}");
+    v["index_entries"].as_u64().unwrap()
+}
+
+/// Polls `cond` every 10 ms until it holds; returns the time it took, failing after `limit`.
+async fn within<F, Fut>(limit: Duration, what: &str, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    loop {
+        if cond().await {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two `serve` processes on the same PostgreSQL database (one schema): a write through one is
+/// matched, or stops matching, through the other within 1 s, in both directions — entries
+/// added and disabled, a bulk import, a survivor's case and its withdrawal. Each process's own
+/// index follows the other's writes (the `/ready` entry counts), not only the store check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_one_postgres_database_see_each_others_writes_within_1s() {
+    let schema = pg_schema().await;
+    let url = pg_url();
+    let store_args = ["--database-url", url.as_str(), "--schema", schema.0.as_str()];
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "create", "--name", "test", "--scope", "admin"])
+        .args(store_args)
+        .output()
+        .expect("run consentry keys create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut args = store_args.to_vec();
+    args.extend(["--case-rate-limit", "0"]);
+    let a = start(&args, &[]).await;
+    let b = start(&args, &[]).await;
+    let (a, b) = (a.base.clone(), b.base.clone());
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let second = Duration::from_secs(1);
+
+    // A bank and an entry, created through A: B matches it within 1 s.
+    let (s, v) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{a}/v1/banks"),
+        Some(&admin),
+        Some(json!({"name": "shared"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let hs = hashes(77, 3);
+    let (s, v) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{a}/v1/banks/shared/entries"),
+        Some(&admin),
+        Some(json!({"hash": hs[0].to_hex()})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_i64().expect("entry id");
+    let took = within(second, "B matches an entry added through A", || async {
+        matches(&c, &b, &admin, &hs[0]).await == 1
+    })
+    .await;
+    eprintln!("entry added through A matched through B after {took:?}");
+    let (s, v) =
+        call(&c, reqwest::Method::GET, format!("{b}/v1/lookup?hash={}", hs[0].to_hex()), Some(&admin), None)
+            .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["matches"][0]["entry_id"].as_i64(), Some(id), "{v}");
+
+    // Disabled through B: A stops matching within 1 s, and A's index drops it. (A indexes its
+    // own write through the feed too: wait for that first, so the count below means something.)
+    within(second, "A indexes the entry added through A", || async { index_entries(&c, &a).await == 1 })
+        .await;
+    let (s, v) =
+        call(&c, reqwest::Method::POST, format!("{b}/v1/entries/{id}/disable"), Some(&admin), None).await;
+    assert_eq!(s, 200, "{v}");
+    let took = within(second, "A stops matching an entry disabled through B", || async {
+        matches(&c, &a, &admin, &hs[0]).await == 0
+    })
+    .await;
+    eprintln!("entry disabled through B stopped matching through A after {took:?}");
+    within(second, "A's index drops the entry disabled through B", || async {
+        index_entries(&c, &a).await == 0
+    })
+    .await;
+    // Enabled again through A: B matches it again.
+    let (s, v) =
+        call(&c, reqwest::Method::POST, format!("{a}/v1/entries/{id}/enable"), Some(&admin), None).await;
+    assert_eq!(s, 200, "{v}");
+    within(second, "B matches an entry enabled again through A", || async {
+        matches(&c, &b, &admin, &hs[0]).await == 1
+    })
+    .await;
+
+    // A bulk import through B: A matches every line within 1 s.
+    let body: String = hs[1..].iter().map(|h| format!("{}\n", h.to_hex())).collect();
+    let r =
+        c.post(format!("{b}/v1/banks/shared/import")).bearer_auth(&admin).body(body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["added"], 2, "{v}");
+    within(second, "A matches hashes imported through B", || async {
+        matches(&c, &a, &admin, &hs[1]).await == 1 && matches(&c, &a, &admin, &hs[2]).await == 1
+    })
+    .await;
+
+    // A survivor's case submitted through A matches through B within 1 s; withdrawn through B,
+    // it stops matching through A within 1 s.
+    let mine = hashes(78, 1)[0];
+    let (s, v) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{a}/v1/cases"),
+        None,
+        Some(json!({"hashes": [mine.to_hex()]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (number, pin) =
+        (v["case_number"].as_str().unwrap().to_owned(), v["pin"].as_str().unwrap().to_owned());
+    let took = within(second, "B matches a case submitted through A", || async {
+        matches(&c, &b, &admin, &mine).await == 1
+    })
+    .await;
+    eprintln!("case submitted through A matched through B after {took:?}");
+    within(second, "A indexes the case submitted through A", || async { index_entries(&c, &a).await == 4 })
+        .await;
+    let (s, v) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{b}/v1/cases/{number}/withdraw"),
+        None,
+        Some(json!({"pin": pin})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let took = within(second, "A stops matching a case withdrawn through B", || async {
+        matches(&c, &a, &admin, &mine).await == 0
+    })
+    .await;
+    eprintln!("case withdrawn through B stopped matching through A after {took:?}");
+    within(second, "A's index drops the withdrawn case's hash", || async {
+        index_entries(&c, &a).await == 3
+    })
+    .await;
+    // Both processes agree on what is indexed.
+    within(second, "A and B index the same entries", || async {
+        index_entries(&c, &a).await == index_entries(&c, &b).await
+    })
+    .await;
+}
