@@ -552,15 +552,7 @@ impl<'a> Reader<'a> {
         let mut pred = [0i32; 4];
         let ri = self.restart_interval as usize;
         let one = scan.len() == 1;
-        let (units_w, units_h) = if one {
-            let c = self.comps[scan[0].0];
-            (self.comp_blocks_w(c), self.comp_blocks_h(c))
-        } else {
-            (
-                self.width.div_ceil(8 * u32::from(self.hmax)) as usize,
-                self.height.div_ceil(8 * u32::from(self.vmax)) as usize,
-            )
-        };
+        let (units_w, units_h) = self.scan_units(scan);
         let mut count = 0usize;
         for uy in 0..units_h {
             for ux in 0..units_w {
@@ -620,15 +612,7 @@ impl<'a> Reader<'a> {
         let mut pred = [0i32; 4];
         let ri = self.restart_interval as usize;
         let one = scan.len() == 1;
-        let (units_w, units_h) = if one {
-            let c = self.comps[scan[0].0];
-            (self.comp_blocks_w(c), self.comp_blocks_h(c))
-        } else {
-            (
-                self.width.div_ceil(8 * u32::from(self.hmax)) as usize,
-                self.height.div_ceil(8 * u32::from(self.vmax)) as usize,
-            )
-        };
+        let (units_w, units_h) = self.scan_units(scan);
         let plane_w = self.blocks_w * k;
         let mut count = 0usize;
         for uy in 0..units_h {
@@ -725,6 +709,20 @@ impl<'a> Reader<'a> {
             out.extend_from_slice(self.plane.get(y * plane_w..y * plane_w + ow)?);
         }
         Some((ow as u32, oh as u32, out))
+    }
+
+    /// The grid of units a scan walks: the component's own blocks for a scan of one
+    /// component, MCUs for an interleaved scan.
+    fn scan_units(&self, scan: &[(usize, usize, usize)]) -> (usize, usize) {
+        if let [(ci, _, _)] = scan {
+            let c = self.comps[*ci];
+            (self.comp_blocks_w(c), self.comp_blocks_h(c))
+        } else {
+            (
+                self.width.div_ceil(8 * u32::from(self.hmax)) as usize,
+                self.height.div_ceil(8 * u32::from(self.vmax)) as usize,
+            )
+        }
     }
 
     fn comp_blocks_w(&self, c: Component) -> usize {
