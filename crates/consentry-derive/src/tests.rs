@@ -4,20 +4,6 @@
 use super::*;
 use proptest::prelude::*;
 
-/// Deterministic xorshift.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        (self.next() % u64::from(n)) as u32
-    }
-}
-
 /// An RGB image: a colour gradient with 60 random rectangles and discs and faint texture.
 #[derive(Clone)]
 struct Img {
@@ -40,33 +26,10 @@ impl Img {
     }
 }
 
+/// The benign synthetic scene of [`crate::synth::scene`], in this module's image type.
 fn scene(w: u32, h: u32, seed: u64) -> Img {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let (c0, c1) = ([r.below(256), r.below(256), r.below(256)], [r.below(256), r.below(256), r.below(256)]);
-    let mut img = Img { w, h, px: vec![0; (w * h * 3) as usize] };
-    for y in 0..h {
-        for x in 0..w {
-            let t = (x + y) as f32 / (w + h) as f32;
-            let n = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729)) % 7) as f32;
-            let c = |i: usize| (c0[i] as f32 * (1.0 - t) + c1[i] as f32 * t + n).clamp(0.0, 255.0) as u8;
-            img.put(x, y, [c(0), c(1), c(2)]);
-        }
-    }
-    for _ in 0..60 {
-        let (cx, cy) = (r.below(w), r.below(h));
-        let (rw, rh) = (8 + r.below(w / 6), 8 + r.below(h / 6));
-        let col = [r.below(256) as u8, r.below(256) as u8, r.below(256) as u8];
-        let disc = r.below(2) == 0;
-        for y in cy.saturating_sub(rh)..(cy + rh).min(h) {
-            for x in cx.saturating_sub(rw)..(cx + rw).min(w) {
-                let (dx, dy) = ((x as f32 - cx as f32) / rw as f32, (y as f32 - cy as f32) / rh as f32);
-                if !disc || dx * dx + dy * dy <= 1.0 {
-                    img.put(x, y, col);
-                }
-            }
-        }
-    }
-    img
+    let s = crate::synth::scene(w, h, seed);
+    Img { w: s.width, h: s.height, px: s.data }
 }
 
 fn crop(img: &Img, x0: u32, y0: u32, w: u32, h: u32) -> Img {
