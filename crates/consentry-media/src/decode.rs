@@ -241,10 +241,12 @@ pub(crate) fn decode_jpeg_luma(
     }
     // Large baseline files (a phone camera's usual output): the luma plane pooled to 1/denom
     // from the coefficients (see `progressive::sequential_luma`), with the same minimum side.
-    // Only from a quarter down, like the progressive files: hashing at half size moved the hash
-    // of some 1.5–4 MP photos up to 12 bits from the exact one (PDQ's sampling and filter
-    // windows land differently), while a quarter of a ≥ 2048-px photo stays within 4.
-    if denom >= 4 {
+    // Only from a quarter down, and only where the reduced plane keeps 1.5 × the minimum side:
+    // hashing at half size moved the hash of some 1.5–4 MP photos up to 12 bits from the exact
+    // one (PDQ's sampling and filter windows land differently), and a strongly textured
+    // 2600 × 2100 image hashed at 650 × 525 moved 20 bits; the corpus's ≥ 3072-px baseline
+    // photos stay within 4.
+    if denom >= 4 && info.width.min(info.height) / denom >= min_side * 3 / 2 {
         if let Some((rw, rh, luma)) = crate::progressive::sequential_luma(bytes, opts.max_pixels, denom) {
             if (rw, rh) == (info.width.div_ceil(denom), info.height.div_ceil(denom)) {
                 return Ok(Some((info, finish(rw, rh, PixelFormat::Luma8, luma, orientation))));

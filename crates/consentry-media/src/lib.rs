@@ -90,7 +90,8 @@ impl Default for DecodeOptions {
 ///    a quarter-scale luma plane (`src/progressive.rs`). For a progressive
 ///    file it is built from the DC scan and the first low-frequency luma AC
 ///    scan alone, and the later scans — most of the file — are skipped
-///    undecoded. For a baseline file (what phone cameras write) every
+///    undecoded. For a baseline file (what phone cameras write; from 6 ×
+///    [`FAST_MIN_SIDE`] on the shorter side, see below) every
 ///    coefficient is still entropy-decoded, but each 8×8 luma block goes
 ///    straight to the means of its four 4×4 quadrants, computed from its
 ///    non-zero coefficients: no inverse DCT, no full-size plane, no chroma
@@ -114,7 +115,10 @@ impl Default for DecodeOptions {
 /// | **… and quarter-scale baseline (now)** | **0** | 2 | **4** | 4 | **0 / 4** / 4 | **50 / 211** |
 ///
 /// (A half-scale baseline plane for 1024–2047 px shorter sides was tried
-/// and left out: p99 4 → 8 and max 12 on the 1.5–4 MP photos.)
+/// and left out: p99 4 → 8 and max 12 on the 1.5–4 MP photos. A strongly
+/// textured synthetic 2600 × 2100 baseline JPEG hashed at quarter scale,
+/// 650 × 525, was 20 bits from exact, so baseline files take the quarter
+/// plane only where it keeps 768 px on the shorter side.)
 ///
 /// (Times from one loaded 2-core machine, each row its own run: compare
 /// within a row.) Earlier tuning of the reduced-scale decode showed PDQ is not

@@ -56,11 +56,13 @@ fn both(bytes: &[u8]) -> (consentry_media::HashedImage, consentry_media::HashedI
 
 #[test]
 fn large_jpegs_are_hashed_from_a_quarter_scale_luma_plane() {
-    let (w, h) = (2300u16, 2100u16);
-    for progressive in [true, false] {
+    // Progressive from 2048 px on the shorter side, baseline from 3072 px.
+    for (w, h, progressive, quarter) in
+        [(2300u16, 2100u16, true, (575, 525)), (3300, 3100, false, (825, 775))]
+    {
         let (fast, exact) = both(&jpeg(w, h, progressive));
         assert_eq!(fast.mode, HashMode::Fast);
-        assert_eq!((fast.decoded_width, fast.decoded_height), (575, 525), "quarter scale");
+        assert_eq!((fast.decoded_width, fast.decoded_height), quarter, "quarter scale");
         assert_eq!((exact.decoded_width, exact.decoded_height), (u32::from(w), u32::from(h)));
         assert!(exact.pdq.quality >= 80, "test picture quality {}", exact.pdq.quality);
         let d = fast.pdq.hash.distance(&exact.pdq.hash);
@@ -74,8 +76,11 @@ fn large_jpegs_are_hashed_from_a_quarter_scale_luma_plane() {
 
 #[test]
 fn smaller_jpegs_are_hashed_from_full_size_luma() {
-    // Under 2048 px on the shorter side a quarter would be under 512 px, where PDQ drifts.
-    for (w, h, progressive) in [(2560u16, 1600u16, false), (1280, 960, true), (1280, 720, false)] {
+    // Under 2048 px on the shorter side a quarter would be under 512 px, where PDQ drifts; a
+    // baseline file keeps its full-size luma up to 3071 px.
+    for (w, h, progressive) in
+        [(2600u16, 2100u16, false), (2560, 1600, false), (1280, 960, true), (1280, 720, false)]
+    {
         let (fast, exact) = both(&jpeg(w, h, progressive));
         assert_eq!(fast.mode, HashMode::Fast);
         assert_eq!((fast.decoded_width, fast.decoded_height), (u32::from(w), u32::from(h)));
