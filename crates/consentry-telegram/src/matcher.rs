@@ -63,6 +63,27 @@ impl std::fmt::Display for MatchError {
     }
 }
 
+/// An index hit's entry and bank, if both still exist and are enabled. The index follows the
+/// feed within a poll interval; the store has the last word on whether an entry still matches.
+async fn live_entry(
+    state: &AppState,
+    id: u64,
+) -> Result<Option<(consentry_store::Entry, consentry_store::Bank)>, MatchError> {
+    let e = match state.store().get_entry(id as i64).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if e.disabled_at.is_some() {
+        return Ok(None);
+    }
+    match state.store().get_bank(e.bank_id).await {
+        Ok(b) if b.enabled => Ok(Some((e, b))),
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
 impl From<StoreError> for MatchError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -170,24 +191,7 @@ impl Matcher {
                 let matches = state.index().search_dihedral(hashes, radius);
                 let mut out: Option<Hit> = None;
                 for m in matches {
-                    // The index follows the feed within a poll interval; the store has the last word
-                    // on whether an entry (and its bank) still match.
-                    let e = match state.store().get_entry(m.id as i64).await {
-                        Ok(e) => e,
-                        Err(StoreError::NotFound(_)) => continue,
-                        Err(e) => return Err(e.into()),
-                    };
-                    if e.disabled_at.is_some() {
-                        continue;
-                    }
-                    let b = match state.store().get_bank(e.bank_id).await {
-                        Ok(b) => b,
-                        Err(StoreError::NotFound(_)) => continue,
-                        Err(e) => return Err(e.into()),
-                    };
-                    if !b.enabled {
-                        continue;
-                    }
+                    let Some((e, b)) = live_entry(state, m.id).await? else { continue };
                     out = best(out, Hit::pdq(b.name, m.distance, Some(e.id)));
                 }
                 Ok(out)
@@ -237,22 +241,7 @@ impl Matcher {
         let hits = state.derive_index().search(q);
         let mut out: Option<Hit> = None;
         for h in hits {
-            let e = match state.store().get_entry(h.id as i64).await {
-                Ok(e) => e,
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if e.disabled_at.is_some() {
-                continue;
-            }
-            let b = match state.store().get_bank(e.bank_id).await {
-                Ok(b) => b,
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if !b.enabled {
-                continue;
-            }
+            let Some((e, b)) = live_entry(state, h.id).await? else { continue };
             let distance = match (h.pdq_distance, e.value.derive_signature()) {
                 (Some(d), _) => d,
                 (None, Some(Ok(sig))) => q.pdq.iter().map(|x| x.distance(&sig.pdq)).min().unwrap_or(u32::MAX),
