@@ -423,11 +423,7 @@ async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Val
     let mut truncated = false;
     for h in hits {
         entry_and_bank(state, h.id as i64, &mut entries, &mut banks).await?;
-        let Some(Some(e)) = entries.get(&h.id) else { continue };
-        let Some(Some(b)) = banks.get(&e.bank_id) else { continue };
-        if e.disabled_at.is_some() || !b.enabled {
-            continue;
-        }
+        let Some((e, b)) = live(&entries, &banks, h.id) else { continue };
         if list.len() == max {
             truncated = true;
             break;
@@ -445,6 +441,18 @@ async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Val
         }));
     }
     Ok((list, truncated))
+}
+
+/// A matched entry and its bank from the details read by `entry_and_bank`, if both exist and
+/// are enabled (the index may be a poll interval behind the store).
+fn live<'a>(
+    entries: &'a HashMap<u64, Option<Entry>>,
+    banks: &'a HashMap<i64, Option<Bank>>,
+    id: u64,
+) -> Option<(&'a Entry, &'a Bank)> {
+    let e = entries.get(&id)?.as_ref()?;
+    let b = banks.get(&e.bank_id)?.as_ref()?;
+    (e.disabled_at.is_none() && b.enabled).then_some((e, b))
 }
 
 /// PDQ lookups without metrics or webhooks.
@@ -485,11 +493,7 @@ async fn lookup_pdq(
             let mut list = Vec::new();
             let mut truncated = false;
             for m in ms {
-                let Some(Some(e)) = entries.get(&m.id) else { continue };
-                let Some(Some(b)) = banks.get(&e.bank_id) else { continue };
-                if e.disabled_at.is_some() || !b.enabled {
-                    continue;
-                }
+                let Some((e, b)) = live(&entries, &banks, m.id) else { continue };
                 if list.len() == max {
                     truncated = true;
                     break;
