@@ -146,6 +146,11 @@ pub struct Params {
     pub min_inlier_gap: f32,
     /// At most this many correspondences (smallest distances) per protected image are verified.
     pub max_corrs: usize,
+    /// Smallest spread of the inliers (working pixels, protected image): the standard deviation
+    /// of their positions along the direction in which they spread least. Corners strung along
+    /// one line (a horizon, the edge of a smooth sky) look alike in many unrelated photos; the
+    /// corners of one real scene spread in two directions. 0 turns the check off.
+    pub min_spread: f32,
 }
 
 impl Default for Params {
@@ -164,6 +169,7 @@ impl Default for Params {
             level_tolerance: 1.3,
             max_corrs: 64,
             min_inlier_gap: 10.0,
+            min_spread: 0.0,
         }
     }
 }

@@ -277,9 +277,10 @@ proptest! {
         scale in 0.5f32..2.0, tx in -300f32..300.0, ty in -300f32..300.0,
         pdq_src in 0usize..12, pdq_flips in prop::collection::vec(any::<u8>(), 0..50),
         min_inliers in 2usize..8,
+        min_spread in prop::sample::select(vec![0.0f32, 4.0, 12.0]),
         removals in prop::collection::vec((0usize..12, any::<bool>()), 0..10),
     ) {
-        let params = Params { min_inliers, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
+        let params = Params { min_inliers, min_spread, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
         let mut index = DeriveIndex::new(params);
         let mut entries: Vec<(u64, Signature)> = sigs.iter().enumerate().map(|(i, s)| (1000 + i as u64 * 7, s.clone())).collect();
         for (id, s) in &entries { index.insert(*id, s.clone()).unwrap(); }

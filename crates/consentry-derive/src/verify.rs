@@ -135,10 +135,53 @@ pub(crate) fn best_inliers(
                 used_p[c.p as usize] = false;
                 used_q[c.q as usize] = false;
             }
-            if score(params, &cur) > score(params, &best) {
+            if score(params, &cur) > score(params, &best) && spread(&kept) >= params.min_spread {
                 best.clone_from(&cur);
             }
         }
     }
     best
+}
+
+/// Standard deviation of the points along their direction of least spread (the square root of the
+/// smaller eigenvalue of their covariance): 0 for points on one line.
+pub(crate) fn spread(pts: &[(f32, f32)]) -> f32 {
+    if pts.len() < 2 {
+        return 0.0;
+    }
+    let n = pts.len() as f32;
+    let (mx, my) = pts.iter().fold((0.0, 0.0), |(a, b), &(x, y)| (a + x / n, b + y / n));
+    let (mut sxx, mut syy, mut sxy) = (0.0f32, 0.0f32, 0.0f32);
+    for &(x, y) in pts {
+        let (dx, dy) = (x - mx, y - my);
+        sxx += dx * dx / n;
+        syy += dy * dy / n;
+        sxy += dx * dy / n;
+    }
+    let half_trace = (sxx + syy) / 2.0;
+    let det = sxx * syy - sxy * sxy;
+    let disc = (half_trace * half_trace - det).max(0.0).sqrt();
+    (half_trace - disc).max(0.0).sqrt()
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::spread;
+
+    #[test]
+    fn spread_is_zero_on_a_line_and_the_minor_deviation_otherwise() {
+        // collinear, any direction
+        assert!(spread(&[(0.0, 0.0), (10.0, 5.0), (20.0, 10.0), (35.0, 17.5)]) < 1e-3);
+        // axis-aligned 40 x 10 rectangle corners: minor standard deviation 5
+        let r = spread(&[(0.0, 0.0), (40.0, 0.0), (0.0, 10.0), (40.0, 10.0)]);
+        assert!((r - 5.0).abs() < 1e-3, "{r}");
+        // rotating the rectangle does not change it
+        let (c, s) = (0.6f32, 0.8f32);
+        let rot: Vec<(f32, f32)> = [(0.0, 0.0), (40.0, 0.0), (0.0, 10.0), (40.0, 10.0)]
+            .iter()
+            .map(|&(x, y)| (c * x - s * y, s * x + c * y))
+            .collect();
+        assert!((spread(&rot) - 5.0).abs() < 1e-2);
+        assert_eq!(spread(&[(3.0, 4.0)]), 0.0);
+    }
 }

@@ -22,7 +22,9 @@ fn main() {
     let seed: u64 = std::env::var("TUNE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
     let sp = split(corpus.len(), np, seed);
     let dis: Vec<usize> = sp.distractors.iter().copied().take(nd).collect();
-    let params = Params { min_inliers: 2, ..Params::default() };
+    // Experimental inlier spread check (see Params::min_spread): TUNE_SPREAD=12.
+    let min_spread: f32 = std::env::var("TUNE_SPREAD").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let params = Params { min_inliers: 2, min_spread, ..Params::default() };
     let sigs: Vec<_> = sp
         .protected
         .par_iter()

@@ -47,8 +47,8 @@ pub struct DeriveMatcher {
 }
 
 impl DeriveMatcher {
-    /// Parse `s=64+k=3+h=31+px=8+gap=10+plane=40` (score, inliers, Hamming, inlier pixels,
-    /// inlier gap, the extractor's plane limit) over the defaults.
+    /// Parse `s=64+k=3+h=31+px=8+gap=10+plane=40+spread=12` (score, inliers, Hamming, inlier
+    /// pixels, inlier gap, the extractor's plane limit, the inliers' smallest spread) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
@@ -65,7 +65,10 @@ impl DeriveMatcher {
                     p.min_inlier_gap = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
                 }
                 "plane" => plane = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
-                _ => return Err(format!("unknown derive option {k} (k, s, h, px, gap, plane)")),
+                "spread" => {
+                    p.min_spread = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
+                }
+                _ => return Err(format!("unknown derive option {k} (k, s, h, px, gap, plane, spread)")),
             }
         }
         let mut m = DeriveMatcher::new(p);
@@ -103,6 +106,9 @@ impl Matcher for DeriveMatcher {
         }
         if self.plane != 0 {
             s += &format!(",plane{}", self.plane);
+        }
+        if self.params.min_spread != d.min_spread {
+            s += &format!(",spread{}", self.params.min_spread);
         }
         s + ")"
     }

@@ -176,15 +176,48 @@ fn run(args: &[String]) {
     let nq = queries.len().min(st_queries);
     let mut lat = Vec::with_capacity(nq);
     let mut counts = Vec::with_capacity(nq);
+    let mut per_q = Vec::with_capacity(nq);
+    if std::env::var_os("BENCH_TAIL").is_some() {
+        let sm = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+        for l in sm.lines().filter(|l| l.starts_with("AnonHuge") || l.starts_with("Rss")) {
+            eprintln!("tail: {l}");
+        }
+    }
+    // Warm-up: one pass with other queries (every bit inverted, so other buckets), as a serving
+    // process is warm; the first pass after a build is 30-40% slower at 10M (page tables, TLB).
+    {
+        let t = Instant::now();
+        for q in &queries[..nq] {
+            let inv = Hash256::from_words(q.words().map(|w| !w));
+            std::hint::black_box(idx.search(&inv, radius));
+        }
+        eprintln!("warm-up pass: {:.0} q/s", nq as f64 / t.elapsed().as_secs_f64());
+        consentry_index::take_search_counters();
+    }
+    let mut ctr = [0u64; 3];
     let t = Instant::now();
     for q in &queries[..nq] {
         let t0 = Instant::now();
         let m = idx.search(q, radius);
-        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+        let us = t0.elapsed().as_secs_f64() * 1e6;
+        lat.push(us);
         counts.push(m.len());
+        let c = consentry_index::take_search_counters();
+        per_q.push((us, c, m.len()));
+        for j in 0..3 {
+            ctr[j] += c[j];
+        }
     }
     let st_s = t.elapsed().as_secs_f64();
-    let ctr = consentry_index::take_search_counters();
+    if std::env::var_os("BENCH_TAIL").is_some() {
+        per_q.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (us, c, m) in per_q.iter().take(30) {
+            eprintln!("tail: {us:.0} us, probes {} buckets {} cands {} matches {m}", c[0], c[1], c[2]);
+        }
+        let tot: f64 = per_q.iter().map(|x| x.0).sum();
+        let top: f64 = per_q.iter().take(nq / 50).map(|x| x.0).sum();
+        eprintln!("tail: slowest 2% of queries take {:.1}% of the time", 100.0 * top / tot);
+    }
     eprintln!(
         "per query: {:.0} probes, {:.0} non-empty buckets, {:.0} candidates",
         ctr[0] as f64 / nq as f64,
@@ -262,11 +295,49 @@ fn run(args: &[String]) {
     );
 }
 
+/// `bench_index profile OUTDIR N MODE REPS`: builds the index (or loads `OUTDIR/index_N.snap` if present,
+/// writing it otherwise) and runs one search mode REPS times over the queries, for a profiler:
+/// MODE `single` (one query at a time) or `batch1` (one batch on one thread).
+fn profile(args: &[String]) {
+    let (dir, n, mode, reps) = (&args[0], &args[1], args[2].as_str(), args[3].parse::<usize>().unwrap());
+    let queries = read_hashes(&format!("{dir}/queries_{n}.u8"));
+    let snap = format!("{dir}/index_{n}.snap");
+    let config = IndexConfig { degenerate: DegeneratePolicy::Accept };
+    let idx = match Index::load(&snap, config) {
+        Ok(i) => i,
+        Err(_) => {
+            let base = read_hashes(&format!("{dir}/base_{n}.u8"));
+            let i = Index::build(base.iter().enumerate().map(|(i, h)| (i as u64, *h)), config).unwrap();
+            i.save(&snap).unwrap();
+            i
+        }
+    };
+    let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let t = Instant::now();
+    let mut found = 0usize;
+    for _ in 0..reps {
+        match mode {
+            "single" => {
+                for q in &queries {
+                    found += idx.search(q, 31).len();
+                }
+            }
+            "batch1" => {
+                found += pool1.install(|| idx.search_batch(&queries, 31)).iter().map(Vec::len).sum::<usize>()
+            }
+            m => panic!("unknown mode {m}"),
+        }
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!("{mode}: {:.0} q/s ({found} matches)", (reps * queries.len()) as f64 / s);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("gen") => gen(&args[2..]),
         Some("run") => run(&args[2..]),
+        Some("profile") => profile(&args[2..]),
         _ => {
             eprintln!("usage: bench_index gen CORPUS.tsv N Q OUTDIR | run OUTDIR N [--truth K] [--zeros Z] [--st-queries K]");
             std::process::exit(2);
