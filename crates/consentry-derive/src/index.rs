@@ -54,10 +54,38 @@ fn key(desc: &[u64; 4], bits: &[u8]) -> u32 {
 fn judge(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures, corrs: &mut Vec<Corr>) -> Option<Hit> {
     let d = q.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap_or(u32::MAX);
     let pdq_distance = (d <= params.pdq_radius).then_some(d);
-    let (n, sc) = inliers(params, &sig.keypoints, &q.keypoints, corrs);
+    let (n, sc) = if can_pass(params, corrs) { inliers(params, &sig.keypoints, &q.keypoints, corrs) } else { (0, 0) };
     let pass = n >= params.min_inliers && sc >= params.min_score;
     let (n, sc) = if pass { (n, sc) } else { (0, 0) };
     (pdq_distance.is_some() || pass).then_some(Hit { id, pdq_distance, inliers: n, score: sc })
+}
+
+/// Whether the correspondences could pass the local rule at all: the inliers use each stored
+/// and each query keypoint once, so there must be `min_inliers` distinct ones of each, and the
+/// score cannot exceed the sum, over the stored keypoints, of each one's best correspondence.
+/// An exact pre-check (it never rejects a set that [`inliers`] would pass) that spares the
+/// hypothesis loop, cubic in the correspondences, for the many protected images that share a
+/// few descriptors with a query by chance.
+fn can_pass(params: &Params, corrs: &mut [Corr]) -> bool {
+    if corrs.len() < params.min_inliers {
+        return false;
+    }
+    // best (smallest) distance per stored keypoint
+    corrs.sort_unstable_by_key(|c| (c.p, c.dist));
+    let mut bound = 0u32;
+    let mut stored = 0usize;
+    let mut last = None;
+    for c in corrs.iter() {
+        if last != Some(c.p) {
+            last = Some(c.p);
+            stored += 1;
+            bound += (params.max_hamming + 1).saturating_sub(u32::from(c.dist));
+        }
+    }
+    let mut qs: Vec<u16> = corrs.iter().map(|c| c.q).collect();
+    qs.sort_unstable();
+    qs.dedup();
+    stored >= params.min_inliers && qs.len() >= params.min_inliers && bound >= params.min_score
 }
 
 /// The match rule on one (protected, query) pair, by brute force: `Some` when they match.
@@ -239,6 +267,19 @@ impl DeriveIndex {
         }
         self.free.push(slot);
         true
+    }
+
+    /// Tuning aid: the largest buckets over all tables, as (slots, key popcount, key width).
+    #[doc(hidden)]
+    pub fn largest_buckets(&self, k: usize) -> Vec<(usize, u32, usize)> {
+        let mut v: Vec<(usize, u32, usize)> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.iter().map(|(key, list)| (list.len(), key.count_ones(), self.params.lsh_bits)))
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v.truncate(k);
+        v
     }
 
     /// Tuning aid: for every protected image with at least

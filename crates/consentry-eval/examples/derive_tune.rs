@@ -24,7 +24,9 @@ fn main() {
     let dis: Vec<usize> = sp.distractors.iter().copied().take(nd).collect();
     // Experimental inlier spread check (see Params::min_spread): TUNE_SPREAD=12.
     let min_spread: f32 = std::env::var("TUNE_SPREAD").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let params = Params { min_inliers: 2, min_spread, ..Params::default() };
+    // Index key width (see Params::lsh_bits): TUNE_LSH_BITS=24.
+    let lsh_bits: usize = std::env::var("TUNE_LSH_BITS").ok().and_then(|v| v.parse().ok()).unwrap_or(Params::default().lsh_bits);
+    let params = Params { min_inliers: 2, min_spread, lsh_bits, ..Params::default() };
     let sigs: Vec<_> = sp
         .protected
         .par_iter()

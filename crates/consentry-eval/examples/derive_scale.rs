@@ -1,0 +1,150 @@
+//! `DeriveIndex` at scale: build time, memory and query latency with N protected images.
+//!
+//! `cargo run --release -p consentry-eval --example derive_scale -- CORPUS N [N ...]`
+//!
+//! The protected set is the signatures of 200 corpus photos (seed 1 split, as the harness uses)
+//! plus N − 200 synthetic signatures. A synthetic signature has 50 keypoints at random positions
+//! and levels; each descriptor starts from a random real descriptor of the corpus and has every
+//! bit redrawn, with probability 1/2, from that bit's frequency over all real descriptors. So the
+//! descriptors keep the skewed bit frequencies of real BRIEF descriptors (which decide how full
+//! the index's buckets are) but are ~64 bits from any real one, so they are not copies.
+//! Queries: the Telegram-recompressed `undress-donor@40%` and `crop-all@10%` copies of 50 protected
+//! photos and 50 distractor photos, searched one at a time on one thread.
+use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Pixels, Signature};
+use consentry_eval::rng::{fnv1a, Rng};
+use consentry_eval::transforms::{decode_rgb, fit_longest, select, standard_set, telegram_recompress};
+use consentry_eval::{load_corpus, split};
+use consentry_pdq::{Hash256, PixelFormat};
+use rayon::prelude::*;
+use std::time::Instant;
+
+fn px(img: &image::RgbImage) -> Pixels<'_> {
+    Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap()
+}
+
+fn rss_mib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let corpus = load_corpus(std::path::Path::new(&a[1])).expect("corpus");
+    let sizes: Vec<usize> = a[2..].iter().map(|s| s.parse().expect("N")).collect();
+    let sp = split(corpus.len(), 200, 1);
+    let t = Instant::now();
+    let real: Vec<(usize, Signature)> = sp
+        .protected
+        .par_iter()
+        .map(|&i| (i, Extractor::new().signature(&px(&decode_rgb(&corpus[i].bytes).unwrap()))))
+        .collect();
+    let descs: Vec<[u64; 4]> = real.iter().flat_map(|(_, s)| s.keypoints.iter().map(|k| k.desc)).collect();
+    let mut freq = [0f64; 256];
+    for d in &descs {
+        for (b, f) in freq.iter_mut().enumerate() {
+            *f += ((d[b / 64] >> (b % 64)) & 1) as f64;
+        }
+    }
+    for f in &mut freq {
+        *f /= descs.len() as f64;
+    }
+    // Queries.
+    let trs = select(standard_set(), "undress-donor@40%,crop-all@10%");
+    let qimgs: Vec<(usize, bool)> = sp
+        .protected
+        .iter()
+        .take(50)
+        .map(|&i| (i, true))
+        .chain(sp.distractors.iter().take(50).map(|&i| (i, false)))
+        .collect();
+    let queries: Vec<(usize, bool, consentry_derive::QueryFeatures)> = qimgs
+        .par_iter()
+        .flat_map_iter(|&(i, prot)| {
+            let im = fit_longest(&decode_rgb(&corpus[i].bytes).unwrap(), 1280);
+            let donor = fit_longest(&decode_rgb(&corpus[sp.distractors[i % sp.distractors.len()]].bytes).unwrap(), 1280);
+            let mut ex = Extractor::new();
+            trs.iter()
+                .map(|tr| {
+                    let mut rng = Rng::derive(1, i as u64, fnv1a(&tr.label()));
+                    let q = decode_rgb(&telegram_recompress(&tr.apply(&im, &donor, &mut rng))).unwrap();
+                    (i, prot, ex.query(&px(&q)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    eprintln!(
+        "{} real signatures ({} descriptors), {} queries, prepared in {:.1} s",
+        real.len(),
+        descs.len(),
+        queries.len(),
+        t.elapsed().as_secs_f64()
+    );
+    println!("| N protected | build s | RSS MiB (index + data) | query p50 ms | p99 ms | mean ms | recall (protected queries) | false matches |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &sizes {
+        let rss0 = rss_mib();
+        let t = Instant::now();
+        let lsh_bits = std::env::var("LSH_BITS").ok().and_then(|v| v.parse().ok()).unwrap_or(Params::default().lsh_bits);
+        let mut index = DeriveIndex::new(Params { lsh_bits, ..Params::default() });
+        for (i, s) in &real {
+            index.insert(*i as u64, s.clone()).unwrap();
+        }
+        let mut rng = Rng::new(0x5ca1e);
+        let tg = Instant::now();
+        let synth: Vec<(u64, Signature)> = (real.len()..n)
+            .map(|j| {
+                let keypoints = (0..50)
+                    .map(|_| {
+                        let src = descs[rng.below(descs.len() as u64) as usize];
+                        let mut desc = [0u64; 4];
+                        for (b, f) in freq.iter().enumerate() {
+                            let bit =
+                                if rng.coin() { (src[b / 64] >> (b % 64)) & 1 } else { u64::from(rng.f64() < *f) };
+                            desc[b / 64] |= bit << (b % 64);
+                        }
+                        Keypoint { x: rng.below(512 * 8) as u16, y: rng.below(384 * 8) as u16, level: rng.below(4) as u8, desc }
+                    })
+                    .collect();
+                let pdq = Hash256::from_words([rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]);
+                ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints })
+            })
+            .collect();
+        let gen_s = tg.elapsed().as_secs_f64();
+        for (id, sig) in synth {
+            index.insert(id, sig).unwrap();
+        }
+        let build_s = t.elapsed().as_secs_f64() - gen_s;
+        let rss = rss_mib() - rss0;
+        eprintln!("largest buckets (slots, key popcount, bits): {:?}", index.largest_buckets(12));
+        let verified: usize = queries.iter().map(|(_, _, q)| index.search_details(q).len()).sum();
+        eprintln!("N {n}: {:.1} protected images verified per query (>= 3 correspondences); synthetic signatures made in {gen_s:.1} s", verified as f64 / queries.len() as f64);
+        let mut lat = Vec::with_capacity(queries.len());
+        let (mut found, mut want, mut false_m) = (0usize, 0usize, 0usize);
+        for (i, prot, q) in &queries {
+            let t = Instant::now();
+            let hits = index.search(q);
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            want += usize::from(*prot);
+            found += usize::from(*prot && hits.iter().any(|h| h.id == *i as u64));
+            false_m += hits.iter().filter(|h| h.id != *i as u64).count();
+        }
+        let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "| {n} | {build_s:.1} | {rss:.0} | {:.2} | {:.2} | {mean:.2} | {found}/{want} | {false_m} |",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        );
+        drop(index);
+    }
+}
