@@ -177,39 +177,51 @@ fn ring_rows(r: &[f32], pw: usize, y: usize) -> [&[f32]; 5] {
     [at(y - 2), at(y - 1), at(y), at(y + 1), at(y + 2)]
 }
 
-/// The local maxima (5×5, ties: the first in raster order wins) of the
-/// response at least [`MARGIN`] from the edges and at least
-/// [`MIN_RESPONSE`], in raster order.
+/// The corners ([`is_maximum`]) of the response at least [`MARGIN`] from the
+/// edges, in raster order.
 #[inline(always)]
 fn maxima(r: &Gray, cand: &mut Vec<(f32, usize, usize)>) {
     let (w, h) = (r.w, r.h);
     cand.clear();
+    const CHUNK: usize = 16;
     for y in MARGIN..h - MARGIN {
         let rows = [r.row(y - 2), r.row(y - 1), r.row(y), r.row(y + 1), r.row(y + 2)];
-        for x in MARGIN..w - MARGIN {
-            let v = rows[2][x];
-            if v < MIN_RESPONSE {
+        for x0 in (MARGIN..w - MARGIN).step_by(CHUNK) {
+            let x1 = (x0 + CHUNK).min(w - MARGIN);
+            // Most of a row is below the threshold: test 16 samples at once.
+            if rows[2][x0..x1].iter().fold(true, |below, &v| below & (v < MIN_RESPONSE)) {
                 continue;
             }
-            let mut max = true;
-            'n: for (dy, row) in rows.iter().enumerate() {
-                let win = &row[x - 2..x + 3];
-                for (dx, &u) in win.iter().enumerate() {
-                    if (dx, dy) == (2, 2) {
-                        continue;
-                    }
-                    // Ties: the first in raster order wins.
-                    if u > v || (u == v && (dy < 2 || (dy == 2 && dx < 2))) {
-                        max = false;
-                        break 'n;
-                    }
+            for x in x0..x1 {
+                if is_maximum(&rows, x) {
+                    cand.push((rows[2][x], x, y));
                 }
-            }
-            if max {
-                cand.push((v, x, y));
             }
         }
     }
+}
+
+/// Whether sample `x` of the middle one of `rows` is a corner: at least
+/// [`MIN_RESPONSE`] and a maximum of its 5×5 neighbourhood (ties: the first in
+/// raster order wins).
+#[inline(always)]
+fn is_maximum(rows: &[&[f32]; 5], x: usize) -> bool {
+    let v = rows[2][x];
+    if v < MIN_RESPONSE {
+        return false;
+    }
+    for (dy, row) in rows.iter().enumerate() {
+        let win = &row[x - 2..x + 3];
+        for (dx, &u) in win.iter().enumerate() {
+            if (dx, dy) == (2, 2) {
+                continue;
+            }
+            if u > v || (u == v && (dy < 2 || (dy == 2 && dx < 2))) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// BRIEF descriptor at (`x`, `y`); `offsets`: the pairs as index offsets in `b`.

@@ -98,6 +98,7 @@ fn luma_column(format: PixelFormat, row: &[u8], out: &mut [[f32; B]], r: usize) 
 /// Weights of a 1-D area (box) reduction from `n` samples to `m ≤ n`: for
 /// each source sample, up to two (target, weight) pairs (a zero weight for
 /// none).
+#[inline(always)]
 fn area_weights(n: usize, m: usize, out: &mut Vec<[(u32, f32); 2]>) {
     let f = n as f64 / m as f64;
     out.clear();
@@ -169,20 +170,29 @@ impl Rows for LumaRows<'_> {
 pub(crate) struct Reducer {
     wx: Vec<[(u32, f32); 2]>,
     wy: Vec<[(u32, f32); 2]>,
-    /// Per target: first source sample, and the end of its weights in `taps`.
-    spans: Vec<(u32, u32)>,
+    /// Per target: the first source sample; its weights are
+    /// `taps[t * k..(t + 1) * k]`, `k` the most any target has, padded with
+    /// zeros (a zero weight adds +0.0 to a sum of non-negative terms: no change).
+    first: Vec<u32>,
     taps: Vec<f32>,
+    k: usize,
+    /// Per target: first source sample, number of terms.
+    spans: Vec<(usize, usize)>,
     block: Vec<[f32; B]>,
     hblock: Vec<[f32; B]>,
     hrow: Vec<f32>,
 }
 
 impl Reducer {
+    #[inline(always)]
     fn prepare(&mut self, w: usize, h: usize, tw: usize, th: usize) {
         area_weights(w, tw, &mut self.wx);
         area_weights(h, th, &mut self.wy);
-        self.spans.clear();
+        // Per target, its (source, weight) terms in source order.
+        self.first.clear();
         self.taps.clear();
+        let spans = &mut self.spans;
+        spans.clear();
         let mut cur = u32::MAX;
         for (x, ww) in self.wx.iter().enumerate() {
             for &(t, k) in ww {
@@ -193,14 +203,27 @@ impl Reducer {
                 if t != cur {
                     debug_assert!(cur == u32::MAX || t == cur + 1, "targets in order");
                     cur = t;
-                    self.spans.push((x as u32, 0));
+                    spans.push((x, 0));
                 }
-                self.taps.push(k);
-                self.spans.last_mut().expect("pushed").1 = self.taps.len() as u32;
+                spans.last_mut().expect("pushed").1 += 1;
             }
         }
-        debug_assert_eq!(self.spans.len(), tw);
-        self.block.resize(w, [0.0; B]);
+        debug_assert_eq!(spans.len(), tw);
+        self.k = spans.iter().map(|s| s.1).max().unwrap_or(1);
+        self.taps.resize(tw * self.k, 0.0);
+        for (x, ww) in self.wx.iter().enumerate() {
+            for &(t, k) in ww {
+                if k == 0.0 {
+                    continue;
+                }
+                let t = t as usize;
+                let j = x - spans[t].0;
+                self.taps[t * self.k + j] = k;
+            }
+        }
+        self.first.extend(spans.iter().map(|s| s.0 as u32));
+        // Room for the padded terms of the last targets.
+        self.block.resize(w + self.k, [0.0; B]);
         self.hblock.resize(tw, [0.0; B]);
         self.hrow.resize(tw, 0.0);
     }
@@ -217,25 +240,23 @@ impl Reducer {
     ) {
         self.prepare(w, h, tw, th);
         out.reset(tw, th);
-        let Reducer { wy, spans, taps, block, hblock, hrow, .. } = self;
+        let Reducer { wy, first, taps, k, block, hblock, hrow, .. } = self;
         // Output rows written so far: each row's first term is stored, not
         // added to a zero (the same value, the terms being non-negative).
         let mut done = 0usize;
         for y0 in (0..h).step_by(B) {
             let n = B.min(h - y0);
             rows.fill(y0, n, &mut block[..w]);
-            let mut start = 0usize;
-            for (o, &(first, end)) in hblock.iter_mut().zip(spans.iter()) {
-                let ks = &taps[start..end as usize];
-                let src = &block[first as usize..first as usize + ks.len()];
-                let mut s = [0f32; B];
-                for (v, &k) in src.iter().zip(ks) {
-                    for r in 0..B {
-                        s[r] += v[r] * k;
-                    }
-                }
-                *o = s;
-                start = end as usize;
+            match *k {
+                1 => hpass::<1>(first, taps, block, hblock),
+                2 => hpass::<2>(first, taps, block, hblock),
+                3 => hpass::<3>(first, taps, block, hblock),
+                4 => hpass::<4>(first, taps, block, hblock),
+                5 => hpass::<5>(first, taps, block, hblock),
+                6 => hpass::<6>(first, taps, block, hblock),
+                7 => hpass::<7>(first, taps, block, hblock),
+                8 => hpass::<8>(first, taps, block, hblock),
+                _ => hpass_any(*k, first, taps, block, hblock),
             }
             for (r, wyy) in wy[y0..y0 + n].iter().enumerate() {
                 for (d, s) in hrow.iter_mut().zip(hblock.iter()) {
@@ -261,6 +282,36 @@ impl Reducer {
             }
         }
         debug_assert_eq!(done, th);
+    }
+}
+
+/// Horizontal pass of [`Reducer::reduce`] with `K` (padded) terms per target:
+/// `out[t][r]` = Σ_j `block[first[t] + j][r]` × `taps[t·K + j]`, in order.
+#[inline(always)]
+fn hpass<const K: usize>(first: &[u32], taps: &[f32], block: &[[f32; B]], out: &mut [[f32; B]]) {
+    for ((o, &f), ks) in out.iter_mut().zip(first).zip(taps.chunks_exact(K)) {
+        let src: &[[f32; B]; K] = block[f as usize..f as usize + K].try_into().expect("K terms");
+        let mut s = [0f32; B];
+        for j in 0..K {
+            for r in 0..B {
+                s[r] += src[j][r] * ks[j];
+            }
+        }
+        *o = s;
+    }
+}
+
+/// [`hpass`] for any number of terms.
+#[inline(always)]
+fn hpass_any(k: usize, first: &[u32], taps: &[f32], block: &[[f32; B]], out: &mut [[f32; B]]) {
+    for ((o, &f), ks) in out.iter_mut().zip(first).zip(taps.chunks_exact(k)) {
+        let mut s = [0f32; B];
+        for (v, &kk) in block[f as usize..f as usize + k].iter().zip(ks) {
+            for r in 0..B {
+                s[r] += v[r] * kk;
+            }
+        }
+        *o = s;
     }
 }
 
