@@ -1,7 +1,7 @@
 //! Local features: Harris corners on a small pyramid and 256-bit BRIEF
 //! descriptors (fixed, seeded test pairs) of the smoothed patch around each.
 
-use crate::gray::{resize, smooth, vsum5, working_luma, Bilinear, Gray, Reducer, K};
+use crate::gray::{reduce, smooth, transpose, vsum5, working_luma, Bilinear, Gray, Reducer, K};
 use crate::{Pixels, WORK_SIDE};
 
 /// Radius of the square patch a descriptor samples.
@@ -57,6 +57,8 @@ const _: () = assert!(PROD_MARGIN >= 1, "products need a neighbour on every side
 /// Buffers reused from one extraction to the next.
 pub(crate) struct Scratch {
     l0: Gray,
+    /// `l0` transposed.
+    l0t: Gray,
     full: Gray,
     img: Gray,
     s1: Gray,
@@ -84,6 +86,7 @@ impl Scratch {
     pub(crate) fn new() -> Self {
         Scratch {
             l0: Gray::default(),
+            l0t: Gray::default(),
             full: Gray::default(),
             img: Gray::default(),
             s1: Gray::default(),
@@ -186,16 +189,29 @@ fn maxima(r: &Gray, cand: &mut Vec<(f32, usize, usize)>) {
     const CHUNK: usize = 16;
     for y in MARGIN..h - MARGIN {
         let rows = [r.row(y - 2), r.row(y - 1), r.row(y), r.row(y + 1), r.row(y + 2)];
-        for x0 in (MARGIN..w - MARGIN).step_by(CHUNK) {
-            let x1 = (x0 + CHUNK).min(w - MARGIN);
-            // Most of a row is below the threshold: test 16 samples at once.
-            if rows[2][x0..x1].iter().fold(true, |below, &v| below & (v < MIN_RESPONSE)) {
+        let span = &rows[2][MARGIN..w - MARGIN];
+        // Most of a row is below the threshold: test 16 samples at once.
+        let chunks = span.chunks_exact(CHUNK);
+        let tail = chunks.remainder().len();
+        for (i, c) in chunks.enumerate() {
+            let c: &[f32; CHUNK] = c.try_into().expect("chunk");
+            let mut any = false;
+            for &v in c {
+                any |= v >= MIN_RESPONSE;
+            }
+            if !any {
                 continue;
             }
-            for x in x0..x1 {
+            let x0 = MARGIN + i * CHUNK;
+            for x in x0..x0 + CHUNK {
                 if is_maximum(&rows, x) {
                     cand.push((rows[2][x], x, y));
                 }
+            }
+        }
+        for x in w - MARGIN - tail..w - MARGIN {
+            if is_maximum(&rows, x) {
+                cand.push((rows[2][x], x, y));
             }
         }
     }
@@ -299,7 +315,8 @@ pub(crate) fn extract_generic(
     plane_limit: u32,
     sc: &mut Scratch,
 ) -> Vec<Corner> {
-    let Scratch { l0, full, img, s1, blurred, resp, row, ring, vsum, red, bil, cand, keyed, offsets } = sc;
+    let Scratch { l0, l0t, full, img, s1, blurred, resp, row, ring, vsum, red, bil, cand, keyed, offsets } =
+        sc;
     working_luma(
         px.width as usize,
         px.height as usize,
@@ -312,6 +329,9 @@ pub(crate) fn extract_generic(
         red,
         bil,
     );
+    if levels > 1 {
+        transpose(l0, l0t);
+    }
     let mut out = Vec::new();
     let mut chosen: Vec<(f32, usize, usize)> = Vec::new();
     for l in 0..levels {
@@ -321,7 +341,8 @@ pub(crate) fn extract_generic(
         } else {
             let tw = ((l0.w as f32 / to0).round() as usize).max(1);
             let th = ((l0.h as f32 / to0).round() as usize).max(1);
-            resize(l0, tw, th, img, red, bil);
+            // (Never an enlargement, for which the reference would resample bilinearly.)
+            reduce(l0t, tw, th, img, red);
             img
         };
         let (w, h) = (img.w, img.h);

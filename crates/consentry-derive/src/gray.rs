@@ -128,15 +128,47 @@ trait Rows {
     fn fill(&mut self, y0: usize, n: usize, block: &mut [[f32; B]]);
 }
 
-/// Rows of a grey image.
-struct GrayRows<'a>(&'a Gray);
+/// Rows of a grey image, from its transpose (columns are rows there).
+struct TransposedRows<'a>(&'a Gray);
 
-impl Rows for GrayRows<'_> {
+impl Rows for TransposedRows<'_> {
     #[inline(always)]
     fn fill(&mut self, y0: usize, n: usize, block: &mut [[f32; B]]) {
-        for r in 0..n {
-            for (b, &v) in block.iter_mut().zip(self.0.row(y0 + r)) {
-                b[r] = v;
+        let cols = self.0.px[..self.0.w * self.0.h].chunks_exact(self.0.w);
+        if n == B {
+            for (b, col) in block.iter_mut().zip(cols) {
+                *b = col[y0..y0 + B].try_into().expect("B samples");
+            }
+        } else {
+            for (b, col) in block.iter_mut().zip(cols) {
+                b[..n].copy_from_slice(&col[y0..y0 + n]);
+            }
+        }
+    }
+}
+
+/// `out` = `src` transposed.
+#[inline(always)]
+pub(crate) fn transpose(src: &Gray, out: &mut Gray) {
+    let (w, h) = (src.w, src.h);
+    out.reset(h, w);
+    // B rows at a time: B adjacent samples written per column.
+    for y0 in (0..h).step_by(B) {
+        let n = B.min(h - y0);
+        if n == B {
+            let rows: [&[f32]; B] = std::array::from_fn(|r| &src.row(y0 + r)[..w]);
+            #[allow(clippy::needless_range_loop)] // `x < w` lets the row accesses go unchecked
+            for x in 0..w {
+                let col: &mut [f32; B] = (&mut out.px[x * h + y0..x * h + y0 + B]).try_into().expect("B");
+                for r in 0..B {
+                    col[r] = rows[r][x];
+                }
+            }
+        } else {
+            for r in 0..n {
+                for (x, &v) in src.row(y0 + r).iter().enumerate() {
+                    out.px[x * h + y0 + r] = v;
+                }
             }
         }
     }
@@ -378,20 +410,13 @@ pub(crate) fn fit(w: usize, h: usize, side: usize) -> (usize, usize) {
     (((w as f64 * s).round() as usize).max(1), ((h as f64 * s).round() as usize).max(1))
 }
 
-/// Area-averaged reduction of a grey image (or bilinear enlargement) into `out`.
+/// Area-averaged reduction of a grey image to `tw`×`th` (`tw ≤ w`, `th ≤ h`)
+/// into `out`; `src_t`: the image transposed ([`transpose`]).
 #[inline(always)]
-pub(crate) fn resize(
-    src: &Gray,
-    tw: usize,
-    th: usize,
-    out: &mut Gray,
-    red: &mut Reducer,
-    bil: &mut Bilinear,
-) {
-    if tw > src.w || th > src.h {
-        return bilinear(src, tw, th, out, bil);
-    }
-    red.reduce((src.w, src.h), (tw, th), out, GrayRows(src));
+pub(crate) fn reduce(src_t: &Gray, tw: usize, th: usize, out: &mut Gray, red: &mut Reducer) {
+    let (w, h) = (src_t.h, src_t.w);
+    debug_assert!(tw <= w && th <= h);
+    red.reduce((w, h), (tw, th), out, TransposedRows(src_t));
 }
 
 /// Luma of packed pixel rows reduced to a longest side of `side` (area
