@@ -73,7 +73,7 @@ pub(crate) struct Scratch {
     bil: Bilinear,
     cand: Vec<(f32, usize, usize)>,
     keyed: Vec<(usize, f32, usize, usize)>,
-    offsets: Vec<[isize; 2]>,
+    offsets: Vec<[u32; 2]>,
 }
 
 impl std::fmt::Debug for Scratch {
@@ -240,17 +240,20 @@ fn is_maximum(rows: &[&[f32]; 5], x: usize) -> bool {
     true
 }
 
-/// BRIEF descriptor at (`x`, `y`); `offsets`: the pairs as index offsets in `b`.
+/// BRIEF descriptor at (`x`, `y`); `offsets`: the pairs as index offsets in
+/// `b` from the top left corner of the patch ([`PATCH_RADIUS`] up and left).
 #[inline(always)]
-fn describe(b: &Gray, x: usize, y: usize, offsets: &[[isize; 2]]) -> [u64; 4] {
+fn describe(b: &Gray, x: usize, y: usize, offsets: &[[u32; 2]]) -> [u64; 4] {
+    const R: usize = PATCH_RADIUS as usize;
+    let start = (y - R) * b.w + x - R;
+    let patch = &b.px[start..start + 2 * R * b.w + 2 * R + 1];
     let mut d = [0u64; 4];
-    let c = (y * b.w + x) as isize;
-    for (k, o) in offsets.iter().enumerate() {
-        let a = b.px[(c + o[0]) as usize];
-        let e = b.px[(c + o[1]) as usize];
-        if a < e {
-            d[k / 64] |= 1 << (k % 64);
+    for (d, tests) in d.iter_mut().zip(offsets.chunks_exact(64)) {
+        let mut bits = 0u64;
+        for (k, o) in tests.iter().enumerate() {
+            bits |= u64::from(patch[o[0] as usize] < patch[o[1] as usize]) << k;
         }
+        *d = bits;
     }
     d
 }
@@ -421,7 +424,10 @@ pub(crate) fn extract_generic(
         smooth(s1, blurred, row);
         offsets.clear();
         offsets.extend(pairs.iter().map(|p| {
-            let at = |dx: i8, dy: i8| isize::from(dy) * w as isize + isize::from(dx);
+            let at = |dx: i8, dy: i8| {
+                let r = PATCH_RADIUS as isize;
+                ((isize::from(dy) + r) * w as isize + isize::from(dx) + r) as u32
+            };
             [at(p[0], p[1]), at(p[2], p[3])]
         }));
         for &(resp, x, y) in chosen.iter() {
