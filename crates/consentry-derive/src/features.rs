@@ -54,16 +54,24 @@ const RESP_MARGIN: usize = MARGIN - 2;
 const PROD_MARGIN: usize = RESP_MARGIN - 2;
 const _: () = assert!(PROD_MARGIN >= 1, "products need a neighbour on every side");
 
-/// Buffers reused from one extraction to the next.
+/// Buffers reused from one extraction to the next (they grow to the largest
+/// image seen: a few MB at most, the working image having at most 512² pixels).
+#[derive(Default)]
 pub(crate) struct Scratch {
+    /// The working luma (level 0).
     l0: Gray,
-    /// `l0` transposed.
+    /// `l0` transposed, what the other levels are reduced from.
     l0t: Gray,
+    /// Full-size luma of an image smaller than the working size.
     full: Gray,
+    /// The current level (1 and up).
     img: Gray,
+    /// The current level smoothed once (gradients), and twice (descriptors).
     s1: Gray,
     blurred: Gray,
+    /// Harris response.
     resp: Gray,
+    /// One row of the vertical smoothing pass.
     row: Vec<f32>,
     /// Gradient products xx, yy, xy: rings of 5 rows.
     ring: [Vec<f32>; 3],
@@ -71,36 +79,16 @@ pub(crate) struct Scratch {
     vsum: [Vec<f32>; 3],
     red: Reducer,
     bil: Bilinear,
+    /// Corners of the current level, and the same keyed by cell.
     cand: Vec<(f32, usize, usize)>,
     keyed: Vec<(usize, f32, usize, usize)>,
+    /// BRIEF tests of the current level as offsets in the patch.
     offsets: Vec<[u32; 2]>,
 }
 
 impl std::fmt::Debug for Scratch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scratch").field("l0", &(self.l0.w, self.l0.h)).finish_non_exhaustive()
-    }
-}
-
-impl Scratch {
-    pub(crate) fn new() -> Self {
-        Scratch {
-            l0: Gray::default(),
-            l0t: Gray::default(),
-            full: Gray::default(),
-            img: Gray::default(),
-            s1: Gray::default(),
-            blurred: Gray::default(),
-            resp: Gray::default(),
-            row: Vec::new(),
-            ring: Default::default(),
-            vsum: Default::default(),
-            red: Reducer::default(),
-            bil: Bilinear::default(),
-            cand: Vec::new(),
-            keyed: Vec::new(),
-            offsets: Vec::new(),
-        }
     }
 }
 

@@ -7,7 +7,10 @@
 //! operations in the same order as the straightforward implementation the
 //! crate started from (`reference.rs`, tests only): signatures do not depend
 //! on these optimisations, bit for bit. (Rust never contracts a multiply and
-//! an add into an FMA, and vector lanes round like scalars.)
+//! an add into an FMA, and vector lanes round like scalars.) The only
+//! liberties taken: a sum of non-negative terms is not changed by starting it
+//! at its first term rather than at +0.0, nor by adding or leaving out terms
+//! of weight zero.
 
 use consentry_pdq::PixelFormat;
 

@@ -229,7 +229,7 @@ impl Extractor {
             pairs: brief_pairs(),
             hasher: consentry_pdq::Hasher::new(),
             plane_limit: 0,
-            scratch: Scratch::new(),
+            scratch: Scratch::default(),
         }
     }
 

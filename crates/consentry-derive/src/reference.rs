@@ -412,7 +412,7 @@ fn optimised_extraction_is_bit_identical_to_the_reference() {
     use crate::{synth, Pixels, PROTECTED_QUOTA, QUERY_LEVELS};
     let pairs = crate::features::brief_pairs();
     // One scratch for all: buffers left by larger and smaller images must not matter.
-    let mut sc = Scratch::new();
+    let mut sc = Scratch::default();
     let sizes = [
         (640u32, 320u32),
         (300, 200),
