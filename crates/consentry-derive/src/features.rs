@@ -1,7 +1,8 @@
 //! Local features: Harris corners on a small pyramid and 256-bit BRIEF
 //! descriptors (fixed, seeded test pairs) of the smoothed patch around each.
 
-use crate::gray::{resize, smooth, Gray};
+use crate::gray::{reduce, smooth, transpose, vsum5, working_luma, Bilinear, Gray, Reducer, K};
+use crate::{Pixels, WORK_SIDE};
 
 /// Radius of the square patch a descriptor samples.
 pub(crate) const PATCH_RADIUS: i32 = 15;
@@ -47,87 +48,206 @@ pub(crate) fn brief_pairs() -> Vec<[i8; 4]> {
     v
 }
 
-/// Harris response of a smoothed image.
-fn harris(s: &Gray) -> Gray {
+/// Margin of the Harris response that the 5×5 maximum test reads.
+const RESP_MARGIN: usize = MARGIN - 2;
+/// Margin of the gradient products that response needs (binomial radius 2).
+const PROD_MARGIN: usize = RESP_MARGIN - 2;
+const _: () = assert!(PROD_MARGIN >= 1, "products need a neighbour on every side");
+
+/// Buffers reused from one extraction to the next (they grow to the largest
+/// image seen: a few MB at most, the working image having at most 512² pixels).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The working luma (level 0).
+    l0: Gray,
+    /// `l0` transposed, what the other levels are reduced from.
+    l0t: Gray,
+    /// Full-size luma of an image smaller than the working size.
+    full: Gray,
+    /// The current level (1 and up).
+    img: Gray,
+    /// The current level smoothed once (gradients), and twice (descriptors).
+    s1: Gray,
+    blurred: Gray,
+    /// Harris response.
+    resp: Gray,
+    /// One row of the vertical smoothing pass.
+    row: Vec<f32>,
+    /// Gradient products xx, yy, xy: rings of 5 rows.
+    ring: [Vec<f32>; 3],
+    /// Their vertical sums, one row each.
+    vsum: [Vec<f32>; 3],
+    red: Reducer,
+    bil: Bilinear,
+    /// Corners of the current level, and the same keyed by cell.
+    cand: Vec<(f32, usize, usize)>,
+    keyed: Vec<(usize, f32, usize, usize)>,
+    /// BRIEF tests of the current level as offsets in the patch.
+    offsets: Vec<[u32; 2]>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch").field("l0", &(self.l0.w, self.l0.h)).finish_non_exhaustive()
+    }
+}
+
+/// Harris response `a·b − c² − 0.04 (a + b)²` of the binomially smoothed
+/// gradient products (`a` = Σgx², `b` = Σgy², `c` = Σgx·gy) of the smoothed
+/// image `s`, written to `resp` at the pixels at least [`RESP_MARGIN`] from
+/// every edge: all that the 5×5 maximum test around the candidates reads.
+/// Those need the products only at least [`PROD_MARGIN`] from the edges, away
+/// from the zero border and clamped edges of the whole-image computation of
+/// the reference, so the values are the same. Rows are streamed: the
+/// products of 5 rows at a time, in rings.
+#[inline(always)]
+fn harris(s: &Gray, resp: &mut Gray, ring: &mut [Vec<f32>; 3], vsum: &mut [Vec<f32>; 3]) {
     let (w, h) = (s.w, s.h);
-    let mut xx = Gray { w, h, px: vec![0.0; w * h] };
-    let mut yy = xx.clone();
-    let mut xy = xx.clone();
-    for y in 1..h.saturating_sub(1) {
-        for x in 1..w - 1 {
-            let gx = 0.5 * (s.at(x + 1, y) - s.at(x - 1, y));
-            let gy = 0.5 * (s.at(x, y + 1) - s.at(x, y - 1));
-            let i = y * w + x;
-            xx.px[i] = gx * gx;
-            yy.px[i] = gy * gy;
-            xy.px[i] = gx * gy;
+    debug_assert!(w > 2 * MARGIN && h > 2 * MARGIN);
+    resp.reset(w, h);
+    let pw = w - 2 * PROD_MARGIN;
+    let [rxx, ryy, rxy] = ring;
+    for r in [&mut *rxx, &mut *ryy, &mut *rxy] {
+        r.resize(5 * pw, 0.0);
+    }
+    for v in vsum.iter_mut() {
+        v.resize(pw, 0.0);
+    }
+    for y in PROD_MARGIN..RESP_MARGIN + 2 {
+        products(s, y, [&mut rxx[..], &mut ryy[..], &mut rxy[..]]);
+    }
+    let n = w - 2 * RESP_MARGIN;
+    let [vxx, vyy, vxy] = vsum;
+    for y in RESP_MARGIN..h - RESP_MARGIN {
+        products(s, y + 2, [&mut rxx[..], &mut ryy[..], &mut rxy[..]]);
+        vsum5(vxx, ring_rows(rxx, pw, y));
+        vsum5(vyy, ring_rows(ryy, pw, y));
+        vsum5(vxy, ring_rows(rxy, pw, y));
+        let o = &mut resp.px[y * w + RESP_MARGIN..y * w + RESP_MARGIN + n];
+        // Horizontal pass (as `gray::hsum5`) and the response, fused.
+        let (a, b, c) = (shifted(vxx, n), shifted(vyy, n), shifted(vxy, n));
+        for i in 0..n {
+            let h5 =
+                |v: &[&[f32]; 5]| (v[0][i] + v[4][i]) * K[0] + (v[1][i] + v[3][i]) * K[1] + v[2][i] * K[2];
+            let (a, b, c) = (h5(&a), h5(&b), h5(&c));
+            o[i] = a * b - c * c - 0.04 * (a + b) * (a + b);
         }
     }
-    let (xx, yy, xy) = (smooth(&xx), smooth(&yy), smooth(&xy));
-    let px = (0..w * h)
-        .map(|i| {
-            let (a, b, c) = (xx.px[i], yy.px[i], xy.px[i]);
-            a * b - c * c - 0.04 * (a + b) * (a + b)
-        })
-        .collect();
-    Gray { w, h, px }
 }
 
-/// One pyramid level: the smoothed image used by descriptors and the corners
-/// (local maxima of the response, 5×5) found on it, best first within cells.
-struct Level {
-    blurred: Gray,
-    /// Scale from this level's pixels to level 0's.
-    to0: f32,
-    cand: Vec<(f32, usize, usize)>,
+/// Gradient products gx², gy², gx·gy of row `y` of `s`, at the pixels at
+/// least [`PROD_MARGIN`] from the left and right edges, into slot `y % 5` of
+/// the rings `[xx, yy, xy]`.
+#[inline(always)]
+fn products(s: &Gray, y: usize, [rxx, ryy, rxy]: [&mut [f32]; 3]) {
+    let pw = s.w - 2 * PROD_MARGIN;
+    let slot = (y % 5) * pw;
+    let (xx, yy, xy) = (&mut rxx[slot..slot + pw], &mut ryy[slot..slot + pw], &mut rxy[slot..slot + pw]);
+    let (up, mid, dn) = (s.row(y - 1), s.row(y), s.row(y + 1));
+    let (l, r) = (&mid[PROD_MARGIN - 1..PROD_MARGIN - 1 + pw], &mid[PROD_MARGIN + 1..PROD_MARGIN + 1 + pw]);
+    let (u, d) = (&up[PROD_MARGIN..PROD_MARGIN + pw], &dn[PROD_MARGIN..PROD_MARGIN + pw]);
+    for i in 0..pw {
+        let gx = 0.5 * (r[i] - l[i]);
+        let gy = 0.5 * (d[i] - u[i]);
+        xx[i] = gx * gx;
+        yy[i] = gy * gy;
+        xy[i] = gx * gy;
+    }
 }
 
-fn level(img: &Gray, to0: f32) -> Level {
-    let s1 = smooth(img);
-    let r = harris(&s1);
-    let blurred = smooth(&s1);
-    let (w, h) = (img.w, img.h);
-    let mut cand = Vec::new();
-    if w > 2 * MARGIN && h > 2 * MARGIN {
-        for y in MARGIN..h - MARGIN {
-            for x in MARGIN..w - MARGIN {
-                let v = r.at(x, y);
-                if v < MIN_RESPONSE {
-                    continue;
-                }
-                let mut max = true;
-                'n: for dy in -2i32..=2 {
-                    for dx in -2i32..=2 {
-                        if (dx, dy) == (0, 0) {
-                            continue;
-                        }
-                        let u = r.at((x as i32 + dx) as usize, (y as i32 + dy) as usize);
-                        // Ties: the first in raster order wins.
-                        if u > v || (u == v && (dy < 0 || (dy == 0 && dx < 0))) {
-                            max = false;
-                            break 'n;
-                        }
-                    }
-                }
-                if max {
-                    cand.push((v, x, y));
+/// `v[k..k + n]` for k in 0..5.
+#[inline(always)]
+fn shifted(v: &[f32], n: usize) -> [&[f32]; 5] {
+    [&v[..n], &v[1..n + 1], &v[2..n + 2], &v[3..n + 3], &v[4..n + 4]]
+}
+
+/// Rows `y - 2 ..= y + 2` of a ring of 5 rows of `pw` samples.
+#[inline(always)]
+fn ring_rows(r: &[f32], pw: usize, y: usize) -> [&[f32]; 5] {
+    let at = |yy: usize| &r[(yy % 5) * pw..(yy % 5 + 1) * pw];
+    [at(y - 2), at(y - 1), at(y), at(y + 1), at(y + 2)]
+}
+
+/// The corners ([`is_maximum`]) of the response at least [`MARGIN`] from the
+/// edges, in raster order.
+#[inline(always)]
+fn maxima(r: &Gray, cand: &mut Vec<(f32, usize, usize)>) {
+    let (w, h) = (r.w, r.h);
+    cand.clear();
+    const CHUNK: usize = 16;
+    for y in MARGIN..h - MARGIN {
+        let rows = [r.row(y - 2), r.row(y - 1), r.row(y), r.row(y + 1), r.row(y + 2)];
+        let span = &rows[2][MARGIN..w - MARGIN];
+        // Most of a row is below the threshold: test 16 samples at once.
+        let chunks = span.chunks_exact(CHUNK);
+        let tail = chunks.remainder().len();
+        for (i, c) in chunks.enumerate() {
+            let c: &[f32; CHUNK] = c.try_into().expect("chunk");
+            let mut any = false;
+            for &v in c {
+                any |= v >= MIN_RESPONSE;
+            }
+            if !any {
+                continue;
+            }
+            let x0 = MARGIN + i * CHUNK;
+            for x in x0..x0 + CHUNK {
+                if is_maximum(&rows, x) {
+                    cand.push((rows[2][x], x, y));
                 }
             }
         }
-    }
-    Level { blurred, to0, cand }
-}
-
-fn describe(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
-    let mut d = [0u64; 4];
-    for (k, p) in pairs.iter().enumerate() {
-        let a = b.at((x as i32 + i32::from(p[0])) as usize, (y as i32 + i32::from(p[1])) as usize);
-        let c = b.at((x as i32 + i32::from(p[2])) as usize, (y as i32 + i32::from(p[3])) as usize);
-        if a < c {
-            d[k / 64] |= 1 << (k % 64);
+        for x in w - MARGIN - tail..w - MARGIN {
+            if is_maximum(&rows, x) {
+                cand.push((rows[2][x], x, y));
+            }
         }
     }
+}
+
+/// Whether sample `x` of the middle one of `rows` is a corner: at least
+/// [`MIN_RESPONSE`] and a maximum of its 5×5 neighbourhood (ties: the first in
+/// raster order wins).
+#[inline(always)]
+fn is_maximum(rows: &[&[f32]; 5], x: usize) -> bool {
+    let v = rows[2][x];
+    if v < MIN_RESPONSE {
+        return false;
+    }
+    for (dy, row) in rows.iter().enumerate() {
+        let win = &row[x - 2..x + 3];
+        for (dx, &u) in win.iter().enumerate() {
+            if (dx, dy) == (2, 2) {
+                continue;
+            }
+            if u > v || (u == v && (dy < 2 || (dy == 2 && dx < 2))) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// BRIEF descriptor at (`x`, `y`); `offsets`: the pairs as index offsets in
+/// `b` from the top left corner of the patch ([`PATCH_RADIUS`] up and left).
+#[inline(always)]
+fn describe(b: &Gray, x: usize, y: usize, offsets: &[[u32; 2]]) -> [u64; 4] {
+    const R: usize = PATCH_RADIUS as usize;
+    let start = (y - R) * b.w + x - R;
+    let patch = &b.px[start..start + 2 * R * b.w + 2 * R + 1];
+    let mut d = [0u64; 4];
+    for (d, tests) in d.iter_mut().zip(offsets.chunks_exact(64)) {
+        let mut bits = 0u64;
+        for (k, o) in tests.iter().enumerate() {
+            bits |= u64::from(patch[o[0] as usize] < patch[o[1] as usize]) << k;
+        }
+        *d = bits;
+    }
     d
+}
+
+fn strongest_first(a: &(f32, usize, usize), b: &(f32, usize, usize)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then((a.2, a.1).cmp(&(b.2, b.1)))
 }
 
 /// How many corners to keep per level and how to spread them.
@@ -140,53 +260,121 @@ pub(crate) enum Selection {
     Sparse { quota: [usize; 4], grid: usize },
 }
 
-/// Pyramid of `levels` levels (each 1/√2 of the previous) over the level-0
-/// image, corners selected per `sel`, described with `pairs`.
+/// Pyramid of `levels` levels (each 1/√2 of the previous) over the working
+/// luma of `px` (longest side [`WORK_SIDE`]), corners selected per `sel`,
+/// described with `pairs`.
 /// Corners whose descriptor is within `plane_limit` bits of the descriptor of
 /// a pure intensity ramp with the patch's gradient are dropped (0: none).
 pub(crate) fn extract(
-    l0: &Gray,
+    px: &Pixels<'_>,
     levels: usize,
     sel: Selection,
     pairs: &[[i8; 4]],
     plane_limit: u32,
+    sc: &mut Scratch,
 ) -> Vec<Corner> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { extract_avx2(px, levels, sel, pairs, plane_limit, sc) };
+        }
+    }
+    extract_generic(px, levels, sel, pairs, plane_limit, sc)
+}
+
+/// The same code compiled for AVX2: wider vectors, same operations.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn extract_avx2(
+    px: &Pixels<'_>,
+    levels: usize,
+    sel: Selection,
+    pairs: &[[i8; 4]],
+    plane_limit: u32,
+    sc: &mut Scratch,
+) -> Vec<Corner> {
+    extract_generic(px, levels, sel, pairs, plane_limit, sc)
+}
+
+#[inline(always)]
+pub(crate) fn extract_generic(
+    px: &Pixels<'_>,
+    levels: usize,
+    sel: Selection,
+    pairs: &[[i8; 4]],
+    plane_limit: u32,
+    sc: &mut Scratch,
+) -> Vec<Corner> {
+    let Scratch { l0, l0t, full, img, s1, blurred, resp, row, ring, vsum, red, bil, cand, keyed, offsets } =
+        sc;
+    working_luma(
+        px.width as usize,
+        px.height as usize,
+        px.stride,
+        px.format,
+        px.data,
+        WORK_SIDE,
+        l0,
+        full,
+        red,
+        bil,
+    );
+    if levels > 1 {
+        transpose(l0, l0t);
+    }
     let mut out = Vec::new();
+    let mut chosen: Vec<(f32, usize, usize)> = Vec::new();
     for l in 0..levels {
         let to0 = std::f32::consts::SQRT_2.powi(l as i32);
-        let img = if l == 0 {
-            l0.clone()
+        let img: &Gray = if l == 0 {
+            l0
         } else {
             let tw = ((l0.w as f32 / to0).round() as usize).max(1);
             let th = ((l0.h as f32 / to0).round() as usize).max(1);
-            resize(l0, tw, th)
+            // (Never an enlargement, for which the reference would resample bilinearly.)
+            reduce(l0t, tw, th, img, red);
+            img
         };
-        let lv = level(&img, to0);
         let (w, h) = (img.w, img.h);
-        let chosen: Vec<(f32, usize, usize)> = match sel {
+        if w <= 2 * MARGIN || h <= 2 * MARGIN {
+            // No corner can be far enough from the edges.
+            continue;
+        }
+        smooth(img, s1, row);
+        harris(s1, resp, ring, vsum);
+        maxima(resp, cand);
+        chosen.clear();
+        match sel {
             Selection::Dense { cell, per_cell } => {
-                let (cw, ch) = (w.div_ceil(cell), h.div_ceil(cell));
-                let mut cells: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); cw * ch];
-                for &c in &lv.cand {
-                    cells[(c.2 / cell) * cw + c.1 / cell].push(c);
+                // Per cell (in cell order), the strongest `per_cell`.
+                let cw = w.div_ceil(cell);
+                keyed.clear();
+                keyed.extend(cand.iter().map(|&(v, x, y)| ((y / cell) * cw + x / cell, v, x, y)));
+                keyed.sort_unstable_by(|a, b| {
+                    a.0.cmp(&b.0).then(strongest_first(&(a.1, a.2, a.3), &(b.1, b.2, b.3)))
+                });
+                let mut run = (usize::MAX, 0);
+                for &(c, v, x, y) in keyed.iter() {
+                    if c != run.0 {
+                        run = (c, 0);
+                    }
+                    if run.1 < per_cell {
+                        chosen.push((v, x, y));
+                        run.1 += 1;
+                    }
                 }
-                let mut v = Vec::new();
-                for mut c in cells {
-                    c.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.2, a.1).cmp(&(b.2, b.1))));
-                    v.extend(c.into_iter().take(per_cell));
-                }
-                v
             }
             Selection::Sparse { quota, grid } => {
                 let q = quota.get(l).copied().unwrap_or(0);
                 let mut cells: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); grid * grid];
-                for &c in &lv.cand {
+                for &c in cand.iter() {
                     let gx = (c.1 * grid / w).min(grid - 1);
                     let gy = (c.2 * grid / h).min(grid - 1);
                     cells[gy * grid + gx].push(c);
                 }
                 for c in &mut cells {
-                    c.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.2, a.1).cmp(&(b.2, b.1))));
+                    c.sort_by(strongest_first);
                 }
                 // The lower centre of the frame (where a body usually is, and what
                 // a nudify bot replaces) gets a corner every other round only:
@@ -196,9 +384,8 @@ pub(crate) fn extract(
                     gy * 2 >= grid && gx * 4 >= grid && gx * 4 < 3 * grid
                 };
                 let mut taken = vec![0usize; cells.len()];
-                let mut v = Vec::new();
                 let mut round = 0;
-                while v.len() < q {
+                while chosen.len() < q {
                     let mut layer: Vec<(f32, usize, usize)> = Vec::new();
                     for (ci, c) in cells.iter().enumerate() {
                         if lower_centre(ci) && round % 2 == 1 {
@@ -212,22 +399,33 @@ pub(crate) fn extract(
                     if layer.is_empty() && cells.iter().enumerate().all(|(ci, c)| taken[ci] >= c.len()) {
                         break;
                     }
-                    layer.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.2, a.1).cmp(&(b.2, b.1))));
-                    v.extend(layer.into_iter().take(q - v.len()));
+                    layer.sort_by(strongest_first);
+                    let room = q - chosen.len();
+                    chosen.extend(layer.into_iter().take(room));
                     round += 1;
                 }
-                v
             }
-        };
-        for (resp, x, y) in chosen {
-            let desc = describe(&lv.blurred, x, y, pairs);
-            if plane_limit > 0 && crate::verify::hamming(&desc, &ramp(&lv.blurred, x, y, pairs)) < plane_limit
-            {
+        }
+        if chosen.is_empty() {
+            continue;
+        }
+        smooth(s1, blurred, row);
+        offsets.clear();
+        offsets.extend(pairs.iter().map(|p| {
+            let at = |dx: i8, dy: i8| {
+                let r = PATCH_RADIUS as isize;
+                ((isize::from(dy) + r) * w as isize + isize::from(dx) + r) as u32
+            };
+            [at(p[0], p[1]), at(p[2], p[3])]
+        }));
+        for &(resp, x, y) in chosen.iter() {
+            let desc = describe(blurred, x, y, offsets);
+            if plane_limit > 0 && crate::verify::hamming(&desc, &ramp(blurred, x, y, pairs)) < plane_limit {
                 continue;
             }
             out.push(Corner {
-                x: (x as f32 + 0.5) * lv.to0 - 0.5,
-                y: (y as f32 + 0.5) * lv.to0 - 0.5,
+                x: (x as f32 + 0.5) * to0 - 0.5,
+                y: (y as f32 + 0.5) * to0 - 0.5,
                 level: l as u8,
                 response: resp,
                 desc,

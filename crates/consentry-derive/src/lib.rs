@@ -59,6 +59,8 @@ mod codec;
 mod features;
 mod gray;
 mod index;
+#[cfg(test)]
+mod reference;
 #[doc(hidden)]
 pub mod synth;
 mod verify;
@@ -67,7 +69,7 @@ pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};
 pub use index::{brute_force_search, inlier_distances, match_pair, DeriveIndex, Hit};
 
 use consentry_pdq::{Hash256, ImageRef, ImageSizeError, PixelFormat};
-use features::{brief_pairs, extract, Selection};
+use features::{brief_pairs, extract, Scratch, Selection};
 
 /// Longest side of the luma working image.
 pub const WORK_SIDE: usize = 512;
@@ -214,6 +216,7 @@ pub struct Extractor {
     pairs: Vec<[i8; 4]>,
     hasher: consentry_pdq::Hasher,
     plane_limit: u32,
+    scratch: Scratch,
 }
 
 impl Default for Extractor {
@@ -228,7 +231,12 @@ const MIN_SIDE: u32 = 16;
 impl Extractor {
     /// A new extractor.
     pub fn new() -> Self {
-        Extractor { pairs: brief_pairs(), hasher: consentry_pdq::Hasher::new(), plane_limit: 0 }
+        Extractor {
+            pairs: brief_pairs(),
+            hasher: consentry_pdq::Hasher::new(),
+            plane_limit: 0,
+            scratch: Scratch::default(),
+        }
     }
 
     /// Experimental, off by default (0): drop corners whose descriptor is
@@ -243,19 +251,11 @@ impl Extractor {
         self
     }
 
-    fn corners(&self, px: &Pixels<'_>, levels: usize, sel: Selection) -> Vec<Keypoint> {
+    fn corners(&mut self, px: &Pixels<'_>, levels: usize, sel: Selection) -> Vec<Keypoint> {
         if px.width < MIN_SIDE || px.height < MIN_SIDE {
             return Vec::new();
         }
-        let g = gray::working_luma(
-            px.width as usize,
-            px.height as usize,
-            px.stride,
-            px.format,
-            px.data,
-            WORK_SIDE,
-        );
-        extract(&g, levels, sel, &self.pairs, self.plane_limit)
+        extract(px, levels, sel, &self.pairs, self.plane_limit, &mut self.scratch)
             .into_iter()
             .map(|c| Keypoint {
                 x: (c.x.max(0.0) * 8.0).round() as u16,
