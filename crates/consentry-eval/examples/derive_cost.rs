@@ -22,7 +22,8 @@ fn corpus(dir: &std::path::Path) {
         let Ok(img) = decode_rgb(&c.bytes) else { continue };
         let img = fit_longest(&img, 1280);
         let px = Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap();
-        let r = consentry_pdq::ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap();
+        let r =
+            consentry_pdq::ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap();
         let mut best = [f64::MAX; 4];
         // 4 rounds, each starting with a different method, so none always runs on a cold cache
         for round in 0..4 {
@@ -38,7 +39,13 @@ fn corpus(dir: &std::path::Path) {
             }
         }
         let long = img.width().max(img.height());
-        let k = if long < 640 { 0 } else if long < 1280 { 1 } else { 2 };
+        let k = if long < 640 {
+            0
+        } else if long < 1280 {
+            1
+        } else {
+            2
+        };
         counts[k] += 1;
         for (s, b) in sums[k].iter_mut().zip(best) {
             *s += b;
@@ -55,11 +62,29 @@ fn corpus(dir: &std::path::Path) {
         }
         if counts[k] > 0 {
             let m = |j: usize| sums[k][j] * 1e3 / counts[k] as f64;
-            println!("| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |", names[k], counts[k], m(0), m(1), m(2), m(2) / m(0), m(3), m(3) / m(0));
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                names[k],
+                counts[k],
+                m(0),
+                m(1),
+                m(2),
+                m(2) / m(0),
+                m(3),
+                m(3) / m(0)
+            );
         }
     }
     let m = |j: usize| all[j] * 1e3 / n as f64;
-    println!("| all | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |", m(0), m(1), m(2), m(2) / m(0), m(3), m(3) / m(0));
+    println!(
+        "| all | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        m(0),
+        m(1),
+        m(2),
+        m(2) / m(0),
+        m(3),
+        m(3) / m(0)
+    );
 }
 
 fn main() {

@@ -10,17 +10,14 @@
 //! the index's buckets are) but are ~64 bits from any real one, so they are not copies.
 //! Queries: the Telegram-recompressed `undress-donor@40%` and `crop-all@10%` copies of 50 protected
 //! photos and 50 distractor photos, searched one at a time on one thread.
-use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Pixels, Signature};
+use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Signature};
+use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
 use consentry_eval::transforms::{decode_rgb, fit_longest, select, standard_set, telegram_recompress};
 use consentry_eval::{load_corpus, split};
-use consentry_pdq::{Hash256, PixelFormat};
+use consentry_pdq::Hash256;
 use rayon::prelude::*;
 use std::time::Instant;
-
-fn px(img: &image::RgbImage) -> Pixels<'_> {
-    Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap()
-}
 
 fn rss_mib() -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -71,7 +68,10 @@ fn main() {
         .par_iter()
         .flat_map_iter(|&(i, prot)| {
             let im = fit_longest(&decode_rgb(&corpus[i].bytes).unwrap(), 1280);
-            let donor = fit_longest(&decode_rgb(&corpus[sp.distractors[i % sp.distractors.len()]].bytes).unwrap(), 1280);
+            let donor = fit_longest(
+                &decode_rgb(&corpus[sp.distractors[i % sp.distractors.len()]].bytes).unwrap(),
+                1280,
+            );
             let mut ex = Extractor::new();
             trs.iter()
                 .map(|tr| {
@@ -94,7 +94,8 @@ fn main() {
     for &n in &sizes {
         let rss0 = rss_mib();
         let t = Instant::now();
-        let lsh_bits = std::env::var("LSH_BITS").ok().and_then(|v| v.parse().ok()).unwrap_or(Params::default().lsh_bits);
+        let lsh_bits =
+            std::env::var("LSH_BITS").ok().and_then(|v| v.parse().ok()).unwrap_or(Params::default().lsh_bits);
         let mut index = DeriveIndex::new(Params { lsh_bits, ..Params::default() });
         for (i, s) in &real {
             index.insert(*i as u64, s.clone()).unwrap();
@@ -108,14 +109,23 @@ fn main() {
                         let src = descs[rng.below(descs.len() as u64) as usize];
                         let mut desc = [0u64; 4];
                         for (b, f) in freq.iter().enumerate() {
-                            let bit =
-                                if rng.coin() { (src[b / 64] >> (b % 64)) & 1 } else { u64::from(rng.f64() < *f) };
+                            let bit = if rng.coin() {
+                                (src[b / 64] >> (b % 64)) & 1
+                            } else {
+                                u64::from(rng.f64() < *f)
+                            };
                             desc[b / 64] |= bit << (b % 64);
                         }
-                        Keypoint { x: rng.below(512 * 8) as u16, y: rng.below(384 * 8) as u16, level: rng.below(4) as u8, desc }
+                        Keypoint {
+                            x: rng.below(512 * 8) as u16,
+                            y: rng.below(384 * 8) as u16,
+                            level: rng.below(4) as u8,
+                            desc,
+                        }
                     })
                     .collect();
-                let pdq = Hash256::from_words([rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]);
+                let pdq =
+                    Hash256::from_words([rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]);
                 ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints })
             })
             .collect();

@@ -1,16 +1,12 @@
 //! Tuning aid for consentry-derive's rule: inlier descriptor distances of true
 //! and false (query, protected) pairs, and how well score rules separate them.
 //! `[TUNE_SEED=7] [TUNE_PLANE=0] cargo run --release -p consentry-eval --example derive_tune -- CORPUS [N_PROTECTED] [N_DISTRACTORS]`
-use consentry_derive::{DeriveIndex, Extractor, Params, Pixels};
+use consentry_derive::{DeriveIndex, Extractor, Params};
+use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
 use consentry_eval::transforms::{decode_rgb, fit_longest, select, standard_set, telegram_recompress};
 use consentry_eval::{load_corpus, split};
-use consentry_pdq::PixelFormat;
 use rayon::prelude::*;
-
-fn px(img: &image::RgbImage) -> Pixels<'_> {
-    Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap()
-}
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -25,7 +21,10 @@ fn main() {
     // Experimental inlier spread check (see Params::min_spread): TUNE_SPREAD=12.
     let min_spread: f32 = std::env::var("TUNE_SPREAD").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
     // Index key width (see Params::lsh_bits): TUNE_LSH_BITS=24.
-    let lsh_bits: usize = std::env::var("TUNE_LSH_BITS").ok().and_then(|v| v.parse().ok()).unwrap_or(Params::default().lsh_bits);
+    let lsh_bits: usize = std::env::var("TUNE_LSH_BITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Params::default().lsh_bits);
     let params = Params { min_inliers: 2, min_spread, lsh_bits, ..Params::default() };
     let sigs: Vec<_> = sp
         .protected

@@ -32,7 +32,8 @@ fn share() -> bool {
     std::env::var_os("CONSENTRY_DERIVE_SHARE").is_some_and(|v| v == "1")
 }
 
-fn pixels(img: &RgbImage) -> Pixels<'_> {
+/// An `RgbImage` as [`Pixels`] for the derive extractor.
+pub fn pixels(img: &RgbImage) -> Pixels<'_> {
     Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).expect("RgbImage is packed RGB")
 }
 
