@@ -54,7 +54,8 @@ fn key(desc: &[u64; 4], bits: &[u8]) -> u32 {
 fn judge(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures, corrs: &mut Vec<Corr>) -> Option<Hit> {
     let d = q.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap_or(u32::MAX);
     let pdq_distance = (d <= params.pdq_radius).then_some(d);
-    let (n, sc) = if can_pass(params, corrs) { inliers(params, &sig.keypoints, &q.keypoints, corrs) } else { (0, 0) };
+    let (n, sc) =
+        if can_pass(params, corrs) { inliers(params, &sig.keypoints, &q.keypoints, corrs) } else { (0, 0) };
     let pass = n >= params.min_inliers && sc >= params.min_score;
     let (n, sc) = if pass { (n, sc) } else { (0, 0) };
     (pdq_distance.is_some() || pass).then_some(Hit { id, pdq_distance, inliers: n, score: sc })
