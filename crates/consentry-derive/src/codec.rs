@@ -1,10 +1,14 @@
-//! Stable serialized form of a [`Signature`]: bytes and base64 text.
+//! Stable serialized forms of a [`Signature`] and of [`QueryFeatures`]: bytes and base64 text.
 //!
-//! Layout (version 1): `[version = 1][PDQ hash, 32 bytes, as Hash256::to_bytes]
+//! Signature layout (version 1): `[version = 1][PDQ hash, 32 bytes, as Hash256::to_bytes]
 //! [quality][n]` then `n` keypoints of 37 bytes: `x` (u16 LE), `y` (u16 LE),
 //! `level`, descriptor (4 × u64 LE).
+//!
+//! Query features (version 1), what a client that keeps its images sends to be matched:
+//! `[version = 1][8 dihedral PDQ hashes, 8 × 32 bytes][quality][n, u16 LE]` then `n`
+//! keypoints of 37 bytes as above.
 
-use crate::{Keypoint, Signature, LEVELS};
+use crate::{Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
 use consentry_pdq::Hash256;
 use std::fmt;
 
@@ -46,6 +50,98 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Version byte of serialized query features.
+pub const QUERY_FEATURES_VERSION: u8 = 1;
+const QUERY_HEADER: usize = 1 + 8 * 32 + 1 + 2;
+
+fn put_keypoint(v: &mut Vec<u8>, k: &Keypoint) {
+    v.extend_from_slice(&k.x.to_le_bytes());
+    v.extend_from_slice(&k.y.to_le_bytes());
+    v.push(k.level);
+    for w in k.desc {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// Keypoints of `levels` pyramid levels from whole 37-byte records.
+fn get_keypoints(b: &[u8], levels: usize) -> Result<Vec<Keypoint>, DecodeError> {
+    let mut keypoints = Vec::with_capacity(b.len() / KP);
+    for c in b.chunks_exact(KP) {
+        let level = c[4];
+        if usize::from(level) >= levels {
+            return Err(DecodeError::Invalid("keypoint level"));
+        }
+        let mut desc = [0u64; 4];
+        for (i, d) in desc.iter_mut().enumerate() {
+            *d = u64::from_le_bytes(c[5 + 8 * i..13 + 8 * i].try_into().expect("8 bytes"));
+        }
+        keypoints.push(Keypoint {
+            x: u16::from_le_bytes([c[0], c[1]]),
+            y: u16::from_le_bytes([c[2], c[3]]),
+            level,
+            desc,
+        });
+    }
+    Ok(keypoints)
+}
+
+impl QueryFeatures {
+    /// Serialized bytes (see the module docs); at most 65,535 keypoints are kept.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let n = self.keypoints.len().min(usize::from(u16::MAX));
+        let mut v = Vec::with_capacity(QUERY_HEADER + KP * n);
+        v.push(QUERY_FEATURES_VERSION);
+        for h in &self.pdq {
+            v.extend_from_slice(&h.to_bytes());
+        }
+        v.push(self.quality);
+        v.extend_from_slice(&(n as u16).to_le_bytes());
+        for k in &self.keypoints[..n] {
+            put_keypoint(&mut v, k);
+        }
+        v
+    }
+
+    /// Parse [`QueryFeatures::to_bytes`] output.
+    pub fn from_bytes(b: &[u8]) -> Result<QueryFeatures, DecodeError> {
+        match b.first() {
+            None => return Err(DecodeError::Truncated),
+            Some(&v) if v != QUERY_FEATURES_VERSION => return Err(DecodeError::Version(v)),
+            Some(_) => {}
+        }
+        if b.len() < QUERY_HEADER {
+            return Err(DecodeError::Truncated);
+        }
+        let mut pdq = [Hash256::ZERO; 8];
+        for (i, h) in pdq.iter_mut().enumerate() {
+            *h = Hash256::from_bytes(b[1 + 32 * i..33 + 32 * i].try_into().expect("32 bytes"));
+        }
+        let quality = b[257];
+        if quality > 100 {
+            return Err(DecodeError::Invalid("quality"));
+        }
+        let n = usize::from(u16::from_le_bytes([b[258], b[259]]));
+        let need = QUERY_HEADER + KP * n;
+        if b.len() < need {
+            return Err(DecodeError::Truncated);
+        }
+        if b.len() > need {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(QueryFeatures { pdq, quality, keypoints: get_keypoints(&b[QUERY_HEADER..], QUERY_LEVELS)? })
+    }
+
+    /// Standard base64 (with padding) of [`QueryFeatures::to_bytes`].
+    pub fn to_base64(&self) -> String {
+        base64_encode(&self.to_bytes())
+    }
+
+    /// Parse [`QueryFeatures::to_base64`] output (surrounding whitespace ignored).
+    pub fn from_base64(text: &str) -> Result<QueryFeatures, DecodeError> {
+        QueryFeatures::from_bytes(&base64_decode(text)?)
+    }
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 impl Signature {
@@ -58,12 +154,7 @@ impl Signature {
         v.push(self.quality);
         v.push(n as u8);
         for k in &self.keypoints[..n] {
-            v.extend_from_slice(&k.x.to_le_bytes());
-            v.extend_from_slice(&k.y.to_le_bytes());
-            v.push(k.level);
-            for w in k.desc {
-                v.extend_from_slice(&w.to_le_bytes());
-            }
+            put_keypoint(&mut v, k);
         }
         v
     }
@@ -92,77 +183,70 @@ impl Signature {
         if b.len() > need {
             return Err(DecodeError::TrailingBytes);
         }
-        let mut keypoints = Vec::with_capacity(n);
-        for c in b[HEADER..].chunks_exact(KP) {
-            let level = c[4];
-            if usize::from(level) >= LEVELS {
-                return Err(DecodeError::Invalid("keypoint level"));
-            }
-            let mut desc = [0u64; 4];
-            for (i, d) in desc.iter_mut().enumerate() {
-                *d = u64::from_le_bytes(c[5 + 8 * i..13 + 8 * i].try_into().expect("8 bytes"));
-            }
-            keypoints.push(Keypoint {
-                x: u16::from_le_bytes([c[0], c[1]]),
-                y: u16::from_le_bytes([c[2], c[3]]),
-                level,
-                desc,
-            });
-        }
+        let keypoints = get_keypoints(&b[HEADER..], LEVELS)?;
         Ok(Signature { pdq, quality, keypoints })
     }
 
     /// Standard base64 (with padding) of [`Signature::to_bytes`].
     pub fn to_base64(&self) -> String {
-        let b = self.to_bytes();
-        let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
-        for c in b.chunks(3) {
-            let v = (u32::from(c[0]) << 16)
-                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*c.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                if i <= c.len() {
-                    s.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    s.push('=');
-                }
-            }
-        }
-        s
+        base64_encode(&self.to_bytes())
     }
 
     /// Parse [`Signature::to_base64`] output (surrounding whitespace ignored).
     pub fn from_base64(text: &str) -> Result<Signature, DecodeError> {
-        let t = text.trim().as_bytes();
-        if t.len() % 4 != 0 {
+        Signature::from_bytes(&base64_decode(text)?)
+    }
+}
+
+/// Standard base64 with padding.
+fn base64_encode(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let v = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Standard base64 with padding (surrounding whitespace ignored).
+fn base64_decode(text: &str) -> Result<Vec<u8>, DecodeError> {
+    let t = text.trim().as_bytes();
+    if t.len() % 4 != 0 {
+        return Err(DecodeError::Base64);
+    }
+    let val = |c: u8| -> Result<u32, DecodeError> {
+        Ok(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(DecodeError::Base64),
+        }
+        .into())
+    };
+    let mut out = Vec::with_capacity(t.len() / 4 * 3);
+    for (ci, c) in t.chunks(4).enumerate() {
+        let last = ci == t.len() / 4 - 1;
+        let pad = c.iter().rev().take_while(|&&x| x == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
             return Err(DecodeError::Base64);
         }
-        let val = |c: u8| -> Result<u32, DecodeError> {
-            Ok(match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => return Err(DecodeError::Base64),
-            }
-            .into())
-        };
-        let mut out = Vec::with_capacity(t.len() / 4 * 3);
-        for (ci, c) in t.chunks(4).enumerate() {
-            let last = ci == t.len() / 4 - 1;
-            let pad = c.iter().rev().take_while(|&&x| x == b'=').count();
-            if pad > 2 || (pad > 0 && !last) {
-                return Err(DecodeError::Base64);
-            }
-            let mut v = 0u32;
-            for &x in &c[..4 - pad] {
-                v = (v << 6) | val(x)?;
-            }
-            v <<= 6 * pad as u32;
-            let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-            out.extend_from_slice(&bytes[..3 - pad]);
+        let mut v = 0u32;
+        for &x in &c[..4 - pad] {
+            v = (v << 6) | val(x)?;
         }
-        Signature::from_bytes(&out)
+        v <<= 6 * pad as u32;
+        let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
     }
+    Ok(out)
 }

@@ -189,6 +189,36 @@ fn signature_fits_the_budget_and_round_trips() {
 }
 
 #[test]
+fn query_features_round_trip_and_refuse_corruption() {
+    let mut ex = Extractor::new();
+    let q = ex.query(&scene(900, 600, 8).pixels());
+    assert!(q.keypoints.len() > 100, "{} keypoints", q.keypoints.len());
+    let b = q.to_bytes();
+    assert_eq!(QueryFeatures::from_bytes(&b).unwrap(), q);
+    assert_eq!(QueryFeatures::from_base64(&format!("{}\n", q.to_base64())).unwrap(), q);
+    // every truncation, a trailing byte, another version, an out-of-range field
+    for cut in [0, 1, 100, 259, 260, b.len() - 1] {
+        assert_eq!(QueryFeatures::from_bytes(&b[..cut]), Err(DecodeError::Truncated), "cut at {cut}");
+    }
+    let mut extra = b.clone();
+    extra.push(0);
+    assert_eq!(QueryFeatures::from_bytes(&extra), Err(DecodeError::TrailingBytes));
+    let mut v2 = b.clone();
+    v2[0] = 2;
+    assert_eq!(QueryFeatures::from_bytes(&v2), Err(DecodeError::Version(2)));
+    let mut qual = b.clone();
+    qual[257] = 101;
+    assert_eq!(QueryFeatures::from_bytes(&qual), Err(DecodeError::Invalid("quality")));
+    let mut level = b.clone();
+    level[260 + 4] = crate::QUERY_LEVELS as u8;
+    assert_eq!(QueryFeatures::from_bytes(&level), Err(DecodeError::Invalid("keypoint level")));
+    // a signature is not query features, nor the other way round
+    let sig = ex.signature(&scene(900, 600, 8).pixels()).to_bytes();
+    assert!(QueryFeatures::from_bytes(&sig).is_err());
+    assert!(Signature::from_bytes(&b).is_err());
+}
+
+#[test]
 fn removed_entries_stop_matching_and_can_return() {
     let (mut ex, mut index, imgs) = setup();
     let q = ex.query(&crop(&imgs[2], 180, 128, 540, 384).pixels());
