@@ -39,6 +39,7 @@ pub(crate) fn routes() -> Routes {
         .add("/v1/hash", &["POST"], post(hash_image))
         .add("/v1/lookup", &["GET", "POST"], get(lookup_get).post(lookup_post))
         .add("/v1/lookup/image", &["POST"], post(lookup_image))
+        .add("/v1/lookup/features", &["POST"], post(lookup_features))
         .add("/v1/compare", &["POST"], post(compare))
         .add("/v1/banks", &["GET", "POST"], get(list_banks).post(create_bank))
         .add(
@@ -653,6 +654,46 @@ async fn lookup_image(
         q["dihedral_hashes"] = dihedral_json(d);
     }
     Ok(Json(json!({ "query": q, "matches": matches, "truncated": truncated })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeaturesBody {
+    /// Base64 of `consentry_derive::QueryFeatures::to_bytes`.
+    features: String,
+}
+
+/// `POST /v1/lookup/features`: derive matches for query features computed by the client (the
+/// Telegram bot in remote mode), so that the image itself never leaves the client. The reply
+/// says how many derive entries the server holds, so a client can skip the features while there
+/// are none.
+async fn lookup_features(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<FeaturesBody>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Lookup)?;
+    let q = QueryFeatures::from_base64(&body.features)
+        .map_err(|e| ApiError::bad_request(format!("`features` is not derivative query features: {e}")))?;
+    let started = Instant::now();
+    let pdq = q.pdq[0];
+    let keypoints = q.keypoints.len();
+    let derive_entries = state.inner.derive.len();
+    let (matches, truncated) =
+        if derive_entries == 0 { (Vec::new(), false) } else { lookup_derive(&state, q).await? };
+    state.inner.metrics.observe_lookup(started.elapsed(), matches.len());
+    let out = vec![(matches, truncated)];
+    if !out[0].0.is_empty() {
+        crate::webhooks::enqueue_matches(&state, &[pdq], &out).await?;
+    }
+    let (matches, truncated) = out.into_iter().next().unwrap_or_default();
+    tracing::info!(pdq = %pdq.to_hex(), keypoints, matches = matches.len(), "features lookup");
+    Ok(Json(json!({
+        "query": { "hash": pdq.to_hex(), "keypoints": keypoints },
+        "derive_entries": derive_entries,
+        "matches": matches,
+        "truncated": truncated,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,6 +32,7 @@ const OPS: &[Op] = &[
     Op { method: "GET", path: "/v1/lookup", scope: "lookup", summary: "Look up one hash (`?hash=HEX[&radius=N]`), or the 8 dihedral hashes of one image (`?hash=H1,...,H8&dihedral=true`).", body: NONE, ok: 200, errors: &[400] },
     Op { method: "POST", path: "/v1/lookup", scope: "lookup", summary: "Look up a batch of hashes (`{\"hashes\": [...], \"radius\"?: N}`, at most 10,000).", body: "LookupBatch", ok: 200, errors: &[400, 413] },
     Op { method: "POST", path: "/v1/lookup/image", scope: "lookup", summary: "Hash an image and look it up (`?dihedral=true&radius=N`). The reply echoes the computed hash and quality. While derive entries exist, the image's derivative features are matched too: each match has `signal` (`pdq` or `derive`); derive matches carry `distance` (global PDQ distance, null when only the local keypoints matched), `inliers` and `score`.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
+    Op { method: "POST", path: "/v1/lookup/features", scope: "lookup", summary: "Derive matches for derivative query features computed by the client (`{\"features\": base64}`, `consentry_derive::QueryFeatures`), so the image never leaves it; the reply echoes the first dihedral hash and the keypoint count, and gives `derive_entries`, how many derive entries the server holds.", body: "Features", ok: 200, errors: &[400, 413] },
     Op { method: "POST", path: "/v1/compare", scope: "lookup", summary: "Distance between two hashes; `match` is distance <= 31.", body: "Compare", ok: 200, errors: &[400] },
     Op { method: "GET", path: "/v1/banks", scope: "lookup|curate", summary: "List banks.", body: NONE, ok: 200, errors: &[] },
     Op { method: "POST", path: "/v1/banks", scope: "curate", summary: "Create a bank (`{name, description?, enabled?, purpose?}`; purpose: survivor-protected, known-abuse, other).", body: "CreateBank", ok: 201, errors: &[400, 409] },
@@ -193,6 +194,7 @@ fn schemas() -> Value {
             "radius": { "type": "integer", "minimum": 0, "maximum": 64 }
         } },
         "Compare": { "type": "object", "required": ["a", "b"], "properties": { "a": hash, "b": hash } },
+        "Features": { "type": "object", "required": ["features"], "properties": { "features": { "type": "string", "description": "base64 of consentry_derive::QueryFeatures::to_bytes" } } },
         "CreateBank": { "type": "object", "required": ["name"], "properties": {
             "name": { "type": "string", "minLength": 1, "maxLength": 100 },
             "description": { "type": "string", "maxLength": 2000 },

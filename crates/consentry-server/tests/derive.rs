@@ -3,6 +3,7 @@
 //! global PDQ misses (20% cropped off one side, padded, the lower centre replaced with noise) is
 //! found by `/v1/lookup/image` with the derive evidence and fires a match webhook, an unrelated
 //! image is not, and disabling the entry or withdrawing a case stops the match within a second.
+//! `/v1/lookup/features` finds the same match from query features computed on the client.
 
 mod common;
 
@@ -85,6 +86,23 @@ async fn run(db: TestDb) {
 
     // Nothing is protected yet: no match, and no derive features computed.
     assert!(lookup(&app, &derived).await.is_empty());
+    // The client-side path: query features computed here, never the image, sent to the server.
+    let features = consentry_derive::Extractor::new().query(&derived.pixels()).to_base64();
+    let lookup_features = |f: String| {
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/v1/lookup/features", Some(&app.lookup), Some(json!({ "features": f })))
+                .await
+        }
+    };
+    let (s, v) = lookup_features(features.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["derive_entries"].as_u64(), v["matches"].as_array().map(Vec::len)),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["query"]["hash"].as_str().unwrap().len(), 64, "{v}");
 
     // Protect the photo with both signals: a derive entry and a PDQ entry.
     let (s, e) = app
@@ -126,6 +144,27 @@ async fn run(db: TestDb) {
     let ms = lookup(&app, &photo).await;
     assert_eq!(signals(&ms), vec![("derive".to_owned(), derive_id), ("pdq".to_owned(), pdq_id)], "{ms:?}");
     assert!(ms.iter().all(|m| m["distance"] == 0), "{ms:?}");
+
+    // The same match from the client's query features, with a webhook of its own.
+    let (s, v) = lookup_features(features.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["derive_entries"], 1, "{v}");
+    let fm = v["matches"].as_array().unwrap();
+    assert_eq!(signals(fm), vec![("derive".to_owned(), derive_id)], "{v}");
+    assert_eq!(
+        (fm[0]["inliers"].clone(), fm[0]["score"].clone()),
+        (m["inliers"].clone(), m["score"].clone())
+    );
+    assert!(app.state.store().get_webhook(2).await.is_ok(), "second match event queued");
+    // Bad features, or none, are refused with a clear message; no key: 401.
+    for bad in ["AQID", "not base64!", &sig] {
+        let (s, v) = lookup_features(bad.to_owned()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("not derivative query features"), "{v}");
+    }
+    let (s, _) =
+        app.call(Method::POST, "/v1/lookup/features", None, Some(json!({ "features": features }))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // An unrelated benign image matches nothing.
     assert!(lookup(&app, &unrelated).await.is_empty());
