@@ -118,6 +118,9 @@ pub struct Remote {
     url: String,
     key: String,
     verdicts: std::sync::Arc<Mutex<VerdictCache>>,
+    /// Whether the server held derive entries at its last features lookup, and when that was
+    /// (`None`: not asked yet). While it holds none, the bot skips the features.
+    derive_entries: std::sync::Arc<Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -128,6 +131,8 @@ impl std::fmt::Debug for Remote {
 
 /// How long a remote verdict is reused for the same image (the server's banks can change).
 pub const REMOTE_VERDICT_TTL: Duration = Duration::from_secs(60);
+/// How long "the server holds no derive entries" is believed before features are sent again.
+pub const REMOTE_DERIVE_RECHECK: Duration = Duration::from_secs(60);
 
 impl Remote {
     /// A client for the server at `url` with API key `key` (scope `lookup`).
@@ -141,6 +146,7 @@ impl Remote {
             url: url.trim_end_matches('/').to_owned(),
             key: key.to_owned(),
             verdicts: Default::default(),
+            derive_entries: Default::default(),
         })
     }
 
@@ -164,6 +170,31 @@ impl Remote {
             _ => MatchError::Other(format!("{path}: HTTP {status}: {code} {msg}")),
         })
     }
+
+    /// Derive matches from the server for query features computed here (the image stays with
+    /// the bot); remembers whether the server holds derive entries at all.
+    async fn lookup_features(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
+        let v = self.post("/v1/lookup/features", json!({ "features": q.to_base64() }), true).await?;
+        let any = v["derive_entries"].as_u64().is_some_and(|n| n > 0);
+        *self.derive_entries.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), any));
+        let mut out = None;
+        for m in v["matches"].as_array().into_iter().flatten() {
+            let Some(bank) = m["bank"].as_str() else { continue };
+            let pdq = m["distance"].as_u64();
+            let hit = Hit {
+                bank: bank.to_owned(),
+                // The server gives the PDQ distance only when it matched; 256 (every bit) otherwise.
+                distance: pdq.map_or(256, |d| d as u32),
+                entry_id: m["entry_id"].as_i64(),
+                signal: "derive",
+                inliers: m["inliers"].as_u64().unwrap_or(0) as u32,
+                score: m["score"].as_u64().unwrap_or(0) as u32,
+            };
+            out = better_derive(out, hit, pdq.is_some());
+        }
+        Ok(out)
+    }
 }
 
 /// The matching back end.
@@ -173,6 +204,27 @@ pub enum Matcher {
     Embedded(AppState),
     /// A `consentry serve` over HTTP.
     Remote(Remote),
+}
+
+/// The better of two derive hits: a global PDQ match of the signature first, then the higher
+/// score, then the smaller distance.
+fn better_derive(cur: Option<Hit>, hit: Hit, hit_pdq_matched: bool) -> Option<Hit> {
+    let replace = match &cur {
+        None => true,
+        Some(o) => {
+            (hit_pdq_matched, hit.score, std::cmp::Reverse(hit.distance))
+                > (
+                    o.distance <= consentry_pdq::DEFAULT_MATCH_DISTANCE,
+                    o.score,
+                    std::cmp::Reverse(o.distance),
+                )
+        }
+    };
+    if replace {
+        Some(hit)
+    } else {
+        cur
+    }
 }
 
 fn best(a: Option<Hit>, b: Hit) -> Option<Hit> {
@@ -224,20 +276,27 @@ impl Matcher {
         }
     }
 
-    /// Whether derive entries are active (embedded mode): only then are the derivative features
-    /// of posted images worth computing. A remote server is asked for PDQ matches only (its
-    /// image lookup would need the image itself, which the bot never sends anywhere).
+    /// Whether derive entries are active: only then are the derivative features of posted
+    /// images worth computing. Embedded: the derive index is not empty. Remote: the server held
+    /// derive entries at the last features lookup, or that answer is older than
+    /// [`REMOTE_DERIVE_RECHECK`] (the features, never the image, go to the server).
     pub fn derive_active(&self) -> bool {
         match self {
             Matcher::Embedded(s) => !s.derive_index().is_empty(),
-            Matcher::Remote(_) => false,
+            Matcher::Remote(r) => match *r.derive_entries.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some((at, any)) => any || at.elapsed() >= REMOTE_DERIVE_RECHECK,
+                None => true,
+            },
         }
     }
 
-    /// The best active derive entry matching an image's query features (embedded mode; `None`
-    /// in remote mode). A global PDQ match of the signature ranks first, then the highest score.
+    /// The best active derive entry matching an image's query features. A global PDQ match of
+    /// the signature ranks first, then the highest score. Remote: `POST /v1/lookup/features`.
     pub async fn lookup_derive(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
-        let Matcher::Embedded(state) = self else { return Ok(None) };
+        let state = match self {
+            Matcher::Embedded(state) => state,
+            Matcher::Remote(r) => return r.lookup_features(q).await,
+        };
         let hits = state.derive_index().search(q);
         let mut out: Option<Hit> = None;
         for h in hits {
@@ -255,20 +314,7 @@ impl Matcher {
                 inliers: h.inliers as u32,
                 score: h.score,
             };
-            let better = match &out {
-                None => true,
-                Some(o) => {
-                    (h.pdq_distance.is_some(), hit.score, std::cmp::Reverse(hit.distance))
-                        > (
-                            o.distance <= consentry_pdq::DEFAULT_MATCH_DISTANCE,
-                            o.score,
-                            std::cmp::Reverse(o.distance),
-                        )
-                }
-            };
-            if better {
-                out = Some(hit);
-            }
+            out = better_derive(out, hit, h.pdq_distance.is_some());
         }
         Ok(out)
     }

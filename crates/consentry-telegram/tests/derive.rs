@@ -2,7 +2,8 @@
 //! protected with its derivative signature only; a derivative that global PDQ misses (20%
 //! cropped off one side, padded, the lower centre replaced with noise) posted to a group is
 //! deleted, reported and audited with `signal: derive`, an unrelated image is left alone, and
-//! after the entry is disabled the derivative no longer matches. Images stay in memory.
+//! after the entry is disabled the derivative no longer matches. Images stay in memory. The
+//! same runs with the bot in remote mode against `consentry serve` on a loopback socket.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -78,6 +79,17 @@ fn deleted(fake: &FakeTelegram) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn derivatives_of_a_derive_protected_photo_are_deleted_until_the_entry_is_disabled() {
+    scenario(false).await;
+}
+
+/// The same through a remote `consentry serve` on a loopback socket: the bot computes the query
+/// features and sends them (`/v1/lookup/features`); the image never leaves the bot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_mode_sends_derive_features_not_images() {
+    scenario(true).await;
+}
+
+async fn scenario(remote: bool) {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions {
         pin_kdf: consentry_store::PinKdf { memory_kib: 1024, iterations: 1, parallelism: 1 },
@@ -145,7 +157,22 @@ async fn derivatives_of_a_derive_protected_photo_are_deleted_until_the_entry_is_
     let api = BotApi::new(&fake.url(), fake::TOKEN, api_options()).unwrap();
     let state = Arc::new(StateFile::open(&state_path).unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let matcher = Matcher::Embedded(app.clone());
+    let matcher = if remote {
+        let key = app
+            .store()
+            .create_api_key(&Actor::system(), "bot", &[consentry_store::Scope::Lookup])
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(consentry_server::serve(listener, app.clone(), std::future::pending()));
+        let r = consentry_telegram::Remote::new(&url, &key.secret).unwrap();
+        let m = Matcher::Remote(r);
+        assert!(m.derive_active(), "a remote server is asked until it says it holds no derive entries");
+        m
+    } else {
+        Matcher::Embedded(app.clone())
+    };
     let bot = tokio::spawn(async move {
         consentry_telegram::run(api, matcher, state, config(), async move {
             let _ = rx.await;
@@ -177,11 +204,20 @@ async fn derivatives_of_a_derive_protected_photo_are_deleted_until_the_entry_is_
         .into_iter()
         .filter(|e| e.action == "telegram.match")
         .collect();
-    assert_eq!(events.len(), 1, "{events:?}");
-    let dt = &events[0].details;
-    assert_eq!((dt["signal"].as_str(), dt["entry_id"].as_i64()), (Some("derive"), Some(entry.id)), "{dt}");
-    assert!(dt["distance"].as_u64().unwrap() > 31 && dt["inliers"].as_u64().unwrap() >= 3, "{dt}");
-    assert!(dt.to_string().len() < 1000, "ids and numbers only: {dt}");
+    if remote {
+        // The server logged a features lookup and queued nothing else; the bot has no store.
+        assert!(events.is_empty(), "{events:?}");
+    } else {
+        assert_eq!(events.len(), 1, "{events:?}");
+        let dt = &events[0].details;
+        assert_eq!(
+            (dt["signal"].as_str(), dt["entry_id"].as_i64()),
+            (Some("derive"), Some(entry.id)),
+            "{dt}"
+        );
+        assert!(dt["distance"].as_u64().unwrap() > 31 && dt["inliers"].as_u64().unwrap() >= 3, "{dt}");
+        assert!(dt.to_string().len() < 1000, "ids and numbers only: {dt}");
+    }
 
     // Disabled: within a second the derive mirror drops it, and a repost is left alone.
     app.store().disable_entry(&Actor::system(), entry.id).await.unwrap();
