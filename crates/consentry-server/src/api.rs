@@ -630,12 +630,7 @@ async fn lookup_image(
         matches.extend(d);
         truncated |= t;
     }
-    state.inner.metrics.observe_lookup(started.elapsed(), matches.len());
-    let out = vec![(matches, truncated)];
-    if !out[0].0.is_empty() {
-        crate::webhooks::enqueue_matches(&state, &[h.pdq], &out).await?;
-    }
-    let (matches, truncated) = out.into_iter().next().unwrap_or_default();
+    let (matches, truncated) = finish_lookup(&state, started, h.pdq, matches, truncated).await?;
     tracing::info!(
         pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(),
         derive_matches = matches.len() - n_pdq, "image lookup"
@@ -654,6 +649,23 @@ async fn lookup_image(
         q["dihedral_hashes"] = dihedral_json(d);
     }
     Ok(Json(json!({ "query": q, "matches": matches, "truncated": truncated })))
+}
+
+/// The end of a one-image lookup: its latency and match count go to the metrics, and a match
+/// queues a webhook event naming the image's PDQ hash.
+async fn finish_lookup(
+    state: &AppState,
+    started: Instant,
+    pdq: Hash256,
+    matches: Vec<Value>,
+    truncated: bool,
+) -> ApiResult<(Vec<Value>, bool)> {
+    state.inner.metrics.observe_lookup(started.elapsed(), matches.len());
+    let out = vec![(matches, truncated)];
+    if !out[0].0.is_empty() {
+        crate::webhooks::enqueue_matches(state, &[pdq], &out).await?;
+    }
+    Ok(out.into_iter().next().unwrap_or_default())
 }
 
 #[derive(Debug, Deserialize)]
@@ -681,12 +693,7 @@ async fn lookup_features(
     let derive_entries = state.inner.derive.len();
     let (matches, truncated) =
         if derive_entries == 0 { (Vec::new(), false) } else { lookup_derive(&state, q).await? };
-    state.inner.metrics.observe_lookup(started.elapsed(), matches.len());
-    let out = vec![(matches, truncated)];
-    if !out[0].0.is_empty() {
-        crate::webhooks::enqueue_matches(&state, &[pdq], &out).await?;
-    }
-    let (matches, truncated) = out.into_iter().next().unwrap_or_default();
+    let (matches, truncated) = finish_lookup(&state, started, pdq, matches, truncated).await?;
     tracing::info!(pdq = %pdq.to_hex(), keypoints, matches = matches.len(), "features lookup");
     Ok(Json(json!({
         "query": { "hash": pdq.to_hex(), "keypoints": keypoints },
