@@ -53,38 +53,30 @@ fn corpus(dir: &std::path::Path) {
     }
     println!("| reduced size | images | PDQ ms | PDQ + dihedral ms | derive query ms (incl. PDQ + dihedral) | × PDQ | derive signature ms | × PDQ |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    // one table row: the class, its image count and its summed seconds per method
+    let row = |name: &str, n: usize, sum: &[f64; 4]| {
+        let m = |j: usize| sum[j] * 1e3 / n as f64;
+        println!(
+            "| {name} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            m(0),
+            m(1),
+            m(2),
+            m(2) / m(0),
+            m(3),
+            m(3) / m(0)
+        );
+    };
     let names = ["< 640 px", "640–1279 px", "1280 px"];
     let mut all = [0f64; 4];
-    let n: usize = counts.iter().sum();
     for k in 0..3 {
         for j in 0..4 {
             all[j] += sums[k][j];
         }
         if counts[k] > 0 {
-            let m = |j: usize| sums[k][j] * 1e3 / counts[k] as f64;
-            println!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                names[k],
-                counts[k],
-                m(0),
-                m(1),
-                m(2),
-                m(2) / m(0),
-                m(3),
-                m(3) / m(0)
-            );
+            row(names[k], counts[k], &sums[k]);
         }
     }
-    let m = |j: usize| all[j] * 1e3 / n as f64;
-    println!(
-        "| all | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        m(0),
-        m(1),
-        m(2),
-        m(2) / m(0),
-        m(3),
-        m(3) / m(0)
-    );
+    row("all", counts.iter().sum(), &all);
 }
 
 fn main() {

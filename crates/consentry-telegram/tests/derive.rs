@@ -5,6 +5,8 @@
 //! after the entry is disabled the derivative no longer matches. Images stay in memory. The
 //! same runs with the bot in remote mode against `consentry serve` on a loopback socket.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,16 +160,7 @@ async fn scenario(remote: bool) {
     let state = Arc::new(StateFile::open(&state_path).unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let matcher = if remote {
-        let key = app
-            .store()
-            .create_api_key(&Actor::system(), "bot", &[consentry_store::Scope::Lookup])
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(consentry_server::serve(listener, app.clone(), std::future::pending()));
-        let r = consentry_telegram::Remote::new(&url, &key.secret).unwrap();
-        let m = Matcher::Remote(r);
+        let m = common::remote_matcher(&app).await;
         assert!(m.derive_active(), "a remote server is asked until it says it holds no derive entries");
         m
     } else {

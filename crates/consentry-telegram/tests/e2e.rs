@@ -2,6 +2,8 @@
 //! Bot API server on loopback that serves scripted updates and real JPEG bytes from
 //! `../shared/testdata`, and records every call. The tests assert the exact moderation calls.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use consentry_store::{
     Actor, BankPurpose, EntrySourceKind, NewBank, NewEntry, SignalValue, Store, StoreOptions,
 };
 use consentry_telegram::fake::{self, FakeTelegram, FileSpec, Scripted};
-use consentry_telegram::{Action, ApiOptions, BotApi, BotConfig, Matcher, RateLimits, Remote, StateFile};
+use consentry_telegram::{Action, ApiOptions, BotApi, BotConfig, Matcher, RateLimits, StateFile};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -730,24 +732,13 @@ async fn private_protect_status_and_withdraw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_mode_matches_through_consentry_serve() {
     let mut env = env_or_skip!();
-    let key = env
-        .app
-        .store()
-        .create_api_key(&Actor::system(), "bot", &[consentry_store::Scope::Lookup])
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = env.app.clone();
-    let server = tokio::spawn(consentry_server::serve(listener, app, std::future::pending()));
-    env.matcher = Some(Matcher::Remote(Remote::new(&url, &key.secret).unwrap()));
+    env.matcher = Some(common::remote_matcher(&env.app).await);
     env.start();
     let f = &env.fake.clone();
     f.push_update(photo(1, 7, PROTECTED));
     f.push_update(photo(2, 7, "q0003.jpg"));
     env.drain().await;
     env.stop().await;
-    server.abort();
     assert_eq!(deleted_ids(f, GROUP), vec![1]);
 }
 
