@@ -360,6 +360,25 @@ impl Segment {
 
     /// Multi-index search (exact for any radius; slow for large ones).
     pub fn search_mih(&self, q: &[u64; 4], r: u32, scratch: &mut Scratch, out: &mut impl FnMut(u32, u32)) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU supports popcnt (checked just above).
+            unsafe { self.search_mih_popcnt(q, r, scratch, out) };
+            return;
+        }
+        self.search_mih_generic(q, r, scratch, out)
+    }
+
+    /// The search compiled with the popcnt instruction: without it the candidates' distances
+    /// and chunk checks use a multi-instruction bit-count sequence.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn search_mih_popcnt(&self, q: &[u64; 4], r: u32, scratch: &mut Scratch, out: &mut impl FnMut(u32, u32)) {
+        self.search_mih_generic(q, r, scratch, out)
+    }
+
+    #[inline(always)]
+    fn search_mih_generic(&self, q: &[u64; 4], r: u32, scratch: &mut Scratch, out: &mut impl FnMut(u32, u32)) {
         let plan = self.plan.as_ref().expect("indexed segment");
         let m = plan.len();
         let rhos = plan.rhos(r);
