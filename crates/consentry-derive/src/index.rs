@@ -51,6 +51,40 @@ fn key(desc: &[u64; 4], bits: &[u8]) -> u32 {
     k
 }
 
+/// A table's key function by byte lookups: the key bits that fall in byte `j` of the
+/// descriptor are looked up in one 256-entry table, so a key costs one lookup per byte that
+/// holds key bits instead of one shift-and-mask per bit. Same value as [`key`].
+struct KeyLut {
+    parts: Vec<(usize, [u32; 256])>,
+}
+
+impl KeyLut {
+    fn new(bits: &[u8]) -> KeyLut {
+        let mut parts: Vec<(usize, [u32; 256])> = Vec::new();
+        for j in 0..32usize {
+            let mut t = [0u32; 256];
+            let mut any = false;
+            for (i, &b) in bits.iter().enumerate() {
+                if usize::from(b) / 8 == j {
+                    any = true;
+                    for (v, e) in t.iter_mut().enumerate() {
+                        *e |= ((v as u32 >> (b % 8)) & 1) << i;
+                    }
+                }
+            }
+            if any {
+                parts.push((j, t));
+            }
+        }
+        KeyLut { parts }
+    }
+
+    #[inline]
+    fn key(&self, desc: &[u64; 4]) -> u32 {
+        self.parts.iter().fold(0, |k, (j, t)| k | t[((desc[j / 8] >> (8 * (j % 8))) & 0xff) as usize])
+    }
+}
+
 fn judge(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures, corrs: &mut Vec<Corr>) -> Option<Hit> {
     let d = q.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap_or(u32::MAX);
     let pdq_distance = (d <= params.pdq_radius).then_some(d);
@@ -164,19 +198,52 @@ impl std::fmt::Display for InsertError {
 
 impl std::error::Error for InsertError {}
 
+/// Descriptor tables built in bulk over the entries live at build time: per
+/// table a CSR directory of `2^lsh_bits + 1` offsets and the keypoint numbers
+/// grouped by key, and the descriptors themselves in one array by keypoint
+/// number, so scanning a bucket reads two flat arrays instead of chasing
+/// pointers to each entry's signature.
+#[derive(Default)]
+struct Base {
+    offsets: Vec<Vec<u32>>,
+    postings: Vec<Vec<u32>>,
+    descs: Vec<[u64; 4]>,
+    /// Keypoint number → (slot, keypoint within the signature).
+    owner: Vec<(u32, u16)>,
+}
+
+/// Entries inserted since the last build are kept in small hash tables
+/// until there are more than this many, or more than 1/8 of the built ones.
+const DELTA_MIN: usize = 4096;
+
 /// Index of protected signatures, exact with respect to the match rule (see
 /// the crate docs): [`DeriveIndex::search`] = [`brute_force_search`].
+///
+/// Layout: a [`Base`] built in bulk (by [`DeriveIndex::extend`] or when the
+/// recent inserts outgrow their limit), plus hash tables for the entries
+/// inserted since. A removed entry of the base is only marked dead (its
+/// postings are skipped) and its slot is reused after the next build; the
+/// base is rebuilt when a quarter of it is dead.
 pub struct DeriveIndex {
     params: Params,
-    bits: Vec<Vec<u8>>,
+    /// Per table, its key function.
+    key_fns: Vec<KeyLut>,
     pdq: Index,
-    /// Slots; `None` once removed (the slot is reused by a later insert).
+    /// Slots; `None` once removed.
     entries: Vec<Option<(u64, Signature)>>,
-    /// Removed slots, reused first.
+    /// Whether the slot's keypoints are in the base.
+    in_base: Vec<bool>,
+    /// Free slots (not named by the base), reused first.
     free: Vec<u32>,
+    /// Base slots removed since the build: free after the next one.
+    retired: Vec<u32>,
     by_id: HashMap<u64, u32>,
-    /// Per table: key → (entry, keypoint) slots.
-    tables: Vec<HashMap<u32, Vec<(u32, u16)>>>,
+    base: Base,
+    base_live: usize,
+    /// Per table: key → (slot, keypoint) of the entries inserted since the build.
+    delta: Vec<HashMap<u32, Vec<(u32, u16)>>>,
+    delta_len: usize,
+    delta_limit: usize,
 }
 
 impl std::fmt::Debug for DeriveIndex {
@@ -185,20 +252,43 @@ impl std::fmt::Debug for DeriveIndex {
     }
 }
 
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 impl DeriveIndex {
     /// An empty index with these rule parameters.
     pub fn new(params: Params) -> Self {
-        let bits = key_bits(&params);
-        let tables = vec![HashMap::new(); bits.len()];
+        let key_fns: Vec<KeyLut> = key_bits(&params).iter().map(|b| KeyLut::new(b)).collect();
+        let delta = vec![HashMap::new(); key_fns.len()];
         DeriveIndex {
             params,
-            bits,
+            key_fns,
             pdq: Index::with_config(IndexConfig { degenerate: DegeneratePolicy::Accept }),
             entries: Vec::new(),
+            in_base: Vec::new(),
             free: Vec::new(),
+            retired: Vec::new(),
             by_id: HashMap::new(),
-            tables,
+            base: Base::default(),
+            base_live: 0,
+            delta,
+            delta_len: 0,
+            delta_limit: DELTA_MIN,
         }
+    }
+
+    /// Tests: rebuild the base once more than `n` entries wait in the hash tables.
+    #[doc(hidden)]
+    pub fn set_delta_limit(&mut self, n: usize) {
+        self.delta_limit = n;
     }
 
     /// The rule parameters.
@@ -226,8 +316,7 @@ impl DeriveIndex {
         self.entries[slot as usize].as_ref().expect("tables and the PDQ index only name live slots")
     }
 
-    /// Add a protected image.
-    pub fn insert(&mut self, id: u64, sig: Signature) -> Result<(), InsertError> {
+    fn place(&mut self, id: u64, sig: Signature) -> Result<u32, InsertError> {
         if self.by_id.contains_key(&id) {
             return Err(InsertError::DuplicateId(id));
         }
@@ -235,18 +324,53 @@ impl DeriveIndex {
             Some(s) => s,
             None => {
                 self.entries.push(None);
+                self.in_base.push(false);
                 (self.entries.len() - 1) as u32
             }
         };
         self.pdq.insert(u64::from(slot), sig.pdq).expect("degenerate hashes accepted");
-        for (ki, k) in sig.keypoints.iter().enumerate() {
-            for (t, b) in self.bits.iter().enumerate() {
-                self.tables[t].entry(key(&k.desc, b)).or_default().push((slot, ki as u16));
-            }
-        }
         self.by_id.insert(id, slot);
         self.entries[slot as usize] = Some((id, sig));
+        Ok(slot)
+    }
+
+    /// Add a protected image.
+    pub fn insert(&mut self, id: u64, sig: Signature) -> Result<(), InsertError> {
+        let slot = self.place(id, sig)?;
+        let (_, sig) = self.slot(slot);
+        let keys: Vec<(usize, u32, u16)> = sig
+            .keypoints
+            .iter()
+            .enumerate()
+            .flat_map(|(ki, k)| {
+                self.key_fns.iter().enumerate().map(move |(t, b)| (t, b.key(&k.desc), ki as u16))
+            })
+            .collect();
+        for (t, k, ki) in keys {
+            self.delta[t].entry(k).or_default().push((slot, ki));
+        }
+        self.delta_len += 1;
+        if self.delta_len > self.delta_limit.max(self.base_live / 8) {
+            self.rebuild();
+        }
         Ok(())
+    }
+
+    /// Add many protected images and build the tables once (the fast way to
+    /// load a large set). Returns the ids refused as duplicates.
+    pub fn extend(&mut self, items: impl IntoIterator<Item = (u64, Signature)>) -> Vec<u64> {
+        let mut refused = Vec::new();
+        let mut added = false;
+        for (id, sig) in items {
+            match self.place(id, sig) {
+                Ok(_) => added = true,
+                Err(_) => refused.push(id),
+            }
+        }
+        if added {
+            self.rebuild();
+        }
+        refused
     }
 
     /// Remove a protected image: it no longer matches, and its id may be
@@ -255,29 +379,97 @@ impl DeriveIndex {
         let Some(slot) = self.by_id.remove(&id) else { return false };
         let (_, sig) = self.entries[slot as usize].take().expect("by_id names live slots");
         self.pdq.remove(u64::from(slot));
+        if self.in_base[slot as usize] {
+            // its postings stay until the next build; searches skip dead slots
+            self.base_live -= 1;
+            self.retired.push(slot);
+            if self.retired.len() * 4 > self.base_live + self.retired.len() {
+                self.rebuild();
+            }
+            return true;
+        }
         for k in &sig.keypoints {
-            for (t, b) in self.bits.iter().enumerate() {
-                let k = key(&k.desc, b);
-                if let Some(list) = self.tables[t].get_mut(&k) {
+            for (t, b) in self.key_fns.iter().enumerate() {
+                let k = b.key(&k.desc);
+                if let Some(list) = self.delta[t].get_mut(&k) {
                     list.retain(|&(s, _)| s != slot);
                     if list.is_empty() {
-                        self.tables[t].remove(&k);
+                        self.delta[t].remove(&k);
                     }
                 }
             }
         }
+        self.delta_len -= 1;
         self.free.push(slot);
         true
+    }
+
+    /// Builds the base over every live entry and empties the hash tables.
+    fn rebuild(&mut self) {
+        let mut owner: Vec<(u32, u16)> = Vec::new();
+        let mut descs: Vec<[u64; 4]> = Vec::new();
+        for (slot, e) in self.entries.iter().enumerate() {
+            self.in_base[slot] = e.is_some();
+            if let Some((_, sig)) = e {
+                for (ki, k) in sig.keypoints.iter().enumerate() {
+                    owner.push((slot as u32, ki as u16));
+                    descs.push(k.desc);
+                }
+            }
+        }
+        assert!(descs.len() < u32::MAX as usize, "fewer than 2^32 keypoints");
+        let width = self.params.lsh_bits.min(32);
+        let nkeys = 1usize << width;
+        let (offsets, postings): (Vec<Vec<u32>>, Vec<Vec<u32>>) = {
+            use rayon::prelude::*;
+            self.key_fns
+                .par_iter()
+                .map(|b| {
+                    // counting sort of the keypoint numbers by key
+                    let keys: Vec<u32> = descs.iter().map(|d| b.key(d)).collect();
+                    let mut off = vec![0u32; nkeys + 1];
+                    for &k in &keys {
+                        off[k as usize + 1] += 1;
+                    }
+                    for i in 1..=nkeys {
+                        off[i] += off[i - 1];
+                    }
+                    let mut fill = off.clone();
+                    let mut post = vec![0u32; keys.len()];
+                    for (g, &k) in keys.iter().enumerate() {
+                        let c = &mut fill[k as usize];
+                        post[*c as usize] = g as u32;
+                        *c += 1;
+                    }
+                    (off, post)
+                })
+                .unzip()
+        };
+        self.base = Base { offsets, postings, descs, owner };
+        self.base_live = self.by_id.len();
+        self.free.append(&mut self.retired);
+        for d in &mut self.delta {
+            *d = HashMap::new();
+        }
+        self.delta_len = 0;
     }
 
     /// Tuning aid: the largest buckets over all tables, as (slots, key popcount, key width).
     #[doc(hidden)]
     pub fn largest_buckets(&self, k: usize) -> Vec<(usize, u32, usize)> {
-        let mut v: Vec<(usize, u32, usize)> = self
-            .tables
-            .iter()
-            .flat_map(|t| t.iter().map(|(key, list)| (list.len(), key.count_ones(), self.params.lsh_bits)))
-            .collect();
+        let mut v: Vec<(usize, u32, usize)> = Vec::new();
+        for t in 0..self.key_fns.len() {
+            let mut sizes: HashMap<u32, usize> =
+                self.delta[t].iter().map(|(key, l)| (*key, l.len())).collect();
+            if let Some(off) = self.base.offsets.get(t) {
+                for (key, w) in off.windows(2).enumerate() {
+                    if w[1] > w[0] {
+                        *sizes.entry(key as u32).or_default() += (w[1] - w[0]) as usize;
+                    }
+                }
+            }
+            v.extend(sizes.into_iter().map(|(key, n)| (n, key.count_ones(), self.params.lsh_bits)));
+        }
         v.sort_unstable_by(|a, b| b.cmp(a));
         v.truncate(k);
         v
@@ -301,44 +493,161 @@ impl DeriveIndex {
         v
     }
 
-    fn correspondences(&self, q: &QueryFeatures) -> HashMap<u32, Vec<Corr>> {
-        let mut per: HashMap<u32, Vec<Corr>> = HashMap::new();
-        for (qi, qk) in q.keypoints.iter().enumerate() {
-            for (t, b) in self.bits.iter().enumerate() {
-                let Some(list) = self.tables[t].get(&key(&qk.desc, b)) else { continue };
-                for &(slot, pi) in list {
-                    let pk = &self.slot(slot).1.keypoints[usize::from(pi)];
-                    let d = hamming(&qk.desc, &pk.desc);
-                    if d <= self.params.max_hamming {
-                        per.entry(slot).or_default().push(Corr { dist: d as u16, p: pi, q: qi as u16 });
+    /// Every correspondence of the query, grouped by slot (in slot order).
+    fn correspondences(&self, q: &QueryFeatures) -> Vec<(u32, Vec<Corr>)> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU supports popcnt (checked just above).
+            return unsafe { self.correspondences_popcnt(q) };
+        }
+        self.correspondences_generic(q)
+    }
+
+    /// The scan compiled with the popcnt instruction (the x86-64 baseline counts bits with a
+    /// multi-instruction sequence, and every posting scanned costs a 256-bit distance).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn correspondences_popcnt(&self, q: &QueryFeatures) -> Vec<(u32, Vec<Corr>)> {
+        self.correspondences_generic(q)
+    }
+
+    #[inline(always)]
+    fn correspondences_generic(&self, q: &QueryFeatures) -> Vec<(u32, Vec<Corr>)> {
+        let maxd = self.params.max_hamming;
+        let mut found: Vec<(u32, Corr)> = Vec::new();
+        let qkeys: Vec<u32> =
+            q.keypoints.iter().flat_map(|qk| self.key_fns.iter().map(move |b| b.key(&qk.desc))).collect();
+        let nt = self.key_fns.len();
+        if !self.base.descs.is_empty() {
+            let base = &self.base;
+            // Stage 1: the directory slots of every probe.
+            for (i, &k) in qkeys.iter().enumerate() {
+                prefetch(base.offsets[i % nt].as_ptr().wrapping_add(k as usize));
+            }
+            // Stage 2: non-empty buckets, as (start, end, probe).
+            let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
+            for (i, &k) in qkeys.iter().enumerate() {
+                let off = &base.offsets[i % nt];
+                let (s, e) = (off[k as usize], off[k as usize + 1]);
+                if s < e {
+                    prefetch(base.postings[i % nt].as_ptr().wrapping_add(s as usize));
+                    ranges.push((s, e, i as u32));
+                }
+            }
+            // Stage 3: scan the buckets, the descriptors fetched a few postings ahead.
+            const AHEAD: usize = 12;
+            let mut ahead = ranges.iter().flat_map(|&(s, e, i)| {
+                base.postings[i as usize % nt][s as usize..e as usize].iter().copied()
+            });
+            for _ in 0..AHEAD {
+                if let Some(g) = ahead.next() {
+                    prefetch(base.descs.as_ptr().wrapping_add(g as usize));
+                }
+            }
+            for &(s, e, i) in &ranges {
+                let qi = i as usize / nt;
+                let qd = &q.keypoints[qi].desc;
+                for &g in &base.postings[i as usize % nt][s as usize..e as usize] {
+                    if let Some(n) = ahead.next() {
+                        prefetch(base.descs.as_ptr().wrapping_add(n as usize));
+                    }
+                    let d = hamming(qd, &base.descs[g as usize]);
+                    if d <= maxd {
+                        let (slot, p) = base.owner[g as usize];
+                        if self.entries[slot as usize].is_some() {
+                            found.push((slot, Corr { dist: d as u16, p, q: qi as u16 }));
+                        }
                     }
                 }
             }
         }
-        per
+        if self.delta_len > 0 {
+            for (i, &k) in qkeys.iter().enumerate() {
+                let Some(list) = self.delta[i % nt].get(&k) else { continue };
+                let qi = i / nt;
+                for &(slot, p) in list {
+                    let pk = &self.slot(slot).1.keypoints[usize::from(p)];
+                    let d = hamming(&q.keypoints[qi].desc, &pk.desc);
+                    if d <= maxd {
+                        found.push((slot, Corr { dist: d as u16, p, q: qi as u16 }));
+                    }
+                }
+            }
+        }
+        found.sort_unstable_by_key(|x| x.0);
+        let mut out: Vec<(u32, Vec<Corr>)> = Vec::new();
+        for (slot, c) in found {
+            match out.last_mut() {
+                Some((s, v)) if *s == slot => v.push(c),
+                _ => out.push((slot, vec![c])),
+            }
+        }
+        out
     }
 
     /// Every protected image the query matches, sorted by id.
     pub fn search(&self, q: &QueryFeatures) -> Vec<Hit> {
-        let mut per = self.correspondences(q);
-        let mut cand: Vec<u32> = self
+        let per = self.correspondences(q);
+        let mut pdq: Vec<u32> = self
             .pdq
             .search_dihedral(&q.pdq, self.params.pdq_radius)
             .into_iter()
             .map(|m| m.id as u32)
             .collect();
-        cand.extend(per.iter().filter(|(_, c)| c.len() >= self.params.min_inliers).map(|(s, _)| *s));
-        cand.sort_unstable();
-        cand.dedup();
-        let mut out: Vec<Hit> = cand
-            .into_iter()
-            .filter_map(|slot| {
-                let (id, sig) = self.slot(slot);
-                let mut corrs = per.remove(&slot).unwrap_or_default();
-                judge(&self.params, *id, sig, q, &mut corrs)
-            })
-            .collect();
+        pdq.sort_unstable();
+        pdq.dedup();
+        let mut out: Vec<Hit> = Vec::new();
+        let mut pi = pdq.into_iter().peekable();
+        let mut judge_slot = |slot: u32, corrs: &mut Vec<Corr>| {
+            let (id, sig) = self.slot(slot);
+            if let Some(h) = judge(&self.params, *id, sig, q, corrs) {
+                out.push(h);
+            }
+        };
+        for (slot, mut corrs) in per {
+            while let Some(&p) = pi.peek().filter(|&&p| p < slot) {
+                judge_slot(p, &mut Vec::new());
+                pi.next();
+            }
+            let pdq_hit = pi.peek() == Some(&slot);
+            if pdq_hit {
+                pi.next();
+            }
+            if pdq_hit || corrs.len() >= self.params.min_inliers {
+                judge_slot(slot, &mut corrs);
+            }
+        }
+        for p in pi {
+            judge_slot(p, &mut Vec::new());
+        }
         out.sort_by_key(|h| h.id);
         out
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn byte_lookup_keys_equal_bit_by_bit_keys() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for lsh_bits in [1usize, 10, 18, 24, 32] {
+            let params = Params { lsh_bits, ..Params::default() };
+            for bits in key_bits(&params) {
+                let lut = KeyLut::new(&bits);
+                for _ in 0..200 {
+                    let d = [next(), next(), next(), next()];
+                    assert_eq!(lut.key(&d), key(&d, &bits), "{lsh_bits} bits");
+                }
+                assert_eq!(lut.key(&[u64::MAX; 4]), key(&[u64::MAX; 4], &bits));
+            }
+        }
     }
 }

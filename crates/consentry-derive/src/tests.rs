@@ -264,8 +264,13 @@ fn duplicate_ids_are_refused() {
     let mut index = DeriveIndex::new(Params::default());
     let s = Signature { pdq: consentry_pdq::Hash256::ZERO, quality: 0, keypoints: vec![] };
     index.insert(5, s.clone()).unwrap();
-    assert!(index.insert(5, s).is_err());
+    assert!(index.insert(5, s.clone()).is_err());
     assert_eq!(index.len(), 1);
+    // in bulk: the duplicates (of the index and within the batch) are refused and named
+    let refused = index.extend([(5, s.clone()), (6, s.clone()), (6, s.clone()), (7, s)]);
+    assert_eq!(refused, vec![5, 6]);
+    assert_eq!(index.len(), 3);
+    assert!(index.contains(6) && index.contains(7));
 }
 
 fn arb_desc() -> impl Strategy<Value = [u64; 4]> {
@@ -309,11 +314,20 @@ proptest! {
         min_inliers in 2usize..8,
         min_spread in prop::sample::select(vec![0.0f32, 4.0, 12.0]),
         removals in prop::collection::vec((0usize..12, any::<bool>()), 0..10),
+        delta_limit in prop::sample::select(vec![0usize, 3, 1000]),
+        bulk in any::<bool>(),
     ) {
         let params = Params { min_inliers, min_spread, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
         let mut index = DeriveIndex::new(params);
+        // 0: the bulk tables are rebuilt on every insert; 3: entries split between the bulk tables
+        // and the recent-insert tables; 1000: only recent-insert tables (unless loaded in bulk).
+        index.set_delta_limit(delta_limit);
         let mut entries: Vec<(u64, Signature)> = sigs.iter().enumerate().map(|(i, s)| (1000 + i as u64 * 7, s.clone())).collect();
-        for (id, s) in &entries { index.insert(*id, s.clone()).unwrap(); }
+        if bulk {
+            prop_assert!(index.extend(entries.clone()).is_empty());
+        } else {
+            for (id, s) in &entries { index.insert(*id, s.clone()).unwrap(); }
+        }
         // Remove some entries (each removal optionally followed by a re-insert
         // of the same id, later), so that dead and reused slots are exercised.
         let mut reinsert = Vec::new();

@@ -93,47 +93,67 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let rss0 = rss_mib();
-        let t = Instant::now();
         let lsh_bits =
             std::env::var("LSH_BITS").ok().and_then(|v| v.parse().ok()).unwrap_or(Params::default().lsh_bits);
         let mut index = DeriveIndex::new(Params { lsh_bits, ..Params::default() });
-        for (i, s) in &real {
-            index.insert(*i as u64, s.clone()).unwrap();
-        }
-        let mut rng = Rng::new(0x5ca1e);
         let tg = Instant::now();
+        // synthetic signatures, made in parallel blocks of 10,000, each block with its own generator
         let synth: Vec<(u64, Signature)> = (real.len()..n)
-            .map(|j| {
-                let keypoints = (0..50)
-                    .map(|_| {
-                        let src = descs[rng.below(descs.len() as u64) as usize];
-                        let mut desc = [0u64; 4];
-                        for (b, f) in freq.iter().enumerate() {
-                            let bit = if rng.coin() {
-                                (src[b / 64] >> (b % 64)) & 1
-                            } else {
-                                u64::from(rng.f64() < *f)
-                            };
-                            desc[b / 64] |= bit << (b % 64);
-                        }
-                        Keypoint {
-                            x: rng.below(512 * 8) as u16,
-                            y: rng.below(384 * 8) as u16,
-                            level: rng.below(4) as u8,
-                            desc,
-                        }
+            .collect::<Vec<_>>()
+            .par_chunks(10_000)
+            .flat_map_iter(|block| {
+                let mut rng = Rng::derive(0x5ca1e, block[0] as u64, 0);
+                block
+                    .iter()
+                    .map(|&j| {
+                        let keypoints = (0..50)
+                            .map(|_| {
+                                let src = descs[rng.below(descs.len() as u64) as usize];
+                                let mut desc = [0u64; 4];
+                                for (b, f) in freq.iter().enumerate() {
+                                    let bit = if rng.coin() {
+                                        (src[b / 64] >> (b % 64)) & 1
+                                    } else {
+                                        u64::from(rng.f64() < *f)
+                                    };
+                                    desc[b / 64] |= bit << (b % 64);
+                                }
+                                Keypoint {
+                                    x: rng.below(512 * 8) as u16,
+                                    y: rng.below(384 * 8) as u16,
+                                    level: rng.below(4) as u8,
+                                    desc,
+                                }
+                            })
+                            .collect();
+                        let pdq = Hash256::from_words([
+                            rng.next_u64(),
+                            rng.next_u64(),
+                            rng.next_u64(),
+                            rng.next_u64(),
+                        ]);
+                        ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints })
                     })
-                    .collect();
-                let pdq =
-                    Hash256::from_words([rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]);
-                ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints })
+                    .collect::<Vec<_>>()
             })
             .collect();
         let gen_s = tg.elapsed().as_secs_f64();
-        for (id, sig) in synth {
+        // the last 1,000 are inserted one at a time, after the bulk load
+        let split_at = synth.len().saturating_sub(1000);
+        let mut synth = synth;
+        let singles = synth.split_off(split_at);
+        let t = Instant::now();
+        let all: Vec<(u64, Signature)> =
+            real.iter().map(|(i, s)| (*i as u64, s.clone())).chain(synth).collect();
+        assert!(index.extend(all).is_empty());
+        let build_s = t.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let nsingle = singles.len();
+        for (id, sig) in singles {
             index.insert(id, sig).unwrap();
         }
-        let build_s = t.elapsed().as_secs_f64() - gen_s;
+        let insert_ms = t1.elapsed().as_secs_f64() * 1e3 / nsingle.max(1) as f64;
+        eprintln!("N {n}: bulk build {build_s:.1} s; then {nsingle} single inserts, {insert_ms:.3} ms each");
         let rss = rss_mib() - rss0;
         eprintln!("largest buckets (slots, key popcount, bits): {:?}", index.largest_buckets(12));
         let verified: usize = queries.iter().map(|(_, _, q)| index.search_details(q).len()).sum();

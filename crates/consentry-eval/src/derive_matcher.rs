@@ -120,11 +120,9 @@ impl Matcher for DeriveMatcher {
             .map(|p| (p.id, with_extractor(self.plane, |e| e.signature(&pixels(p.image)))))
             .collect();
         let mut index = DeriveIndex::new(self.params);
-        let mut max = 0;
-        for (id, s) in sigs {
-            max = max.max(s.to_bytes().len());
-            index.insert(u64::from(id), s).expect("harness ids are distinct");
-        }
+        let max = sigs.iter().map(|(_, s)| s.to_bytes().len()).max().unwrap_or(0);
+        let refused = index.extend(sigs.into_iter().map(|(id, s)| (u64::from(id), s)));
+        assert!(refused.is_empty(), "harness ids are distinct");
         self.index = index;
         self.bytes_per_image = max;
     }

@@ -94,13 +94,16 @@ pub(crate) async fn load(store: &Store) -> Result<(Arc<DeriveMirror>, Tracker, i
     let entries = tokio::task::spawn_blocking(move || {
         let mut idx = m.index.write().unwrap_or_else(|p| p.into_inner());
         let mut entries = HashMap::new();
+        let mut sigs = Vec::with_capacity(active.entries.len());
         for (id, v) in &active.entries {
             if let Some(sig) = decode(*id, v) {
-                if idx.insert(*id as u64, sig).is_ok() {
-                    entries.insert(*id, fingerprint(&v.to_bytes()));
-                }
+                entries.entry(*id).or_insert_with(|| fingerprint(&v.to_bytes()));
+                sigs.push((*id as u64, sig));
             }
         }
+        // One bulk build instead of one insert at a time. Entry ids are the store's keys, so
+        // none is a duplicate; if one were, the first value stays indexed, as recorded above.
+        let _ = idx.extend(sigs);
         entries
     })
     .await
