@@ -475,6 +475,21 @@ impl DeriveIndex {
         v
     }
 
+    /// Tuning aid: the size of every bucket of the bulk-built tables, per table (empty before a build).
+    #[doc(hidden)]
+    pub fn bucket_sizes(&self) -> Vec<Vec<u32>> {
+        self.base.offsets.iter().map(|off| off.windows(2).map(|w| w[1] - w[0]).collect()).collect()
+    }
+
+    /// Tuning aid: the (table, key) of every probe a query makes.
+    #[doc(hidden)]
+    pub fn probe_keys(&self, q: &QueryFeatures) -> Vec<(usize, u32)> {
+        q.keypoints
+            .iter()
+            .flat_map(|qk| self.key_fns.iter().enumerate().map(|(t, f)| (t, f.key(&qk.desc))))
+            .collect()
+    }
+
     /// Tuning aid: for every protected image with at least
     /// `min_inliers` correspondences, the descriptor distances of the best
     /// hypothesis's inliers.

@@ -156,6 +156,47 @@ fn main() {
         eprintln!("N {n}: bulk build {build_s:.1} s; then {nsingle} single inserts, {insert_ms:.3} ms each");
         let rss = rss_mib() - rss0;
         eprintln!("largest buckets (slots, key popcount, bits): {:?}", index.largest_buckets(12));
+        if std::env::var_os("STOP_STATS").is_some() {
+            // How many postings a query scans, and how many it would with the K fullest keys of each
+            // table left out (a stop-list): the cost side of a possible rule change, not a rule.
+            let sizes = index.bucket_sizes();
+            let total: f64 = sizes.iter().flatten().map(|&n| f64::from(n)).sum();
+            let probes: Vec<Vec<(usize, u32)>> =
+                queries.iter().map(|(_, _, q)| index.probe_keys(q)).collect();
+            for k in [0usize, 64, 256, 1024, 2621, 8192] {
+                // per table, the size from which a bucket is stopped
+                let cut: Vec<u32> = sizes
+                    .iter()
+                    .map(|s| {
+                        let mut v = s.clone();
+                        v.sort_unstable_by(|a, b| b.cmp(a));
+                        if k == 0 {
+                            u32::MAX
+                        } else {
+                            v[k - 1]
+                        }
+                    })
+                    .collect();
+                let scanned: f64 = probes
+                    .iter()
+                    .flatten()
+                    .map(|&(t, key)| sizes[t][key as usize])
+                    .zip(probes.iter().flatten().map(|&(t, _)| t))
+                    .filter(|&(n, t)| n < cut[t])
+                    .map(|(n, _)| f64::from(n))
+                    .sum::<f64>()
+                    / probes.len() as f64;
+                let stopped: f64 = sizes
+                    .iter()
+                    .zip(&cut)
+                    .map(|(s, &c)| s.iter().filter(|&&n| n >= c).map(|&n| f64::from(n)).sum::<f64>())
+                    .sum();
+                eprintln!(
+                    "N {n}: stop-list of the {k} fullest keys per table: {scanned:.0} postings scanned per query, {:.1} % of stored postings stopped",
+                    100.0 * stopped / total
+                );
+            }
+        }
         let verified: usize = queries.iter().map(|(_, _, q)| index.search_details(q).len()).sum();
         eprintln!("N {n}: {:.1} protected images verified per query (>= 3 correspondences); synthetic signatures made in {gen_s:.1} s", verified as f64 / queries.len() as f64);
         let mut lat = Vec::with_capacity(queries.len());

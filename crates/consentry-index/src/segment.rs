@@ -373,12 +373,24 @@ impl Segment {
     /// and chunk checks use a multi-instruction bit-count sequence.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "popcnt")]
-    unsafe fn search_mih_popcnt(&self, q: &[u64; 4], r: u32, scratch: &mut Scratch, out: &mut impl FnMut(u32, u32)) {
+    unsafe fn search_mih_popcnt(
+        &self,
+        q: &[u64; 4],
+        r: u32,
+        scratch: &mut Scratch,
+        out: &mut impl FnMut(u32, u32),
+    ) {
         self.search_mih_generic(q, r, scratch, out)
     }
 
     #[inline(always)]
-    fn search_mih_generic(&self, q: &[u64; 4], r: u32, scratch: &mut Scratch, out: &mut impl FnMut(u32, u32)) {
+    fn search_mih_generic(
+        &self,
+        q: &[u64; 4],
+        r: u32,
+        scratch: &mut Scratch,
+        out: &mut impl FnMut(u32, u32),
+    ) {
         let plan = self.plan.as_ref().expect("indexed segment");
         let m = plan.len();
         let rhos = plan.rhos(r);
