@@ -4,7 +4,7 @@
 
 use crate::verify::{hamming, inliers, Corr};
 use crate::{Params, QueryFeatures, Signature};
-use consentry_index::{DegeneratePolicy, Index, IndexConfig};
+use consentry_index::{prefetch, DegeneratePolicy, Index, IndexConfig};
 use std::collections::HashMap;
 
 /// One matched protected image.
@@ -250,17 +250,6 @@ impl std::fmt::Debug for DeriveIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeriveIndex").field("params", &self.params).field("len", &self.len()).finish()
     }
-}
-
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 impl DeriveIndex {

@@ -27,6 +27,8 @@ mod segment;
 
 pub use consentry_pdq::Hash256;
 pub use persist::{LoadError, Store};
+#[doc(hidden)]
+pub use segment::prefetch;
 
 use segment::{Scratch, Segment, H};
 use std::cell::RefCell;

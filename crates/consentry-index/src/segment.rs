@@ -245,8 +245,10 @@ pub(crate) struct Segment {
     pub tables: Vec<Table>,
 }
 
+/// Asks the CPU to bring the cache line at `p` closer (a hint: any address is fine). Shared
+/// with `consentry-derive`'s descriptor scan through [`crate::prefetch`].
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint; it never faults, whatever the address.
     unsafe {
