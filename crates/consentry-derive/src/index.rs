@@ -4,7 +4,7 @@
 
 use crate::verify::{hamming, inliers, Corr};
 use crate::{Params, QueryFeatures, Signature};
-use consentry_index::{prefetch, DegeneratePolicy, Index, IndexConfig};
+use consentry_index::{huge_vec, prefetch, DegeneratePolicy, Index, IndexConfig};
 use std::collections::HashMap;
 
 /// One matched protected image.
@@ -395,18 +395,22 @@ impl DeriveIndex {
 
     /// Builds the base over every live entry and empties the hash tables.
     fn rebuild(&mut self) {
-        let mut owner: Vec<(u32, u16)> = Vec::new();
-        let mut descs: Vec<[u64; 4]> = Vec::new();
+        // The descriptors and postings are read at random: huge pages spare most TLB misses.
+        let total: usize = self.entries.iter().flatten().map(|(_, s)| s.keypoints.len()).sum();
+        assert!(total < u32::MAX as usize, "fewer than 2^32 keypoints");
+        let mut owner: Vec<(u32, u16)> = Vec::with_capacity(total);
+        let mut descs: Vec<[u64; 4]> = huge_vec(total, [0; 4]);
+        let mut g = 0;
         for (slot, e) in self.entries.iter().enumerate() {
             self.in_base[slot] = e.is_some();
             if let Some((_, sig)) = e {
                 for (ki, k) in sig.keypoints.iter().enumerate() {
                     owner.push((slot as u32, ki as u16));
-                    descs.push(k.desc);
+                    descs[g] = k.desc;
+                    g += 1;
                 }
             }
         }
-        assert!(descs.len() < u32::MAX as usize, "fewer than 2^32 keypoints");
         let width = self.params.lsh_bits.min(32);
         let nkeys = 1usize << width;
         let (offsets, postings): (Vec<Vec<u32>>, Vec<Vec<u32>>) = {
@@ -424,7 +428,7 @@ impl DeriveIndex {
                         off[i] += off[i - 1];
                     }
                     let mut fill = off.clone();
-                    let mut post = vec![0u32; keys.len()];
+                    let mut post = huge_vec(keys.len(), 0u32);
                     for (g, &k) in keys.iter().enumerate() {
                         let c = &mut fill[k as usize];
                         post[*c as usize] = g as u32;

@@ -28,7 +28,7 @@ mod segment;
 pub use consentry_pdq::Hash256;
 pub use persist::{LoadError, Store};
 #[doc(hidden)]
-pub use segment::prefetch;
+pub use segment::{huge_vec, prefetch};
 
 use segment::{Scratch, Segment, H};
 use std::cell::RefCell;

@@ -29,7 +29,7 @@ static NO_THP: std::sync::LazyLock<bool> =
 /// A vector of `n` copies of `fill` whose pages the kernel is asked to back
 /// with transparent huge pages (Linux, `madvise` mode): the tables are read at
 /// random, and 2 MiB pages remove most TLB misses.
-pub(crate) fn huge_vec<T: Copy>(n: usize, fill: T) -> Vec<T> {
+pub fn huge_vec<T: Copy>(n: usize, fill: T) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
     let bytes = n * std::mem::size_of::<T>();
     #[cfg(target_os = "linux")]
