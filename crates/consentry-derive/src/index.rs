@@ -136,6 +136,11 @@ fn match_pair_with(
     sig: &Signature,
     q: &QueryFeatures,
 ) -> Option<Hit> {
+    judge(params, id, sig, q, &mut brute_correspondences(params, bits, sig, q))
+}
+
+/// Every correspondence of the pair, by comparing every stored keypoint with every query keypoint.
+fn brute_correspondences(params: &Params, bits: &[Vec<u8>], sig: &Signature, q: &QueryFeatures) -> Vec<Corr> {
     let pkeys: Vec<Vec<u32>> =
         sig.keypoints.iter().map(|k| bits.iter().map(|b| key(&k.desc, b)).collect()).collect();
     let mut corrs = Vec::new();
@@ -148,26 +153,14 @@ fn match_pair_with(
             }
         }
     }
-    judge(params, id, sig, q, &mut corrs)
+    corrs
 }
 
 /// Tuning aid: descriptor distances of the inliers of the best hypothesis
 /// between a protected signature and a query (brute-force correspondences).
 #[doc(hidden)]
 pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> Vec<u16> {
-    let bits = key_bits(params);
-    let pkeys: Vec<Vec<u32>> =
-        sig.keypoints.iter().map(|k| bits.iter().map(|b| key(&k.desc, b)).collect()).collect();
-    let mut corrs = Vec::new();
-    for (qi, qk) in q.keypoints.iter().enumerate() {
-        let qkeys: Vec<u32> = bits.iter().map(|b| key(&qk.desc, b)).collect();
-        for (pi, pk) in sig.keypoints.iter().enumerate() {
-            let d = hamming(&qk.desc, &pk.desc);
-            if d <= params.max_hamming && pkeys[pi].iter().zip(&qkeys).any(|(a, b)| a == b) {
-                corrs.push(Corr { dist: d as u16, p: pi as u16, q: qi as u16 });
-            }
-        }
-    }
+    let mut corrs = brute_correspondences(params, &key_bits(params), sig, q);
     crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, &mut corrs)
 }
 
@@ -451,14 +444,13 @@ impl DeriveIndex {
     #[doc(hidden)]
     pub fn largest_buckets(&self, k: usize) -> Vec<(usize, u32, usize)> {
         let mut v: Vec<(usize, u32, usize)> = Vec::new();
+        let base = self.bucket_sizes();
         for t in 0..self.key_fns.len() {
             let mut sizes: HashMap<u32, usize> =
                 self.delta[t].iter().map(|(key, l)| (*key, l.len())).collect();
-            if let Some(off) = self.base.offsets.get(t) {
-                for (key, w) in off.windows(2).enumerate() {
-                    if w[1] > w[0] {
-                        *sizes.entry(key as u32).or_default() += (w[1] - w[0]) as usize;
-                    }
+            for (key, &n) in base.get(t).into_iter().flatten().enumerate() {
+                if n > 0 {
+                    *sizes.entry(key as u32).or_default() += n as usize;
                 }
             }
             v.extend(sizes.into_iter().map(|(key, n)| (n, key.count_ones(), self.params.lsh_bits)));
@@ -523,22 +515,22 @@ impl DeriveIndex {
     fn correspondences_generic(&self, q: &QueryFeatures) -> Vec<(u32, Vec<Corr>)> {
         let maxd = self.params.max_hamming;
         let mut found: Vec<(u32, Corr)> = Vec::new();
-        let qkeys: Vec<u32> =
-            q.keypoints.iter().flat_map(|qk| self.key_fns.iter().map(move |b| b.key(&qk.desc))).collect();
+        // probe i is query keypoint i / nt in table i % nt
+        let probes = self.probe_keys(q);
         let nt = self.key_fns.len();
         if !self.base.descs.is_empty() {
             let base = &self.base;
             // Stage 1: the directory slots of every probe.
-            for (i, &k) in qkeys.iter().enumerate() {
-                prefetch(base.offsets[i % nt].as_ptr().wrapping_add(k as usize));
+            for &(t, k) in &probes {
+                prefetch(base.offsets[t].as_ptr().wrapping_add(k as usize));
             }
             // Stage 2: non-empty buckets, as (start, end, probe).
             let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
-            for (i, &k) in qkeys.iter().enumerate() {
-                let off = &base.offsets[i % nt];
+            for (i, &(t, k)) in probes.iter().enumerate() {
+                let off = &base.offsets[t];
                 let (s, e) = (off[k as usize], off[k as usize + 1]);
                 if s < e {
-                    prefetch(base.postings[i % nt].as_ptr().wrapping_add(s as usize));
+                    prefetch(base.postings[t].as_ptr().wrapping_add(s as usize));
                     ranges.push((s, e, i as u32));
                 }
             }
@@ -570,8 +562,8 @@ impl DeriveIndex {
             }
         }
         if self.delta_len > 0 {
-            for (i, &k) in qkeys.iter().enumerate() {
-                let Some(list) = self.delta[i % nt].get(&k) else { continue };
+            for (i, &(t, k)) in probes.iter().enumerate() {
+                let Some(list) = self.delta[t].get(&k) else { continue };
                 let qi = i / nt;
                 for &(slot, p) in list {
                     let pk = &self.slot(slot).1.keypoints[usize::from(p)];

@@ -163,27 +163,24 @@ fn main() {
             let total: f64 = sizes.iter().flatten().map(|&n| f64::from(n)).sum();
             let probes: Vec<Vec<(usize, u32)>> =
                 queries.iter().map(|(_, _, q)| index.probe_keys(q)).collect();
+            // per table, the bucket sizes from the fullest down
+            let sorted: Vec<Vec<u32>> = sizes
+                .iter()
+                .map(|s| {
+                    let mut v = s.clone();
+                    v.sort_unstable_by(|a, b| b.cmp(a));
+                    v
+                })
+                .collect();
             for k in [0usize, 64, 256, 1024, 2621, 8192] {
                 // per table, the size from which a bucket is stopped
-                let cut: Vec<u32> = sizes
-                    .iter()
-                    .map(|s| {
-                        let mut v = s.clone();
-                        v.sort_unstable_by(|a, b| b.cmp(a));
-                        if k == 0 {
-                            u32::MAX
-                        } else {
-                            v[k - 1]
-                        }
-                    })
-                    .collect();
+                let cut: Vec<u32> = sorted.iter().map(|v| if k == 0 { u32::MAX } else { v[k - 1] }).collect();
                 let scanned: f64 = probes
                     .iter()
                     .flatten()
-                    .map(|&(t, key)| sizes[t][key as usize])
-                    .zip(probes.iter().flatten().map(|&(t, _)| t))
-                    .filter(|&(n, t)| n < cut[t])
-                    .map(|(n, _)| f64::from(n))
+                    .map(|&(t, key)| (t, sizes[t][key as usize]))
+                    .filter(|&(t, n)| n < cut[t])
+                    .map(|(_, n)| f64::from(n))
                     .sum::<f64>()
                     / probes.len() as f64;
                 let stopped: f64 = sizes
