@@ -450,3 +450,30 @@ fn ramp(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
     }
     d
 }
+
+/// Every distinct descriptor of a pure intensity ramp (the patch `I(x, y) = a·x + b·y`), over all
+/// gradient directions, and the flat patch's (all zeros): what a smooth sky or wall gives in any
+/// photo. A test pair's bit flips where the gradient is perpendicular to the pair, at directions
+/// whose slope is a ratio of integers of at most 2 × [`PATCH_RADIUS`]; the integer directions with
+/// coordinates up to twice that reach every direction between two such breakpoints and every
+/// breakpoint itself, so the list is complete.
+pub(crate) fn ramp_descriptors(pairs: &[[i8; 4]]) -> Vec<[u64; 4]> {
+    let lim = 4 * PATCH_RADIUS;
+    let mut out = vec![[0u64; 4]];
+    for gx in -lim..=lim {
+        for gy in -lim..=lim {
+            let mut d = [0u64; 4];
+            for (k, p) in pairs.iter().enumerate() {
+                let a = gx * i32::from(p[0]) + gy * i32::from(p[1]);
+                let c = gx * i32::from(p[2]) + gy * i32::from(p[3]);
+                if a < c {
+                    d[k / 64] |= 1 << (k % 64);
+                }
+            }
+            out.push(d);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}

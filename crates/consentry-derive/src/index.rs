@@ -3,7 +3,7 @@
 //! tables keyed by fixed bit subsets, then verification per candidate image.
 
 use crate::verify::{hamming, inliers, Corr};
-use crate::{Params, QueryFeatures, Signature};
+use crate::{Params, QueryFeatures, Signature, StopKeys};
 use consentry_index::{huge_vec, prefetch, DegeneratePolicy, Index, IndexConfig};
 use std::collections::HashMap;
 
@@ -40,6 +40,117 @@ fn key_bits(params: &Params) -> Vec<Vec<u8>> {
             all
         })
         .collect()
+}
+
+/// Per table, a bit set over the `2^lsh_bits` keys: the keys [`Params::stop_keys`] stops.
+fn stop_sets(params: &Params, bits: &[Vec<u8>]) -> Vec<Vec<u64>> {
+    let width = params.lsh_bits.min(32);
+    let words = (1usize << width).div_ceil(64);
+    if params.stop_keys == StopKeys::None {
+        return vec![Vec::new(); bits.len()];
+    }
+    let ramps = crate::ramp_descriptors();
+    let neighbours = params.stop_keys == StopKeys::RampNeighbours;
+    let common = match params.stop_keys {
+        StopKeys::Common(n) if bits == &key_bits(&Params::default())[..] => common_keys()
+            .into_iter()
+            .map(|mut t| {
+                t.truncate(usize::from(n));
+                t
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    bits.iter()
+        .enumerate()
+        .map(|(t, b)| {
+            let mut set = vec![0u64; words];
+            let mut stop = |k: u32| set[k as usize / 64] |= 1 << (k % 64);
+            for &k in common.get(t).into_iter().flatten() {
+                stop(k);
+            }
+            for d in &ramps {
+                let k = key(d, b);
+                stop(k);
+                if neighbours {
+                    for i in 0..width {
+                        stop(k ^ (1 << i));
+                    }
+                }
+            }
+            set
+        })
+        .collect()
+}
+
+/// The learnt stop-list ([`StopKeys::Common`]): per table of the default layout, its keys.
+///
+/// File: `CSTK`, version 1, tables (u8), key bits (u8), keys per table (u16 LE), then per table
+/// that many distinct keys (u32 LE, most common first), then the FNV-1a 64 of everything before (u64 LE).
+fn common_keys() -> Vec<Vec<u32>> {
+    parse_common_keys(include_bytes!("../data/common-keys-v1.bin"))
+        .expect("the embedded stop-list is well formed")
+}
+
+fn parse_common_keys(b: &[u8]) -> Result<Vec<Vec<u32>>, &'static str> {
+    let d = Params::default();
+    if b.len() < 17 || &b[..4] != b"CSTK" || b[4] != 1 {
+        return Err("not a version-1 stop-list");
+    }
+    let (body, sum) = b.split_at(b.len() - 8);
+    let fnv =
+        body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
+    if fnv.to_le_bytes() != sum {
+        return Err("checksum");
+    }
+    let (nt, width, k) =
+        (usize::from(b[5]), usize::from(b[6]), usize::from(u16::from_le_bytes([b[7], b[8]])));
+    if nt != d.lsh_tables
+        || width != d.lsh_bits
+        || k != crate::COMMON_KEYS_PER_TABLE
+        || body.len() != 9 + nt * k * 4
+    {
+        return Err("layout");
+    }
+    let keys: Vec<Vec<u32>> = body[9..]
+        .chunks_exact(k * 4)
+        .map(|t| t.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        .collect();
+    for t in &keys {
+        let mut u = t.clone();
+        u.sort_unstable();
+        u.dedup();
+        if u.len() != t.len() || t.iter().any(|&x| x >> width != 0) {
+            return Err("keys repeated or out of range");
+        }
+    }
+    Ok(keys)
+}
+
+/// Writes a stop-list file ([`common_keys`]'s format): `keys[t]` (distinct, most common first)
+/// for each table of the default layout.
+#[doc(hidden)]
+pub fn write_common_keys(keys: &[Vec<u32>]) -> Vec<u8> {
+    let d = Params::default();
+    let mut b = b"CSTK".to_vec();
+    b.extend([1, d.lsh_tables as u8, d.lsh_bits as u8]);
+    b.extend((crate::COMMON_KEYS_PER_TABLE as u16).to_le_bytes());
+    for t in keys {
+        assert_eq!(t.len(), crate::COMMON_KEYS_PER_TABLE, "keys per table");
+        for k in t {
+            b.extend(k.to_le_bytes());
+        }
+    }
+    let fnv =
+        b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
+    b.extend(fnv.to_le_bytes());
+    b
+}
+
+/// Whether `k` is in a table's stop set (an empty set stops nothing).
+#[inline(always)]
+fn stopped(set: &[u64], k: u32) -> bool {
+    set.get(k as usize / 64).is_some_and(|w| (w >> (k % 64)) & 1 == 1)
 }
 
 #[inline]
@@ -126,21 +237,28 @@ fn can_pass(params: &Params, corrs: &mut [Corr]) -> bool {
 /// The match rule on one (protected, query) pair, by brute force: `Some` when they match.
 pub fn match_pair(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures) -> Option<Hit> {
     let bits = key_bits(params);
-    match_pair_with(params, &bits, id, sig, q)
+    match_pair_with(params, &bits, &stop_sets(params, &bits), id, sig, q)
 }
 
 fn match_pair_with(
     params: &Params,
     bits: &[Vec<u8>],
+    stop: &[Vec<u64>],
     id: u64,
     sig: &Signature,
     q: &QueryFeatures,
 ) -> Option<Hit> {
-    judge(params, id, sig, q, &mut brute_correspondences(params, bits, sig, q))
+    judge(params, id, sig, q, &mut brute_correspondences(params, bits, stop, sig, q))
 }
 
 /// Every correspondence of the pair, by comparing every stored keypoint with every query keypoint.
-fn brute_correspondences(params: &Params, bits: &[Vec<u8>], sig: &Signature, q: &QueryFeatures) -> Vec<Corr> {
+fn brute_correspondences(
+    params: &Params,
+    bits: &[Vec<u8>],
+    stop: &[Vec<u64>],
+    sig: &Signature,
+    q: &QueryFeatures,
+) -> Vec<Corr> {
     let pkeys: Vec<Vec<u32>> =
         sig.keypoints.iter().map(|k| bits.iter().map(|b| key(&k.desc, b)).collect()).collect();
     let mut corrs = Vec::new();
@@ -148,7 +266,8 @@ fn brute_correspondences(params: &Params, bits: &[Vec<u8>], sig: &Signature, q: 
         let qkeys: Vec<u32> = bits.iter().map(|b| key(&qk.desc, b)).collect();
         for (pi, pk) in sig.keypoints.iter().enumerate() {
             let d = hamming(&qk.desc, &pk.desc);
-            if d <= params.max_hamming && pkeys[pi].iter().zip(&qkeys).any(|(a, b)| a == b) {
+            let agree = pkeys[pi].iter().zip(&qkeys).zip(stop).any(|((a, b), s)| a == b && !stopped(s, *a));
+            if d <= params.max_hamming && agree {
                 corrs.push(Corr { dist: d as u16, p: pi as u16, q: qi as u16 });
             }
         }
@@ -160,7 +279,8 @@ fn brute_correspondences(params: &Params, bits: &[Vec<u8>], sig: &Signature, q: 
 /// between a protected signature and a query (brute-force correspondences).
 #[doc(hidden)]
 pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> Vec<u16> {
-    let mut corrs = brute_correspondences(params, &key_bits(params), sig, q);
+    let bits = key_bits(params);
+    let mut corrs = brute_correspondences(params, &bits, &stop_sets(params, &bits), sig, q);
     crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, &mut corrs)
 }
 
@@ -168,8 +288,9 @@ pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> 
 /// (the reference the index is tested against), sorted by id.
 pub fn brute_force_search(params: &Params, entries: &[(u64, Signature)], q: &QueryFeatures) -> Vec<Hit> {
     let bits = key_bits(params);
+    let stop = stop_sets(params, &bits);
     let mut v: Vec<Hit> =
-        entries.iter().filter_map(|(id, s)| match_pair_with(params, &bits, *id, s, q)).collect();
+        entries.iter().filter_map(|(id, s)| match_pair_with(params, &bits, &stop, *id, s, q)).collect();
     v.sort_by_key(|h| h.id);
     v
 }
@@ -221,6 +342,8 @@ pub struct DeriveIndex {
     params: Params,
     /// Per table, its key function.
     key_fns: Vec<KeyLut>,
+    /// Per table, the stopped keys (bit sets; empty when none are).
+    stop: Vec<Vec<u64>>,
     pdq: Index,
     /// Slots; `None` once removed.
     entries: Vec<Option<(u64, Signature)>>,
@@ -248,11 +371,13 @@ impl std::fmt::Debug for DeriveIndex {
 impl DeriveIndex {
     /// An empty index with these rule parameters.
     pub fn new(params: Params) -> Self {
-        let key_fns: Vec<KeyLut> = key_bits(&params).iter().map(|b| KeyLut::new(b)).collect();
+        let bits = key_bits(&params);
+        let key_fns: Vec<KeyLut> = bits.iter().map(|b| KeyLut::new(b)).collect();
         let delta = vec![HashMap::new(); key_fns.len()];
         DeriveIndex {
             params,
             key_fns,
+            stop: stop_sets(&params, &bits),
             pdq: Index::with_config(IndexConfig { degenerate: DegeneratePolicy::Accept }),
             entries: Vec::new(),
             in_base: Vec::new(),
@@ -329,6 +454,9 @@ impl DeriveIndex {
             })
             .collect();
         for (t, k, ki) in keys {
+            if stopped(&self.stop[t], k) {
+                continue;
+            }
             self.delta[t].entry(k).or_default().push((slot, ki));
         }
         self.delta_len += 1;
@@ -410,22 +538,27 @@ impl DeriveIndex {
             use rayon::prelude::*;
             self.key_fns
                 .par_iter()
-                .map(|b| {
-                    // counting sort of the keypoint numbers by key
+                .zip(&self.stop)
+                .map(|(b, stop)| {
+                    // counting sort of the keypoint numbers by key; stopped keys get empty buckets
                     let keys: Vec<u32> = descs.iter().map(|d| b.key(d)).collect();
                     let mut off = vec![0u32; nkeys + 1];
                     for &k in &keys {
-                        off[k as usize + 1] += 1;
+                        if !stopped(stop, k) {
+                            off[k as usize + 1] += 1;
+                        }
                     }
                     for i in 1..=nkeys {
                         off[i] += off[i - 1];
                     }
                     let mut fill = off.clone();
-                    let mut post = huge_vec(keys.len(), 0u32);
+                    let mut post = huge_vec(off[nkeys] as usize, 0u32);
                     for (g, &k) in keys.iter().enumerate() {
-                        let c = &mut fill[k as usize];
-                        post[*c as usize] = g as u32;
-                        *c += 1;
+                        if !stopped(stop, k) {
+                            let c = &mut fill[k as usize];
+                            post[*c as usize] = g as u32;
+                            *c += 1;
+                        }
                     }
                     (off, post)
                 })
@@ -521,12 +654,18 @@ impl DeriveIndex {
         if !self.base.descs.is_empty() {
             let base = &self.base;
             // Stage 1: the directory slots of every probe.
+            // (A stopped key's bucket is empty: its directory slot is not read at all.)
             for &(t, k) in &probes {
-                prefetch(base.offsets[t].as_ptr().wrapping_add(k as usize));
+                if !stopped(&self.stop[t], k) {
+                    prefetch(base.offsets[t].as_ptr().wrapping_add(k as usize));
+                }
             }
             // Stage 2: non-empty buckets, as (start, end, probe).
             let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
             for (i, &(t, k)) in probes.iter().enumerate() {
+                if stopped(&self.stop[t], k) {
+                    continue;
+                }
                 let off = &base.offsets[t];
                 let (s, e) = (off[k as usize], off[k as usize + 1]);
                 if s < e {
@@ -628,6 +767,74 @@ impl DeriveIndex {
 #[cfg(test)]
 mod key_tests {
     use super::*;
+
+    fn ramp_signature() -> Signature {
+        let ramps = crate::ramp_descriptors();
+        let keypoints = (0..6u16)
+            .map(|i| crate::Keypoint {
+                x: 8 * (40 + 70 * i),
+                y: 8 * (30 + 45 * (i % 3)),
+                level: 0,
+                desc: ramps[(i as usize * 53) % ramps.len()],
+            })
+            .collect();
+        Signature { pdq: consentry_pdq::Hash256::from_bytes([0x0f; 32]), quality: 90, keypoints }
+    }
+
+    #[test]
+    fn stopped_keys_make_no_correspondence() {
+        let sig = ramp_signature();
+        let q = QueryFeatures {
+            pdq: [consentry_pdq::Hash256::from_bytes([0xf0; 32]); 8],
+            quality: 90,
+            keypoints: sig.keypoints.clone(),
+        };
+        for stop_keys in [StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours, StopKeys::Common(16)] {
+            let params = Params { stop_keys, ..Params::default() };
+            let mut index = DeriveIndex::new(params);
+            index.insert(7, sig.clone()).unwrap();
+            let got = index.search(&q);
+            assert_eq!(got, brute_force_search(&params, &[(7, sig.clone())], &q), "{stop_keys:?}");
+            // six identical flat or ramp keypoints: a match only when their keys are not stopped
+            assert_eq!(got.len(), usize::from(stop_keys == StopKeys::None), "{stop_keys:?}");
+        }
+    }
+
+    #[test]
+    fn common_stop_sets_are_the_file_and_the_ramp_keys() {
+        let params = Params { stop_keys: StopKeys::Common(100), ..Params::default() };
+        let bits = key_bits(&params);
+        let sets = stop_sets(&params, &bits);
+        let file = common_keys();
+        let ramps = crate::ramp_descriptors();
+        for (t, set) in sets.iter().enumerate() {
+            let mut want: Vec<u32> = file[t][..100].to_vec();
+            want.extend(ramps.iter().map(|d| key(d, &bits[t])));
+            want.sort_unstable();
+            want.dedup();
+            let ones: u32 = set.iter().map(|w| w.count_ones()).sum();
+            assert_eq!(ones as usize, want.len(), "table {t}");
+            assert!(want.iter().all(|&k| stopped(set, k)));
+            assert!(!stopped(set, file[t][100]) || want.contains(&file[t][100]));
+        }
+    }
+
+    #[test]
+    fn the_stop_list_file_is_checked() {
+        let b = include_bytes!("../data/common-keys-v1.bin").to_vec();
+        let keys = parse_common_keys(&b).unwrap();
+        assert_eq!(keys.len(), Params::default().lsh_tables);
+        assert!(keys.iter().all(|t| t.len() == crate::COMMON_KEYS_PER_TABLE));
+        assert_eq!(write_common_keys(&keys), b);
+        let mut bad = b.clone();
+        bad[100] ^= 1;
+        assert_eq!(parse_common_keys(&bad), Err("checksum"));
+        assert!(parse_common_keys(&b[..b.len() - 1]).is_err());
+        assert!(parse_common_keys(&b[..10]).is_err());
+        let mut dup = keys.clone();
+        dup[3][5] = dup[3][4];
+        assert_eq!(parse_common_keys(&write_common_keys(&dup)), Err("keys repeated or out of range"));
+    }
 
     #[test]
     fn byte_lookup_keys_equal_bit_by_bit_keys() {

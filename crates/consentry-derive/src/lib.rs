@@ -32,13 +32,15 @@
 //!    512, on pyramid levels agreeing with the scale, distinct keypoints on
 //!    both sides, stored positions ≥ 10 px apart) has at least
 //!    [`Params::min_inliers`] (3) members and a **score**
-//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72).
+//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (64).
 //!    Hypotheses are made from every pair of correspondences (the 64 closest
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
 //!    the bits of at least one of [`Params::lsh_tables`] (16) fixed bit subsets
 //!    ([`Params::lsh_bits`] = 18 bits each) **and** are within
-//!    [`Params::max_hamming`] (31) bits. The key condition is part of the
+//!    [`Params::max_hamming`] (31) bits, and the key they agree on is not
+//!    stopped ([`Params::stop_keys`]: by default the keys of flat and pure-ramp
+//!    patches and their 1-bit neighbours). The key condition is part of the
 //!    rule, which makes the bucketed index exact with respect to it:
 //!    [`DeriveIndex::search`] returns the same set as [`brute_force_search`]
 //!    (a property test checks this). For a pair at distance 31 the key
@@ -66,10 +68,20 @@ pub mod synth;
 mod verify;
 
 pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};
-pub use index::{brute_force_search, inlier_distances, match_pair, DeriveIndex, Hit};
+pub use index::{brute_force_search, inlier_distances, match_pair, write_common_keys, DeriveIndex, Hit};
 
 use consentry_pdq::{Hash256, ImageRef, ImageSizeError, PixelFormat};
 use features::{brief_pairs, extract, Scratch, Selection};
+
+/// Tuning aid: every distinct descriptor of a pure intensity ramp and of a flat patch (see
+/// `features::ramp_descriptors`).
+#[doc(hidden)]
+pub fn ramp_descriptors() -> Vec<[u64; 4]> {
+    RAMPS.clone()
+}
+
+static RAMPS: std::sync::LazyLock<Vec<[u64; 4]>> =
+    std::sync::LazyLock::new(|| features::ramp_descriptors(&brief_pairs()));
 
 /// Longest side of the luma working image.
 pub const WORK_SIDE: usize = 512;
@@ -153,7 +165,57 @@ pub struct Params {
     /// one line (a horizon, the edge of a smooth sky) look alike in many unrelated photos; the
     /// corners of one real scene spread in two directions. 0 turns the check off.
     pub min_spread: f32,
+    /// Keys through which no correspondence is made (see [`StopKeys`]).
+    pub stop_keys: StopKeys,
 }
+
+/// Index keys the rule leaves out: a correspondence must agree on a key that is not stopped.
+///
+/// The stopped keys are those of the descriptors a featureless patch has — a flat patch and a
+/// pure intensity ramp in any direction ([`ramp_descriptors`]) — fixed by the descriptor's test
+/// pairs alone, not learnt from data. Smooth skies, walls and gradients give nearly these
+/// descriptors in every photo: their buckets are the fullest in the index (most of a query's scan)
+/// and they make most chance agreements between unrelated photos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKeys {
+    /// No key is stopped.
+    None,
+    /// The keys of the flat and ramp descriptors.
+    Ramp,
+    /// Those and every key one bit away from one of them.
+    RampNeighbours,
+    /// The ramp keys and the `n` (at most [`COMMON_KEYS_PER_TABLE`]) most common keys of each
+    /// table in a reference set of photos (`data/common-keys-v1.bin`, made by `consentry-eval`'s
+    /// `derive_stoplist` example from the even-numbered photos of the development corpus). The
+    /// learnt part applies to the default key layout (16 tables of 18 bits) only; other layouts
+    /// stop the ramp keys.
+    Common(u16),
+}
+
+impl std::str::FromStr for StopKeys {
+    type Err = String;
+
+    /// `none`, `ramp`, `ramp1` (with the 1-bit neighbours), or a count of learnt common keys per
+    /// table (with the ramp keys), at most [`COMMON_KEYS_PER_TABLE`].
+    fn from_str(v: &str) -> Result<StopKeys, String> {
+        Ok(match v {
+            "none" => StopKeys::None,
+            "ramp" => StopKeys::Ramp,
+            "ramp1" => StopKeys::RampNeighbours,
+            n => StopKeys::Common(
+                n.parse()
+                    .ok()
+                    .filter(|&n: &u16| usize::from(n) <= COMMON_KEYS_PER_TABLE)
+                    .ok_or_else(|| {
+                        format!("`{v}`: expected none, ramp, ramp1 or a count of common keys up to {COMMON_KEYS_PER_TABLE}")
+                    })?,
+            ),
+        })
+    }
+}
+
+/// Keys per table in the learnt stop-list file ([`StopKeys::Common`]).
+pub const COMMON_KEYS_PER_TABLE: usize = 1024;
 
 impl Default for Params {
     fn default() -> Self {
@@ -163,7 +225,7 @@ impl Default for Params {
             lsh_tables: 16,
             lsh_bits: 18,
             min_inliers: 3,
-            min_score: 72,
+            min_score: 64,
             inlier_px: 8.0,
             max_rotation: 0.2,
             max_scale: 3.5,
@@ -172,6 +234,7 @@ impl Default for Params {
             max_corrs: 64,
             min_inlier_gap: 10.0,
             min_spread: 0.0,
+            stop_keys: StopKeys::RampNeighbours,
         }
     }
 }

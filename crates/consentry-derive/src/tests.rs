@@ -273,8 +273,15 @@ fn duplicate_ids_are_refused() {
     assert!(index.contains(6) && index.contains(7));
 }
 
+/// Random descriptors, and one in four a flat or ramp descriptor with up to 8 bits flipped (so
+/// that stopped keys occur).
 fn arb_desc() -> impl Strategy<Value = [u64; 4]> {
-    prop::array::uniform4(any::<u64>())
+    let n = crate::ramp_descriptors().len();
+    prop_oneof![
+        3 => prop::array::uniform4(any::<u64>()),
+        1 => (0..n, prop::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(i, bits)| flip(crate::ramp_descriptors()[i], &bits)),
+    ]
 }
 
 fn flip(mut d: [u64; 4], bits: &[u8]) -> [u64; 4] {
@@ -316,8 +323,9 @@ proptest! {
         removals in prop::collection::vec((0usize..12, any::<bool>()), 0..10),
         delta_limit in prop::sample::select(vec![0usize, 3, 1000]),
         bulk in any::<bool>(),
+        stop_keys in prop::sample::select(vec![StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours]),
     ) {
-        let params = Params { min_inliers, min_spread, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
+        let params = Params { min_inliers, min_spread, stop_keys, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
         let mut index = DeriveIndex::new(params);
         // 0: the bulk tables are rebuilt on every insert; 3: entries split between the bulk tables
         // and the recent-insert tables; 1000: only recent-insert tables (unless loaded in bulk).

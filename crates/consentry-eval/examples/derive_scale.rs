@@ -10,6 +10,7 @@
 //! the index's buckets are) but are ~64 bits from any real one, so they are not copies.
 //! Queries: the Telegram-recompressed `undress-donor@40%` and `crop-all@10%` copies of 50 protected
 //! photos and 50 distractor photos, searched one at a time on one thread.
+//! `STOP=none|ramp|ramp1|N` chooses the stopped keys (`Params::stop_keys`; default: the rule's).
 use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Signature};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
@@ -95,7 +96,12 @@ fn main() {
         let rss0 = rss_mib();
         let lsh_bits =
             std::env::var("LSH_BITS").ok().and_then(|v| v.parse().ok()).unwrap_or(Params::default().lsh_bits);
-        let mut index = DeriveIndex::new(Params { lsh_bits, ..Params::default() });
+        // STOP=none|ramp|ramp1|N: the stopped keys (default: the rule's)
+        let stop_keys = std::env::var("STOP")
+            .ok()
+            .map(|v| v.parse().expect("STOP"))
+            .unwrap_or(Params::default().stop_keys);
+        let mut index = DeriveIndex::new(Params { lsh_bits, stop_keys, ..Params::default() });
         let tg = Instant::now();
         // synthetic signatures, made in parallel blocks of 10,000, each block with its own generator
         let synth: Vec<(u64, Signature)> = (real.len()..n)

@@ -2,7 +2,7 @@
 //! with dihedral variants, plus local keypoints with geometric verification.
 
 use crate::matcher::{ImageId, Matcher, Protected, Query};
-use consentry_derive::{DeriveIndex, Extractor, Params, Pixels, QueryFeatures};
+use consentry_derive::{DeriveIndex, Extractor, Params, Pixels, QueryFeatures, StopKeys};
 use consentry_pdq::PixelFormat;
 use image::RgbImage;
 use rayon::prelude::*;
@@ -48,8 +48,9 @@ pub struct DeriveMatcher {
 }
 
 impl DeriveMatcher {
-    /// Parse `s=64+k=3+h=31+px=8+gap=10+plane=40+spread=12` (score, inliers, Hamming, inlier
-    /// pixels, inlier gap, the extractor's plane limit, the inliers' smallest spread) over the defaults.
+    /// Parse `s=64+k=3+h=31+px=8+gap=10+plane=40+spread=12+stop=ramp1` (score, inliers, Hamming,
+    /// inlier pixels, inlier gap, the extractor's plane limit, the inliers' smallest spread, the
+    /// stopped keys: none, ramp, ramp1 or a count of learnt common keys) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
@@ -69,7 +70,10 @@ impl DeriveMatcher {
                 "spread" => {
                     p.min_spread = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
                 }
-                _ => return Err(format!("unknown derive option {k} (k, s, h, px, gap, plane, spread)")),
+                "stop" => p.stop_keys = v.parse().map_err(bad)?,
+                _ => {
+                    return Err(format!("unknown derive option {k} (k, s, h, px, gap, plane, spread, stop)"))
+                }
             }
         }
         let mut m = DeriveMatcher::new(p);
@@ -110,6 +114,14 @@ impl Matcher for DeriveMatcher {
         }
         if self.params.min_spread != d.min_spread {
             s += &format!(",spread{}", self.params.min_spread);
+        }
+        if self.params.stop_keys != d.stop_keys {
+            s += &match self.params.stop_keys {
+                StopKeys::None => ",stop none".to_string(),
+                StopKeys::Ramp => ",stop ramp".to_string(),
+                StopKeys::RampNeighbours => ",stop ramp±1".to_string(),
+                StopKeys::Common(n) => format!(",stop {n}+ramp"),
+            };
         }
         s + ")"
     }

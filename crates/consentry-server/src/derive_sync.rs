@@ -39,9 +39,9 @@ pub struct DeriveMirror {
 }
 
 impl DeriveMirror {
-    fn new() -> DeriveMirror {
+    fn new(params: Params) -> DeriveMirror {
         DeriveMirror {
-            index: RwLock::new(DeriveIndex::new(Params::default())),
+            index: RwLock::new(DeriveIndex::new(params)),
             applied_seq: AtomicI64::new(0),
             loaded: AtomicBool::new(false),
             changes_applied: AtomicU64::new(0),
@@ -87,9 +87,12 @@ fn decode(id: i64, v: &SignalValue) -> Option<Signature> {
 }
 
 /// Loads the active derive entries into a new mirror.
-pub(crate) async fn load(store: &Store) -> Result<(Arc<DeriveMirror>, Tracker, i64), StoreError> {
+pub(crate) async fn load(
+    store: &Store,
+    params: Params,
+) -> Result<(Arc<DeriveMirror>, Tracker, i64), StoreError> {
     let active = store.load_all_active(SignalType::Derive).await?;
-    let mirror = Arc::new(DeriveMirror::new());
+    let mirror = Arc::new(DeriveMirror::new(params));
     let m = mirror.clone();
     let entries = tokio::task::spawn_blocking(move || {
         let mut idx = m.index.write().unwrap_or_else(|p| p.into_inner());

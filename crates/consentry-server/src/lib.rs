@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest bulk import body in bytes.
     pub max_import_bytes: u64,
+    /// The derivative match rule (`consentry_derive::Params`); operators of large banks may
+    /// stop more common descriptor keys (`stop_keys`) to trade a little recall for speed.
+    pub derive_params: consentry_derive::Params,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             body_idle_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_import_bytes: 4 << 30,
+            derive_params: consentry_derive::Params::default(),
         }
     }
 }
@@ -161,7 +165,7 @@ impl AppState {
         status.applied_seq.store(seq, Ordering::Release);
         status.loaded.store(true, Ordering::Release);
         tracing::info!(entries = index.len(), seq, "PDQ index loaded");
-        let (derive, derive_tracker, derive_seq) = derive_sync::load(&store).await?;
+        let (derive, derive_tracker, derive_seq) = derive_sync::load(&store, config.derive_params).await?;
         tracing::info!(entries = derive.len(), seq = derive_seq, "derive index loaded");
         let inner = Arc::new(Inner {
             store: store.clone(),

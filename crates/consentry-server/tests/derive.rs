@@ -129,7 +129,12 @@ async fn run(db: TestDb) {
     assert_eq!(m["bank"], "protected");
     assert_eq!(m["metadata"], json!({ "ref": "photo-1" }));
     assert!(m["distance"].is_null(), "global PDQ did not match: {m}");
-    assert!(m["inliers"].as_u64().unwrap() >= 3 && m["score"].as_u64().unwrap() >= 72, "{m}");
+    let rule = consentry_derive::Params::default();
+    assert!(
+        m["inliers"].as_u64().unwrap() >= rule.min_inliers as u64
+            && m["score"].as_u64().unwrap() >= u64::from(rule.min_score),
+        "{m}"
+    );
     // A match webhook was queued, saying it is a derive match.
     let w = app.state.store().get_webhook(1).await.expect("match event queued");
     let wm = &w.payload["results"][0]["matches"][0];
@@ -276,4 +281,49 @@ async fn derive_entries_import_and_export_as_json_lines() {
         assert_eq!(v["added"], 2, "{format}: {v}");
     }
     assert!(within(Duration::from_secs(1), || async { idx.len() == 4 }).await.is_some());
+}
+
+/// `ServerConfig::derive_params` reaches the derivative index: six keypoints with flat or ramp
+/// descriptors (what a smooth sky gives in any photo) match their copy when no key is stopped, and
+/// make no correspondence when the ramp keys are stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_stop_keys_setting_reaches_the_index() {
+    let ramps = consentry_derive::ramp_descriptors();
+    let keypoints: Vec<consentry_derive::Keypoint> = (0..6u16)
+        .map(|i| consentry_derive::Keypoint {
+            x: 8 * (40 + 70 * i),
+            y: 8 * (30 + 45 * (i % 3)),
+            level: 0,
+            desc: ramps[(usize::from(i) * 53) % ramps.len()],
+        })
+        .collect();
+    let sig = consentry_derive::Signature { pdq: random_pdq(), quality: 90, keypoints: keypoints.clone() };
+    let q = consentry_derive::QueryFeatures { pdq: [random_pdq(); 8], quality: 90, keypoints };
+    for (stop_keys, want) in [(consentry_derive::StopKeys::None, 1), (consentry_derive::StopKeys::Ramp, 0)] {
+        let db = TestDb::sqlite();
+        let derive_params = consentry_derive::Params { stop_keys, ..consentry_derive::Params::default() };
+        let app = TestApp::on(&db, ServerConfig { derive_params, ..test_config() }).await;
+        app.create_bank("b").await;
+        let (s, e) = app
+            .call(
+                Method::POST,
+                "/v1/banks/b/entries",
+                Some(&app.curate),
+                Some(json!({ "signal": "derive", "value": sig.to_base64() })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+        let idx = app.state.derive_index().clone();
+        assert!(within(Duration::from_secs(1), || async { idx.len() == 1 }).await.is_some());
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/v1/lookup/features",
+                Some(&app.lookup),
+                Some(json!({ "features": q.to_base64() })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["matches"].as_array().map(Vec::len), Some(want), "{stop_keys:?}: {v}");
+    }
 }

@@ -108,6 +108,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     request_timeout: u64,
 
+    /// Descriptor keys through which the derivative matcher makes no correspondence: none,
+    /// ramp (flat and pure-ramp patches), ramp1 (those and their 1-bit neighbours; the default),
+    /// or a count (up to 1024) of the most common keys per table plus the ramp keys. More keys
+    /// stopped: faster derivative lookups over large banks, fewer chance matches, a little less
+    /// recall on some transforms (bench/RESULTS.md).
+    #[arg(long, value_name = "STOP")]
+    derive_stop_keys: Option<consentry_derive::StopKeys>,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -195,6 +203,10 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         key_rate_limit: rate(args.key_rate_limit, args.key_rate_limit * 2.0),
         case_rate_limit: rate(args.case_rate_limit / 60.0, args.case_rate_limit),
         trust_forwarded_for: args.trust_forwarded_for,
+        derive_params: consentry_derive::Params {
+            stop_keys: args.derive_stop_keys.unwrap_or(consentry_derive::Params::default().stop_keys),
+            ..consentry_derive::Params::default()
+        },
         ..ServerConfig::default()
     };
     let rt = runtime()?;
