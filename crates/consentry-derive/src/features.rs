@@ -440,6 +440,12 @@ fn ramp(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
     let r = PATCH_RADIUS as usize / 2;
     let gx = b.at(x + r, y) - b.at(x - r, y);
     let gy = b.at(x, y + r) - b.at(x, y - r);
+    ramp_descriptor(gx, gy, pairs)
+}
+
+/// The descriptor of the patch `I(x, y) = gx·x + gy·y`: each test is a comparison of the ramp at
+/// its two points.
+fn ramp_descriptor(gx: f32, gy: f32, pairs: &[[i8; 4]]) -> [u64; 4] {
     let mut d = [0u64; 4];
     for (k, p) in pairs.iter().enumerate() {
         let a = gx * f32::from(p[0]) + gy * f32::from(p[1]);
@@ -456,24 +462,49 @@ fn ramp(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
 /// photo. A test pair's bit flips where the gradient is perpendicular to the pair, at directions
 /// whose slope is a ratio of integers of at most 2 × [`PATCH_RADIUS`]; the integer directions with
 /// coordinates up to twice that reach every direction between two such breakpoints and every
-/// breakpoint itself, so the list is complete.
+/// breakpoint itself, so the list is complete. (The products are integers below 2¹², exact in
+/// `f32`.)
 pub(crate) fn ramp_descriptors(pairs: &[[i8; 4]]) -> Vec<[u64; 4]> {
     let lim = 4 * PATCH_RADIUS;
     let mut out = vec![[0u64; 4]];
     for gx in -lim..=lim {
         for gy in -lim..=lim {
-            let mut d = [0u64; 4];
-            for (k, p) in pairs.iter().enumerate() {
-                let a = gx * i32::from(p[0]) + gy * i32::from(p[1]);
-                let c = gx * i32::from(p[2]) + gy * i32::from(p[3]);
-                if a < c {
-                    d[k / 64] |= 1 << (k % 64);
-                }
-            }
-            out.push(d);
+            out.push(ramp_descriptor(gx as f32, gy as f32, pairs));
         }
     }
     out.sort_unstable();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod ramp_tests {
+    use super::*;
+
+    /// The list is complete: the ramp in any direction (and at any strength) gives one of its
+    /// descriptors, including directions close to a breakpoint.
+    #[test]
+    fn every_ramp_direction_gives_a_listed_descriptor() {
+        let pairs = brief_pairs();
+        let list = ramp_descriptors(&pairs);
+        assert!(list.contains(&[0; 4]), "the flat patch");
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..20_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let theta = (s >> 11) as f64 / (1u64 << 53) as f64 * std::f64::consts::TAU;
+            // every other direction a hair away from a pair's breakpoint
+            let theta = if i % 2 == 0 {
+                let p = pairs[(s % 256) as usize];
+                let (vx, vy) = (f64::from(p[2] - p[0]), f64::from(p[3] - p[1]));
+                vy.atan2(vx) + std::f64::consts::FRAC_PI_2 + if s & 1 == 0 { 1e-4 } else { -1e-4 }
+            } else {
+                theta
+            };
+            let strength = 0.5 + (i % 7) as f64;
+            let d = ramp_descriptor((theta.cos() * strength) as f32, (theta.sin() * strength) as f32, &pairs);
+            assert!(list.binary_search(&d).is_ok(), "direction {theta} is missing");
+        }
+    }
 }
