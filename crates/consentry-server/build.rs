@@ -1,5 +1,5 @@
 //! Builds the protect page's WebAssembly module (`protect/wasm/pdq_wasm.rs` over
-//! `consentry-pdq`) with a rustc that has the `wasm32-unknown-unknown` standard library:
+//! `consentry-pdq` and the extraction of `consentry-derive`, whose index is left out on wasm32) with a rustc that has the `wasm32-unknown-unknown` standard library:
 //! `$CONSENTRY_WASM_RUSTC` if set, else `/usr/bin/rustc` (Debian's `rustc` +
 //! `libstd-rust-dev-wasm32`). Without one the build still succeeds: `pdq.wasm` is left empty,
 //! the server answers 404 for it, and the page tells the visitor that in-browser hashing is
@@ -12,14 +12,16 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let pdq_src = manifest.join("../consentry-pdq/src");
+    let derive_src = manifest.join("../consentry-derive/src");
     let export = manifest.join("protect/wasm/pdq_wasm.rs");
     println!("cargo:rerun-if-env-changed=CONSENTRY_WASM_RUSTC");
     println!("cargo:rerun-if-changed={}", export.display());
     println!("cargo:rerun-if-changed={}", pdq_src.display());
+    println!("cargo:rerun-if-changed={}", derive_src.display());
     println!("cargo:rerun-if-changed=/usr/bin/rustc");
 
     let wasm = out.join("pdq.wasm");
-    let note = match build(&pdq_src.join("lib.rs"), &export, &out, &wasm) {
+    let note = match build(&pdq_src.join("lib.rs"), &derive_src.join("lib.rs"), &export, &out, &wasm) {
         Ok(rustc) => format!("built with {rustc}"),
         Err(why) => {
             println!("cargo:warning=protect page: in-browser hashing disabled: {why}");
@@ -30,7 +32,13 @@ fn main() {
     std::fs::write(out.join("wasm-note.txt"), note).expect("write wasm-note.txt");
 }
 
-fn build(pdq_lib: &Path, export: &Path, out: &Path, wasm: &Path) -> Result<String, String> {
+fn build(
+    pdq_lib: &Path,
+    derive_lib: &Path,
+    export: &Path,
+    out: &Path,
+    wasm: &Path,
+) -> Result<String, String> {
     let rustc = match std::env::var_os("CONSENTRY_WASM_RUSTC") {
         Some(r) if r.is_empty() => return Err("CONSENTRY_WASM_RUSTC is set empty".to_owned()),
         Some(r) => PathBuf::from(r),
@@ -53,11 +61,22 @@ fn build(pdq_lib: &Path, export: &Path, out: &Path, wasm: &Path) -> Result<Strin
         .arg(pdq_lib)
         .arg("-o")
         .arg(&rlib))?;
+    let derive_rlib = dir.join("libconsentry_derive.rlib");
+    run(Command::new(&rustc)
+        .args(common)
+        .args(["--crate-type", "rlib", "--crate-name", "consentry_derive", "--cap-lints", "allow"])
+        .arg("--extern")
+        .arg(format!("consentry_pdq={}", rlib.display()))
+        .arg(derive_lib)
+        .arg("-o")
+        .arg(&derive_rlib))?;
     run(Command::new(&rustc)
         .args(common)
         .args(["--crate-type", "cdylib", "--crate-name", "consentry_protect", "-C", "strip=symbols"])
         .arg("--extern")
         .arg(format!("consentry_pdq={}", rlib.display()))
+        .arg("--extern")
+        .arg(format!("consentry_derive={}", derive_rlib.display()))
         .arg(export)
         .arg("-o")
         .arg(wasm))?;

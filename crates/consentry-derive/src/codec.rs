@@ -200,7 +200,8 @@ impl Signature {
 
 /// Standard base64 with padding.
 fn base64_encode(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
+    #[allow(clippy::manual_div_ceil)] // Rust 1.63 (the protect page's wasm build) has no div_ceil
+    let mut s = String::with_capacity((b.len() + 2) / 3 * 4);
     for c in b.chunks(3) {
         let v = (u32::from(c[0]) << 16)
             | (u32::from(*c.get(1).unwrap_or(&0)) << 8)

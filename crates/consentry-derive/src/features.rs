@@ -348,7 +348,8 @@ pub(crate) fn extract_generic(
         match sel {
             Selection::Dense { cell, per_cell } => {
                 // Per cell (in cell order), the strongest `per_cell`.
-                let cw = w.div_ceil(cell);
+                #[allow(clippy::manual_div_ceil)] // Rust 1.63 (the wasm build) has no div_ceil
+                let cw = (w + cell - 1) / cell;
                 keyed.clear();
                 keyed.extend(cand.iter().map(|&(v, x, y)| ((y / cell) * cw + x / cell, v, x, y)));
                 keyed.sort_unstable_by(|a, b| {

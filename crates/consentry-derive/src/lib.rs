@@ -60,6 +60,9 @@
 mod codec;
 mod features;
 mod gray;
+// The index (and its dependencies) is left out of the protect page's WebAssembly build, which
+// compiles this crate's extraction with Debian's rustc 1.63 (crates/consentry-server/build.rs).
+#[cfg(not(target_arch = "wasm32"))]
 mod index;
 #[cfg(test)]
 mod reference;
@@ -68,6 +71,7 @@ pub mod synth;
 mod verify;
 
 pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};
+#[cfg(not(target_arch = "wasm32"))]
 pub use index::{brute_force_search, inlier_distances, match_pair, write_common_keys, DeriveIndex, Hit};
 
 use consentry_pdq::{Hash256, ImageRef, ImageSizeError, PixelFormat};
@@ -76,10 +80,12 @@ use features::{brief_pairs, extract, Scratch, Selection};
 /// Tuning aid: every distinct descriptor of a pure intensity ramp and of a flat patch (see
 /// `features::ramp_descriptors`).
 #[doc(hidden)]
+#[cfg(not(target_arch = "wasm32"))]
 pub fn ramp_descriptors() -> Vec<[u64; 4]> {
     RAMPS.clone()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 static RAMPS: std::sync::LazyLock<Vec<[u64; 4]>> =
     std::sync::LazyLock::new(|| features::ramp_descriptors(&brief_pairs()));
 

@@ -248,6 +248,8 @@
       }
       item.hash = out.hash;
       item.quality = out.quality;
+      item.derive = out.derive;
+      if (out.derive) item.node.li.dataset.derive = out.derive;
       item.width = out.width;
       item.height = out.height;
       item.node.code.textContent = out.hash;
@@ -319,10 +321,26 @@
         const quality = wasm.cs_hash_rgba(px, w, h, hexPtr);
         if (quality < 0) throw new Error('hasher refused the pixels');
         const hash = String.fromCharCode.apply(null, new Uint8Array(wasm.memory.buffer, hexPtr, 64));
-        return { hash, quality, width: w, height: h };
+        return { hash, quality, derive: deriveSignature(wasm, px, w, h), width: w, height: h };
       } finally {
         wasm.cs_free(px, len);
         wasm.cs_free(hexPtr, 64);
+      }
+    }
+
+    // The derivative signature of the same pixels (already in wasm memory): the code that also
+    // catches cropped, padded, captioned or partly replaced copies. Base64 text, as
+    // `consentry derive` prints it; null when this module has no derive extraction.
+    function deriveSignature(wasm, px, w, h) {
+      if (typeof wasm.cs_derive_rgba !== 'function') return null;
+      const cap = wasm.cs_derive_max_len();
+      const out = wasm.cs_alloc(cap);
+      try {
+        const n = wasm.cs_derive_rgba(px, w, h, out, cap);
+        if (n <= 0) return null;
+        return String.fromCharCode.apply(null, new Uint8Array(wasm.memory.buffer, out, n));
+      } finally {
+        wasm.cs_free(out, cap);
       }
     }
 
@@ -377,8 +395,14 @@
       $('send-status').textContent = t('sending', { n: toSend.length });
       let r;
       try {
-        // Hashes and qualities only: no file name, no pixel, no size.
-        r = await postJson('v1/cases', { hashes: toSend.map((i) => ({ hash: i.hash, quality: i.quality })) });
+        // Codes only (per photo its PDQ hash with its quality, and its derivative signature): no
+        // file name, no pixel, no size.
+        const hashes = toSend.flatMap((i) => {
+          const codes = [{ hash: i.hash, quality: i.quality }];
+          if (i.derive) codes.push({ signal: 'derive', hash: i.derive });
+          return codes;
+        });
+        r = await postJson('v1/cases', { hashes });
       } catch (e) {
         r = null;
       }
@@ -398,7 +422,7 @@
       }
       $('case-number').textContent = number;
       $('case-pin').textContent = r.body.pin;
-      $('case-count').textContent = t('case_count', { n: r.body.hashes });
+      $('case-count').textContent = t('case_count', { n: toSend.length });
       const box = $('case');
       box.hidden = false;
       document.body.dataset.sendResult = 'created';
@@ -571,7 +595,8 @@
       } else {
         $('result-status').textContent = t('status_' + v.status);
         $('result-dates').textContent = t('status_dates', { created: fmtDate(v.created_at), updated: fmtDate(v.updated_at) });
-        const hashes = v.hashes || [];
+        // One line per photo: its PDQ code (its derivative signature, a long text, is not listed).
+        const hashes = (v.hashes || []).filter((x) => (x.signal || 'pdq') === 'pdq');
         $('result-hashes').textContent = t('status_hashes', { active: hashes.filter((x) => x.active).length, total: hashes.length });
         const ul = $('result-list');
         ul.textContent = '';

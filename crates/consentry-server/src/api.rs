@@ -1159,7 +1159,13 @@ async fn case_status(
     let hashes: Vec<Value> = view
         .entries
         .iter()
-        .map(|e| json!({ "hash": entry_hash(e), "active": e.disabled_at.is_none() && bank.enabled }))
+        .map(|e| {
+            json!({
+                "hash": entry_hash(e),
+                "signal": e.value.signal_type().as_str(),
+                "active": e.disabled_at.is_none() && bank.enabled,
+            })
+        })
         .collect();
     Ok(Json(json!({
         "case_number": view.case.display_number(),

@@ -48,7 +48,7 @@ const OPS: &[Op] = &[
     Op { method: "POST", path: "/v1/entries/{id}/disable", scope: "curate", summary: "Disable an entry (it stops matching).", body: NONE, ok: 200, errors: &[404] },
     Op { method: "POST", path: "/v1/entries/{id}/enable", scope: "curate", summary: "Enable an entry again (refused for entries of withdrawn cases).", body: NONE, ok: 200, errors: &[404, 409] },
     Op { method: "POST", path: "/v1/cases", scope: "", summary: "A survivor submits hashes or derivative signatures (`{hash, signal: \"derive\"}`; never images: image data is refused). Returns the case number and the PIN, shown only this once.", body: "CreateCase", ok: 201, errors: &[400, 413] },
-    Op { method: "POST", path: "/v1/cases/{number}/status", scope: "", summary: "A case's status and hashes, with its number and PIN. Wrong number or PIN: 401 (never says which); too many wrong PINs: 429.", body: "Pin", ok: 200, errors: &[400, 401, 429] },
+    Op { method: "POST", path: "/v1/cases/{number}/status", scope: "", summary: "A case's status and hashes (each with its signal, pdq or derive, and whether it is active), with its number and PIN. Wrong number or PIN: 401 (never says which); too many wrong PINs: 429.", body: "Pin", ok: 200, errors: &[400, 401, 429] },
     Op { method: "POST", path: "/v1/cases/{number}/withdraw", scope: "", summary: "Withdraw a case with its number and PIN: its hashes stop matching within a second.", body: "Pin", ok: 200, errors: &[400, 401, 409, 429] },
 ];
 

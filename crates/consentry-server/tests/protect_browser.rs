@@ -406,6 +406,8 @@ struct Item {
     state: String,
     status: String,
     hash: Option<String>,
+    /// The derivative signature (base64) computed on the page.
+    derive: Option<String>,
     quality: Option<u8>,
     size: Option<String>,
 }
@@ -416,6 +418,7 @@ async fn items(d: &mut Driver) -> Vec<Item> {
             "return Array.from(document.querySelectorAll('#results li')).map(li => ({
                 name: li.querySelector('.name').textContent, state: li.dataset.state || '',
                 status: li.querySelector('.status').textContent, hash: li.dataset.hash || null,
+                derive: li.dataset.derive || null,
                 quality: li.dataset.quality ? Number(li.dataset.quality) : null, size: li.dataset.size || null }));",
         )
         .await;
@@ -427,10 +430,20 @@ async fn items(d: &mut Driver) -> Vec<Item> {
             state: o["state"].as_str().unwrap().to_owned(),
             status: o["status"].as_str().unwrap().to_owned(),
             hash: o["hash"].as_str().map(str::to_owned),
+            derive: o["derive"].as_str().map(str::to_owned),
             quality: o["quality"].as_u64().map(|q| q as u8),
             size: o["size"].as_str().map(str::to_owned),
         })
         .collect()
+}
+
+/// What `consentry derive` computes for `bytes`: the base64 derivative signature.
+fn cli_derive(bytes: &[u8]) -> String {
+    let img = consentry_media::decode(bytes, &consentry_media::DecodeOptions::default()).expect("decode");
+    let rgb = img.to_rgb8();
+    let px =
+        consentry_derive::Pixels::new(img.width, img.height, consentry_pdq::PixelFormat::Rgb8, &rgb).unwrap();
+    consentry_derive::Extractor::new().signature(&px).to_base64()
 }
 
 /// What `consentry hash` computes for `bytes` (default options: fast path, EXIF orientation).
@@ -569,6 +582,7 @@ async fn protect_page_in_chromium() {
     d.goto(&format!("{origin}/protect")).await;
     d.wait_for("document.body.dataset.hasher === 'ready'", "the hasher to load").await;
     assert!(d.js("return location.pathname").await == json!("/protect/"), "/protect redirects to /protect/");
+
     let intro = d.text("main").await;
     for words in [
         "What is sent",
@@ -604,15 +618,23 @@ async fn protect_page_in_chromium() {
     let by_name: BTreeMap<String, Item> = shown.iter().map(|i| (i.name.clone(), i.clone())).collect();
     let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
 
-    // Bit for bit with `consentry hash` on the reference pixels.
+    // Bit for bit with `consentry hash` and `consentry derive` on the reference pixels (the
+    // derive extraction in wasm32 runs the portable code path, natively it may run AVX2).
     let mut exact = 0;
     for p in &rgb {
         let item = &by_name[&name(p)];
-        let (h, q, _, _) = cli_hash(&std::fs::read(p).unwrap());
+        let bytes = std::fs::read(p).unwrap();
+        let (h, q, _, _) = cli_hash(&bytes);
         assert_eq!(
             item.hash.as_deref(),
             Some(h.to_hex().as_str()),
             "{}: page hash vs consentry hash",
+            item.name
+        );
+        assert_eq!(
+            item.derive.as_deref(),
+            Some(cli_derive(&bytes).as_str()),
+            "{}: page vs consentry derive",
             item.name
         );
         assert_eq!(item.quality, Some(q), "{}: quality", item.name);
@@ -677,14 +699,25 @@ async fn protect_page_in_chromium() {
         assert_eq!(posts[0].uri, "/v1/cases");
         let v: Value = serde_json::from_slice(&posts[0].body).unwrap();
         assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["hashes"], "{v}");
+        // Per usable photo: its PDQ hash with its quality, then its derivative signature (whose
+        // own PDQ is that hash).
         let mut sent = BTreeSet::new();
-        for h in v["hashes"].as_array().unwrap() {
-            let o = h.as_object().unwrap();
-            assert_eq!(
-                o.keys().collect::<BTreeSet<_>>(),
-                ["hash", "quality"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>().iter().collect()
-            );
+        let codes = v["hashes"].as_array().unwrap();
+        assert_eq!(codes.len(), 2 * usable.len(), "{v}");
+        for pair in codes.chunks(2) {
+            let (o, dv) = (pair[0].as_object().unwrap(), pair[1].as_object().unwrap());
+            let keys = |o: &serde_json::Map<String, Value>| o.keys().cloned().collect::<BTreeSet<String>>();
+            assert_eq!(keys(o), ["hash", "quality"].map(String::from).into_iter().collect());
+            assert_eq!(keys(dv), ["hash", "signal"].map(String::from).into_iter().collect());
             assert!(o["quality"].as_u64().unwrap() >= 50);
+            assert_eq!(dv["signal"], "derive");
+            let sig =
+                consentry_derive::Signature::from_base64(dv["hash"].as_str().unwrap()).expect("a signature");
+            assert_eq!(
+                Some(sig.pdq.to_hex().as_str()),
+                o["hash"].as_str(),
+                "the signature belongs to the photo"
+            );
             sent.insert(o["hash"].as_str().unwrap().to_owned());
         }
         assert_eq!(sent, usable, "exactly the usable hashes were sent (duplicates once)");
@@ -725,8 +758,11 @@ async fn protect_page_in_chromium() {
         let v: Value = serde_json::from_slice(&last.body).unwrap();
         assert_eq!(
             v,
-            json!({"hashes": [{"hash": later_hash, "quality": later_item.quality}]}),
-            "only the unsent hash"
+            json!({"hashes": [
+                {"hash": later_hash, "quality": later_item.quality},
+                {"signal": "derive", "hash": later_item.derive.clone().expect("derive computed")},
+            ]}),
+            "only the unsent photo's codes"
         );
     }
 
@@ -803,8 +839,11 @@ async fn protect_page_in_chromium() {
         let bytes = std::fs::read(p).unwrap();
         prints.extend(fingerprints(&bytes));
     }
+    // No body is larger than the codes of every chosen photo: per photo a PDQ line and a
+    // derivative signature in base64 (at most 4/3 of MAX_SIGNATURE_BYTES), with their JSON.
+    let body_bound = 1024 + (chosen.len() + 1) * (200 + consentry_derive::MAX_SIGNATURE_BYTES * 4 / 3);
     for r in &reqs {
-        assert!(r.body.len() < 64 * 1024, "{} {}: body of {} bytes", r.method, r.uri, r.body.len());
+        assert!(r.body.len() < body_bound, "{} {}: body of {} bytes", r.method, r.uri, r.body.len());
         assert!(!is_image_magic(&r.body), "{} {}: image bytes", r.method, r.uri);
         for f in &prints {
             assert!(!contains(&r.body, f), "{} {}: body carries bytes of a chosen file", r.method, r.uri);
@@ -829,7 +868,7 @@ async fn protect_page_in_chromium() {
                 assert!(!entries.is_empty(), "a request body Chromium did not show: {url}");
                 ""
             });
-            assert!(post.len() < 64 * 1024 && !is_image_magic(post.as_bytes()), "{url}");
+            assert!(post.len() < body_bound && !is_image_magic(post.as_bytes()), "{url}");
             for f in &prints {
                 assert!(!contains(post.as_bytes(), f), "{url}: body carries bytes of a chosen file");
             }

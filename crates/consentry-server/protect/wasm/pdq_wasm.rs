@@ -1,4 +1,5 @@
-//! The protect page's WebAssembly module: `consentry-pdq` behind a few `extern "C"` functions.
+//! The protect page's WebAssembly module: `consentry-pdq` and the extraction of
+//! `consentry-derive` behind a few `extern "C"` functions.
 //!
 //! Built by `crates/consentry-server/build.rs` with a rustc that has the `wasm32-unknown-unknown`
 //! standard library (Debian's `rustc` + `libstd-rust-dev-wasm32`, 1.63), without wasm-bindgen:
@@ -10,6 +11,9 @@
 //!    hash as 64 ASCII hex digits exactly as `consentry hash` prints it. Returns the quality
 //!    (0–100), or -1 when the buffer is null or too small for the claimed size.
 //! 3. `cs_free(ptr, len)` for each buffer.
+//!
+//! `cs_derive_rgba(buf, width, height, out, cap)` does the same for the derivative signature:
+//! `out` (from `cs_alloc(cs_derive_max_len())`) receives its base64 form; it returns the length.
 //!
 //! Alpha is ignored, as in `consentry hash`. Written for Rust 1.63 (no let-else).
 
@@ -67,4 +71,39 @@ pub unsafe extern "C" fn cs_hash_rgba(rgba: *const u8, width: u32, height: u32, 
 #[no_mangle]
 pub extern "C" fn cs_min_dim() -> u32 {
     consentry_pdq::MIN_HASHABLE_DIM as u32
+}
+
+/// The longest base64 derivative signature [`cs_derive_rgba`] writes.
+#[no_mangle]
+pub extern "C" fn cs_derive_max_len() -> usize {
+    consentry_derive::MAX_SIGNATURE_BYTES / 3 * 4 + 4
+}
+
+/// Computes the derivative signature (`consentry-derive`: global PDQ and local keypoints) of
+/// `width × height` RGBA pixels and writes its base64 form, exactly as `consentry derive` prints
+/// it, to `out` (`cap` bytes). Returns the length written, or -1 when a buffer is null or too
+/// small. Bit for bit the native extraction (no FMA, no SIMD path on wasm32).
+///
+/// # Safety
+/// `rgba` must point to `width * height * 4` readable bytes and `out` to `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cs_derive_rgba(rgba: *const u8, width: u32, height: u32, out: *mut u8, cap: usize) -> i32 {
+    let len = match (width as usize).checked_mul(height as usize).and_then(|n| n.checked_mul(4)) {
+        Some(n) => n,
+        None => return -1,
+    };
+    if rgba.is_null() || out.is_null() || len == 0 {
+        return -1;
+    }
+    let pixels = std::slice::from_raw_parts(rgba, len);
+    let px = match consentry_derive::Pixels::new(width, height, PixelFormat::Rgba8, pixels) {
+        Ok(p) => p,
+        Err(_) => return -1,
+    };
+    let text = consentry_derive::Extractor::new().signature(&px).to_base64();
+    if text.len() > cap {
+        return -1;
+    }
+    std::ptr::copy_nonoverlapping(text.as_ptr(), out, text.len());
+    text.len() as i32
 }
