@@ -1,5 +1,6 @@
 //! Builds the protect page's WebAssembly module (`protect/wasm/pdq_wasm.rs` over
-//! `consentry-pdq` and the extraction of `consentry-derive`, whose index is left out on wasm32) with a rustc that has the `wasm32-unknown-unknown` standard library:
+//! `consentry-pdq` and the extraction of `consentry-derive`, whose index is left out on wasm32)
+//! with a rustc that has the `wasm32-unknown-unknown` standard library:
 //! `$CONSENTRY_WASM_RUSTC` if set, else `/usr/bin/rustc` (Debian's `rustc` +
 //! `libstd-rust-dev-wasm32`). Without one the build still succeeds: `pdq.wasm` is left empty,
 //! the server answers 404 for it, and the page tells the visitor that in-browser hashing is
