@@ -98,9 +98,7 @@ fn parse_common_keys(b: &[u8]) -> Result<Vec<Vec<u32>>, &'static str> {
         return Err("not a version-1 stop-list");
     }
     let (body, sum) = b.split_at(b.len() - 8);
-    let fnv =
-        body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
-    if fnv.to_le_bytes() != sum {
+    if fnv1a(body).to_le_bytes() != sum {
         return Err("checksum");
     }
     let (nt, width, k) =
@@ -141,10 +139,14 @@ pub fn write_common_keys(keys: &[Vec<u32>]) -> Vec<u8> {
             b.extend(k.to_le_bytes());
         }
     }
-    let fnv =
-        b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
-    b.extend(fnv.to_le_bytes());
+    let sum = fnv1a(&b);
+    b.extend(sum.to_le_bytes());
     b
+}
+
+/// The stop-list file's checksum: FNV-1a, 64 bits.
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// Whether `k` is in a table's stop set (an empty set stops nothing).
@@ -768,22 +770,13 @@ impl DeriveIndex {
 mod key_tests {
     use super::*;
 
-    fn ramp_signature() -> Signature {
-        let ramps = crate::ramp_descriptors();
-        let keypoints = (0..6u16)
-            .map(|i| crate::Keypoint {
-                x: 8 * (40 + 70 * i),
-                y: 8 * (30 + 45 * (i % 3)),
-                level: 0,
-                desc: ramps[(i as usize * 53) % ramps.len()],
-            })
-            .collect();
-        Signature { pdq: consentry_pdq::Hash256::from_bytes([0x0f; 32]), quality: 90, keypoints }
-    }
-
     #[test]
     fn stopped_keys_make_no_correspondence() {
-        let sig = ramp_signature();
+        let sig = Signature {
+            pdq: consentry_pdq::Hash256::from_bytes([0x0f; 32]),
+            quality: 90,
+            keypoints: crate::synth::ramp_keypoints(),
+        };
         let q = QueryFeatures {
             pdq: [consentry_pdq::Hash256::from_bytes([0xf0; 32]); 8],
             quality: 90,

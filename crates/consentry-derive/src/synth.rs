@@ -51,6 +51,22 @@ impl Rng {
     }
 }
 
+/// Six keypoints whose descriptors are flat or pure-ramp descriptors (what a smooth sky gives in
+/// any photo), spread over a 512-px working image: a copy of them matches through the local
+/// rule only when their keys are not stopped (`Params::stop_keys`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn ramp_keypoints() -> Vec<crate::Keypoint> {
+    let ramps = crate::ramp_descriptors();
+    (0..6u16)
+        .map(|i| crate::Keypoint {
+            x: 8 * (40 + 70 * i),
+            y: 8 * (30 + 45 * (i % 3)),
+            level: 0,
+            desc: ramps[(usize::from(i) * 53) % ramps.len()],
+        })
+        .collect()
+}
+
 /// A colour gradient with 60 random rectangles and discs placed by `seed`.
 pub fn scene(w: u32, h: u32, seed: u64) -> RgbImage {
     let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);

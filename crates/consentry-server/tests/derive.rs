@@ -288,15 +288,7 @@ async fn derive_entries_import_and_export_as_json_lines() {
 /// make no correspondence when the ramp keys are stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn derive_stop_keys_setting_reaches_the_index() {
-    let ramps = consentry_derive::ramp_descriptors();
-    let keypoints: Vec<consentry_derive::Keypoint> = (0..6u16)
-        .map(|i| consentry_derive::Keypoint {
-            x: 8 * (40 + 70 * i),
-            y: 8 * (30 + 45 * (i % 3)),
-            level: 0,
-            desc: ramps[(usize::from(i) * 53) % ramps.len()],
-        })
-        .collect();
+    let keypoints = synth::ramp_keypoints();
     let sig = consentry_derive::Signature { pdq: random_pdq(), quality: 90, keypoints: keypoints.clone() };
     let q = consentry_derive::QueryFeatures { pdq: [random_pdq(); 8], quality: 90, keypoints };
     for (stop_keys, want) in [(consentry_derive::StopKeys::None, 1), (consentry_derive::StopKeys::Ramp, 0)] {

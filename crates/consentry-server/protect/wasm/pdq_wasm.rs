@@ -42,21 +42,29 @@ pub unsafe extern "C" fn cs_free(ptr: *mut u8, len: usize) {
     }
 }
 
+/// The `width * height * 4` bytes at `rgba`; `None` for a null pointer, an empty image or a size
+/// that overflows.
+///
+/// # Safety
+/// `rgba` must point to `width * height * 4` readable bytes (when not null).
+unsafe fn rgba_bytes<'a>(rgba: *const u8, width: u32, height: u32) -> Option<&'a [u8]> {
+    let len = (width as usize).checked_mul(height as usize).and_then(|n| n.checked_mul(4))?;
+    if rgba.is_null() || len == 0 {
+        return None;
+    }
+    Some(std::slice::from_raw_parts(rgba, len))
+}
+
 /// Hashes `width × height` RGBA pixels at `rgba`; writes 64 hex digits to `out_hex`.
 ///
 /// # Safety
 /// `rgba` must point to `width * height * 4` readable bytes and `out_hex` to 64 writable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn cs_hash_rgba(rgba: *const u8, width: u32, height: u32, out_hex: *mut u8) -> i32 {
-    let len = (width as usize).checked_mul(height as usize).and_then(|n| n.checked_mul(4));
-    let len = match len {
-        Some(n) => n,
-        None => return -1,
+    let pixels = match rgba_bytes(rgba, width, height) {
+        Some(p) if !out_hex.is_null() => p,
+        _ => return -1,
     };
-    if rgba.is_null() || out_hex.is_null() || len == 0 {
-        return -1;
-    }
-    let pixels = std::slice::from_raw_parts(rgba, len);
     let img = match ImageRef::new(width, height, PixelFormat::Rgba8, pixels) {
         Ok(img) => img,
         Err(_) => return -1,
@@ -88,14 +96,10 @@ pub extern "C" fn cs_derive_max_len() -> usize {
 /// `rgba` must point to `width * height * 4` readable bytes and `out` to `cap` writable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn cs_derive_rgba(rgba: *const u8, width: u32, height: u32, out: *mut u8, cap: usize) -> i32 {
-    let len = match (width as usize).checked_mul(height as usize).and_then(|n| n.checked_mul(4)) {
-        Some(n) => n,
-        None => return -1,
+    let pixels = match rgba_bytes(rgba, width, height) {
+        Some(p) if !out.is_null() => p,
+        _ => return -1,
     };
-    if rgba.is_null() || out.is_null() || len == 0 {
-        return -1;
-    }
-    let pixels = std::slice::from_raw_parts(rgba, len);
     let px = match consentry_derive::Pixels::new(width, height, PixelFormat::Rgba8, pixels) {
         Ok(p) => p,
         Err(_) => return -1,
