@@ -143,7 +143,7 @@ impl State {
                     seg.search(&pq, r, &mut scratch, &mut |p, d| {
                         if sr.deleted.is_empty() || !sr.deleted.contains(&p) {
                             let h = perm::unpermute(&seg.hashes[p as usize].0);
-                            out((si as u32, p), seg.ids[p as usize], &h, d);
+                            out((si as u32, p), seg.ids.get(p as usize), &h, d);
                         }
                     });
                 }
@@ -166,7 +166,7 @@ impl State {
         for sr in &self.segments {
             for i in 0..sr.seg.len() {
                 if !sr.deleted.contains(&(i as u32)) {
-                    ids.push(sr.seg.ids[i]);
+                    ids.push(sr.seg.ids.get(i));
                     hashes.push(sr.seg.hashes[i]);
                 }
             }
@@ -360,7 +360,7 @@ impl Index {
         for sr in parts {
             for i in 0..sr.seg.len() {
                 if !sr.deleted.contains(&(i as u32)) {
-                    ids.push(sr.seg.ids[i]);
+                    ids.push(sr.seg.ids.get(i));
                     hashes.push(sr.seg.hashes[i]);
                 }
             }
@@ -495,7 +495,11 @@ impl Index {
             scan::scan(&sr.seg.hashes, &pq, radius, 0, &mut |p, d| {
                 if !sr.deleted.contains(&p) {
                     let h = perm::unpermute(&sr.seg.hashes[p as usize].0);
-                    out.push(Match { id: sr.seg.ids[p as usize], hash: Hash256::from_words(h), distance: d });
+                    out.push(Match {
+                        id: sr.seg.ids.get(p as usize),
+                        hash: Hash256::from_words(h),
+                        distance: d,
+                    });
                 }
             });
         }

@@ -2,14 +2,23 @@
 //!
 //! # Snapshot (`*.snap`), all integers little-endian
 //! ```text
-//! header   "CNSXIDX\0" | version u32 (=1) | segment count u32 | journal generation u64
+//! header   "CNSXIDX\0" | version u32 (=2) | segment count u32 | journal generation u64
 //! segment  kind u32 (0 scan-only, 1 indexed) | n u64 | m u32 | m × width u32
-//!          ids n×u64 | hashes n×4×u64 (words, most significant first)
-//!          per table t: offsets (2^width+1)×u32, then positions n×u32 if t > 0
+//!          ids: form u32, then n×u64 (form 0) or n×u32 (form 1)
+//!          hashes n×4×u64 (words, most significant first)
+//!          per table t: directory, then positions if t > 0
+//!          directory: form u32, then for form 0 (plain) (2^width+1)×u32 bucket starts,
+//!          for form 1 (compact) (2^width/256+1)×u32 block starts, (2^width+1)×u16 starts
+//!          within the block
+//!          positions: form u32, then n×u32 (form 0) or n×3 bytes and one zero byte (form 1)
+//!          every section is zero-padded to a multiple of 4 bytes
 //!          deleted count u64 | deleted positions ×u32
 //! buffer   n u64 | ids n×u64 | hashes n×4×u64
 //! footer   body length u64 | CRC-32 (IEEE) of the body u32 | version u32 | "CNSXEND\0"
 //! ```
+//! Version 1 (no form fields: ids u64, directories and positions u32) is still read; its
+//! arrays are narrowed on load where they fit.
+//!
 //! Loading checks the footer first (magic, version, body length = file length
 //! − 24), reads the body straight into the index arrays while computing the
 //! CRC, rejects counts that exceed the bytes left before allocating, compares
@@ -22,7 +31,7 @@
 //! record   op u8 (1 insert, 2 remove) | id u64 | hash 32 bytes | CRC-32 of the previous 41 bytes u32
 //! ```
 
-use crate::segment::{ChunkPlan, Segment, Table, H};
+use crate::segment::{ChunkPlan, Dir, Ids, Positions, Segment, Table, H};
 use crate::{Hash256, Index, IndexConfig, InsertError, SegRef, State};
 use std::collections::HashSet;
 use std::fmt;
@@ -34,7 +43,11 @@ use std::sync::Arc;
 const MAGIC: &[u8; 8] = b"CNSXIDX\0";
 const END_MAGIC: &[u8; 8] = b"CNSXEND\0";
 const LOG_MAGIC: &[u8; 8] = b"CNSXLOG\0";
-const VERSION: u32 = 1;
+/// Snapshot format written (the reader also takes [`OLDEST_VERSION`]..).
+const VERSION: u32 = 2;
+const OLDEST_VERSION: u32 = 1;
+/// Journal format (unchanged since the first snapshot version).
+const LOG_VERSION: u32 = 1;
 const FOOTER: u64 = 24;
 const RECORD: usize = 45;
 
@@ -66,7 +79,7 @@ impl fmt::Display for LoadError {
             LoadError::Io(e) => write!(f, "I/O error: {e}"),
             LoadError::Truncated(s) => write!(f, "truncated or not an index file: {s}"),
             LoadError::Version(v) => {
-                write!(f, "unsupported index format version {v} (this build reads {VERSION})")
+                write!(f, "unsupported index format version {v} (this build reads versions {OLDEST_VERSION} to {VERSION})")
             }
             LoadError::Checksum { stored, computed } => {
                 write!(
@@ -94,6 +107,8 @@ impl From<io::Error> for LoadError {
 
 /// Plain-old-data element types we read and write as raw little-endian bytes.
 trait Pod: Copy + Default {}
+impl Pod for u8 {}
+impl Pod for u16 {}
 impl Pod for u32 {}
 impl Pod for u64 {}
 impl Pod for H {}
@@ -129,12 +144,18 @@ impl<W: Write> CrcWriter<W> {
     fn u64(&mut self, v: u64) -> io::Result<()> {
         self.put(&v.to_le_bytes())
     }
+    /// Zero bytes up to the next multiple of 4, so every section starts 4-byte aligned.
+    fn pad4(&mut self) -> io::Result<()> {
+        let k = (4 - self.len % 4) % 4;
+        self.put(&[0u8; 3][..k as usize])
+    }
 }
 
 struct CrcReader<R: Read> {
     inner: R,
     crc: crc32fast::Hasher,
     left: u64,
+    read: u64,
 }
 
 impl<R: Read> CrcReader<R> {
@@ -145,6 +166,17 @@ impl<R: Read> CrcReader<R> {
         self.inner.read_exact(b)?;
         self.crc.update(b);
         self.left -= b.len() as u64;
+        self.read += b.len() as u64;
+        Ok(())
+    }
+    /// Skips the zero padding written by `CrcWriter::pad4`.
+    fn pad4(&mut self) -> Result<(), LoadError> {
+        let mut pad = [0u8; 3];
+        let k = ((4 - self.read % 4) % 4) as usize;
+        self.take(&mut pad[..k])?;
+        if pad.iter().any(|&b| b != 0) {
+            return Err(LoadError::Corrupt("non-zero padding".into()));
+        }
         Ok(())
     }
     fn u32(&mut self) -> Result<u32, LoadError> {
@@ -198,11 +230,44 @@ impl Index {
                 for &x in widths {
                     w.u32(x)?;
                 }
-                w.put(bytes(&seg.ids))?;
+                match &seg.ids {
+                    Ids::U64(v) => {
+                        w.u32(0)?;
+                        w.put(bytes(v))?;
+                    }
+                    Ids::U32(v) => {
+                        w.u32(1)?;
+                        w.put(bytes(v))?;
+                        w.pad4()?;
+                    }
+                }
                 w.put(bytes(&seg.hashes))?;
-                for t in &seg.tables {
-                    w.put(bytes(&t.offsets))?;
-                    w.put(bytes(&t.positions))?;
+                for (ti, t) in seg.tables.iter().enumerate() {
+                    match &t.dir {
+                        Dir::Wide(o) => {
+                            w.u32(0)?;
+                            w.put(bytes(o))?;
+                        }
+                        Dir::Compact { base, rel } => {
+                            w.u32(1)?;
+                            w.put(bytes(base))?;
+                            w.put(bytes(rel))?;
+                            w.pad4()?;
+                        }
+                    }
+                    if ti > 0 {
+                        match &t.positions {
+                            Positions::U32(v) => {
+                                w.u32(0)?;
+                                w.put(bytes(v))?;
+                            }
+                            Positions::U24(b) => {
+                                w.u32(1)?;
+                                w.put(b)?;
+                                w.pad4()?;
+                            }
+                        }
+                    }
                 }
                 let mut del: Vec<u32> = sr.deleted.iter().copied().collect();
                 del.sort_unstable();
@@ -246,7 +311,7 @@ impl Index {
         let body_len = u64::from_le_bytes(foot[0..8].try_into().unwrap());
         let stored = u32::from_le_bytes(foot[8..12].try_into().unwrap());
         let version = u32::from_le_bytes(foot[12..16].try_into().unwrap());
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(LoadError::Version(version));
         }
         if body_len != flen - FOOTER {
@@ -260,6 +325,7 @@ impl Index {
             inner: io::BufReader::with_capacity(1 << 20, f),
             crc: crc32fast::Hasher::new(),
             left: body_len,
+            read: 0,
         };
         let mut magic = [0u8; 8];
         r.take(&mut magic)?;
@@ -267,8 +333,8 @@ impl Index {
             return Err(LoadError::Truncated("bad magic: not a consentry index file".into()));
         }
         let v = r.u32()?;
-        if v != VERSION {
-            return Err(LoadError::Version(v));
+        if v != version {
+            return Err(LoadError::Corrupt(format!("header says version {v}, footer {version}")));
         }
         let nseg = r.u32()?;
         let generation = r.u64()?;
@@ -291,13 +357,52 @@ impl Index {
                 }
                 widths.push(w);
             }
-            let ids: Vec<u64> = r.vec(n)?;
+            let ids = match if version == 1 { 0 } else { r.u32()? } {
+                0 => Ids::from_u64(r.vec(n)?),
+                1 => {
+                    let v = Ids::U32(r.vec(n)?);
+                    r.pad4()?;
+                    v
+                }
+                f => return Err(LoadError::Corrupt(format!("segment {s}: id form {f}"))),
+            };
             let hashes: Vec<H> = r.vec(n)?;
             let mut tables = Vec::new();
             for (t, &w) in widths.iter().enumerate() {
-                let offsets: Vec<u32> = r.vec((1u64 << w) + 1)?;
-                let positions: Vec<u32> = if t > 0 { r.vec(n)? } else { Vec::new() };
-                tables.push(Table { offsets, positions });
+                let buckets = 1u64 << w;
+                let form = if version == 1 { 0 } else { r.u32()? };
+                let dir = match form {
+                    0 => Dir::from_offsets(r.vec(buckets + 1)?),
+                    1 => {
+                        let base: Vec<u32> = r.vec((buckets >> crate::segment::DIR_BLOCK_BITS) + 1)?;
+                        let rel: Vec<u16> = r.vec(buckets + 1)?;
+                        r.pad4()?;
+                        Dir::Compact { base, rel }
+                    }
+                    f => {
+                        return Err(LoadError::Corrupt(format!("segment {s}: table {t}: directory form {f}")))
+                    }
+                };
+                let positions = if t == 0 {
+                    Positions::none()
+                } else if version == 1 {
+                    Positions::from_u32(r.vec(n)?)
+                } else {
+                    match r.u32()? {
+                        0 => Positions::U32(r.vec(n)?),
+                        1 => {
+                            let b = Positions::U24(r.vec(3 * n + 1)?);
+                            r.pad4()?;
+                            b
+                        }
+                        f => {
+                            return Err(LoadError::Corrupt(format!(
+                                "segment {s}: table {t}: position form {f}"
+                            )))
+                        }
+                    }
+                };
+                tables.push(Table { dir, positions });
             }
             let plan = if m > 0 {
                 if widths.iter().sum::<u32>() != 256 {
@@ -397,7 +502,7 @@ impl Store {
                 return Err(LoadError::Truncated(format!("{}: not a journal (bad header)", log.display())));
             }
             let v = u32::from_le_bytes(data[8..12].try_into().unwrap());
-            if v != VERSION {
+            if v != LOG_VERSION {
                 return Err(LoadError::Version(v));
             }
             let g = u64::from_le_bytes(data[12..20].try_into().unwrap());
@@ -458,7 +563,7 @@ impl Store {
         let tmp = tmp_path(path);
         let mut f = File::create(&tmp)?;
         f.write_all(LOG_MAGIC)?;
-        f.write_all(&VERSION.to_le_bytes())?;
+        f.write_all(&LOG_VERSION.to_le_bytes())?;
         f.write_all(&generation.to_le_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

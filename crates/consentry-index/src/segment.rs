@@ -3,9 +3,11 @@
 //! Layout (n entries, m chunks):
 //! * `hashes`: `n` × 32 bytes, 32-byte aligned, **sorted by the key of chunk 0**,
 //!   so chunk 0's inverted lists are implicit (a bucket is a range of entries).
-//! * `ids`: `n` × 8 bytes, parallel to `hashes`.
-//! * for every chunk `t`: `offsets[t]` (CSR directory, `2^width + 1` u32) and,
-//!   for `t > 0`, `positions[t]` (`n` u32, entry indices grouped by key).
+//! * `ids`: `n` × 4 bytes (8 if an id needs more than 32 bits), parallel to `hashes`.
+//! * for every chunk `t`: a CSR directory of `2^width + 1` bucket starts ([`Dir`]:
+//!   one u32 per block of 256 buckets plus one u16 per bucket, or plain u32
+//!   where a block holds more than 65,535 entries) and, for `t > 0`,
+//!   `positions[t]` (`n` entry indices grouped by key, 3 bytes each up to 2^24 entries).
 //!
 //! Search is exact by the generalised pigeonhole principle: the 256 bits are
 //! partitioned into `m` chunks; if the chunk radii `rho_t` satisfy
@@ -25,6 +27,10 @@ pub(crate) struct H(pub [u64; 4]);
 /// `CONSENTRY_INDEX_NO_THP=1` turns the huge-page advice off (for benchmarks).
 static NO_THP: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_INDEX_NO_THP").is_some_and(|v| v == "1"));
+
+/// `CONSENTRY_INDEX_WIDE_DIR=1` keeps every directory in the plain u32 form (for A/B benchmarks).
+static WIDE_DIR: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_INDEX_WIDE_DIR").is_some_and(|v| v == "1"));
 
 /// A vector of `n` copies of `fill` whose pages the kernel is asked to back
 /// with transparent huge pages (Linux, `madvise` mode): the tables are read at
@@ -227,19 +233,253 @@ fn csr(hashes: &[H], plan: &ChunkPlan, t: usize) -> (Vec<u32>, Vec<u32>) {
     (offsets, positions)
 }
 
+/// log2 of the buckets per block of a compact directory.
+pub(crate) const DIR_BLOCK_BITS: u32 = 8;
+
+/// A table's directory: where each of its `2^width` buckets starts, plus the end.
+///
+/// `Compact` halves the memory of the plain form (2 bytes per bucket instead of 4,
+/// plus 4 bytes per block of 256 buckets): bucket `k` starts at
+/// `base[k >> 8] + rel[k]`. Its `base` array (1/128 of `rel`'s size) stays in the
+/// cache, so a probe still costs one random read. A table falls back to `Wide`
+/// when one block holds more than 65,535 entries (e.g. many identical hashes
+/// accepted on purpose) or its key is narrower than a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// `2^width + 1` bucket starts.
+    Wide(Vec<u32>),
+    /// `base`: `2^width / 256 + 1` block starts; `rel`: `2^width + 1` starts relative to their block.
+    Compact { base: Vec<u32>, rel: Vec<u16> },
+}
+
+impl Dir {
+    /// The compact form of `offsets` (`2^width + 1` starts) when it fits, else `offsets` as is.
+    /// Any input is accepted: a non-monotone directory (a corrupt file) stays `Wide` and is
+    /// refused by [`Segment::validate`].
+    pub fn from_offsets(offsets: Vec<u32>) -> Dir {
+        let buckets = offsets.len().saturating_sub(1);
+        let bsz = 1usize << DIR_BLOCK_BITS;
+        if buckets < bsz || !buckets.is_power_of_two() || *WIDE_DIR {
+            return Dir::Wide(offsets);
+        }
+        let nblocks = buckets >> DIR_BLOCK_BITS;
+        let mut base = Vec::with_capacity(nblocks + 1);
+        let mut rel = huge_vec(buckets + 1, 0u16);
+        for (j, block) in offsets[..buckets].chunks_exact(bsz).enumerate() {
+            let b = block[0];
+            base.push(b);
+            for (r, &o) in rel[j * bsz..(j + 1) * bsz].iter_mut().zip(block) {
+                match o.checked_sub(b).and_then(|d| u16::try_from(d).ok()) {
+                    Some(d) => *r = d,
+                    None => return Dir::Wide(offsets),
+                }
+            }
+        }
+        base.push(offsets[buckets]);
+        Dir::Compact { base, rel }
+    }
+
+    /// Number of bucket starts held (`2^width + 1`).
+    pub fn len(&self) -> usize {
+        match self {
+            Dir::Wide(o) => o.len(),
+            Dir::Compact { rel, .. } => rel.len(),
+        }
+    }
+
+    /// Start of bucket `k` (`k == 2^width`: the end of the last bucket).
+    #[inline(always)]
+    pub fn get(&self, k: usize) -> u32 {
+        match self {
+            Dir::Wide(o) => o[k],
+            Dir::Compact { base, rel } => base[k >> DIR_BLOCK_BITS] + u32::from(rel[k]),
+        }
+    }
+
+    /// The entry range of bucket `k`.
+    #[inline(always)]
+    pub fn range(&self, k: usize) -> (u32, u32) {
+        (self.get(k), self.get(k + 1))
+    }
+
+    /// Address of bucket `k`'s slot, for prefetching.
+    #[inline(always)]
+    pub fn slot_ptr(&self, k: usize) -> *const u8 {
+        match self {
+            Dir::Wide(o) => o.as_ptr().wrapping_add(k) as *const u8,
+            Dir::Compact { rel, .. } => rel.as_ptr().wrapping_add(k) as *const u8,
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Dir::Wide(o) => o.capacity() * 4,
+            Dir::Compact { base, rel } => base.capacity() * 4 + rel.capacity() * 2,
+        }
+    }
+
+    /// The plain form (for tests and for writers of the old format).
+    #[cfg(test)]
+    pub fn to_offsets(&self) -> Vec<u32> {
+        (0..self.len()).map(|k| self.get(k)).collect()
+    }
+
+    /// Checks that the starts are `0 ..= n`, non-decreasing, and that a compact form is well formed.
+    fn validate(&self, buckets: usize, n: usize) -> Result<(), String> {
+        if self.len() != buckets + 1 {
+            return Err("directory size".into());
+        }
+        if let Dir::Compact { base, rel } = self {
+            if buckets < (1 << DIR_BLOCK_BITS) || base.len() != (buckets >> DIR_BLOCK_BITS) + 1 {
+                return Err("compact directory: block count".into());
+            }
+            // each block's first bucket starts at its base, so base and rel agree
+            if (0..base.len()).any(|j| rel[j << DIR_BLOCK_BITS] != 0) {
+                return Err("compact directory: block start".into());
+            }
+            if base.windows(2).any(|w| w[0] > w[1]) || base.iter().any(|&b| b as usize > n) {
+                return Err("compact directory: block bases".into());
+            }
+        }
+        if self.get(0) != 0 || self.get(buckets) as usize != n {
+            return Err("directory bounds".into());
+        }
+        let mut prev = 0u64;
+        for k in 0..=buckets {
+            // u64: a corrupt base + rel must not wrap around
+            let v = match self {
+                Dir::Wide(o) => u64::from(o[k]),
+                Dir::Compact { base, rel } => u64::from(base[k >> DIR_BLOCK_BITS]) + u64::from(rel[k]),
+            };
+            if v < prev || v > n as u64 {
+                return Err("directory not monotone".into());
+            }
+            prev = v;
+        }
+        Ok(())
+    }
+}
+
+/// A table's entry indices grouped by key: 3 bytes each when the segment has at most 2^24
+/// entries (every segment up to 16.7 M entries), else 4.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Positions {
+    U32(Vec<u32>),
+    /// Little-endian 3-byte indices, then one zero byte so that a 4-byte read of the last one
+    /// stays in bounds.
+    U24(Vec<u8>),
+}
+
+impl Positions {
+    pub fn none() -> Positions {
+        Positions::U32(Vec::new())
+    }
+
+    /// The narrow form when every index fits 24 bits.
+    pub fn from_u32(v: Vec<u32>) -> Positions {
+        if v.len() > 1 << 24 || v.iter().any(|&p| p >= 1 << 24) || *WIDE_DIR {
+            return Positions::U32(v);
+        }
+        let mut b = huge_vec(v.len() * 3 + 1, 0u8);
+        for (c, &p) in b.chunks_exact_mut(3).zip(&v) {
+            c.copy_from_slice(&p.to_le_bytes()[..3]);
+        }
+        Positions::U24(b)
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Positions::U32(v) => v.len(),
+            Positions::U24(b) => b.len().saturating_sub(1) / 3,
+        }
+    }
+
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> u32 {
+        match self {
+            Positions::U32(v) => v[i],
+            Positions::U24(b) => u32::from_le_bytes(b[3 * i..3 * i + 4].try_into().unwrap()) & 0xff_ffff,
+        }
+    }
+
+    /// Address of slot `i`, for prefetching.
+    #[inline(always)]
+    pub fn slot_ptr(&self, i: usize) -> *const u8 {
+        match self {
+            Positions::U32(v) => v.as_ptr().wrapping_add(i) as *const u8,
+            Positions::U24(b) => b.as_ptr().wrapping_add(3 * i),
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Positions::U32(v) => v.capacity() * 4,
+            Positions::U24(b) => b.capacity(),
+        }
+    }
+}
+
+/// A segment's entry ids: 4 bytes each when every id is below 2^32 (store ids are counters),
+/// else 8.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ids {
+    U64(Vec<u64>),
+    U32(Vec<u32>),
+}
+
+impl Ids {
+    pub fn from_u64(v: Vec<u64>) -> Ids {
+        if v.iter().all(|&id| id <= u64::from(u32::MAX)) && !*WIDE_DIR {
+            let mut n = huge_vec(v.len(), 0u32);
+            for (d, &id) in n.iter_mut().zip(&v) {
+                *d = id as u32;
+            }
+            Ids::U32(n)
+        } else {
+            Ids::U64(v)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Ids::U64(v) => v.len(),
+            Ids::U32(v) => v.len(),
+        }
+    }
+
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> u64 {
+        match self {
+            Ids::U64(v) => v[i],
+            Ids::U32(v) => u64::from(v[i]),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Ids::U64(v) => v.capacity() * 8,
+            Ids::U32(v) => v.capacity() * 4,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Table {
     /// `2^width + 1` bucket starts.
-    pub offsets: Vec<u32>,
+    pub dir: Dir,
     /// Entry index for each slot; empty for table 0 (implicit: entries are sorted by key 0).
-    pub positions: Vec<u32>,
+    pub positions: Positions,
 }
 
 /// Immutable segment.
 #[derive(Clone, Debug)]
 pub(crate) struct Segment {
     pub hashes: Vec<H>,
-    pub ids: Vec<u64>,
+    pub ids: Ids,
     /// `None` for a scan-only segment.
     pub plan: Option<ChunkPlan>,
     pub tables: Vec<Table>,
@@ -289,7 +529,7 @@ impl Segment {
         let n = ids.len();
         assert!(n < u32::MAX as usize, "a segment holds fewer than 2^32 entries");
         let Some(plan) = plan else {
-            return Segment { hashes, ids, plan: None, tables: Vec::new() };
+            return Segment { hashes, ids: Ids::from_u64(ids), plan: None, tables: Vec::new() };
         };
         let trace = std::env::var_os("CONSENTRY_INDEX_TRACE").is_some();
         let t0 = std::time::Instant::now();
@@ -312,14 +552,14 @@ impl Segment {
         if trace {
             eprintln!("build: table 0 + reorder {:?}", t0.elapsed());
         }
-        let mut tables = vec![Table { offsets: off0, positions: Vec::new() }];
+        let mut tables = vec![Table { dir: Dir::from_offsets(off0), positions: Positions::none() }];
         let rest: Vec<Table> = {
             use rayon::prelude::*;
             (1..m)
                 .into_par_iter()
                 .map(|t| {
                     let (offsets, positions) = csr(&hashes, &plan, t);
-                    Table { offsets, positions }
+                    Table { dir: Dir::from_offsets(offsets), positions: Positions::from_u32(positions) }
                 })
                 .collect()
         };
@@ -327,14 +567,14 @@ impl Segment {
         if trace {
             eprintln!("build: all tables {:?}", t0.elapsed());
         }
-        Segment { hashes, ids, plan: Some(plan), tables }
+        Segment { hashes, ids: Ids::from_u64(ids), plan: Some(plan), tables }
     }
 
     /// Bytes of heap memory held.
     pub fn heap_bytes(&self) -> usize {
         self.hashes.capacity() * 32
-            + self.ids.capacity() * 8
-            + self.tables.iter().map(|t| (t.offsets.capacity() + t.positions.capacity()) * 4).sum::<usize>()
+            + self.ids.heap_bytes()
+            + self.tables.iter().map(|t| t.dir.heap_bytes() + t.positions.heap_bytes()).sum::<usize>()
     }
 
     /// Estimated cost of a multi-index search vs a scan; true when scanning is cheaper.
@@ -406,22 +646,21 @@ impl Segment {
         ranges.clear();
         cands.clear();
         for t in 0..m {
-            let off = &self.tables[t].offsets;
+            let dir = &self.tables[t].dir;
             for_ball(qkeys[t], plan.widths[t], rhos[t], &mut |k| {
-                prefetch(off.as_ptr().wrapping_add(k as usize));
+                prefetch(dir.slot_ptr(k as usize));
                 probes.push((t as u32, k));
             });
         }
         // Stage 2: non-empty buckets, prefetching their first slots.
         for &(t, k) in probes.iter() {
             let tab = &self.tables[t as usize];
-            let s = tab.offsets[k as usize];
-            let e = tab.offsets[k as usize + 1];
+            let (s, e) = tab.dir.range(k as usize);
             if s < e {
                 if t == 0 {
                     prefetch(self.hashes.as_ptr().wrapping_add(s as usize));
                 } else {
-                    prefetch(tab.positions.as_ptr().wrapping_add(s as usize));
+                    prefetch(tab.positions.slot_ptr(s as usize));
                 }
                 ranges.push((t, s, e));
             }
@@ -433,7 +672,9 @@ impl Segment {
                     cands.push((0, p));
                 }
             } else {
-                for &p in &self.tables[t as usize].positions[s as usize..e as usize] {
+                let pos = &self.tables[t as usize].positions;
+                for i in s as usize..e as usize {
+                    let p = pos.get(i);
                     prefetch(self.hashes.as_ptr().wrapping_add(p as usize));
                     cands.push((t, p));
                 }
@@ -477,28 +718,20 @@ impl Segment {
                     return Err("chunk plan does not cover 256 bits".into());
                 }
                 for (t, tab) in self.tables.iter().enumerate() {
-                    if tab.offsets.len() != (1usize << plan.widths[t]) + 1 {
-                        return Err(format!("table {t}: directory size"));
-                    }
-                    if tab.offsets[0] != 0 || *tab.offsets.last().unwrap() as usize != n {
-                        return Err(format!("table {t}: directory bounds"));
-                    }
-                    if tab.offsets.windows(2).any(|w| w[0] > w[1]) {
-                        return Err(format!("table {t}: directory not monotone"));
-                    }
+                    tab.dir.validate(1usize << plan.widths[t], n).map_err(|e| format!("table {t}: {e}"))?;
                     if t == 0 {
-                        if !tab.positions.is_empty() {
+                        if tab.positions.len() != 0 {
                             return Err("table 0 has positions".into());
                         }
-                    } else if tab.positions.len() != n || tab.positions.iter().any(|&p| p as usize >= n) {
+                    } else if tab.positions.len() != n || (0..n).any(|i| tab.positions.get(i) as usize >= n) {
                         return Err(format!("table {t}: positions"));
                     }
                 }
                 // bucket membership of table 0 (implicit) must match the keys
-                let off = &self.tables[0].offsets;
+                let dir = &self.tables[0].dir;
                 let mut k = 0usize;
                 for (i, h) in self.hashes.iter().enumerate() {
-                    while off[k + 1] as usize <= i {
+                    while dir.get(k + 1) as usize <= i {
                         k += 1;
                     }
                     if plan.key(&h.0, 0) as usize != k {
@@ -528,6 +761,98 @@ mod tests {
                 assert_eq!(extract(&w, start, width), want, "start {start} width {width}");
             }
         }
+    }
+
+    /// Bucket starts for `buckets` buckets holding `sizes` entries each (cycled).
+    fn starts(buckets: usize, sizes: &[u32]) -> Vec<u32> {
+        let mut v = vec![0u32];
+        for k in 0..buckets {
+            v.push(v[k] + sizes[k % sizes.len()]);
+        }
+        v
+    }
+
+    #[test]
+    fn compact_directory_holds_the_same_starts_in_half_the_memory() {
+        for sizes in [&[0u32][..], &[1, 0, 3, 0, 0, 2], &[255, 0, 1], &[0, 0, 0, 0, 0, 0, 0, 7]] {
+            let plain = starts(1 << 12, sizes);
+            let n = *plain.last().unwrap() as usize;
+            let dir = Dir::from_offsets(plain.clone());
+            assert!(matches!(dir, Dir::Compact { .. }), "sizes {sizes:?}");
+            assert_eq!(dir.to_offsets(), plain);
+            for k in 0..1 << 12 {
+                assert_eq!(dir.range(k), (plain[k], plain[k + 1]));
+            }
+            dir.validate(1 << 12, n).unwrap();
+            assert!(dir.heap_bytes() * 2 <= Dir::Wide(plain).heap_bytes() + 64);
+        }
+    }
+
+    #[test]
+    fn a_crowded_block_or_a_narrow_key_keeps_the_plain_directory() {
+        // one block of 256 buckets holding 65,536 entries no longer fits u16 starts
+        let mut sizes = vec![0u32; 300];
+        sizes[10] = 65_000;
+        sizes[200] = 536;
+        let plain = starts(1 << 10, &sizes);
+        assert!(matches!(Dir::from_offsets(plain.clone()), Dir::Wide(ref o) if *o == plain));
+        // 65,535 in one block still fits
+        sizes[200] = 535;
+        assert!(matches!(Dir::from_offsets(starts(1 << 10, &sizes)), Dir::Compact { .. }));
+        // fewer buckets than a block
+        assert!(matches!(Dir::from_offsets(starts(128, &[1])), Dir::Wide(_)));
+        // not monotone (a corrupt file): kept as is, and refused
+        let mut bad = starts(1 << 10, &[2]);
+        bad[700] = 1;
+        let dir = Dir::from_offsets(bad);
+        assert!(matches!(dir, Dir::Wide(_)));
+        assert!(dir.validate(1 << 10, 2048).is_err());
+    }
+
+    #[test]
+    fn narrow_positions_and_ids_hold_the_same_values() {
+        let v: Vec<u32> = (0..5000u32).map(|i| i.wrapping_mul(2_654_435_761) % (1 << 24)).collect();
+        let p = Positions::from_u32(v.clone());
+        assert!(matches!(p, Positions::U24(_)));
+        assert_eq!(p.len(), v.len());
+        assert!((0..v.len()).all(|i| p.get(i) == v[i]));
+        assert!(p.heap_bytes() < v.len() * 4);
+        // an index of 2^24 or more keeps 4 bytes
+        let mut w = v.clone();
+        w[17] = 1 << 24;
+        assert!(matches!(Positions::from_u32(w.clone()), Positions::U32(ref x) if *x == w));
+        assert_eq!(Positions::from_u32(Vec::new()).len(), 0);
+
+        let ids: Vec<u64> = (0..1000u64).map(|i| i * 4_000_000).collect();
+        let narrow = Ids::from_u64(ids.clone());
+        assert!(matches!(narrow, Ids::U32(_)));
+        assert_eq!(narrow.iter().collect::<Vec<_>>(), ids);
+        let mut big = ids.clone();
+        big[999] = u64::from(u32::MAX) + 1;
+        let wide = Ids::from_u64(big.clone());
+        assert!(matches!(wide, Ids::U64(_)));
+        assert_eq!(wide.iter().collect::<Vec<_>>(), big);
+    }
+
+    #[test]
+    fn validate_refuses_a_corrupt_compact_directory() {
+        let plain = starts(1 << 10, &[1, 2, 0]);
+        let n = *plain.last().unwrap() as usize;
+        let good = Dir::from_offsets(plain);
+        good.validate(1 << 10, n).unwrap();
+        let Dir::Compact { base, rel } = good else { panic!("compact expected") };
+        let corrupt = |base: &Vec<u32>, rel: &Vec<u16>| Dir::Compact { base: base.clone(), rel: rel.clone() };
+        let mut r = rel.clone();
+        r[5] = 60_000; // a start beyond the next one
+        assert!(corrupt(&base, &r).validate(1 << 10, n).is_err());
+        let mut r = rel.clone();
+        r[256] = 1; // a block's first bucket must start at the block's base
+        assert!(corrupt(&base, &r).validate(1 << 10, n).is_err());
+        let mut b = base.clone();
+        b[2] = u32::MAX - 3; // would wrap around in u32 arithmetic
+        assert!(corrupt(&b, &rel).validate(1 << 10, n).is_err());
+        assert!(corrupt(&base[..3].to_vec(), &rel).validate(1 << 10, n).is_err());
+        assert!(corrupt(&base, &rel).validate(1 << 11, n).is_err());
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn check_segment(
             let mut got = Vec::new();
             seg.search_mih(&q.words(), r, &mut scratch, &mut |p, d| {
                 got.push(Match {
-                    id: seg.ids[p as usize],
+                    id: seg.ids.get(p as usize),
                     hash: Hash256::from_words(seg.hashes[p as usize].0),
                     distance: d,
                 })
@@ -321,6 +321,33 @@ fn degenerate_hashes_are_rejected_or_handled() {
         assert_eq!(got, brute(&entries, &q, 31));
         assert!(got.iter().all(|m| m.id >= 20_000));
     }
+}
+
+#[test]
+fn a_bucket_too_full_for_a_compact_directory_and_wide_ids_stay_exact_and_persist() {
+    // 70,000 copies of one hash: every table's block holding that key has more than 65,535
+    // entries, so those tables keep the plain directory; the others are compact. Ids beyond
+    // 32 bits keep the segment's ids 8 bytes wide.
+    let mut rng = Rng(8);
+    let same = rng.hash();
+    let mut entries: Vec<(u64, Hash256)> = (0..70_000).map(|i| (i, same)).collect();
+    entries.extend((0..10_000).map(|i| ((1 << 40) + i, rng.hash())));
+    let config = IndexConfig { degenerate: DegeneratePolicy::Accept };
+    let idx = Index::build(entries.iter().copied(), config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.snap");
+    idx.save(&path).unwrap();
+    let back = Index::load(&path, config).unwrap();
+    let mut queries = vec![same, rng.flip(&same, 9), rng.flip(&same, 40)];
+    for i in 0..20 {
+        queries.push(rng.flip(&entries[70_000 + i * 311].1, 1 + (i as u32 % 31)));
+    }
+    for q in &queries {
+        let want = brute(&entries, q, 31);
+        assert_eq!(idx.search(q, 31), want, "query {q}");
+        assert_eq!(back.search(q, 31), want, "query {q}, loaded");
+    }
+    assert_eq!(back.search(&same, 0).len(), 70_000);
 }
 
 #[test]
