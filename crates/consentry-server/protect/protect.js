@@ -318,10 +318,15 @@
         // The memory may have grown (and its buffer changed) in cs_alloc: read it afterwards.
         new Uint8Array(wasm.memory.buffer, px, len).set(rgba);
         rgba = null;
+        // The signature starts with the photo's PDQ hash and quality (computed on these same
+        // pixels), so the PDQ hasher runs separately only when there is no signature.
+        const derive = deriveSignature(wasm, px, w, h);
+        const own = derive && pdqOfSignature(derive);
+        if (own) return { hash: own.hash, quality: own.quality, derive, width: w, height: h };
         const quality = wasm.cs_hash_rgba(px, w, h, hexPtr);
         if (quality < 0) throw new Error('hasher refused the pixels');
         const hash = String.fromCharCode.apply(null, new Uint8Array(wasm.memory.buffer, hexPtr, 64));
-        return { hash, quality, derive: deriveSignature(wasm, px, w, h), width: w, height: h };
+        return { hash, quality, derive: null, width: w, height: h };
       } finally {
         wasm.cs_free(px, len);
         wasm.cs_free(hexPtr, 64);
@@ -342,6 +347,21 @@
       } finally {
         wasm.cs_free(out, cap);
       }
+    }
+
+    // The PDQ hash (hex) and quality at the head of a signature (format version 1:
+    // [1][PDQ 32 bytes][quality][n]...), or null.
+    function pdqOfSignature(b64) {
+      let bin;
+      try {
+        bin = atob(b64);
+      } catch (e) {
+        return null;
+      }
+      if (bin.length < 35 || bin.charCodeAt(0) !== 1) return null;
+      let hex = '';
+      for (let i = 1; i <= 32; i++) hex += bin.charCodeAt(i).toString(16).padStart(2, '0');
+      return { hash: hex, quality: bin.charCodeAt(33) };
     }
 
     // Marks the second and later photos with the same hash (they are sent once).
@@ -431,14 +451,21 @@
       box.scrollIntoView({ block: 'start' });
     }
 
-    // The usable hashes as `consentry hash` prints them (hash, quality, name; tab-separated),
-    // saved by the browser to the device: nothing is sent.
+    // The usable codes as `consentry hash -f csv` prints them (`hash,quality,path,signal_type`):
+    // per photo its PDQ hash and, when computed, its derivative signature, so that a helpline can
+    // import the file into a bank as it is (`POST /v1/banks/NAME/import?format=csv`). Saved by the
+    // browser to the device: nothing is sent.
     function save() {
-      const lines = usable(false).map((i) => i.hash + '\t' + i.quality + '\t' + i.name.replace(/[\t\r\n]/g, ' '));
-      const blob = new Blob([lines.join('\n') + '\n'], { type: 'text/tab-separated-values' });
+      const name = (i) => '"' + i.name.replace(/[\r\n]/g, ' ').replace(/"/g, '""') + '"';
+      const lines = ['hash,quality,path,signal_type'];
+      for (const i of usable(false)) {
+        lines.push(i.hash + ',' + i.quality + ',' + name(i) + ',pdq');
+        if (i.derive) lines.push(i.derive + ',' + i.quality + ',' + name(i) + ',derive');
+      }
+      const blob = new Blob([lines.join('\n') + '\n'], { type: 'text/csv' });
       const url = URL.createObjectURL(blob);
       const a = document.createElement('a');
-      const file = 'consentry-codes.tsv';
+      const file = 'consentry-codes.csv';
       a.href = url;
       a.download = file;
       document.body.append(a);

@@ -737,14 +737,51 @@ async fn protect_page_in_chromium() {
     let later_hash = later_item.hash.clone().expect("still shown");
     d.screenshot("04-protect-server-down").await;
     d.click("#save").await;
-    let saved = downloads.join("consentry-codes.tsv");
+    let saved = downloads.join("consentry-codes.csv");
     let started = Instant::now();
     while !saved.exists() && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let tsv = std::fs::read_to_string(&saved).expect("the codes were saved to a file");
-    assert!(tsv.lines().any(|l| l.starts_with(&later_hash)), "saved file holds the unsent hash");
-    assert_eq!(tsv.lines().count(), usable.len() + 1, "{tsv}");
+    let csv = std::fs::read_to_string(&saved).expect("the codes were saved to a file");
+    // A header, then per usable photo (the unsent one too) its PDQ line and its signature line.
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "hash,quality,path,signal_type", "{csv}");
+    assert_eq!(lines.len(), 1 + 2 * (usable.len() + 1), "{csv}");
+    let later_pdq = format!("{later_hash},{},\"{}\",pdq", later_item.quality.unwrap(), name(&later));
+    assert!(lines.contains(&later_pdq.as_str()), "saved file holds the unsent hash: {csv}");
+    let later_sig = later_item.derive.clone().expect("derive computed");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("{later_sig},")) && l.ends_with(",derive")), "{csv}");
+    // A helpline imports the file into a bank as it is: every line is taken, both signals match.
+    {
+        let db = TestDb::sqlite();
+        let helpline = common::TestApp::on(&db, test_config()).await;
+        helpline.create_bank("saved").await;
+        let (s, v) = helpline
+            .upload(
+                "/v1/banks/saved/import?format=csv",
+                Some(&helpline.curate),
+                "text/csv",
+                csv.clone().into_bytes(),
+            )
+            .await;
+        assert_eq!(s.as_u16(), 200, "{v}");
+        assert_eq!(v["added"], lines.len() - 1, "{v}");
+        assert_eq!(v["rejected"].as_array().map_or(0, |r| r.len()), 0, "{v}");
+        let later = Hash256::from_hex(&later_hash).unwrap();
+        assert!(
+            common::within(Duration::from_secs(2), || async { !helpline.matches(&later).await.is_empty() })
+                .await
+                .is_some(),
+            "the imported PDQ hash matches"
+        );
+        let idx = helpline.state.derive_index().clone();
+        assert!(
+            common::within(Duration::from_secs(2), || async { idx.len() == usable.len() + 1 })
+                .await
+                .is_some(),
+            "every imported signature is in the derivative index"
+        );
+    }
     let server = start_server(&state, &log, &addr.to_string()).await;
     d.click("#send").await;
     d.wait_for("document.body.dataset.sendResult === 'created'", "the second case").await;
