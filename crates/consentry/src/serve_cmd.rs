@@ -164,22 +164,28 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs go to stderr through a writer thread, so a slow log consumer never holds a request up
+/// (no line is dropped: when its queue is full, logging waits). The returned guard flushes the
+/// queue when dropped, at the end of `run_serve`.
+fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),
     };
+    guard
 }
 
 pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
-    init_logs(args.log_format);
+    let _logs = init_logs(args.log_format);
     let secret = std::env::var("CONSENTRY_WEBHOOK_SECRET").unwrap_or_default();
     if !args.webhooks.is_empty() && secret.len() < 16 {
         bail!("--webhook needs an HMAC key of at least 16 characters in $CONSENTRY_WEBHOOK_SECRET");
