@@ -149,6 +149,14 @@ impl<W: Write> CrcWriter<W> {
         let k = (4 - self.len % 4) % 4;
         self.put(&[0u8; 3][..k as usize])
     }
+    /// A section in one of several forms: the form number, the arrays, then the padding.
+    fn tagged(&mut self, form: u32, arrays: &[&[u8]]) -> io::Result<()> {
+        self.u32(form)?;
+        for a in arrays {
+            self.put(a)?;
+        }
+        self.pad4()
+    }
 }
 
 struct CrcReader<R: Read> {
@@ -231,41 +239,19 @@ impl Index {
                     w.u32(x)?;
                 }
                 match &seg.ids {
-                    Ids::U64(v) => {
-                        w.u32(0)?;
-                        w.put(bytes(v))?;
-                    }
-                    Ids::U32(v) => {
-                        w.u32(1)?;
-                        w.put(bytes(v))?;
-                        w.pad4()?;
-                    }
+                    Ids::U64(v) => w.tagged(0, &[bytes(v)])?,
+                    Ids::U32(v) => w.tagged(1, &[bytes(v)])?,
                 }
                 w.put(bytes(&seg.hashes))?;
                 for (ti, t) in seg.tables.iter().enumerate() {
                     match &t.dir {
-                        Dir::Wide(o) => {
-                            w.u32(0)?;
-                            w.put(bytes(o))?;
-                        }
-                        Dir::Compact { base, rel } => {
-                            w.u32(1)?;
-                            w.put(bytes(base))?;
-                            w.put(bytes(rel))?;
-                            w.pad4()?;
-                        }
+                        Dir::Wide(o) => w.tagged(0, &[bytes(o)])?,
+                        Dir::Compact { base, rel } => w.tagged(1, &[bytes(base), bytes(rel)])?,
                     }
                     if ti > 0 {
                         match &t.positions {
-                            Positions::U32(v) => {
-                                w.u32(0)?;
-                                w.put(bytes(v))?;
-                            }
-                            Positions::U24(b) => {
-                                w.u32(1)?;
-                                w.put(b)?;
-                                w.pad4()?;
-                            }
+                            Positions::U32(v) => w.tagged(0, &[bytes(v)])?,
+                            Positions::U24(b) => w.tagged(1, &[b])?,
                         }
                     }
                 }
