@@ -28,7 +28,8 @@ pub(crate) struct H(pub [u64; 4]);
 static NO_THP: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_INDEX_NO_THP").is_some_and(|v| v == "1"));
 
-/// `CONSENTRY_INDEX_WIDE_DIR=1` keeps every directory in the plain u32 form (for A/B benchmarks).
+/// `CONSENTRY_INDEX_WIDE_DIR=1` keeps directories, positions and ids in their plain u32 / u64
+/// forms (for A/B benchmarks of the narrow ones).
 static WIDE_DIR: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_INDEX_WIDE_DIR").is_some_and(|v| v == "1"));
 
@@ -318,7 +319,7 @@ impl Dir {
         }
     }
 
-    /// The plain form (for tests and for writers of the old format).
+    /// The plain form (for tests).
     #[cfg(test)]
     pub fn to_offsets(&self) -> Vec<u32> {
         (0..self.len()).map(|k| self.get(k)).collect()
