@@ -1,7 +1,7 @@
 //! `consentry-eval CORPUS_DIR [--seed N] [--protected N] [--transforms LIST] [--quick] [--out FILE.md]`
 
 use consentry_eval::derive_matcher::DeriveMatcher;
-use consentry_eval::matcher::MediaPdqMatcher;
+use consentry_eval::matcher::{MediaPdqMatcher, PdqTopBandMatcher};
 use consentry_eval::{load_corpus, quick_set, run, standard_set, transforms, Config, Matcher, PdqMatcher};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +16,8 @@ const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N]
   --matchers LIST     comma-separated, from pdq, pdq-dihedral (on the harness's decoded pixels),
                       media-pdq, media-pdq-dihedral (consentry-media's hash_bytes on the bytes),
                       derive (consentry-derive: PDQ+dihedral or local keypoints verified geometrically;
-                      derive:k=N+h=N+px=X+gap=X+plane=N: the same with other rule parameters)
+                      derive:k=N+h=N+px=X+gap=X+plane=N: the same with other rule parameters),
+                      pdq-top:F (experimental: PDQ of the top F of the height, quality >= 50)
                       (default pdq,pdq-dihedral)
   --quick             a quarter of the transforms, fewer images: a few minutes
   --list              print the transform labels and exit
@@ -114,6 +115,11 @@ fn real_main() -> Result<(), String> {
             "pdq-dihedral" => Box::new(PdqMatcher::dihedral(31)),
             "media-pdq" => Box::new(MediaPdqMatcher::global(31)),
             "media-pdq-dihedral" => Box::new(MediaPdqMatcher::dihedral(31)),
+            k if k.starts_with("pdq-top:") => {
+                let f: f32 =
+                    k["pdq-top:".len()..].parse().map_err(|_| format!("{k}: expected pdq-top:FRACTION"))?;
+                Box::new(PdqTopBandMatcher::new(f, 31))
+            }
             "derive" => Box::new(DeriveMatcher::default()),
             k if k.starts_with("derive:") => Box::new(DeriveMatcher::parse(&k["derive:".len()..])?),
             other => return Err(format!("unknown matcher {other}")),

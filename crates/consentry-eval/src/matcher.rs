@@ -124,6 +124,52 @@ impl Matcher for PdqMatcher {
     }
 }
 
+/// Experimental, for evaluation only: the PDQ hash of the top `frac` of the image's height —
+/// the band a nudify bot keeps (face, hair, background) — compared at `threshold`. A band whose
+/// PDQ quality is below 50 (sky, a plain wall) is not used on either side. Geometry must be
+/// unchanged (no crop or pad), so this is a candidate second region signal beside the keypoints,
+/// not a matcher on its own.
+#[derive(Debug, Clone)]
+pub struct PdqTopBandMatcher {
+    frac: f32,
+    threshold: u32,
+    protected: Vec<(ImageId, Hash256)>,
+}
+
+impl PdqTopBandMatcher {
+    pub fn new(frac: f32, threshold: u32) -> Self {
+        PdqTopBandMatcher { frac: frac.clamp(0.05, 1.0), threshold, protected: Vec::new() }
+    }
+
+    /// The band's PDQ hash, when its quality is at least 50.
+    fn band_hash(&self, img: &RgbImage) -> Option<Hash256> {
+        let h = ((img.height() as f32 * self.frac).round() as u32).clamp(1, img.height());
+        let band = image::imageops::crop_imm(img, 0, 0, img.width(), h).to_image();
+        let (hash, quality) = pdq(&band);
+        (quality >= 50).then_some(hash)
+    }
+}
+
+impl Matcher for PdqTopBandMatcher {
+    fn name(&self) -> String {
+        format!("PDQ top {:.0}%≤{}", self.frac * 100.0, self.threshold)
+    }
+
+    fn index(&mut self, protected: &[Protected<'_>]) {
+        self.protected =
+            protected.par_iter().filter_map(|p| self.band_hash(p.image).map(|h| (p.id, h))).collect();
+    }
+
+    fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
+        let Some(h) = self.band_hash(q.image) else { return Vec::new() };
+        self.protected.iter().filter(|(_, p)| h.distance(p) <= self.threshold).map(|(id, _)| *id).collect()
+    }
+
+    fn stored_bytes_per_image(&self) -> usize {
+        32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,7 +177,7 @@ mod tests {
     use crate::testutil::photo;
     use crate::transforms::{decode_rgb, telegram_recompress, DihedralOp, Op};
 
-    fn query(m: &PdqMatcher, img: &RgbImage) -> Vec<ImageId> {
+    fn query(m: &impl Matcher, img: &RgbImage) -> Vec<ImageId> {
         let bytes = telegram_recompress(img);
         let dec = decode_rgb(&bytes).unwrap();
         let mut v = m.query(&Query { bytes: &bytes, image: &dec });
@@ -160,6 +206,34 @@ mod tests {
         // Only the dihedral variant survives a 90° rotation.
         assert!(query(&g, &rot).is_empty());
         assert_eq!(query(&d, &rot), vec![1]);
+    }
+
+    #[test]
+    fn top_band_survives_a_replaced_body_area_and_global_pdq_does_not() {
+        // consentry-derive's synthetic scenes: textured enough for a usable top band.
+        let scene = |seed| {
+            let s = consentry_derive::synth::scene(480, 640, seed);
+            RgbImage::from_raw(s.width, s.height, s.data).unwrap()
+        };
+        let (a, b, donor) = (scene(31), scene(32), scene(33));
+        let prot = [Protected { id: 1, bytes: &[], image: &a }, Protected { id: 2, bytes: &[], image: &b }];
+        let mut band = PdqTopBandMatcher::new(0.2, 31);
+        band.index(&prot);
+        assert_eq!(band.protected.len(), 2, "both test photos have a usable top band");
+        let mut global = PdqMatcher::global(31);
+        global.index(&prot);
+        // Half of the image, in the body area (bottom, centre), replaced by another photo.
+        let (undressed, region) = crate::transforms::undress_with_region(
+            &a,
+            &donor,
+            0.5,
+            crate::transforms::Fill::Donor,
+            &mut Rng::new(4),
+        );
+        assert!(region.y >= a.height() / 5, "the top fifth is kept");
+        assert_eq!(query(&band, &undressed), vec![1]);
+        assert!(query(&global, &undressed).is_empty(), "beyond global PDQ");
+        assert!(query(&band, &donor).is_empty());
     }
 }
 
