@@ -326,7 +326,7 @@
         const quality = wasm.cs_hash_rgba(px, w, h, hexPtr);
         if (quality < 0) throw new Error('hasher refused the pixels');
         const hash = String.fromCharCode.apply(null, new Uint8Array(wasm.memory.buffer, hexPtr, 64));
-        return { hash, quality, derive: null, width: w, height: h };
+        return { hash, quality, derive, width: w, height: h };
       } finally {
         wasm.cs_free(px, len);
         wasm.cs_free(hexPtr, 64);
