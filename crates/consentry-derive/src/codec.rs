@@ -1,23 +1,29 @@
 //! Stable serialized forms of a [`Signature`] and of [`QueryFeatures`]: bytes and base64 text.
 //!
-//! Signature layout (version 1): `[version = 1][PDQ hash, 32 bytes, as Hash256::to_bytes]
+//! Signature layout (version 2): `[version = 2][PDQ hash, 32 bytes, as Hash256::to_bytes]
 //! [quality][n]` then `n` keypoints of 37 bytes: `x` (u16 LE), `y` (u16 LE),
-//! `level`, descriptor (4 × u64 LE).
+//! `level`, descriptor (4 × u64 LE); then the top band's PDQ hash (32 bytes) and quality.
+//! Version 1 is the same without the band (it is still read; its band is `None`). The head
+//! (version, PDQ hash, quality) is laid out alike in both, so a reader of the PDQ hash alone (the
+//! protect page) need not know the rest.
 //!
-//! Query features (version 1), what a client that keeps its images sends to be matched:
-//! `[version = 1][8 dihedral PDQ hashes, 8 × 32 bytes][quality][n, u16 LE]` then `n`
-//! keypoints of 37 bytes as above.
+//! Query features (version 2), what a client that keeps its images sends to be matched:
+//! `[version = 2][8 dihedral PDQ hashes, 8 × 32 bytes][quality][band hash as it is, 32 bytes]
+//! [band hash mirrored, 32 bytes][band quality][n, u16 LE]` then `n` keypoints of 37 bytes as
+//! above. Version 1 (still read) has no band fields.
 
-use crate::{Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
-use consentry_pdq::Hash256;
+use crate::{BandQuery, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
+use consentry_pdq::{Hash256, PdqHash};
 use std::fmt;
 
 /// Version byte written first.
-pub const SIGNATURE_VERSION: u8 = 1;
+pub const SIGNATURE_VERSION: u8 = 2;
 const HEADER: usize = 35;
 const KP: usize = 37;
+/// The band's hash and quality.
+const BAND: usize = 33;
 /// Largest serialized size of a signature made by [`crate::Extractor`] (50 keypoints).
-pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50;
+pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50 + BAND;
 
 /// Why bytes or text are not a signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +46,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Truncated => write!(f, "derivative signature is truncated"),
             DecodeError::TrailingBytes => write!(f, "derivative signature has trailing bytes"),
             DecodeError::Version(v) => {
-                write!(f, "derivative signature version {v} is not supported (expected {SIGNATURE_VERSION})")
+                write!(f, "derivative signature version {v} is not supported (expected 1 to {SIGNATURE_VERSION})")
             }
             DecodeError::Invalid(w) => write!(f, "derivative signature: invalid {w}"),
             DecodeError::Base64 => write!(f, "derivative signature: not valid base64"),
@@ -51,8 +57,20 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Version byte of serialized query features.
-pub const QUERY_FEATURES_VERSION: u8 = 1;
-const QUERY_HEADER: usize = 1 + 8 * 32 + 1 + 2;
+pub const QUERY_FEATURES_VERSION: u8 = 2;
+const QUERY_HEADER_V1: usize = 1 + 8 * 32 + 1 + 2;
+const QUERY_BAND: usize = 2 * 32 + 1;
+
+fn get_hash(b: &[u8]) -> Hash256 {
+    Hash256::from_bytes(b[..32].try_into().expect("32 bytes"))
+}
+
+fn get_quality(q: u8) -> Result<u8, DecodeError> {
+    if q > 100 {
+        return Err(DecodeError::Invalid("quality"));
+    }
+    Ok(q)
+}
 
 fn put_keypoint(v: &mut Vec<u8>, k: &Keypoint) {
     v.extend_from_slice(&k.x.to_le_bytes());
@@ -89,12 +107,18 @@ impl QueryFeatures {
     /// Serialized bytes (see the module docs); at most 65,535 keypoints are kept.
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.keypoints.len().min(usize::from(u16::MAX));
-        let mut v = Vec::with_capacity(QUERY_HEADER + KP * n);
+        let mut v = Vec::with_capacity(QUERY_HEADER_V1 + QUERY_BAND + KP * n);
         v.push(QUERY_FEATURES_VERSION);
         for h in &self.pdq {
             v.extend_from_slice(&h.to_bytes());
         }
         v.push(self.quality);
+        // no band: quality 0, which rule 3 never uses
+        let band = self.band.unwrap_or(BandQuery { hashes: [Hash256::ZERO; 2], quality: 0 });
+        for h in &band.hashes {
+            v.extend_from_slice(&h.to_bytes());
+        }
+        v.push(band.quality);
         v.extend_from_slice(&(n as u16).to_le_bytes());
         for k in &self.keypoints[..n] {
             put_keypoint(&mut v, k);
@@ -104,31 +128,34 @@ impl QueryFeatures {
 
     /// Parse [`QueryFeatures::to_bytes`] output.
     pub fn from_bytes(b: &[u8]) -> Result<QueryFeatures, DecodeError> {
-        match b.first() {
+        let header = match b.first() {
             None => return Err(DecodeError::Truncated),
-            Some(&v) if v != QUERY_FEATURES_VERSION => return Err(DecodeError::Version(v)),
-            Some(_) => {}
-        }
-        if b.len() < QUERY_HEADER {
+            Some(1) => QUERY_HEADER_V1,
+            Some(2) => QUERY_HEADER_V1 + QUERY_BAND,
+            Some(&v) => return Err(DecodeError::Version(v)),
+        };
+        if b.len() < header {
             return Err(DecodeError::Truncated);
         }
         let mut pdq = [Hash256::ZERO; 8];
         for (i, h) in pdq.iter_mut().enumerate() {
-            *h = Hash256::from_bytes(b[1 + 32 * i..33 + 32 * i].try_into().expect("32 bytes"));
+            *h = get_hash(&b[1 + 32 * i..]);
         }
-        let quality = b[257];
-        if quality > 100 {
-            return Err(DecodeError::Invalid("quality"));
-        }
-        let n = usize::from(u16::from_le_bytes([b[258], b[259]]));
-        let need = QUERY_HEADER + KP * n;
+        let quality = get_quality(b[257])?;
+        let band = if header > QUERY_HEADER_V1 {
+            Some(BandQuery { hashes: [get_hash(&b[258..]), get_hash(&b[290..])], quality: get_quality(b[322])? })
+        } else {
+            None
+        };
+        let n = usize::from(u16::from_le_bytes([b[header - 2], b[header - 1]]));
+        let need = header + KP * n;
         if b.len() < need {
             return Err(DecodeError::Truncated);
         }
         if b.len() > need {
             return Err(DecodeError::TrailingBytes);
         }
-        Ok(QueryFeatures { pdq, quality, keypoints: get_keypoints(&b[QUERY_HEADER..], QUERY_LEVELS)? })
+        Ok(QueryFeatures { pdq, quality, keypoints: get_keypoints(&b[header..], QUERY_LEVELS)?, band })
     }
 
     /// Standard base64 (with padding) of [`QueryFeatures::to_bytes`].
@@ -148,43 +175,51 @@ impl Signature {
     /// Serialized bytes (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.keypoints.len().min(255);
-        let mut v = Vec::with_capacity(HEADER + KP * n);
-        v.push(SIGNATURE_VERSION);
+        let mut v = Vec::with_capacity(HEADER + KP * n + BAND);
+        // Without a band (a version-1 signature read back), version 1 again: the same bytes.
+        v.push(if self.band.is_some() { SIGNATURE_VERSION } else { 1 });
         v.extend_from_slice(&self.pdq.to_bytes());
         v.push(self.quality);
         v.push(n as u8);
         for k in &self.keypoints[..n] {
             put_keypoint(&mut v, k);
         }
+        if let Some(band) = self.band {
+            v.extend_from_slice(&band.hash.to_bytes());
+            v.push(band.quality);
+        }
         v
     }
 
     /// Parse [`Signature::to_bytes`] output.
     pub fn from_bytes(b: &[u8]) -> Result<Signature, DecodeError> {
-        if b.is_empty() {
-            return Err(DecodeError::Truncated);
-        }
-        if b[0] != SIGNATURE_VERSION {
-            return Err(DecodeError::Version(b[0]));
-        }
+        let trailer = match b.first() {
+            None => return Err(DecodeError::Truncated),
+            Some(1) => 0,
+            Some(2) => BAND,
+            Some(&v) => return Err(DecodeError::Version(v)),
+        };
         if b.len() < HEADER {
             return Err(DecodeError::Truncated);
         }
-        let pdq = Hash256::from_bytes(b[1..33].try_into().expect("32 bytes"));
-        let quality = b[33];
-        if quality > 100 {
-            return Err(DecodeError::Invalid("quality"));
-        }
+        let pdq = get_hash(&b[1..]);
+        let quality = get_quality(b[33])?;
         let n = usize::from(b[34]);
-        let need = HEADER + KP * n;
+        let kp_end = HEADER + KP * n;
+        let need = kp_end + trailer;
         if b.len() < need {
             return Err(DecodeError::Truncated);
         }
         if b.len() > need {
             return Err(DecodeError::TrailingBytes);
         }
-        let keypoints = get_keypoints(&b[HEADER..], LEVELS)?;
-        Ok(Signature { pdq, quality, keypoints })
+        let keypoints = get_keypoints(&b[HEADER..kp_end], LEVELS)?;
+        let band = if trailer > 0 {
+            Some(PdqHash { hash: get_hash(&b[kp_end..]), quality: get_quality(b[kp_end + 32])? })
+        } else {
+            None
+        };
+        Ok(Signature { pdq, quality, keypoints, band })
     }
 
     /// Standard base64 (with padding) of [`Signature::to_bytes`].

@@ -14,6 +14,9 @@ pub struct Hit {
     pub id: u64,
     /// Smallest PDQ distance over the query's dihedral hashes, when within the radius.
     pub pdq_distance: Option<u32>,
+    /// Smallest distance between the query's top-band hashes and the stored one, when within
+    /// [`Params::band_radius`] and both bands are of sufficient quality (rule 3).
+    pub band_distance: Option<u32>,
     /// Geometrically consistent correspondences of the best hypothesis (0 when it does not pass).
     pub inliers: usize,
     /// Their score, Σ (max_hamming + 1 − distance) (0 when it does not pass).
@@ -198,14 +201,43 @@ impl KeyLut {
     }
 }
 
+/// Whether a stored band takes part in rule 3 (a radius is set and its quality suffices).
+fn band_usable(params: &Params, band: Option<consentry_pdq::PdqHash>) -> Option<consentry_pdq::Hash256> {
+    params.band_radius?;
+    band.filter(|b| b.quality >= params.band_min_quality).map(|b| b.hash)
+}
+
+/// The query's band hashes rule 3 uses (none when its band is missing or of low quality).
+fn query_bands(params: &Params, q: &QueryFeatures) -> &'static [usize] {
+    match q.band {
+        Some(b) if params.band_radius.is_some() && b.quality >= params.band_min_quality => &[0, 1],
+        _ => &[],
+    }
+}
+
+/// Rule 3: the smallest band distance, when within the radius.
+fn band_distance(params: &Params, sig: &Signature, q: &QueryFeatures) -> Option<u32> {
+    let stored = band_usable(params, sig.band)?;
+    let qb = q.band?;
+    let d = query_bands(params, q).iter().map(|&i| qb.hashes[i].distance(&stored)).min()?;
+    (d <= params.band_radius?).then_some(d)
+}
+
 fn judge(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures, corrs: &mut Vec<Corr>) -> Option<Hit> {
     let d = q.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap_or(u32::MAX);
     let pdq_distance = (d <= params.pdq_radius).then_some(d);
+    let band_distance = band_distance(params, sig, q);
     let (n, sc) =
         if can_pass(params, corrs) { inliers(params, &sig.keypoints, &q.keypoints, corrs) } else { (0, 0) };
     let pass = n >= params.min_inliers && sc >= params.min_score;
     let (n, sc) = if pass { (n, sc) } else { (0, 0) };
-    (pdq_distance.is_some() || pass).then_some(Hit { id, pdq_distance, inliers: n, score: sc })
+    (pdq_distance.is_some() || band_distance.is_some() || pass).then_some(Hit {
+        id,
+        pdq_distance,
+        band_distance,
+        inliers: n,
+        score: sc,
+    })
 }
 
 /// Whether the correspondences could pass the local rule at all: the inliers use each stored
@@ -347,6 +379,8 @@ pub struct DeriveIndex {
     /// Per table, the stopped keys (bit sets; empty when none are).
     stop: Vec<Vec<u64>>,
     pdq: Index,
+    /// Top-band hashes of the slots whose band takes part in rule 3.
+    band: Index,
     /// Slots; `None` once removed.
     entries: Vec<Option<(u64, Signature)>>,
     /// Whether the slot's keypoints are in the base.
@@ -381,6 +415,7 @@ impl DeriveIndex {
             key_fns,
             stop: stop_sets(&params, &bits),
             pdq: Index::with_config(IndexConfig { degenerate: DegeneratePolicy::Accept }),
+            band: Index::with_config(IndexConfig { degenerate: DegeneratePolicy::Accept }),
             entries: Vec::new(),
             in_base: Vec::new(),
             free: Vec::new(),
@@ -438,6 +473,9 @@ impl DeriveIndex {
             }
         };
         self.pdq.insert(u64::from(slot), sig.pdq).expect("degenerate hashes accepted");
+        if let Some(h) = band_usable(&self.params, sig.band) {
+            self.band.insert(u64::from(slot), h).expect("degenerate hashes accepted");
+        }
         self.by_id.insert(id, slot);
         self.entries[slot as usize] = Some((id, sig));
         Ok(slot)
@@ -491,6 +529,7 @@ impl DeriveIndex {
         let Some(slot) = self.by_id.remove(&id) else { return false };
         let (_, sig) = self.entries[slot as usize].take().expect("by_id names live slots");
         self.pdq.remove(u64::from(slot));
+        self.band.remove(u64::from(slot));
         if self.in_base[slot as usize] {
             // its postings stay until the next build; searches skip dead slots
             self.base_live -= 1;
@@ -729,12 +768,18 @@ impl DeriveIndex {
     /// Every protected image the query matches, sorted by id.
     pub fn search(&self, q: &QueryFeatures) -> Vec<Hit> {
         let per = self.correspondences(q);
+        // slots that rules 1 and 3 may match, judged whatever their correspondences
         let mut pdq: Vec<u32> = self
             .pdq
             .search_dihedral(&q.pdq, self.params.pdq_radius)
             .into_iter()
             .map(|m| m.id as u32)
             .collect();
+        if let (Some(b), Some(r)) = (q.band, self.params.band_radius) {
+            for &i in query_bands(&self.params, q) {
+                pdq.extend(self.band.search(&b.hashes[i], r).into_iter().map(|m| m.id as u32));
+            }
+        }
         pdq.sort_unstable();
         pdq.dedup();
         let mut out: Vec<Hit> = Vec::new();
@@ -776,11 +821,13 @@ mod key_tests {
             pdq: consentry_pdq::Hash256::from_bytes([0x0f; 32]),
             quality: 90,
             keypoints: crate::synth::ramp_keypoints(),
+            band: None,
         };
         let q = QueryFeatures {
             pdq: [consentry_pdq::Hash256::from_bytes([0xf0; 32]); 8],
             quality: 90,
             keypoints: sig.keypoints.clone(),
+            band: None,
         };
         for stop_keys in [StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours, StopKeys::Common(16)] {
             let params = Params { stop_keys, ..Params::default() };

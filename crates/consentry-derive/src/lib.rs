@@ -10,6 +10,10 @@
 //! * its global **PDQ** hash (bit-exact, from `consentry-pdq`), so that every
 //!   copy PDQ catches is still caught (including the 8 dihedral variants of
 //!   the query, as HMA does), and
+//! * the PDQ hash of its **top band**, the top fifth of its rows ([`BAND_FRACTION`]): a nudify
+//!   bot keeps the face, the hair and what is behind them, so a copy whose body area is
+//!   replaced still has the original's top band, even when the replaced area is too large for
+//!   the keypoints that remain (format version 2; version-1 signatures have none), and
 //! * up to 50 **local keypoints**: Harris corners on a 4-level pyramid (each
 //!   level 1/√2 of the previous) of the luma reduced to a longest side of 512
 //!   pixels, spread over a 4×4 grid on each level (the lower centre of the
@@ -17,13 +21,13 @@
 //!   corner every other round only), each with its position and level and a
 //!   256-bit BRIEF descriptor of its smoothed 31×31 patch.
 //!
-//! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes and a denser set
-//! of keypoints on 6 levels (up to 2 per 32×32 cell of each level, typically
-//! 200–800).
+//! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes, its top band's hash as it is and
+//! mirrored left to right, and a denser set of keypoints on 6 levels (up to 2 per 32×32 cell
+//! of each level, typically 200–800).
 //!
 //! # Match rule
 //!
-//! A query matches a protected image when **either**
+//! A query matches a protected image when **any** of these holds:
 //!
 //! 1. some dihedral PDQ hash of the query is within [`Params::pdq_radius`] (31)
 //!    of the protected PDQ hash, **or**
@@ -44,12 +48,16 @@
 //!    rule, which makes the bucketed index exact with respect to it:
 //!    [`DeriveIndex::search`] returns the same set as [`brute_force_search`]
 //!    (a property test checks this). For a pair at distance 31 the key
-//!    condition holds with probability about 0.8, at 20 about 0.97.
+//!    condition holds with probability about 0.8, at 20 about 0.97; **or**
+//! 3. the query's top-band hash, as it is or mirrored, is within [`Params::band_radius`] (31)
+//!    of the protected top-band hash, and both bands have a PDQ quality of at least
+//!    [`Params::band_min_quality`] (50).
 //!
 //! Crops, pads, borders, captions and screenshot frames change where the photo
 //! sits in the frame and its scale, which a similarity transform absorbs;
 //! replacing the body area leaves the keypoints of the face, hair and
-//! background, which still agree on one transform. The score weighs close
+//! background, which still agree on one transform, and when too few of those are left (half
+//! the image replaced, or more) the top band still matches. The score weighs close
 //! descriptor agreement, which unrelated images rarely reach on several
 //! geometrically consistent points (figures in `bench/RESULTS.md`).
 //!
@@ -74,7 +82,7 @@ pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};
 #[cfg(not(target_arch = "wasm32"))]
 pub use index::{brute_force_search, inlier_distances, match_pair, write_common_keys, DeriveIndex, Hit};
 
-use consentry_pdq::{Hash256, ImageRef, ImageSizeError, PixelFormat};
+use consentry_pdq::{Dihedral, Hash256, ImageRef, ImageSizeError, PdqHash, PixelFormat};
 use features::{brief_pairs, extract, Scratch, Selection};
 
 /// Tuning aid: every distinct descriptor of a pure intensity ramp and of a flat patch (see
@@ -122,6 +130,20 @@ pub struct Signature {
     pub quality: u8,
     /// Local keypoints (at most 255).
     pub keypoints: Vec<Keypoint>,
+    /// PDQ hash and quality of the top band (the top [`BAND_FRACTION`] of the rows: face, hair,
+    /// the background above the shoulders). `None` in signatures of format version 1, which
+    /// had none.
+    pub band: Option<PdqHash>,
+}
+
+/// The query's top-band hashes ([`Signature::band`] of the query as it is and mirrored left to
+/// right, from one DCT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BandQuery {
+    /// The band as it is, then mirrored left to right.
+    pub hashes: [Hash256; 2],
+    /// PDQ quality of the band.
+    pub quality: u8,
 }
 
 /// What a query is matched with (not stored).
@@ -133,6 +155,19 @@ pub struct QueryFeatures {
     pub quality: u8,
     /// Local keypoints (at most 65,535).
     pub keypoints: Vec<Keypoint>,
+    /// Top-band hashes (`None` in query features of format version 1).
+    pub band: Option<BandQuery>,
+}
+
+/// Share of the image height, from the top, that the band hash covers.
+pub const BAND_FRACTION: f32 = 0.2;
+
+/// Rows of the top band of an image `height` rows high (at least 1 of a non-empty image).
+pub fn band_rows(height: u32) -> u32 {
+    if height == 0 {
+        return 0;
+    }
+    ((height as f32 * BAND_FRACTION).round() as u32).clamp(1, height)
 }
 
 /// Parameters of the match rule (not of the signature).
@@ -173,6 +208,12 @@ pub struct Params {
     pub min_spread: f32,
     /// Keys through which no correspondence is made (see [`StopKeys`]).
     pub stop_keys: StopKeys,
+    /// Top-band match distance (rule 3 of the crate docs): the query's band hash, as it is or mirrored, within
+    /// this distance of the stored band hash. `None` turns rule 3 off.
+    pub band_radius: Option<u32>,
+    /// Smallest PDQ quality of both bands for rule 3: a featureless band (a plain sky, a wall)
+    /// hashes alike in unrelated photos.
+    pub band_min_quality: u8,
 }
 
 /// Index keys the rule leaves out: a correspondence must agree on a key that is not stopped.
@@ -241,6 +282,8 @@ impl Default for Params {
             min_inlier_gap: 10.0,
             min_spread: 0.0,
             stop_keys: StopKeys::RampNeighbours,
+            band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
+            band_min_quality: 50,
         }
     }
 }
@@ -276,6 +319,12 @@ impl<'a> Pixels<'a> {
     fn image_ref(&self) -> ImageRef<'a> {
         ImageRef::with_stride(self.width, self.height, self.stride, self.format, self.data)
             .expect("checked in new")
+    }
+
+    /// The top band's rows (the first [`band_rows`] rows: no copy).
+    fn band_ref(&self) -> ImageRef<'a> {
+        ImageRef::with_stride(self.width, band_rows(self.height), self.stride, self.format, self.data)
+            .expect("fewer rows of an image checked in new")
     }
 }
 
@@ -340,7 +389,8 @@ impl Extractor {
         let h = self.hasher.hash(&px.image_ref());
         let mut keypoints = self.corners(px, LEVELS, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 });
         keypoints.truncate(255);
-        Signature { pdq: h.hash, quality: h.quality, keypoints }
+        let band = self.hasher.hash(&px.band_ref());
+        Signature { pdq: h.hash, quality: h.quality, keypoints, band: Some(band) }
     }
 
     /// The features of a query.
@@ -348,7 +398,9 @@ impl Extractor {
         let d = self.hasher.hash_dihedral(&px.image_ref());
         let mut keypoints = self.corners(px, QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 });
         keypoints.truncate(u16::MAX as usize);
-        QueryFeatures { pdq: d.hashes, quality: d.quality, keypoints }
+        let b = self.hasher.hash_dihedral(&px.band_ref());
+        let band = BandQuery { hashes: [b.get(Dihedral::Original), b.get(Dihedral::FlipY)], quality: b.quality };
+        QueryFeatures { pdq: d.hashes, quality: d.quality, keypoints, band: Some(band) }
     }
 }
 

@@ -176,16 +176,104 @@ fn signature_fits_the_budget_and_round_trips() {
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(Signature::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    let mut v2 = b.clone();
-    v2[0] = 2;
-    assert_eq!(Signature::from_bytes(&v2), Err(DecodeError::Version(2)));
+    let mut v3 = b.clone();
+    v3[0] = 3;
+    assert_eq!(Signature::from_bytes(&v3), Err(DecodeError::Version(3)));
+    let mut qual = b.clone();
+    *qual.last_mut().unwrap() = 101;
+    assert_eq!(Signature::from_bytes(&qual), Err(DecodeError::Invalid("quality")));
     assert_eq!(Signature::from_base64("not base64!"), Err(DecodeError::Base64));
     assert_eq!(Signature::from_bytes(&[]), Err(DecodeError::Truncated));
     // Tiny images: PDQ's zero hash, no keypoints, still serializable.
     let tiny = Img { w: 4, h: 4, px: vec![9; 48] };
     let s = ex.signature(&tiny.pixels());
     assert!(s.keypoints.is_empty());
+    assert_eq!(s.band.map(|b| b.quality), Some(0));
     assert_eq!(Signature::from_bytes(&s.to_bytes()).unwrap(), s);
+    // A one-row image: a band of one row.
+    let row = Img { w: 64, h: 1, px: vec![9; 192] };
+    assert_eq!(Signature::from_bytes(&ex.signature(&row.pixels()).to_bytes()).unwrap().keypoints.len(), 0);
+}
+
+#[test]
+fn version_1_signatures_and_query_features_are_still_read() {
+    // Version 1 is version 2 without the band: built here by hand from a version-2 signature.
+    let mut ex = Extractor::new();
+    let img = scene(900, 600, 31);
+    let s2 = ex.signature(&img.pixels());
+    let b2 = s2.to_bytes();
+    assert_eq!(b2[0], 2);
+    assert!(s2.band.unwrap().quality > 0);
+    let mut b1 = b2[..b2.len() - 33].to_vec();
+    b1[0] = 1;
+    let s1 = Signature::from_bytes(&b1).unwrap();
+    assert_eq!(s1, Signature { band: None, ..s2.clone() });
+    assert_eq!(s1.to_bytes(), b1, "a version-1 signature is written back as it came");
+    assert_eq!(Signature::from_bytes(&b1[..b1.len() - 1]), Err(DecodeError::Truncated));
+    let mut b1x = b1.clone();
+    b1x.push(0);
+    assert_eq!(Signature::from_bytes(&b1x), Err(DecodeError::TrailingBytes));
+    // query features of version 1: no band fields
+    let q2 = ex.query(&img.pixels());
+    let qb2 = q2.to_bytes();
+    let mut qb1 = qb2[..258].to_vec();
+    qb1[0] = 1;
+    qb1.extend_from_slice(&qb2[258 + 65..]);
+    let q1 = QueryFeatures::from_bytes(&qb1).unwrap();
+    assert_eq!(q1, QueryFeatures { band: None, ..q2.clone() });
+    // and a version-1 signature matches the keypoint and PDQ way only
+    let mut index = DeriveIndex::new(Params::default());
+    index.insert(1, s1).unwrap();
+    let hits = index.search(&q2);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].band_distance, None);
+    assert_eq!(hits[0].pdq_distance, Some(0));
+}
+
+#[test]
+fn the_top_band_catches_a_copy_with_most_of_the_body_area_replaced() {
+    let mut ex = Extractor::new();
+    let (a, other) = (scene(900, 640, 41), scene(900, 640, 42));
+    let sig = ex.signature(&a.pixels());
+    let band = sig.band.expect("a band");
+    assert!(band.quality >= 50, "the scene's top band should be textured (quality {})", band.quality);
+    // 70 % of the area replaced (up to 80 % of the height), then mirrored left to right
+    let body = replace_body(&a, &other, 0.7);
+    let mut mirrored = body.clone();
+    for y in 0..body.h {
+        for x in 0..body.w {
+            mirrored.put(body.w - 1 - x, y, body.get(x, y));
+        }
+    }
+    let with = DeriveIndex::new(Params::default());
+    let without = DeriveIndex::new(Params { band_radius: None, ..Params::default() });
+    let mut indexes = [with, without];
+    for index in &mut indexes {
+        index.insert(5, sig.clone()).unwrap();
+        index.insert(6, ex.signature(&other.pixels())).unwrap();
+        index.insert(7, ex.signature(&scene(900, 640, 43).pixels())).unwrap();
+    }
+    for (name, q) in [("replaced", &body), ("replaced and mirrored", &mirrored)] {
+        let qf = ex.query(&q.pixels());
+        let d = qf.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap();
+        assert!(d > 31, "{name}: global PDQ matches (distance {d})");
+        let hits = indexes[0].search(&qf);
+        let five: Vec<&Hit> = hits.iter().filter(|h| h.id == 5).collect();
+        assert_eq!(five.len(), 1, "{name}: {hits:?}");
+        assert!(five[0].band_distance.is_some_and(|d| d <= 31), "{name}: {hits:?}");
+        let entries: Vec<(u64, Signature)> = vec![(5, sig.clone())];
+        assert_eq!(
+            brute_force_search(&Params::default(), &entries, &qf).iter().map(|h| h.band_distance).collect::<Vec<_>>(),
+            vec![five[0].band_distance]
+        );
+        // without rule 3 the band says nothing
+        assert!(indexes[1].search(&qf).iter().all(|h| h.band_distance.is_none()), "{name}");
+    }
+    // unrelated scenes do not match through their bands
+    for seed in 600..610 {
+        let u = ex.query(&scene(900, 640, seed).pixels());
+        assert!(indexes[0].search(&u).iter().all(|h| h.band_distance.is_none()), "scene {seed}");
+    }
 }
 
 #[test]
@@ -197,20 +285,22 @@ fn query_features_round_trip_and_refuse_corruption() {
     assert_eq!(QueryFeatures::from_bytes(&b).unwrap(), q);
     assert_eq!(QueryFeatures::from_base64(&format!("{}\n", q.to_base64())).unwrap(), q);
     // every truncation, a trailing byte, another version, an out-of-range field
-    for cut in [0, 1, 100, 259, 260, b.len() - 1] {
+    for cut in [0, 1, 100, 259, 260, 324, b.len() - 1] {
         assert_eq!(QueryFeatures::from_bytes(&b[..cut]), Err(DecodeError::Truncated), "cut at {cut}");
     }
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(QueryFeatures::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    let mut v2 = b.clone();
-    v2[0] = 2;
-    assert_eq!(QueryFeatures::from_bytes(&v2), Err(DecodeError::Version(2)));
-    let mut qual = b.clone();
-    qual[257] = 101;
-    assert_eq!(QueryFeatures::from_bytes(&qual), Err(DecodeError::Invalid("quality")));
+    let mut v3 = b.clone();
+    v3[0] = 3;
+    assert_eq!(QueryFeatures::from_bytes(&v3), Err(DecodeError::Version(3)));
+    for at in [257, 322] {
+        let mut qual = b.clone();
+        qual[at] = 101;
+        assert_eq!(QueryFeatures::from_bytes(&qual), Err(DecodeError::Invalid("quality")), "byte {at}");
+    }
     let mut level = b.clone();
-    level[260 + 4] = crate::QUERY_LEVELS as u8;
+    level[325 + 4] = crate::QUERY_LEVELS as u8;
     assert_eq!(QueryFeatures::from_bytes(&level), Err(DecodeError::Invalid("keypoint level")));
     // a signature is not query features, nor the other way round
     let sig = ex.signature(&scene(900, 600, 8).pixels()).to_bytes();
@@ -262,7 +352,7 @@ fn the_synthetic_derivative_defeats_pdq_and_matches() {
 #[test]
 fn duplicate_ids_are_refused() {
     let mut index = DeriveIndex::new(Params::default());
-    let s = Signature { pdq: consentry_pdq::Hash256::ZERO, quality: 0, keypoints: vec![] };
+    let s = Signature { pdq: consentry_pdq::Hash256::ZERO, quality: 0, keypoints: vec![], band: None };
     index.insert(5, s.clone()).unwrap();
     assert!(index.insert(5, s.clone()).is_err());
     assert_eq!(index.len(), 1);
@@ -297,11 +387,30 @@ prop_compose! {
     }
 }
 
+fn hash_of(d: [u64; 4]) -> consentry_pdq::Hash256 {
+    let mut b = [0u8; 32];
+    for (i, w) in d.iter().enumerate() {
+        b[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    consentry_pdq::Hash256::from_bytes(b)
+}
+
+fn flip_hash(h: consentry_pdq::Hash256, bits: &[u8]) -> consentry_pdq::Hash256 {
+    let mut b = h.to_bytes();
+    for f in bits {
+        b[usize::from(*f) / 8] ^= 1 << (f % 8);
+    }
+    consentry_pdq::Hash256::from_bytes(b)
+}
+
 prop_compose! {
-    fn arb_sig()(pdq in arb_desc(), kps in prop::collection::vec(arb_kp(), 0..40)) -> Signature {
-        let mut b = [0u8; 32];
-        for (i, w) in pdq.iter().enumerate() { b[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes()); }
-        Signature { pdq: consentry_pdq::Hash256::from_bytes(b), quality: 80, keypoints: kps }
+    fn arb_sig()(
+        pdq in arb_desc(),
+        kps in prop::collection::vec(arb_kp(), 0..40),
+        band in prop::option::of((arb_desc(), prop::sample::select(vec![0u8, 49, 50, 90]))),
+    ) -> Signature {
+        let band = band.map(|(d, quality)| consentry_pdq::PdqHash { hash: hash_of(d), quality });
+        Signature { pdq: hash_of(pdq), quality: 80, keypoints: kps, band }
     }
 }
 
@@ -324,8 +433,13 @@ proptest! {
         delta_limit in prop::sample::select(vec![0usize, 3, 1000]),
         bulk in any::<bool>(),
         stop_keys in prop::sample::select(vec![StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours]),
+        band_src in 0usize..12, band_flips in prop::collection::vec(any::<u8>(), 0..45), mirrored in any::<bool>(),
+        band_quality in prop::option::of(prop::sample::select(vec![49u8, 50, 100])),
+        band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
     ) {
-        let params = Params { min_inliers, min_spread, stop_keys, lsh_bits: 10, lsh_tables: 6, ..Params::default() };
+        let params = Params {
+            min_inliers, min_spread, stop_keys, band_radius, lsh_bits: 10, lsh_tables: 6, ..Params::default()
+        };
         let mut index = DeriveIndex::new(params);
         // 0: the bulk tables are rebuilt on every insert; 3: entries split between the bulk tables
         // and the recent-insert tables; 1000: only recent-insert tables (unless loaded in bulk).
@@ -367,11 +481,16 @@ proptest! {
         }
         let mut pdq = [sigs[pdq_src % sigs.len()].pdq; 8];
         entries.sort_by_key(|e| e.0);
-        let mut b = pdq[0].to_bytes();
-        for f in &pdq_flips { b[usize::from(*f) / 8] ^= 1 << (f % 8); }
-        pdq[3] = consentry_pdq::Hash256::from_bytes(b);
+        pdq[3] = flip_hash(pdq[3], &pdq_flips);
         pdq[0] = consentry_pdq::Hash256::from_bytes([0x5a; 32]);
-        let q = QueryFeatures { pdq, quality: 80, keypoints: kps };
+        // the query's band: one of an entry's band hashes with bits flipped, as it is or mirrored
+        let band = band_quality.map(|quality| {
+            let src = sigs[band_src % sigs.len()].band.map_or(consentry_pdq::Hash256::ZERO, |b| b.hash);
+            let mut hashes = [consentry_pdq::Hash256::from_bytes([0xa5; 32]); 2];
+            hashes[usize::from(mirrored)] = flip_hash(src, &band_flips);
+            BandQuery { hashes, quality }
+        });
+        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, band };
         let got = index.search(&q);
         let want = brute_force_search(&params, &entries, &q);
         prop_assert_eq!(got, want);

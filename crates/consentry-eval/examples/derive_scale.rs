@@ -138,7 +138,12 @@ fn main() {
                             rng.next_u64(),
                             rng.next_u64(),
                         ]);
-                        ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints })
+                        // a random top band of full quality: every distractor takes part in rule 3
+                        let band = Some(consentry_pdq::PdqHash {
+                            hash: Hash256::from_words([rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]),
+                            quality: 100,
+                        });
+                        ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints, band })
                     })
                     .collect::<Vec<_>>()
             })

@@ -349,8 +349,8 @@
       }
     }
 
-    // The PDQ hash (hex) and quality at the head of a signature (format version 1:
-    // [1][PDQ 32 bytes][quality][n]...), or null.
+    // The PDQ hash (hex) and quality at the head of a signature (format versions 1 and 2 begin
+    // alike: [version][PDQ 32 bytes][quality][n]...), or null.
     function pdqOfSignature(b64) {
       let bin;
       try {
@@ -358,7 +358,7 @@
       } catch (e) {
         return null;
       }
-      if (bin.length < 35 || bin.charCodeAt(0) !== 1) return null;
+      if (bin.length < 35 || (bin.charCodeAt(0) !== 1 && bin.charCodeAt(0) !== 2)) return null;
       let hex = '';
       for (let i = 1; i <= 32; i++) hex += bin.charCodeAt(i).toString(16).padStart(2, '0');
       return { hash: hex, quality: bin.charCodeAt(33) };

@@ -412,8 +412,8 @@ async fn entry_and_bank(
 }
 
 /// The derive index's matches for one query, described like PDQ matches (with `signal:
-/// "derive"` and the evidence: `distance` when the global PDQ matched, `inliers` and `score`
-/// when the local keypoints did). Disabled entries and banks are dropped like in PDQ lookups.
+/// "derive"` and the evidence: `distance` when the global PDQ matched, `band_distance` when the
+/// top band did, `inliers` and `score` when the local keypoints did). Disabled entries and banks are dropped like in PDQ lookups.
 async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Value>, bool)> {
     let mirror = state.inner.derive.clone();
     let hits = tokio::task::spawn_blocking(move || mirror.search(&q)).await.map_err(ApiError::internal)?;
@@ -434,6 +434,7 @@ async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Val
             "bank": b.name,
             "entry_id": e.id,
             "distance": h.pdq_distance,
+            "band_distance": h.band_distance,
             "inliers": h.inliers,
             "score": h.score,
             "quality": e.quality,

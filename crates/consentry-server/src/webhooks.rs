@@ -115,6 +115,7 @@ pub(crate) async fn enqueue_matches(
                     // Derive matches say so, with their evidence (hashes, ids and numbers only).
                     if x["signal"] == "derive" {
                         m["signal"] = x["signal"].clone();
+                        m["band_distance"] = x["band_distance"].clone();
                         m["inliers"] = x["inliers"].clone();
                         m["score"] = x["score"].clone();
                     }

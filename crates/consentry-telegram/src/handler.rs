@@ -570,7 +570,7 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
     tracing::info!(
         update, chat, message = m.message_id, file = %media.unique_id, kind = media.what,
         hash = %hash.to_hex(), bank = %hit.bank, signal = hit.signal, distance = hit.distance,
-        inliers = hit.inliers, score = hit.score, deleted, sanction = %sanction,
+        inliers = hit.inliers, score = hit.score, band_distance = hit.band_distance, deleted, sanction = %sanction,
         "match"
     );
     if let Matcher::Embedded(app) = &ctx.matcher {
@@ -594,6 +594,7 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
         if hit.signal == "derive" {
             details["inliers"] = hit.inliers.into();
             details["score"] = hit.score.into();
+            details["band_distance"] = hit.band_distance.into();
         }
         let target = format!("telegram-message:{chat}:{}", m.message_id);
         let actor = consentry_store::Actor::named("telegram-bot");
@@ -606,7 +607,10 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
     }
     if let Some(log) = log_chat {
         let bank_label = if hit.signal == "derive" {
-            format!("{} (derivative: {} keypoints, score {})", hit.bank, hit.inliers, hit.score)
+            match hit.band_distance {
+                Some(d) if hit.inliers == 0 => format!("{} (derivative: top band at distance {d})", hit.bank),
+                _ => format!("{} (derivative: {} keypoints, score {})", hit.bank, hit.inliers, hit.score),
+            }
         } else {
             hit.bank.clone()
         };

@@ -30,12 +30,14 @@ pub struct Hit {
     pub inliers: u32,
     /// Derive matches: their descriptor-agreement score (0 for PDQ matches).
     pub score: u32,
+    /// Derive matches: the top band's hash distance, when the band matched.
+    pub band_distance: Option<u32>,
 }
 
 impl Hit {
     /// A PDQ match.
     pub fn pdq(bank: String, distance: u32, entry_id: Option<i64>) -> Hit {
-        Hit { bank, distance, entry_id, signal: "pdq", inliers: 0, score: 0 }
+        Hit { bank, distance, entry_id, signal: "pdq", inliers: 0, score: 0, band_distance: None }
     }
 }
 
@@ -190,6 +192,7 @@ impl Remote {
                 signal: "derive",
                 inliers: m["inliers"].as_u64().unwrap_or(0) as u32,
                 score: m["score"].as_u64().unwrap_or(0) as u32,
+                band_distance: m["band_distance"].as_u64().map(|d| d as u32),
             };
             out = better_derive(out, hit, pdq.is_some());
         }
@@ -313,6 +316,7 @@ impl Matcher {
                 signal: "derive",
                 inliers: h.inliers as u32,
                 score: h.score,
+                band_distance: h.band_distance,
             };
             out = better_derive(out, hit, h.pdq_distance.is_some());
         }
