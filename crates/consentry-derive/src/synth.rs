@@ -97,6 +97,23 @@ pub fn scene(w: u32, h: u32, seed: u64) -> RgbImage {
     img
 }
 
+/// `img` with its bottom-centre region covering `frac` of the area (up to 80 % of the height,
+/// from the bottom edge) taken from `other` at the same place: the body area replaced, the
+/// top fifth kept.
+pub fn replace_body(img: &RgbImage, other: &RgbImage, frac: f32) -> RgbImage {
+    let mut o = img.clone();
+    let (w, h) = (img.width, img.height);
+    let rh = ((frac.sqrt() * 1.1).min(0.8) * h as f32) as u32;
+    let rw = (((frac * (w * h) as f32) / rh.max(1) as f32) as u32).min(w);
+    let x0 = (w - rw) / 2;
+    for y in h - rh..h {
+        for x in x0..x0 + rw {
+            o.put(x, y, other.get(x % other.width, y % other.height));
+        }
+    }
+    o
+}
+
 /// The derivative the tests use: the lower-centre region covering 40% of the image replaced
 /// with random 4×4 blocks seeded by `seed` (the "undress" pattern, simulated with benign
 /// noise), 20% cropped off the right side, then a 10% solid border on every side.

@@ -71,8 +71,19 @@ impl DeriveMatcher {
                     p.min_spread = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
                 }
                 "stop" => p.stop_keys = v.parse().map_err(bad)?,
+                "band" => {
+                    p.band_radius = match v {
+                        "none" => None,
+                        r => Some(r.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?),
+                    }
+                }
+                "bandq" => {
+                    p.band_min_quality = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+                }
                 _ => {
-                    return Err(format!("unknown derive option {k} (k, s, h, px, gap, plane, spread, stop)"))
+                    return Err(format!(
+                        "unknown derive option {k} (k, s, h, px, gap, plane, spread, stop, band, bandq)"
+                    ))
                 }
             }
         }
@@ -122,6 +133,15 @@ impl Matcher for DeriveMatcher {
                 StopKeys::RampNeighbours => ",stop ramp±1".to_string(),
                 StopKeys::Common(n) => format!(",stop {n}+ramp"),
             };
+        }
+        if self.params.band_radius != d.band_radius {
+            s += &match self.params.band_radius {
+                None => ",no band".to_string(),
+                Some(r) => format!(",band≤{r}"),
+            };
+        }
+        if self.params.band_min_quality != d.band_min_quality {
+            s += &format!(",band q≥{}", self.params.band_min_quality);
         }
         s + ")"
     }

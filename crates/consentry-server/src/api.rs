@@ -355,7 +355,11 @@ async fn hash_image(
         out["dihedral"] = dihedral_json(d);
     }
     if let Some(sig) = &h.signature {
-        out["derive"] = json!({ "signature": sig.to_base64(), "keypoints": sig.keypoints.len() });
+        out["derive"] = json!({
+            "signature": sig.to_base64(),
+            "keypoints": sig.keypoints.len(),
+            "band_quality": sig.band.map(|b| b.quality),
+        });
     }
     Ok(Json(out))
 }

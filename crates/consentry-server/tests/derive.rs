@@ -2,7 +2,7 @@
 //! protected with its derivative signature (from `/v1/hash?signal=derive`), a derivative that
 //! global PDQ misses (20% cropped off one side, padded, the lower centre replaced with noise) is
 //! found by `/v1/lookup/image` with the derive evidence and fires a match webhook, an unrelated
-//! image is not, and disabling the entry or withdrawing a case stops the match within a second.
+//! image is not, a copy with most of the body area replaced matches through its top band, and disabling the entry or withdrawing a case stops the match within a second.
 //! `/v1/lookup/features` finds the same match from query features computed on the client.
 
 mod common;
@@ -71,6 +71,8 @@ async fn run(db: TestDb) {
     assert!(h["derive"]["keypoints"].as_u64().unwrap() >= 20, "{h}");
     let decoded = consentry_derive::Signature::from_base64(&sig).unwrap();
     assert_eq!(decoded.pdq.to_hex(), h["pdq"].as_str().unwrap(), "the signature's PDQ is the image's");
+    assert_eq!(h["derive"]["band_quality"].as_u64(), decoded.band.map(|b| u64::from(b.quality)), "{h}");
+    assert!(h["derive"]["band_quality"].as_u64().is_some_and(|q| q >= 50), "a textured top band: {h}");
 
     // The derivative is out of PDQ's reach (every dihedral variant).
     let dh = hash(&app, &derived, "pdq").await;
@@ -149,6 +151,15 @@ async fn run(db: TestDb) {
     let ms = lookup(&app, &photo).await;
     assert_eq!(signals(&ms), vec![("derive".to_owned(), derive_id), ("pdq".to_owned(), pdq_id)], "{ms:?}");
     assert!(ms.iter().all(|m| m["distance"] == 0), "{ms:?}");
+
+    // Most of the body area replaced (70 % of the image, up to 80 % of its height from the
+    // bottom) and nothing else changed: the top band matches, and says so.
+    let undressed = synth::replace_body(&photo, &unrelated, 0.7);
+    let ms = lookup(&app, &undressed).await;
+    assert_eq!(signals(&ms), vec![("derive".to_owned(), derive_id)], "{ms:?}");
+    assert!(ms[0]["distance"].is_null(), "global PDQ did not match: {ms:?}");
+    assert!(ms[0]["band_distance"].as_u64().is_some_and(|d| d <= 31), "{ms:?}");
+    assert!(m["band_distance"].is_null(), "the cropped and padded derivative's band differs: {m}");
 
     // The same match from the client's query features, with a webhook of its own.
     let (s, v) = lookup_features(features.clone()).await;

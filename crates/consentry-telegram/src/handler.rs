@@ -607,10 +607,18 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
     }
     if let Some(log) = log_chat {
         let bank_label = if hit.signal == "derive" {
-            match hit.band_distance {
-                Some(d) if hit.inliers == 0 => format!("{} (derivative: top band at distance {d})", hit.bank),
-                _ => format!("{} (derivative: {} keypoints, score {})", hit.bank, hit.inliers, hit.score),
+            let mut evidence = Vec::new();
+            if hit.inliers > 0 {
+                evidence.push(format!("{} keypoints, score {}", hit.inliers, hit.score));
             }
+            if let Some(d) = hit.band_distance {
+                evidence.push(format!("top band at distance {d}"));
+            }
+            if evidence.is_empty() {
+                // the signature's global PDQ hash matched
+                evidence.push(format!("PDQ distance {}", hit.distance));
+            }
+            format!("{} (derivative: {})", hit.bank, evidence.join("; "))
         } else {
             hit.bank.clone()
         };

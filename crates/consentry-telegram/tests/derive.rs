@@ -137,6 +137,8 @@ async fn scenario(remote: bool) {
 
     let derived = jpeg(&synth::derivative(&photo, 5));
     let unrelated = jpeg(&synth::scene(480, 360, 12));
+    // Most of the body area replaced, nothing else changed: caught by the top band.
+    let undressed = jpeg(&synth::replace_body(&photo, &synth::scene(480, 360, 13), 0.7));
     // Global PDQ misses the derivative (every dihedral variant).
     let h = consentry_media::hash_bytes(
         &derived,
@@ -150,6 +152,7 @@ async fn scenario(remote: bool) {
     let fake = FakeTelegram::start().await;
     fake.add_file("f-derived", "u-derived", derived);
     fake.add_file("f-unrelated", "u-unrelated", unrelated);
+    fake.add_file("f-undressed", "u-undressed", undressed);
     let state_path = dir.path().join("telegram-state.json");
     {
         let s = StateFile::open(&state_path).unwrap();
@@ -176,19 +179,23 @@ async fn scenario(remote: bool) {
 
     fake.push_update(fake::photo_update(GROUP, 10, 7, "f-derived", "u-derived"));
     fake.push_update(fake::photo_update(GROUP, 11, 8, "f-unrelated", "u-unrelated"));
+    fake.push_update(fake::photo_update(GROUP, 13, 9, "f-undressed", "u-undressed"));
     drain(&fake, &state_path).await;
-    assert_eq!(deleted(&fake), vec![10], "the derivative is deleted, the unrelated image is not");
+    let mut gone = deleted(&fake);
+    gone.sort();
+    assert_eq!(gone, vec![10, 13], "the derivatives are deleted, the unrelated image is not");
     let reports: Vec<String> = fake
         .calls_to("sendMessage")
         .iter()
         .filter(|p| p["chat_id"] == json!(LOG))
         .map(|p| p["text"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    assert!(
-        reports[0].contains("bank: protected (derivative:") && reports[0].contains("keypoints"),
-        "{reports:?}"
-    );
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    // each report links its message (https://t.me/c/…/10)
+    let report = |id: u32| reports.iter().find(|r| r.contains(&format!("/{id}\n"))).cloned().unwrap_or_default();
+    let (r10, r13) = (report(10), report(13));
+    assert!(r10.contains("bank: protected (derivative:") && r10.contains("keypoints"), "{reports:?}");
+    assert!(r13.contains("bank: protected (derivative:") && r13.contains("top band at distance"), "{reports:?}");
     let events: Vec<_> = app
         .store()
         .audit_events(0, 1000)
@@ -201,8 +208,11 @@ async fn scenario(remote: bool) {
         // The server logged a features lookup and queued nothing else; the bot has no store.
         assert!(events.is_empty(), "{events:?}");
     } else {
-        assert_eq!(events.len(), 1, "{events:?}");
-        let dt = &events[0].details;
+        assert_eq!(events.len(), 2, "{events:?}");
+        let ev = |id: i64| events.iter().find(|e| e.details["message_id"] == id).expect("event").details.clone();
+        let band = ev(13);
+        assert!(band["band_distance"].as_u64().is_some_and(|d| d <= 31), "{band}");
+        let dt = &ev(10);
         assert_eq!(
             (dt["signal"].as_str(), dt["entry_id"].as_i64()),
             (Some("derive"), Some(entry.id)),
@@ -218,7 +228,7 @@ async fn scenario(remote: bool) {
     wait(|| idx.is_empty()).await;
     fake.push_update(fake::photo_update(GROUP, 12, 7, "f-derived", "u-derived"));
     drain(&fake, &state_path).await;
-    assert_eq!(deleted(&fake), vec![10]);
+    assert_eq!(deleted(&fake).len(), 2, "nothing more deleted");
 
     let _ = tx.send(());
     tokio::time::timeout(Duration::from_secs(10), bot).await.expect("bot stops").unwrap();

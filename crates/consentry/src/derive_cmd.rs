@@ -1,5 +1,5 @@
 //! `consentry derive PATH...`: derivative-matching signatures
-//! (`consentry-derive`: global PDQ plus local keypoints) of image files,
+//! (`consentry-derive`: global PDQ, the top band's PDQ and local keypoints) of image files,
 //! computed locally. Only the signatures are printed.
 
 use anyhow::Result;

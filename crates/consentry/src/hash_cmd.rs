@@ -30,8 +30,8 @@ pub enum OutputFormat {
 pub enum Signal {
     /// Meta's PDQ hash.
     Pdq,
-    /// consentry-derive's signature (global PDQ plus local keypoints; also catches cropped,
-    /// padded and partly replaced copies). TSV: `signature<TAB>pdq<TAB>quality<TAB>keypoints<TAB>path`;
+    /// consentry-derive's signature (global PDQ, the top band's PDQ and local keypoints; also
+    /// catches cropped, padded and partly replaced copies). TSV: `signature<TAB>pdq<TAB>quality<TAB>keypoints<TAB>path`;
     /// JSON lines `{"signal": "derive", "hash": SIGNATURE, ...}` and CSV (with a header) import
     /// directly into a bank (`POST /v1/banks/NAME/import?format=jsonl|csv`).
     Derive,
@@ -236,6 +236,7 @@ pub fn run(args: HashArgs) -> Result<ExitCode> {
                                 v["pdq"] = sig.pdq.to_hex().into();
                                 v["quality"] = sig.quality.into();
                                 v["keypoints"] = sig.keypoints.len().into();
+                                v["band_quality"] = sig.band.map(|b| b.quality).into();
                                 writeln!(out, "{v}")?
                             }
                             _ => {}

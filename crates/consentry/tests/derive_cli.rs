@@ -101,6 +101,8 @@ async fn hash_signal_derive_lines_import_into_a_bank_as_they_are() {
         let sig = Signature::from_base64(l["hash"].as_str().unwrap()).unwrap();
         assert_eq!(l["pdq"].as_str().unwrap(), sig.pdq.to_hex());
         assert!(sig.keypoints.len() >= 20);
+        assert_eq!(l["band_quality"].as_u64(), sig.band.map(|b| u64::from(b.quality)), "{l}");
+        assert!(sig.band.is_some(), "new signatures carry the top band");
     }
     // The TSV layout is `consentry derive`'s; its PDQ column is `consentry hash`'s.
     let tsv = run("tsv");
