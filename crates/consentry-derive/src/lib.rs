@@ -51,7 +51,7 @@
 //!    condition holds with probability about 0.8, at 20 about 0.97; **or**
 //! 3. the query's top-band hash, as it is or mirrored, is within [`Params::band_radius`] (31)
 //!    of the protected top-band hash, and both bands have a PDQ quality of at least
-//!    [`Params::band_min_quality`] (50).
+//!    [`Params::band_min_quality`] (30).
 //!
 //! Crops, pads, borders, captions and screenshot frames change where the photo
 //! sits in the frame and its scale, which a similarity transform absorbs;
@@ -283,7 +283,7 @@ impl Default for Params {
             min_spread: 0.0,
             stop_keys: StopKeys::RampNeighbours,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
-            band_min_quality: 50,
+            band_min_quality: 30,
         }
     }
 }

@@ -407,7 +407,7 @@ prop_compose! {
     fn arb_sig()(
         pdq in arb_desc(),
         kps in prop::collection::vec(arb_kp(), 0..40),
-        band in prop::option::of((arb_desc(), prop::sample::select(vec![0u8, 49, 50, 90]))),
+        band in prop::option::of((arb_desc(), prop::sample::select(vec![0u8, 29, 30, 90]))),
     ) -> Signature {
         let band = band.map(|(d, quality)| consentry_pdq::PdqHash { hash: hash_of(d), quality });
         Signature { pdq: hash_of(pdq), quality: 80, keypoints: kps, band }
@@ -434,7 +434,7 @@ proptest! {
         bulk in any::<bool>(),
         stop_keys in prop::sample::select(vec![StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours]),
         band_src in 0usize..12, band_flips in prop::collection::vec(any::<u8>(), 0..45), mirrored in any::<bool>(),
-        band_quality in prop::option::of(prop::sample::select(vec![49u8, 50, 100])),
+        band_quality in prop::option::of(prop::sample::select(vec![29u8, 30, 100])),
         band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
     ) {
         let params = Params {
@@ -495,4 +495,45 @@ proptest! {
         let want = brute_force_search(&params, &entries, &q);
         prop_assert_eq!(got, want);
     }
+}
+
+#[test]
+fn band_rule_needs_both_qualities_and_the_radius() {
+    let p = Params::default();
+    let min = p.band_min_quality;
+    let band = hash_of([1, 2, 3, 4]);
+    let far = flip_hash(band, &(0..32).collect::<Vec<u8>>());
+    let sig = |q: u8| Signature {
+        pdq: hash_of([9; 4]),
+        quality: 90,
+        keypoints: vec![],
+        band: Some(consentry_pdq::PdqHash { hash: band, quality: q }),
+    };
+    let query = |h: [consentry_pdq::Hash256; 2], q: u8| QueryFeatures {
+        pdq: [hash_of([u64::MAX; 4]); 8],
+        quality: 90,
+        keypoints: vec![],
+        band: Some(BandQuery { hashes: h, quality: q }),
+    };
+    let near = flip_hash(band, &(0..31).collect::<Vec<u8>>());
+    let other = hash_of([!1, !2, !3, !4]); // every bit differs
+    // (stored quality, query hashes, query quality, band distance expected)
+    let cases = [
+        (min, [near, other], min, Some(31)),
+        (min, [other, near], 100, Some(31)),
+        (min - 1, [band, band], 100, None),
+        (100, [band, band], min - 1, None),
+        (100, [far, other], 100, None),
+    ];
+    for (sq, qh, qq, want) in cases {
+        let mut index = DeriveIndex::new(p);
+        index.insert(1, sig(sq)).unwrap();
+        let hits = index.search(&query(qh, qq));
+        assert_eq!(hits.first().and_then(|h| h.band_distance), want, "stored q {sq}, query q {qq}");
+        assert_eq!(hits.len(), usize::from(want.is_some()));
+        assert_eq!(hits, brute_force_search(&p, &[(1, sig(sq))], &query(qh, qq)));
+    }
+    // rule 3 off
+    let off = Params { band_radius: None, ..p };
+    assert!(brute_force_search(&off, &[(1, sig(100))], &query([band, band], 100)).is_empty());
 }
