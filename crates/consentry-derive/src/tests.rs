@@ -62,18 +62,12 @@ fn pad(img: &Img, f: f32, stripes: bool) -> Img {
     o
 }
 
-/// Replace the bottom-centre region covering `frac` of the area with `other`'s pixels.
+/// Replace the bottom-centre region covering `frac` of the area with `other`'s pixels
+/// ([`crate::synth::replace_body`]).
 fn replace_body(img: &Img, other: &Img, frac: f32) -> Img {
-    let mut o = img.clone();
-    let rh = ((frac.sqrt() * 1.1).min(0.8) * img.h as f32) as u32;
-    let rw = ((frac * (img.w * img.h) as f32) / rh as f32) as u32;
-    let x0 = (img.w - rw) / 2;
-    for y in img.h - rh..img.h {
-        for x in x0..x0 + rw {
-            o.put(x, y, other.get(x % other.w, y % other.h));
-        }
-    }
-    o
+    let synth = |i: &Img| crate::synth::RgbImage { width: i.w, height: i.h, data: i.px.clone() };
+    let s = crate::synth::replace_body(&synth(img), &synth(other), frac);
+    Img { w: s.width, h: s.height, px: s.data }
 }
 
 /// Box-average downscale by an integer factor (a re-encode at a smaller size).
