@@ -3,6 +3,8 @@
 (`--tsv`): a query matches under A|B when either column lists the protected photo.
 
     python3 bench/derive/union.py RUN.tsv 'derive(s≥64)' 'PDQ top 20%≤31' [ROW_PREFIX...]
+    python3 bench/derive/union.py RUN.tsv 'derive(s≥64)' OTHER_RUN.tsv::'PDQ top 20%≤31'   # same seed,
+        # the rows of OTHER_RUN only (it may have been run on fewer transforms)
 
 Prints, per transform row (or only rows starting with a ROW_PREFIX), recall of A, B and A|B in %,
 then the false matches of each over all rows, split into all pairs and pairs whose two photos
@@ -14,6 +16,16 @@ from collections import defaultdict
 
 path, a, b, *prefixes = sys.argv[1:]
 rows = list(csv.DictReader(open(path, encoding="utf-8"), delimiter="\t"))
+if "::" in b:
+    # B from another run with the same seed and protected set (possibly fewer transforms, with
+    # --transforms): OTHER.tsv::COLUMN; only the rows of that run are compared.
+    other, b = b.split("::", 1)
+    orows = {(o["transform"], o["source"]): o for o in csv.DictReader(open(other, encoding="utf-8"), delimiter="\t")}
+    rows = [r for r in rows if (r["transform"], r["source"]) in orows]
+    for r in rows:
+        o = orows[(r["transform"], r["source"])]
+        assert r["protected"] == o["protected"], "the runs' protected sets differ"
+        r[b] = o.get(b, "")
 pkg = {}
 man = os.path.join(os.environ.get("CORPUS", "/work/corpus"), "manifest.tsv")
 if os.path.exists(man):

@@ -15,9 +15,11 @@ const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N]
   --transforms LIST   comma-separated families, names or labels (e.g. crop,undress-donor,jpeg@q40)
   --matchers LIST     comma-separated, from pdq, pdq-dihedral (on the harness's decoded pixels),
                       media-pdq, media-pdq-dihedral (consentry-media's hash_bytes on the bytes),
-                      derive (consentry-derive: PDQ+dihedral or local keypoints verified geometrically;
-                      derive:k=N+h=N+px=X+gap=X+plane=N: the same with other rule parameters),
-                      pdq-top:F (experimental: PDQ of the top F of the height, quality >= 50)
+                      derive (consentry-derive: PDQ+dihedral, local keypoints verified geometrically,
+                      or the top band; derive:k=N+s=N+h=N+px=X+gap=X+plane=N+spread=X+stop=S+band=R|none
+                      +bandq=Q: the same with other rule parameters),
+                      pdq-top:F[:Q][:trim] (experimental: PDQ of the top F of the height, unused below
+                      quality Q (50); trim: uniform borders cut off both sides first)
                       (default pdq,pdq-dihedral)
   --quick             a quarter of the transforms, fewer images: a few minutes
   --list              print the transform labels and exit
@@ -115,10 +117,20 @@ fn real_main() -> Result<(), String> {
             "pdq-dihedral" => Box::new(PdqMatcher::dihedral(31)),
             "media-pdq" => Box::new(MediaPdqMatcher::global(31)),
             "media-pdq-dihedral" => Box::new(MediaPdqMatcher::dihedral(31)),
+            // pdq-top:F[:Q][:trim] — the top F of the height, bands of quality < Q (50) unused,
+            // uniform borders trimmed off first with `trim`
             k if k.starts_with("pdq-top:") => {
-                let f: f32 =
-                    k["pdq-top:".len()..].parse().map_err(|_| format!("{k}: expected pdq-top:FRACTION"))?;
-                Box::new(PdqTopBandMatcher::new(f, 31))
+                let bad = || format!("{k}: expected pdq-top:FRACTION[:MIN_QUALITY][:trim]");
+                let mut parts = k["pdq-top:".len()..].split(':');
+                let f: f32 = parts.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                let mut m = PdqTopBandMatcher::new(f, 31);
+                for p in parts {
+                    m = match p {
+                        "trim" => m.trimmed(),
+                        q => m.min_quality(q.parse().map_err(|_| bad())?),
+                    };
+                }
+                Box::new(m)
             }
             "derive" => Box::new(DeriveMatcher::default()),
             k if k.starts_with("derive:") => Box::new(DeriveMatcher::parse(&k["derive:".len()..])?),

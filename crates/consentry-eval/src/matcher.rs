@@ -133,26 +133,93 @@ impl Matcher for PdqMatcher {
 pub struct PdqTopBandMatcher {
     frac: f32,
     threshold: u32,
+    min_quality: u8,
+    /// Trim uniform borders (rows and columns of one colour) off both sides first.
+    trim: bool,
     protected: Vec<(ImageId, Hash256)>,
 }
 
 impl PdqTopBandMatcher {
     pub fn new(frac: f32, threshold: u32) -> Self {
-        PdqTopBandMatcher { frac: frac.clamp(0.05, 1.0), threshold, protected: Vec::new() }
+        PdqTopBandMatcher { frac: frac.clamp(0.05, 1.0), threshold, min_quality: 50, trim: false, protected: Vec::new() }
     }
 
-    /// The band's PDQ hash, when its quality is at least 50.
-    fn band_hash(&self, img: &RgbImage) -> Option<Hash256> {
-        let h = ((img.height() as f32 * self.frac).round() as u32).clamp(1, img.height());
-        let band = image::imageops::crop_imm(img, 0, 0, img.width(), h).to_image();
-        let (hash, quality) = pdq(&band);
-        (quality >= 50).then_some(hash)
+    /// Bands of PDQ quality below `q` are not used (default 50).
+    pub fn min_quality(mut self, q: u8) -> Self {
+        self.min_quality = q;
+        self
     }
+
+    /// Trim uniform borders off every image before taking its band.
+    pub fn trimmed(mut self) -> Self {
+        self.trim = true;
+        self
+    }
+
+    /// The band's PDQ hash, when its quality is at least `min_quality`.
+    fn band_hash(&self, img: &RgbImage) -> Option<Hash256> {
+        let (x0, y0, w, h) = if self.trim { content_box(img) } else { (0, 0, img.width(), img.height()) };
+        let bh = ((h as f32 * self.frac).round() as u32).clamp(1, h);
+        let band = image::imageops::crop_imm(img, x0, y0, w, bh).to_image();
+        let (hash, quality) = pdq(&band);
+        (quality >= self.min_quality).then_some(hash)
+    }
+}
+
+/// The image without its uniform borders: from each side, rows (columns) whose luma varies by at
+/// most 24 and whose mean is within 12 of the previous border line's are cut, at most 45 % of the
+/// side. Returns (x, y, width, height).
+pub fn content_box(img: &RgbImage) -> (u32, u32, u32, u32) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let luma: Vec<i32> = img
+        .pixels()
+        .map(|p| (299 * i32::from(p[0]) + 587 * i32::from(p[1]) + 114 * i32::from(p[2])) / 1000)
+        .collect();
+    // min, max and mean of a line of `n` pixels from `start`, `step` apart
+    let line = |start: usize, step: usize, n: usize| {
+        let (mut lo, mut hi, mut sum) = (i32::MAX, i32::MIN, 0i64);
+        for i in 0..n {
+            let v = luma[start + i * step];
+            lo = lo.min(v);
+            hi = hi.max(v);
+            sum += i64::from(v);
+        }
+        (lo, hi, (sum / n.max(1) as i64) as i32)
+    };
+    let cut = |count: usize, at: &dyn Fn(usize) -> (i32, i32, i32)| {
+        let mut k = 0;
+        let mut first_mean = None;
+        while k < count * 45 / 100 {
+            let (lo, hi, mean) = at(k);
+            if hi - lo > 24 || first_mean.is_some_and(|m: i32| (m - mean).abs() > 12) {
+                break;
+            }
+            first_mean.get_or_insert(mean);
+            k += 1;
+        }
+        k
+    };
+    let top = cut(h, &|k| line(k * w, 1, w));
+    let bottom = cut(h, &|k| line((h - 1 - k) * w, 1, w));
+    let left = cut(w, &|k| line(k, w, h));
+    let right = cut(w, &|k| line(w - 1 - k, w, h));
+    let (nw, nh) = (w - left - right, h - top - bottom);
+    if nw < 16 || nh < 16 {
+        return (0, 0, w as u32, h as u32);
+    }
+    (left as u32, top as u32, nw as u32, nh as u32)
 }
 
 impl Matcher for PdqTopBandMatcher {
     fn name(&self) -> String {
-        format!("PDQ top {:.0}%≤{}", self.frac * 100.0, self.threshold)
+        let mut s = format!("PDQ top {:.0}%≤{}", self.frac * 100.0, self.threshold);
+        if self.min_quality != 50 {
+            s += &format!(" q≥{}", self.min_quality);
+        }
+        if self.trim {
+            s += " trimmed";
+        }
+        s
     }
 
     fn index(&mut self, protected: &[Protected<'_>]) {
@@ -234,6 +301,28 @@ mod tests {
         assert_eq!(query(&band, &undressed), vec![1]);
         assert!(query(&global, &undressed).is_empty(), "beyond global PDQ");
         assert!(query(&band, &donor).is_empty());
+    }
+
+    #[test]
+    fn content_box_cuts_solid_borders_and_keeps_a_photo_without() {
+        let s = consentry_derive::synth::scene(480, 360, 34);
+        let a = RgbImage::from_raw(s.width, s.height, s.data).unwrap();
+        assert_eq!(content_box(&a), (0, 0, 480, 360), "a scene has no uniform border");
+        // a 20 % solid border, then Telegram-like recompression (JPEG rings at the edge)
+        let mut padded = RgbImage::from_pixel(480 + 192, 360 + 144, image::Rgb([250, 250, 250]));
+        image::imageops::overlay(&mut padded, &a, 96, 72);
+        let dec = decode_rgb(&telegram_recompress(&padded)).unwrap();
+        let (x, y, w, h) = content_box(&dec);
+        for (got, want) in [(x, 96), (y, 72), (w, 480), (h, 360)] {
+            assert!(got.abs_diff(want) <= 8, "{:?} vs (96, 72, 480, 360)", (x, y, w, h));
+        }
+        // with the border trimmed, the padded copy's top band is the original's
+        let mut band = PdqTopBandMatcher::new(0.2, 31).trimmed();
+        band.index(&[Protected { id: 1, bytes: &[], image: &a }]);
+        assert_eq!(query(&band, &padded), vec![1]);
+        let mut plain = PdqTopBandMatcher::new(0.2, 31);
+        plain.index(&[Protected { id: 1, bytes: &[], image: &a }]);
+        assert!(query(&plain, &padded).is_empty(), "untrimmed, the band is mostly border");
     }
 }
 
