@@ -51,7 +51,7 @@
 //!    condition holds with probability about 0.8, at 20 about 0.97; **or**
 //! 3. the query's top-band hash, as it is or mirrored, is within [`Params::band_radius`] (31)
 //!    of the protected top-band hash, and both bands have a PDQ quality of at least
-//!    [`Params::band_min_quality`] (30).
+//!    [`Params::band_min_quality`] (10).
 //!
 //! Crops, pads, borders, captions and screenshot frames change where the photo
 //! sits in the frame and its scale, which a similarity transform absorbs;
@@ -211,8 +211,10 @@ pub struct Params {
     /// Top-band match distance (rule 3 of the crate docs): the query's band hash, as it is or mirrored, within
     /// this distance of the stored band hash. `None` turns rule 3 off.
     pub band_radius: Option<u32>,
-    /// Smallest PDQ quality of both bands for rule 3: a featureless band (a plain sky, a wall)
-    /// hashes alike in unrelated photos.
+    /// Smallest PDQ quality of both bands for rule 3. A featureless band (a plain sky, a white
+    /// backdrop) has no hash of its own: a flat one hashes alike in unrelated photos, a noisy one
+    /// at random. Smooth gradients with noise and JPEG artefacts measure quality 0–6
+    /// (`bench/derive/sky.py`); 10 was chosen on the tuning split (`bench/RESULTS.md`).
     pub band_min_quality: u8,
 }
 
@@ -283,7 +285,7 @@ impl Default for Params {
             min_spread: 0.0,
             stop_keys: StopKeys::RampNeighbours,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
-            band_min_quality: 30,
+            band_min_quality: 10,
         }
     }
 }
