@@ -10,7 +10,8 @@
 //! Query features (version 2), what a client that keeps its images sends to be matched:
 //! `[version = 2][8 dihedral PDQ hashes, 8 × 32 bytes][quality][band hash as it is, 32 bytes]
 //! [band hash mirrored, 32 bytes][band quality][n, u16 LE]` then `n` keypoints of 37 bytes as
-//! above. Version 1 (still read) has no band fields.
+//! above, then, when the query has uniform borders, the band of the picture inside them in the
+//! same three fields. Version 1 (still read) has no band fields.
 
 use crate::{BandQuery, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
 use consentry_pdq::{Hash256, PdqHash};
@@ -123,6 +124,12 @@ impl QueryFeatures {
         for k in &self.keypoints[..n] {
             put_keypoint(&mut v, k);
         }
+        if let Some(t) = self.trimmed_band {
+            for h in &t.hashes {
+                v.extend_from_slice(&h.to_bytes());
+            }
+            v.push(t.quality);
+        }
         v
     }
 
@@ -152,10 +159,19 @@ impl QueryFeatures {
         if b.len() < need {
             return Err(DecodeError::Truncated);
         }
-        if b.len() > need {
+        // version 2 may end with the trimmed band
+        let trimmed = header > QUERY_HEADER_V1 && b.len() == need + QUERY_BAND;
+        if b.len() > need && !trimmed {
             return Err(DecodeError::TrailingBytes);
         }
-        Ok(QueryFeatures { pdq, quality, keypoints: get_keypoints(&b[header..], QUERY_LEVELS)?, band })
+        let trimmed_band = if trimmed {
+            let t = &b[need..];
+            Some(BandQuery { hashes: [get_hash(t), get_hash(&t[32..])], quality: get_quality(t[64])? })
+        } else {
+            None
+        };
+        let keypoints = get_keypoints(&b[header..need], QUERY_LEVELS)?;
+        Ok(QueryFeatures { pdq, quality, keypoints, band, trimmed_band })
     }
 
     /// Standard base64 (with padding) of [`QueryFeatures::to_bytes`].

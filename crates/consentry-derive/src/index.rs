@@ -207,19 +207,22 @@ fn band_usable(params: &Params, band: Option<consentry_pdq::PdqHash>) -> Option<
     band.filter(|b| b.quality >= params.band_min_quality).map(|b| b.hash)
 }
 
-/// The query's band hashes rule 3 uses (none when its band is missing or of low quality).
-fn query_bands(params: &Params, q: &QueryFeatures) -> &'static [usize] {
-    match q.band {
-        Some(b) if params.band_radius.is_some() && b.quality >= params.band_min_quality => &[0, 1],
-        _ => &[],
-    }
+/// The query's band hashes rule 3 uses: its band's and, with [`Params::band_trimmed`], its
+/// trimmed band's, each as it is and mirrored, when of sufficient quality (none with the rule off).
+fn query_bands(params: &Params, q: &QueryFeatures) -> Vec<consentry_pdq::Hash256> {
+    let trimmed = if params.band_trimmed { q.trimmed_band } else { None };
+    [q.band, trimmed]
+        .into_iter()
+        .flatten()
+        .filter(|b| params.band_radius.is_some() && b.quality >= params.band_min_quality)
+        .flat_map(|b| b.hashes)
+        .collect()
 }
 
 /// Rule 3: the smallest band distance, when within the radius.
 fn band_distance(params: &Params, sig: &Signature, q: &QueryFeatures) -> Option<u32> {
     let stored = band_usable(params, sig.band)?;
-    let qb = q.band?;
-    let d = query_bands(params, q).iter().map(|&i| qb.hashes[i].distance(&stored)).min()?;
+    let d = query_bands(params, q).iter().map(|h| h.distance(&stored)).min()?;
     (d <= params.band_radius?).then_some(d)
 }
 
@@ -775,9 +778,9 @@ impl DeriveIndex {
             .into_iter()
             .map(|m| m.id as u32)
             .collect();
-        if let (Some(b), Some(r)) = (q.band, self.params.band_radius) {
-            for &i in query_bands(&self.params, q) {
-                pdq.extend(self.band.search(&b.hashes[i], r).into_iter().map(|m| m.id as u32));
+        if let Some(r) = self.params.band_radius {
+            for h in query_bands(&self.params, q) {
+                pdq.extend(self.band.search(&h, r).into_iter().map(|m| m.id as u32));
             }
         }
         pdq.sort_unstable();
@@ -828,6 +831,7 @@ mod key_tests {
             quality: 90,
             keypoints: sig.keypoints.clone(),
             band: None,
+            trimmed_band: None,
         };
         for stop_keys in [StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours, StopKeys::Common(16)] {
             let params = Params { stop_keys, ..Params::default() };

@@ -22,7 +22,8 @@
 //!   256-bit BRIEF descriptor of its smoothed 31×31 patch.
 //!
 //! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes, its top band's hash as it is and
-//! mirrored left to right, and a denser set of keypoints on 6 levels (up to 2 per 32×32 cell
+//! mirrored left to right (and the same of the picture inside its uniform borders, when it has
+//! any: [`content_box`]), and a denser set of keypoints on 6 levels (up to 2 per 32×32 cell
 //! of each level, typically 200–800).
 //!
 //! # Match rule
@@ -49,7 +50,8 @@
 //!    [`DeriveIndex::search`] returns the same set as [`brute_force_search`]
 //!    (a property test checks this). For a pair at distance 31 the key
 //!    condition holds with probability about 0.8, at 20 about 0.97; **or**
-//! 3. the query's top-band hash, as it is or mirrored, is within [`Params::band_radius`] (31)
+//! 3. the query's top-band hash (or its trimmed band's, [`Params::band_trimmed`]), as it is or
+//!    mirrored, is within [`Params::band_radius`] (31)
 //!    of the protected top-band hash, and both bands have a PDQ quality of at least
 //!    [`Params::band_min_quality`] (10).
 //!
@@ -157,6 +159,9 @@ pub struct QueryFeatures {
     pub keypoints: Vec<Keypoint>,
     /// Top-band hashes (`None` in query features of format version 1).
     pub band: Option<BandQuery>,
+    /// Top-band hashes of the query without its uniform borders ([`content_box`]), when it has
+    /// any: a copy padded with a solid border still shows the original's top band there.
+    pub trimmed_band: Option<BandQuery>,
 }
 
 /// Share of the image height, from the top, that the band hash covers.
@@ -216,6 +221,9 @@ pub struct Params {
     /// at random. Smooth gradients with noise and JPEG artefacts measure quality 0–6
     /// (`bench/derive/sky.py`); 10 was chosen on the tuning split (`bench/RESULTS.md`).
     pub band_min_quality: u8,
+    /// Rule 3 also compares the query's band without its uniform borders
+    /// ([`QueryFeatures::trimmed_band`]).
+    pub band_trimmed: bool,
 }
 
 /// Index keys the rule leaves out: a correspondence must agree on a key that is not stopped.
@@ -286,6 +294,7 @@ impl Default for Params {
             stop_keys: StopKeys::RampNeighbours,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
             band_min_quality: 10,
+            band_trimmed: true,
         }
     }
 }
@@ -325,9 +334,77 @@ impl<'a> Pixels<'a> {
 
     /// The top band's rows (the first [`band_rows`] rows: no copy).
     fn band_ref(&self) -> ImageRef<'a> {
-        ImageRef::with_stride(self.width, band_rows(self.height), self.stride, self.format, self.data)
-            .expect("fewer rows of an image checked in new")
+        self.band_of(0, 0, self.width, self.height)
     }
+
+    /// The top band of the `w` × `h` rectangle at (`x`, `y`) (inside the image; no copy).
+    fn band_of(&self, x: u32, y: u32, w: u32, h: u32) -> ImageRef<'a> {
+        let start = y as usize * self.stride + x as usize * self.format.channels();
+        ImageRef::with_stride(w, band_rows(h), self.stride, self.format, &self.data[start..])
+            .expect("a rectangle inside an image checked in new")
+    }
+
+    /// Luma (0–255) of pixel (`x`, `y`).
+    fn luma(&self, x: usize, y: usize) -> i32 {
+        let c = self.format.channels();
+        let p = &self.data[y * self.stride + x * c..];
+        match self.format {
+            PixelFormat::Luma8 | PixelFormat::LumaA8 => i32::from(p[0]),
+            PixelFormat::Rgb8 | PixelFormat::Rgba8 => {
+                (299 * i32::from(p[0]) + 587 * i32::from(p[1]) + 114 * i32::from(p[2])) / 1000
+            }
+        }
+    }
+}
+
+/// The picture inside uniform borders (a solid frame or padding): from each side, lines (rows or
+/// columns) whose luma varies by at most 24 and whose mean stays within 12 of the first such
+/// line's are cut, at most 45 % of the side each. Returns (x, y, width, height); the whole image
+/// when nothing is cut or less than 16 × 16 pixels would be left. It reads only the lines it
+/// cuts and the first line it keeps on each side.
+pub fn content_box(px: &Pixels<'_>) -> (u32, u32, u32, u32) {
+    let (w, h) = (px.width as usize, px.height as usize);
+    if w == 0 || h == 0 {
+        return (0, 0, px.width, px.height);
+    }
+    // lines of `n` pixels: pixel i of line k is at(k, i)
+    let cut = |lines: usize, n: usize, at: &dyn Fn(usize, usize) -> (usize, usize)| -> usize {
+        let mut first_mean: Option<i64> = None;
+        let mut k = 0;
+        while k < lines * 45 / 100 {
+            let (mut lo, mut hi, mut sum) = (i32::MAX, i32::MIN, 0i64);
+            for i in 0..n {
+                let (x, y) = at(k, i);
+                let v = px.luma(x, y);
+                lo = lo.min(v);
+                hi = hi.max(v);
+                sum += i64::from(v);
+                if hi - lo > 24 {
+                    break;
+                }
+            }
+            let mean = sum / n as i64;
+            let drifted = match first_mean {
+                Some(m) => (m - mean).abs() > 12,
+                None => false,
+            };
+            if hi - lo > 24 || drifted {
+                break;
+            }
+            first_mean.get_or_insert(mean);
+            k += 1;
+        }
+        k
+    };
+    let top = cut(h, w, &|k, i| (i, k));
+    let bottom = cut(h, w, &|k, i| (i, h - 1 - k));
+    let left = cut(w, h, &|k, i| (k, i));
+    let right = cut(w, h, &|k, i| (w - 1 - k, i));
+    let (nw, nh) = (w - left - right, h.saturating_sub(top + bottom));
+    if nw < 16 || nh < 16 {
+        return (0, 0, px.width, px.height);
+    }
+    (left as u32, top as u32, nw as u32, nh as u32)
 }
 
 /// Computes signatures and query features, reusing buffers (one per thread).
@@ -400,9 +477,14 @@ impl Extractor {
         let d = self.hasher.hash_dihedral(&px.image_ref());
         let mut keypoints = self.corners(px, QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 });
         keypoints.truncate(u16::MAX as usize);
-        let b = self.hasher.hash_dihedral(&px.band_ref());
-        let band = BandQuery { hashes: [b.get(Dihedral::Original), b.get(Dihedral::FlipY)], quality: b.quality };
-        QueryFeatures { pdq: d.hashes, quality: d.quality, keypoints, band: Some(band) }
+        let mut band_query = |img: &ImageRef<'_>| {
+            let b = self.hasher.hash_dihedral(img);
+            BandQuery { hashes: [b.get(Dihedral::Original), b.get(Dihedral::FlipY)], quality: b.quality }
+        };
+        let band = band_query(&px.band_ref());
+        let (x, y, w, h) = content_box(px);
+        let trimmed_band = if (w, h) == (px.width, px.height) { None } else { Some(band_query(&px.band_of(x, y, w, h))) };
+        QueryFeatures { pdq: d.hashes, quality: d.quality, keypoints, band: Some(band), trimmed_band }
     }
 }
 

@@ -430,9 +430,11 @@ proptest! {
         band_src in 0usize..12, band_flips in prop::collection::vec(any::<u8>(), 0..45), mirrored in any::<bool>(),
         band_quality in prop::option::of(prop::sample::select(vec![9u8, 10, 100])),
         band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
+        band_slot in 0u8..3, band_trimmed in any::<bool>(),
     ) {
         let params = Params {
-            min_inliers, min_spread, stop_keys, band_radius, lsh_bits: 10, lsh_tables: 6, ..Params::default()
+            min_inliers, min_spread, stop_keys, band_radius, band_trimmed, lsh_bits: 10, lsh_tables: 6,
+            ..Params::default()
         };
         let mut index = DeriveIndex::new(params);
         // 0: the bulk tables are rebuilt on every insert; 3: entries split between the bulk tables
@@ -484,7 +486,10 @@ proptest! {
             hashes[usize::from(mirrored)] = flip_hash(src, &band_flips);
             BandQuery { hashes, quality }
         });
-        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, band };
+        // ... as the query's band (0), its trimmed band (1), or the trimmed band beside a random band (2)
+        let noise = Some(BandQuery { hashes: [consentry_pdq::Hash256::from_bytes([0x3c; 32]); 2], quality: 100 });
+        let (band, trimmed_band) = match band_slot { 0 => (band, None), 1 => (None, band), _ => (noise, band) };
+        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, band, trimmed_band };
         let got = index.search(&q);
         let want = brute_force_search(&params, &entries, &q);
         prop_assert_eq!(got, want);
@@ -508,6 +513,7 @@ fn band_rule_needs_both_qualities_and_the_radius() {
         quality: 90,
         keypoints: vec![],
         band: Some(BandQuery { hashes: h, quality: q }),
+        trimmed_band: None,
     };
     let near = flip_hash(band, &(0..31).collect::<Vec<u8>>());
     let other = hash_of([!1, !2, !3, !4]); // every bit differs
@@ -558,4 +564,47 @@ fn a_shared_plain_sky_is_no_match() {
     // with no quality threshold the shared sky alone would make them match
     let any = Params { band_min_quality: 0, ..Params::default() };
     assert_eq!(brute_force_search(&any, &entries, &q).first().and_then(|h| h.band_distance), Some(0));
+}
+
+#[test]
+fn content_box_finds_the_picture_inside_a_solid_border() {
+    let a = scene(600, 400, 71);
+    assert_eq!(content_box(&a.pixels()), (0, 0, 600, 400), "a scene has no uniform border");
+    let padded = pad(&a, 0.2, false);
+    assert_eq!(content_box(&padded.pixels()), (120, 80, 600, 400));
+    // vertical stripes: the rows are not uniform and stay; a column is, but only the outer
+    // stripe's columns share one colour
+    let striped = pad(&a, 0.2, true);
+    assert_eq!(content_box(&striped.pixels()), (24, 0, striped.w - 48, striped.h));
+    // a uniform image keeps at least a tenth of each side, or all of it when that is under 16 px
+    let flat = Img { w: 100, h: 100, px: vec![128; 30_000] };
+    assert_eq!(content_box(&flat.pixels()), (0, 0, 100, 100));
+    let flat = Img { w: 400, h: 300, px: vec![128; 360_000] };
+    assert_eq!(content_box(&flat.pixels()), (180, 135, 40, 30));
+    // other pixel layouts: the same box from luma
+    let luma: Vec<u8> = padded.px.chunks(3).map(|p| p[1]).collect();
+    let lp = Pixels::new(padded.w, padded.h, PixelFormat::Luma8, &luma).unwrap();
+    assert_eq!(content_box(&lp), (120, 80, 600, 400));
+}
+
+#[test]
+fn the_trimmed_band_catches_a_replaced_body_area_inside_a_border() {
+    let mut ex = Extractor::new();
+    let (a, other) = (scene(900, 640, 81), scene(900, 640, 82));
+    let sig = ex.signature(&a.pixels());
+    let q = ex.query(&pad(&replace_body(&a, &other, 0.7), 0.15, false).pixels());
+    assert!(q.trimmed_band.is_some(), "a bordered query has a trimmed band");
+    assert!(ex.query(&a.pixels()).trimmed_band.is_none(), "a borderless one has none");
+    assert_eq!(QueryFeatures::from_bytes(&q.to_bytes()).unwrap(), q, "it round-trips");
+    let mut extra = q.to_bytes();
+    extra.push(0);
+    assert_eq!(QueryFeatures::from_bytes(&extra), Err(DecodeError::TrailingBytes));
+    let entries = [(3, sig)];
+    let with = brute_force_search(&Params::default(), &entries, &q);
+    assert!(with.first().and_then(|h| h.band_distance).is_some_and(|d| d <= 31), "{with:?}");
+    let mut index = DeriveIndex::new(Params::default());
+    index.insert(3, entries[0].1.clone()).unwrap();
+    assert_eq!(index.search(&q), with);
+    let without = Params { band_trimmed: false, ..Params::default() };
+    assert!(brute_force_search(&without, &entries, &q).iter().all(|h| h.band_distance.is_none()));
 }

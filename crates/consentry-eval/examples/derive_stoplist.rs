@@ -27,6 +27,7 @@ fn keys(ix: &DeriveIndex, descs: &[[u64; 4]]) -> Vec<(usize, u32)> {
             .map(|&desc| consentry_derive::Keypoint { x: 0, y: 0, level: 0, desc })
             .collect(),
         band: None,
+        trimmed_band: None,
     };
     ix.probe_keys(&q)
 }

@@ -77,12 +77,13 @@ impl DeriveMatcher {
                         r => Some(r.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?),
                     }
                 }
+                "trim" => p.band_trimmed = v != "0",
                 "bandq" => {
                     p.band_min_quality = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, h, px, gap, plane, spread, stop, band, bandq)"
+                        "unknown derive option {k} (k, s, h, px, gap, plane, spread, stop, band, bandq, trim)"
                     ))
                 }
             }
@@ -139,6 +140,9 @@ impl Matcher for DeriveMatcher {
                 None => ",no band".to_string(),
                 Some(r) => format!(",band≤{r}"),
             };
+        }
+        if self.params.band_trimmed != d.band_trimmed {
+            s += if self.params.band_trimmed { ",trimmed band" } else { ",no trimmed band" };
         }
         if self.params.band_min_quality != d.band_min_quality {
             s += &format!(",band q≥{}", self.params.band_min_quality);

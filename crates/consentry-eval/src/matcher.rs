@@ -166,48 +166,9 @@ impl PdqTopBandMatcher {
     }
 }
 
-/// The image without its uniform borders: from each side, rows (columns) whose luma varies by at
-/// most 24 and whose mean is within 12 of the previous border line's are cut, at most 45 % of the
-/// side. Returns (x, y, width, height).
+/// The image without its uniform borders ([`consentry_derive::content_box`]): (x, y, width, height).
 pub fn content_box(img: &RgbImage) -> (u32, u32, u32, u32) {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let luma: Vec<i32> = img
-        .pixels()
-        .map(|p| (299 * i32::from(p[0]) + 587 * i32::from(p[1]) + 114 * i32::from(p[2])) / 1000)
-        .collect();
-    // min, max and mean of a line of `n` pixels from `start`, `step` apart
-    let line = |start: usize, step: usize, n: usize| {
-        let (mut lo, mut hi, mut sum) = (i32::MAX, i32::MIN, 0i64);
-        for i in 0..n {
-            let v = luma[start + i * step];
-            lo = lo.min(v);
-            hi = hi.max(v);
-            sum += i64::from(v);
-        }
-        (lo, hi, (sum / n.max(1) as i64) as i32)
-    };
-    let cut = |count: usize, at: &dyn Fn(usize) -> (i32, i32, i32)| {
-        let mut k = 0;
-        let mut first_mean = None;
-        while k < count * 45 / 100 {
-            let (lo, hi, mean) = at(k);
-            if hi - lo > 24 || first_mean.is_some_and(|m: i32| (m - mean).abs() > 12) {
-                break;
-            }
-            first_mean.get_or_insert(mean);
-            k += 1;
-        }
-        k
-    };
-    let top = cut(h, &|k| line(k * w, 1, w));
-    let bottom = cut(h, &|k| line((h - 1 - k) * w, 1, w));
-    let left = cut(w, &|k| line(k, w, h));
-    let right = cut(w, &|k| line(w - 1 - k, w, h));
-    let (nw, nh) = (w - left - right, h - top - bottom);
-    if nw < 16 || nh < 16 {
-        return (0, 0, w as u32, h as u32);
-    }
-    (left as u32, top as u32, nw as u32, nh as u32)
+    consentry_derive::content_box(&crate::derive_matcher::pixels(img))
 }
 
 impl Matcher for PdqTopBandMatcher {

@@ -301,7 +301,13 @@ async fn derive_entries_import_and_export_as_json_lines() {
 async fn derive_stop_keys_setting_reaches_the_index() {
     let keypoints = synth::ramp_keypoints();
     let sig = consentry_derive::Signature { pdq: random_pdq(), quality: 90, keypoints: keypoints.clone(), band: None };
-    let q = consentry_derive::QueryFeatures { pdq: [random_pdq(); 8], quality: 90, keypoints, band: None };
+    let q = consentry_derive::QueryFeatures {
+        pdq: [random_pdq(); 8],
+        quality: 90,
+        keypoints,
+        band: None,
+        trimmed_band: None,
+    };
     for (stop_keys, want) in [(consentry_derive::StopKeys::None, 1), (consentry_derive::StopKeys::Ramp, 0)] {
         let db = TestDb::sqlite();
         let derive_params = consentry_derive::Params { stop_keys, ..consentry_derive::Params::default() };
