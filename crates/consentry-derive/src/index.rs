@@ -772,7 +772,7 @@ impl DeriveIndex {
     pub fn search(&self, q: &QueryFeatures) -> Vec<Hit> {
         let per = self.correspondences(q);
         // slots that rules 1 and 3 may match, judged whatever their correspondences
-        let mut pdq: Vec<u32> = self
+        let mut hashed: Vec<u32> = self
             .pdq
             .search_dihedral(&q.pdq, self.params.pdq_radius)
             .into_iter()
@@ -780,13 +780,13 @@ impl DeriveIndex {
             .collect();
         if let Some(r) = self.params.band_radius {
             for h in query_bands(&self.params, q) {
-                pdq.extend(self.band.search(&h, r).into_iter().map(|m| m.id as u32));
+                hashed.extend(self.band.search(&h, r).into_iter().map(|m| m.id as u32));
             }
         }
-        pdq.sort_unstable();
-        pdq.dedup();
+        hashed.sort_unstable();
+        hashed.dedup();
         let mut out: Vec<Hit> = Vec::new();
-        let mut pi = pdq.into_iter().peekable();
+        let mut pi = hashed.into_iter().peekable();
         let mut judge_slot = |slot: u32, corrs: &mut Vec<Corr>| {
             let (id, sig) = self.slot(slot);
             if let Some(h) = judge(&self.params, *id, sig, q, corrs) {
@@ -798,11 +798,11 @@ impl DeriveIndex {
                 judge_slot(p, &mut Vec::new());
                 pi.next();
             }
-            let pdq_hit = pi.peek() == Some(&slot);
-            if pdq_hit {
+            let hash_hit = pi.peek() == Some(&slot);
+            if hash_hit {
                 pi.next();
             }
-            if pdq_hit || corrs.len() >= self.params.min_inliers {
+            if hash_hit || corrs.len() >= self.params.min_inliers {
                 judge_slot(slot, &mut corrs);
             }
         }
