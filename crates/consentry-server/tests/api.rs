@@ -1,12 +1,10 @@
 //! Every endpoint through the real router (`oneshot`) on a real SQLite store: success paths and
 //! the main error paths, with the stable error codes.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::{Method, StatusCode};
-use common::*;
 use consentry_server::{codes, openapi_document, registered_routes, ServerConfig};
 use serde_json::{json, Value};
 

@@ -5,12 +5,10 @@
 //! image is not, a copy with most of the body area replaced matches through its top band, and disabling the entry or withdrawing a case stops the match within a second.
 //! `/v1/lookup/features` finds the same match from query features computed on the client.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::{Method, StatusCode};
-use common::*;
 use consentry_derive::synth;
 use consentry_pdq::Hash256;
 use consentry_server::{ServerConfig, WebhookConfig};

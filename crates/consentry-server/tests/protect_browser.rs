@@ -14,7 +14,7 @@
 //! Without Chromium, chromedriver or the WebAssembly hasher the test says SKIPPED loudly and
 //! passes, unless `CONSENTRY_REQUIRE_BROWSER=1` (as `.ci/run` sets), when it fails.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,11 +23,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{test_config, TestDb};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use common::{test_config, TestDb};
 use consentry_media::{hash_bytes, HashOptions};
 use consentry_pdq::{Hash256, Hasher};
 use consentry_server::{app, protect, AppState};

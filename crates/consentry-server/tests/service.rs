@@ -3,14 +3,12 @@
 //! limits, slow clients on a real socket, bulk import/export formats, and two server instances
 //! on one PostgreSQL database.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::{HeaderMap, Method, StatusCode};
-use common::*;
 use consentry_pdq::Hash256;
 use consentry_server::{codes, serve, webhooks, AppState, RateLimit, ServerConfig, WebhookConfig};
 use consentry_store::WebhookState;

@@ -3,7 +3,7 @@
 //! and every acknowledged write must be there, and the write in flight must be all or nothing.
 //! Runs against SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{random_pdq, Kind, SchemaGuard};
+use crate::common::{random_pdq, Kind, SchemaGuard};
 use consentry_store::*;
 
 const CHILD_ENV: &str = "CONSENTRY_CRASH_CHILD";
@@ -20,7 +20,7 @@ const CASE_HASHES: usize = 3;
 
 fn say(line: &str) {
     // Straight to the pipe (bypassing the test harness's capture), flushed before the next write.
-    // The marker separates our lines from the harness's ("test crash_child ... " has no newline).
+    // The marker separates our lines from the harness's ("test crash::crash_child ... " has no newline).
     let mut out = std::io::stdout().lock();
     out.write_all(b"@@ ").unwrap();
     out.write_all(line.as_bytes()).unwrap();
@@ -154,7 +154,7 @@ impl Acked {
 fn run_and_kill(spec: &str, min_writes: usize, kill_during: &str, acked: &mut Acked) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, spec)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

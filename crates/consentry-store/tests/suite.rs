@@ -1,11 +1,11 @@
 //! The store test suite, run once against SQLite and once against PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{hash_with_ones, random_pdq, Kind, TestDb};
+use crate::common::{hash_with_ones, random_pdq, Kind, TestDb};
 use consentry_pdq::Hash256;
 use consentry_store::*;
 use serde_json::json;

@@ -5,7 +5,7 @@
 //! after the entry is disabled the derivative no longer matches. Images stay in memory. The
 //! same runs with the bot in remote mode against `consentry serve` on a loopback socket.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -192,10 +192,14 @@ async fn scenario(remote: bool) {
         .collect();
     assert_eq!(reports.len(), 2, "{reports:?}");
     // each report links its message (https://t.me/c/…/10)
-    let report = |id: u32| reports.iter().find(|r| r.contains(&format!("/{id}\n"))).cloned().unwrap_or_default();
+    let report =
+        |id: u32| reports.iter().find(|r| r.contains(&format!("/{id}\n"))).cloned().unwrap_or_default();
     let (r10, r13) = (report(10), report(13));
     assert!(r10.contains("bank: protected (derivative:") && r10.contains("keypoints"), "{reports:?}");
-    assert!(r13.contains("bank: protected (derivative:") && r13.contains("top band at distance"), "{reports:?}");
+    assert!(
+        r13.contains("bank: protected (derivative:") && r13.contains("top band at distance"),
+        "{reports:?}"
+    );
     let events: Vec<_> = app
         .store()
         .audit_events(0, 1000)
@@ -209,7 +213,8 @@ async fn scenario(remote: bool) {
         assert!(events.is_empty(), "{events:?}");
     } else {
         assert_eq!(events.len(), 2, "{events:?}");
-        let ev = |id: i64| events.iter().find(|e| e.details["message_id"] == id).expect("event").details.clone();
+        let ev =
+            |id: i64| events.iter().find(|e| e.details["message_id"] == id).expect("event").details.clone();
         let band = ev(13);
         assert!(band["band_distance"].as_u64().is_some_and(|d| d <= 31), "{band}");
         let dt = &ev(10);

@@ -2,7 +2,7 @@
 //! Bot API server on loopback that serves scripted updates and real JPEG bytes from
 //! `../shared/testdata`, and records every call. The tests assert the exact moderation calls.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

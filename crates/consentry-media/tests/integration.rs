@@ -1,0 +1,7 @@
+//! The integration tests of `consentry-media`, one test binary (as ripgrep does: one link instead of one
+//! per file). Each module is one former test file.
+
+mod conformance;
+mod fast_path;
+mod formats;
+mod hostile;
