@@ -11,7 +11,9 @@
 //! `[version = 2][8 dihedral PDQ hashes, 8 × 32 bytes][quality][band hash as it is, 32 bytes]
 //! [band hash mirrored, 32 bytes][band quality][n, u16 LE]` then `n` keypoints of 37 bytes as
 //! above, then, when the query has uniform borders, the band of the picture inside them in the
-//! same three fields. Version 1 (still read) has no band fields.
+//! same three fields. Version 3 is version 2 with the mirrored keypoints (`[m, u16 LE]` then `m`
+//! keypoints) right after the keypoints; it is written when there are mirrored keypoints, version
+//! 2 otherwise. Version 1 (still read) has no band fields.
 
 use crate::{BandQuery, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
 use consentry_pdq::{Hash256, PdqHash};
@@ -47,7 +49,10 @@ impl fmt::Display for DecodeError {
             DecodeError::Truncated => write!(f, "derivative signature is truncated"),
             DecodeError::TrailingBytes => write!(f, "derivative signature has trailing bytes"),
             DecodeError::Version(v) => {
-                write!(f, "derivative signature version {v} is not supported (expected 1 to {SIGNATURE_VERSION})")
+                write!(
+                    f,
+                    "derivative signature version {v} is not supported (expected 1 to {SIGNATURE_VERSION})"
+                )
             }
             DecodeError::Invalid(w) => write!(f, "derivative signature: invalid {w}"),
             DecodeError::Base64 => write!(f, "derivative signature: not valid base64"),
@@ -57,8 +62,9 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Version byte of serialized query features.
-pub const QUERY_FEATURES_VERSION: u8 = 2;
+/// Version byte of serialized query features (the newest; query features without mirrored
+/// keypoints are written as version 2).
+pub const QUERY_FEATURES_VERSION: u8 = 3;
 const QUERY_HEADER_V1: usize = 1 + 8 * 32 + 1 + 2;
 const QUERY_BAND: usize = 2 * 32 + 1;
 
@@ -105,11 +111,13 @@ fn get_keypoints(b: &[u8], levels: usize) -> Result<Vec<Keypoint>, DecodeError> 
 }
 
 impl QueryFeatures {
-    /// Serialized bytes (see the module docs); at most 65,535 keypoints are kept.
+    /// Serialized bytes (see the module docs); at most 65,535 keypoints (and as many mirrored)
+    /// are kept.
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.keypoints.len().min(usize::from(u16::MAX));
-        let mut v = Vec::with_capacity(QUERY_HEADER_V1 + QUERY_BAND + KP * n);
-        v.push(QUERY_FEATURES_VERSION);
+        let m = self.mirrored.len().min(usize::from(u16::MAX));
+        let mut v = Vec::with_capacity(QUERY_HEADER_V1 + 2 * QUERY_BAND + 2 + KP * (n + m));
+        v.push(if m > 0 { QUERY_FEATURES_VERSION } else { 2 });
         for h in &self.pdq {
             v.extend_from_slice(&h.to_bytes());
         }
@@ -124,6 +132,12 @@ impl QueryFeatures {
         for k in &self.keypoints[..n] {
             put_keypoint(&mut v, k);
         }
+        if m > 0 {
+            v.extend_from_slice(&(m as u16).to_le_bytes());
+            for k in &self.mirrored[..m] {
+                put_keypoint(&mut v, k);
+            }
+        }
         if let Some(t) = self.trimmed_band {
             for h in &t.hashes {
                 v.extend_from_slice(&h.to_bytes());
@@ -135,11 +149,11 @@ impl QueryFeatures {
 
     /// Parse [`QueryFeatures::to_bytes`] output.
     pub fn from_bytes(b: &[u8]) -> Result<QueryFeatures, DecodeError> {
-        let header = match b.first() {
-            None => return Err(DecodeError::Truncated),
-            Some(1) => QUERY_HEADER_V1,
-            Some(2) => QUERY_HEADER_V1 + QUERY_BAND,
-            Some(&v) => return Err(DecodeError::Version(v)),
+        let version = *b.first().ok_or(DecodeError::Truncated)?;
+        let header = match version {
+            1 => QUERY_HEADER_V1,
+            2 | 3 => QUERY_HEADER_V1 + QUERY_BAND,
+            v => return Err(DecodeError::Version(v)),
         };
         if b.len() < header {
             return Err(DecodeError::Truncated);
@@ -150,14 +164,29 @@ impl QueryFeatures {
         }
         let quality = get_quality(b[257])?;
         let band = if header > QUERY_HEADER_V1 {
-            Some(BandQuery { hashes: [get_hash(&b[258..]), get_hash(&b[290..])], quality: get_quality(b[322])? })
+            Some(BandQuery {
+                hashes: [get_hash(&b[258..]), get_hash(&b[290..])],
+                quality: get_quality(b[322])?,
+            })
         } else {
             None
         };
         let n = usize::from(u16::from_le_bytes([b[header - 2], b[header - 1]]));
-        let need = header + KP * n;
+        let mut need = header + KP * n;
         if b.len() < need {
             return Err(DecodeError::Truncated);
+        }
+        let keypoints = get_keypoints(&b[header..need], QUERY_LEVELS)?;
+        let mut mirrored = Vec::new();
+        if version == 3 {
+            let c = b.get(need..need + 2).ok_or(DecodeError::Truncated)?;
+            let m = usize::from(u16::from_le_bytes([c[0], c[1]]));
+            let start = need + 2;
+            need = start + KP * m;
+            if b.len() < need {
+                return Err(DecodeError::Truncated);
+            }
+            mirrored = get_keypoints(&b[start..need], QUERY_LEVELS)?;
         }
         // version 2 may end with the trimmed band
         let trimmed = header > QUERY_HEADER_V1 && b.len() == need + QUERY_BAND;
@@ -170,8 +199,7 @@ impl QueryFeatures {
         } else {
             None
         };
-        let keypoints = get_keypoints(&b[header..need], QUERY_LEVELS)?;
-        Ok(QueryFeatures { pdq, quality, keypoints, band, trimmed_band })
+        Ok(QueryFeatures { pdq, quality, keypoints, mirrored, band, trimmed_band })
     }
 
     /// Standard base64 (with padding) of [`QueryFeatures::to_bytes`].

@@ -82,8 +82,9 @@ pub(crate) struct Scratch {
     /// Corners of the current level, and the same keyed by cell.
     cand: Vec<(f32, usize, usize)>,
     keyed: Vec<(usize, f32, usize, usize)>,
-    /// BRIEF tests of the current level as offsets in the patch.
+    /// BRIEF tests of the current level as offsets in the patch, and the same mirrored left to right.
     offsets: Vec<[u32; 2]>,
+    moffsets: Vec<[u32; 2]>,
 }
 
 impl std::fmt::Debug for Scratch {
@@ -272,15 +273,16 @@ pub(crate) fn extract(
     pairs: &[[i8; 4]],
     plane_limit: u32,
     sc: &mut Scratch,
+    mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { extract_avx2(px, levels, sel, pairs, plane_limit, sc) };
+            return unsafe { extract_avx2(px, levels, sel, pairs, plane_limit, sc, mirrored) };
         }
     }
-    extract_generic(px, levels, sel, pairs, plane_limit, sc)
+    extract_generic(px, levels, sel, pairs, plane_limit, sc, mirrored)
 }
 
 /// The same code compiled for AVX2: wider vectors, same operations.
@@ -293,8 +295,9 @@ unsafe fn extract_avx2(
     pairs: &[[i8; 4]],
     plane_limit: u32,
     sc: &mut Scratch,
+    mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
-    extract_generic(px, levels, sel, pairs, plane_limit, sc)
+    extract_generic(px, levels, sel, pairs, plane_limit, sc, mirrored)
 }
 
 #[inline(always)]
@@ -305,9 +308,26 @@ pub(crate) fn extract_generic(
     pairs: &[[i8; 4]],
     plane_limit: u32,
     sc: &mut Scratch,
+    mut mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
-    let Scratch { l0, l0t, full, img, s1, blurred, resp, row, ring, vsum, red, bil, cand, keyed, offsets } =
-        sc;
+    let Scratch {
+        l0,
+        l0t,
+        full,
+        img,
+        s1,
+        blurred,
+        resp,
+        row,
+        ring,
+        vsum,
+        red,
+        bil,
+        cand,
+        keyed,
+        offsets,
+        moffsets,
+    } = sc;
     working_luma(
         px.width as usize,
         px.height as usize,
@@ -411,26 +431,29 @@ pub(crate) fn extract_generic(
             continue;
         }
         smooth(s1, blurred, row);
+        let at = |dx: i8, dy: i8| {
+            let r = PATCH_RADIUS as isize;
+            ((isize::from(dy) + r) * w as isize + isize::from(dx) + r) as u32
+        };
         offsets.clear();
-        offsets.extend(pairs.iter().map(|p| {
-            let at = |dx: i8, dy: i8| {
-                let r = PATCH_RADIUS as isize;
-                ((isize::from(dy) + r) * w as isize + isize::from(dx) + r) as u32
-            };
-            [at(p[0], p[1]), at(p[2], p[3])]
-        }));
+        offsets.extend(pairs.iter().map(|p| [at(p[0], p[1]), at(p[2], p[3])]));
+        if mirrored.is_some() {
+            // The tests with x negated: this patch described as its mirror image would be.
+            moffsets.clear();
+            moffsets.extend(pairs.iter().map(|p| [at(-p[0], p[1]), at(-p[2], p[3])]));
+        }
         for &(resp, x, y) in chosen.iter() {
             let desc = describe(blurred, x, y, offsets);
             if plane_limit > 0 && crate::verify::hamming(&desc, &ramp(blurred, x, y, pairs)) < plane_limit {
                 continue;
             }
-            out.push(Corner {
-                x: (x as f32 + 0.5) * to0 - 0.5,
-                y: (y as f32 + 0.5) * to0 - 0.5,
-                level: l as u8,
-                response: resp,
-                desc,
-            });
+            let at0 = |v: usize| (v as f32 + 0.5) * to0 - 0.5;
+            out.push(Corner { x: at0(x), y: at0(y), level: l as u8, response: resp, desc });
+            if let Some(m) = mirrored.as_deref_mut() {
+                // Where the corner sits in the image mirrored left to right.
+                let desc = describe(blurred, x, y, moffsets);
+                m.push(Corner { x: at0(w - 1 - x), y: at0(y), level: l as u8, response: resp, desc });
+            }
         }
     }
     out

@@ -3,7 +3,7 @@
 //! tables keyed by fixed bit subsets, then verification per candidate image.
 
 use crate::verify::{hamming, inliers, Corr};
-use crate::{Params, QueryFeatures, Signature, StopKeys};
+use crate::{Keypoint, Params, QueryFeatures, Signature, StopKeys};
 use consentry_index::{huge_vec, prefetch, DegeneratePolicy, Index, IndexConfig};
 use std::collections::HashMap;
 
@@ -21,6 +21,9 @@ pub struct Hit {
     pub inliers: usize,
     /// Their score, Σ (max_hamming + 1 − distance) (0 when it does not pass).
     pub score: u32,
+    /// Whether those inliers are the query's mirrored keypoints ([`Params::mirrored`]): the
+    /// query is a mirror image of the protected photo.
+    pub mirrored: bool,
 }
 
 /// Bit positions of each table's key (deterministic).
@@ -226,20 +229,70 @@ fn band_distance(params: &Params, sig: &Signature, q: &QueryFeatures) -> Option<
     (d <= params.band_radius?).then_some(d)
 }
 
+/// Largest keypoint set of a query that rule 2 uses (the two sets are numbered together by a u16).
+const MAX_SET: usize = 1 << 15;
+
+/// The query's keypoint sets rule 2 verifies, each on its own: as it is, and (with
+/// [`Params::mirrored`]) mirrored left to right. A correspondence's query keypoint `q` numbers
+/// both together: the first set, then the second.
+fn query_sets<'q>(params: &Params, q: &'q QueryFeatures) -> [&'q [Keypoint]; 2] {
+    let cap = |k: &'q [Keypoint]| &k[..k.len().min(MAX_SET)];
+    [cap(&q.keypoints), if params.mirrored { cap(&q.mirrored) } else { &[] }]
+}
+
+/// The descriptors of both sets, numbered as the correspondences number them.
+fn query_descs(params: &Params, q: &QueryFeatures) -> Vec<[u64; 4]> {
+    query_sets(params, q).iter().flat_map(|s| s.iter().map(|k| k.desc)).collect()
+}
+
+/// Rule 2: the inliers and score of the better of the two sets' best hypotheses, and whether
+/// it is the mirrored set's; `(0, 0, false)` when neither passes.
+fn local_rule(
+    params: &Params,
+    sig: &Signature,
+    q: &QueryFeatures,
+    corrs: &mut Vec<Corr>,
+) -> (usize, u32, bool) {
+    let sets = query_sets(params, q);
+    let verify = |set: &[Keypoint], corrs: &mut Vec<Corr>| {
+        let (n, sc) =
+            if can_pass(params, corrs) { inliers(params, &sig.keypoints, set, corrs) } else { (0, 0) };
+        if n >= params.min_inliers && sc >= params.min_score {
+            (n, sc)
+        } else {
+            (0, 0)
+        }
+    };
+    let n0 = sets[0].len() as u32;
+    if sets[1].is_empty() || corrs.iter().all(|c| u32::from(c.q) < n0) {
+        let (n, sc) = verify(sets[0], corrs);
+        return (n, sc, false);
+    }
+    let (mut a, mut b): (Vec<Corr>, Vec<Corr>) = corrs.iter().partition(|c| u32::from(c.q) < n0);
+    for c in &mut b {
+        c.q -= n0 as u16;
+    }
+    let (ra, rb) = (verify(sets[0], &mut a), verify(sets[1], &mut b));
+    if rb.1 > ra.1 {
+        (rb.0, rb.1, true)
+    } else {
+        (ra.0, ra.1, false)
+    }
+}
+
 fn judge(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures, corrs: &mut Vec<Corr>) -> Option<Hit> {
     let d = q.pdq.iter().map(|h| h.distance(&sig.pdq)).min().unwrap_or(u32::MAX);
     let pdq_distance = (d <= params.pdq_radius).then_some(d);
     let band_distance = band_distance(params, sig, q);
-    let (n, sc) =
-        if can_pass(params, corrs) { inliers(params, &sig.keypoints, &q.keypoints, corrs) } else { (0, 0) };
-    let pass = n >= params.min_inliers && sc >= params.min_score;
-    let (n, sc) = if pass { (n, sc) } else { (0, 0) };
+    let (n, sc, mirrored) = local_rule(params, sig, q, corrs);
+    let pass = n > 0;
     (pdq_distance.is_some() || band_distance.is_some() || pass).then_some(Hit {
         id,
         pdq_distance,
         band_distance,
         inliers: n,
         score: sc,
+        mirrored,
     })
 }
 
@@ -299,10 +352,10 @@ fn brute_correspondences(
     let pkeys: Vec<Vec<u32>> =
         sig.keypoints.iter().map(|k| bits.iter().map(|b| key(&k.desc, b)).collect()).collect();
     let mut corrs = Vec::new();
-    for (qi, qk) in q.keypoints.iter().enumerate() {
-        let qkeys: Vec<u32> = bits.iter().map(|b| key(&qk.desc, b)).collect();
+    for (qi, qd) in query_descs(params, q).iter().enumerate() {
+        let qkeys: Vec<u32> = bits.iter().map(|b| key(qd, b)).collect();
         for (pi, pk) in sig.keypoints.iter().enumerate() {
-            let d = hamming(&qk.desc, &pk.desc);
+            let d = hamming(qd, &pk.desc);
             let agree = pkeys[pi].iter().zip(&qkeys).zip(stop).any(|((a, b), s)| a == b && !stopped(s, *a));
             if d <= params.max_hamming && agree {
                 corrs.push(Corr { dist: d as u16, p: pi as u16, q: qi as u16 });
@@ -318,6 +371,8 @@ fn brute_correspondences(
 pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> Vec<u16> {
     let bits = key_bits(params);
     let mut corrs = brute_correspondences(params, &bits, &stop_sets(params, &bits), sig, q);
+    // (the query as it is)
+    corrs.retain(|c| usize::from(c.q) < q.keypoints.len().min(MAX_SET));
     crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, &mut corrs)
 }
 
@@ -646,10 +701,11 @@ impl DeriveIndex {
     /// Tuning aid: the (table, key) of every probe a query makes.
     #[doc(hidden)]
     pub fn probe_keys(&self, q: &QueryFeatures) -> Vec<(usize, u32)> {
-        q.keypoints
-            .iter()
-            .flat_map(|qk| self.key_fns.iter().enumerate().map(|(t, f)| (t, f.key(&qk.desc))))
-            .collect()
+        self.probes(&query_descs(&self.params, q))
+    }
+
+    fn probes(&self, descs: &[[u64; 4]]) -> Vec<(usize, u32)> {
+        descs.iter().flat_map(|d| self.key_fns.iter().enumerate().map(|(t, f)| (t, f.key(d)))).collect()
     }
 
     /// Tuning aid: for every protected image with at least
@@ -658,6 +714,11 @@ impl DeriveIndex {
     #[doc(hidden)]
     pub fn search_details(&self, q: &QueryFeatures) -> Vec<(u64, Vec<u16>)> {
         let mut per = self.correspondences(q);
+        // (the query as it is)
+        let n0 = q.keypoints.len().min(MAX_SET);
+        for (_, c) in &mut per {
+            c.retain(|c| usize::from(c.q) < n0);
+        }
         let mut v: Vec<(u64, Vec<u16>)> = per
             .iter_mut()
             .filter(|(_, c)| c.len() >= self.params.min_inliers)
@@ -693,7 +754,8 @@ impl DeriveIndex {
         let maxd = self.params.max_hamming;
         let mut found: Vec<(u32, Corr)> = Vec::new();
         // probe i is query keypoint i / nt in table i % nt
-        let probes = self.probe_keys(q);
+        let qdescs = query_descs(&self.params, q);
+        let probes = self.probes(&qdescs);
         let nt = self.key_fns.len();
         if !self.base.descs.is_empty() {
             let base = &self.base;
@@ -729,7 +791,7 @@ impl DeriveIndex {
             }
             for &(s, e, i) in &ranges {
                 let qi = i as usize / nt;
-                let qd = &q.keypoints[qi].desc;
+                let qd = &qdescs[qi];
                 for &g in &base.postings[i as usize % nt][s as usize..e as usize] {
                     if let Some(n) = ahead.next() {
                         prefetch(base.descs.as_ptr().wrapping_add(n as usize));
@@ -750,7 +812,7 @@ impl DeriveIndex {
                 let qi = i / nt;
                 for &(slot, p) in list {
                     let pk = &self.slot(slot).1.keypoints[usize::from(p)];
-                    let d = hamming(&q.keypoints[qi].desc, &pk.desc);
+                    let d = hamming(&qdescs[qi], &pk.desc);
                     if d <= maxd {
                         found.push((slot, Corr { dist: d as u16, p, q: qi as u16 }));
                     }
@@ -830,6 +892,7 @@ mod key_tests {
             pdq: [consentry_pdq::Hash256::from_bytes([0xf0; 32]); 8],
             quality: 90,
             keypoints: sig.keypoints.clone(),
+            mirrored: Vec::new(),
             band: None,
             trimmed_band: None,
         };

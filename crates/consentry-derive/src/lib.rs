@@ -23,8 +23,9 @@
 //!
 //! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes, its top band's hash as it is and
 //! mirrored left to right (and the same of the picture inside its uniform borders, when it has
-//! any: [`content_box`]), and a denser set of keypoints on 6 levels (up to 2 per 32×32 cell
-//! of each level, typically 200–800).
+//! any: [`content_box`]), a denser set of keypoints on 6 levels (up to 2 per 32×32 cell
+//! of each level, typically 200–800), and the same keypoints as they are in the query mirrored
+//! left to right (positions mirrored, descriptors from the tests mirrored; format version 3).
 //!
 //! # Match rule
 //!
@@ -49,7 +50,9 @@
 //!    rule, which makes the bucketed index exact with respect to it:
 //!    [`DeriveIndex::search`] returns the same set as [`brute_force_search`]
 //!    (a property test checks this). For a pair at distance 31 the key
-//!    condition holds with probability about 0.8, at 20 about 0.97; **or**
+//!    condition holds with probability about 0.8, at 20 about 0.97. The query's mirrored
+//!    keypoints are tried the same way, on their own ([`Params::mirrored`]): a copy that was
+//!    mirrored and then cropped or captioned, which no dihedral PDQ hash catches; **or**
 //! 3. the query's top-band hash (or its trimmed band's, [`Params::band_trimmed`]), as it is or
 //!    mirrored, is within [`Params::band_radius`] (31)
 //!    of the protected top-band hash, and both bands have a PDQ quality of at least
@@ -155,8 +158,13 @@ pub struct QueryFeatures {
     pub pdq: [Hash256; 8],
     /// PDQ quality.
     pub quality: u8,
-    /// Local keypoints (at most 65,535).
+    /// Local keypoints (at most 32,767).
     pub keypoints: Vec<Keypoint>,
+    /// The same keypoints as they are in the query mirrored left to right (position and
+    /// descriptor), so that a mirrored copy of a protected photo is found by rule 2
+    /// ([`Params::mirrored`]); empty in query features of format versions 1 and 2, or
+    /// when they are not wanted.
+    pub mirrored: Vec<Keypoint>,
     /// Top-band hashes (`None` in query features of format version 1).
     pub band: Option<BandQuery>,
     /// Top-band hashes of the query without its uniform borders ([`content_box`]), when it has
@@ -224,6 +232,10 @@ pub struct Params {
     /// Rule 3 also compares the query's band without its uniform borders
     /// ([`QueryFeatures::trimmed_band`]).
     pub band_trimmed: bool,
+    /// Rule 2 also tries the query mirrored left to right ([`QueryFeatures::mirrored`]): a
+    /// copy that was mirrored and then cropped, padded or captioned, which the dihedral PDQ
+    /// hashes no longer catch. Each of the two is verified on its own.
+    pub mirrored: bool,
 }
 
 /// Index keys the rule leaves out: a correspondence must agree on a key that is not stopped.
@@ -295,6 +307,7 @@ impl Default for Params {
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
             band_min_quality: 10,
             band_trimmed: true,
+            mirrored: true,
         }
     }
 }
@@ -425,6 +438,19 @@ impl Default for Extractor {
 /// Images smaller than this on a side get no keypoints (PDQ only).
 const MIN_SIDE: u32 = 16;
 
+/// Keypoints a query keeps (as many mirrored): the serialized count is a u16, and a
+/// similarity transform's correspondences index them with one.
+const MAX_QUERY_KEYPOINTS: usize = u16::MAX as usize / 2;
+
+fn keypoint(c: features::Corner) -> Keypoint {
+    Keypoint {
+        x: (c.x.max(0.0) * 8.0).round() as u16,
+        y: (c.y.max(0.0) * 8.0).round() as u16,
+        level: c.level,
+        desc: c.desc,
+    }
+}
+
 impl Extractor {
     /// A new extractor.
     pub fn new() -> Self {
@@ -448,25 +474,40 @@ impl Extractor {
         self
     }
 
-    fn corners(&mut self, px: &Pixels<'_>, levels: usize, sel: Selection) -> Vec<Keypoint> {
+    /// The corners of `px`, and with `mirrored` the same corners as they are in the image
+    /// mirrored left to right (positions and descriptors).
+    fn corners(
+        &mut self,
+        px: &Pixels<'_>,
+        levels: usize,
+        sel: Selection,
+        mirrored: Option<&mut Vec<Keypoint>>,
+    ) -> Vec<Keypoint> {
         if px.width < MIN_SIDE || px.height < MIN_SIDE {
             return Vec::new();
         }
-        extract(px, levels, sel, &self.pairs, self.plane_limit, &mut self.scratch)
-            .into_iter()
-            .map(|c| Keypoint {
-                x: (c.x.max(0.0) * 8.0).round() as u16,
-                y: (c.y.max(0.0) * 8.0).round() as u16,
-                level: c.level,
-                desc: c.desc,
-            })
-            .collect()
+        let mut m = Vec::new();
+        let want_mirror = mirrored.is_some();
+        let c = extract(
+            px,
+            levels,
+            sel,
+            &self.pairs,
+            self.plane_limit,
+            &mut self.scratch,
+            if want_mirror { Some(&mut m) } else { None },
+        );
+        if let Some(out) = mirrored {
+            *out = m.into_iter().map(keypoint).collect();
+        }
+        c.into_iter().map(keypoint).collect()
     }
 
     /// The signature stored for a protected image.
     pub fn signature(&mut self, px: &Pixels<'_>) -> Signature {
         let h = self.hasher.hash(&px.image_ref());
-        let mut keypoints = self.corners(px, LEVELS, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 });
+        let mut keypoints =
+            self.corners(px, LEVELS, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 }, None);
         keypoints.truncate(255);
         let band = self.hasher.hash(&px.band_ref());
         Signature { pdq: h.hash, quality: h.quality, keypoints, band: Some(band) }
@@ -475,16 +516,27 @@ impl Extractor {
     /// The features of a query.
     pub fn query(&mut self, px: &Pixels<'_>) -> QueryFeatures {
         let d = self.hasher.hash_dihedral(&px.image_ref());
-        let mut keypoints = self.corners(px, QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 });
-        keypoints.truncate(u16::MAX as usize);
+        let mut mirrored = Vec::new();
+        let mut keypoints =
+            self.corners(px, QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 }, Some(&mut mirrored));
+        keypoints.truncate(MAX_QUERY_KEYPOINTS);
+        mirrored.truncate(MAX_QUERY_KEYPOINTS);
         let mut band_query = |img: &ImageRef<'_>| {
             let b = self.hasher.hash_dihedral(img);
             BandQuery { hashes: [b.get(Dihedral::Original), b.get(Dihedral::FlipY)], quality: b.quality }
         };
         let band = band_query(&px.band_ref());
         let (x, y, w, h) = content_box(px);
-        let trimmed_band = if (w, h) == (px.width, px.height) { None } else { Some(band_query(&px.band_of(x, y, w, h))) };
-        QueryFeatures { pdq: d.hashes, quality: d.quality, keypoints, band: Some(band), trimmed_band }
+        let trimmed_band =
+            if (w, h) == (px.width, px.height) { None } else { Some(band_query(&px.band_of(x, y, w, h))) };
+        QueryFeatures {
+            pdq: d.hashes,
+            quality: d.quality,
+            keypoints,
+            mirrored,
+            band: Some(band),
+            trimmed_band,
+        }
     }
 }
 

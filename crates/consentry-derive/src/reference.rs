@@ -451,8 +451,8 @@ fn optimised_extraction_is_bit_identical_to_the_reference() {
             ] {
                 let want = reference_corners(px, levels, sel, plane);
                 for (path, got) in [
-                    ("dispatched", extract_dispatch(px, levels, sel, &pairs, plane, &mut sc)),
-                    ("generic", extract_generic(px, levels, sel, &pairs, plane, &mut sc)),
+                    ("dispatched", extract_dispatch(px, levels, sel, &pairs, plane, &mut sc, None)),
+                    ("generic", extract_generic(px, levels, sel, &pairs, plane, &mut sc, None)),
                 ] {
                     let at = got.iter().zip(&want).position(|(a, b)| a != b);
                     assert!(

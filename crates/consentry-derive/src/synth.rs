@@ -114,6 +114,17 @@ pub fn replace_body(img: &RgbImage, other: &RgbImage, frac: f32) -> RgbImage {
     o
 }
 
+/// `img` mirrored left to right.
+pub fn mirror(img: &RgbImage) -> RgbImage {
+    let mut o = img.clone();
+    for y in 0..img.height {
+        for x in 0..img.width {
+            o.put(img.width - 1 - x, y, img.get(x, y));
+        }
+    }
+    o
+}
+
 /// The derivative the tests use: the lower-centre region covering 40% of the image replaced
 /// with random 4×4 blocks seeded by `seed` (the "undress" pattern, simulated with benign
 /// noise), 20% cropped off the right side, then a 10% solid border on every side.

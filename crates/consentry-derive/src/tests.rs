@@ -139,6 +139,78 @@ fn derivatives_that_defeat_pdq_match_their_source_only() {
     }
 }
 
+/// Mirrored left to right.
+fn mirror(img: &Img) -> Img {
+    let mut o = img.clone();
+    for y in 0..img.h {
+        for x in 0..img.w {
+            o.put(img.w - 1 - x, y, img.get(x, y));
+        }
+    }
+    o
+}
+
+#[test]
+fn the_mirrored_keypoints_are_those_of_the_mirror_image() {
+    let mut ex = Extractor::new();
+    let a = scene(900, 640, 101);
+    let (q, qm) = (ex.query(&a.pixels()), ex.query(&mirror(&a).pixels()));
+    assert!(q.keypoints.len() > 100 && q.mirrored.len() == q.keypoints.len());
+    // the corners of the mirror image, as described by mirroring the query's tests: where the
+    // mirror image has a corner too (the dense selection's cells start at the left edge in both),
+    // the same position within a pixel and nearly the same descriptor
+    let (mut near, mut both) = (0, 0);
+    for k in &q.mirrored {
+        let Some(t) = qm.keypoints.iter().find(|t| {
+            t.level == k.level
+                && (i32::from(t.x) - i32::from(k.x)).abs() <= 8
+                && (i32::from(t.y) - i32::from(k.y)).abs() <= 8
+        }) else {
+            continue;
+        };
+        both += 1;
+        near += usize::from(crate::verify::hamming(&t.desc, &k.desc) <= 8);
+    }
+    eprintln!("{both} of {} at the same place, {near} of them alike", q.mirrored.len());
+    assert!(both * 10 >= q.mirrored.len() * 8, "{both} of {} mirrored keypoints", q.mirrored.len());
+    assert!(near * 100 >= both * 95, "{near} of {both}");
+}
+
+#[test]
+fn a_mirrored_and_cropped_copy_matches_through_the_mirrored_keypoints() {
+    let (mut ex, with_mirror, imgs) = setup();
+    let mirrored_rule = Params::default();
+    assert!(mirrored_rule.mirrored, "on by default");
+    let mut index = DeriveIndex::new(Params { mirrored: false, ..mirrored_rule });
+    let entries: Vec<(u64, Signature)> =
+        imgs.iter().enumerate().map(|(i, im)| (i as u64, ex.signature(&im.pixels()))).collect();
+    assert!(index.extend(entries.clone()).is_empty());
+    let a = &imgs[2];
+    let src_pdq = consentry_pdq::hash(&a.pixels().image_ref()).hash;
+    for (name, q) in [
+        ("mirrored, crop 20% all sides", mirror(&crop(a, 180, 128, 540, 384))),
+        ("mirrored, crop 30% one side", mirror(&crop(a, 0, 0, 630, 640))),
+        ("mirrored, pad 20% stripes", mirror(&pad(a, 0.2, true))),
+    ] {
+        let qf = ex.query(&q.pixels());
+        let d = qf.pdq.iter().map(|h| h.distance(&src_pdq)).min().unwrap();
+        assert!(d > 31, "{name}: the dihedral PDQ hashes already match (distance {d})");
+        assert!(
+            index.search(&qf).iter().all(|h| h.id != 2 || h.band_distance.is_some()),
+            "{name}: matched by rule 2 without the mirrored keypoints"
+        );
+        let hits = with_mirror.search(&qf);
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![2], "{name}: {hits:?}");
+        assert!(hits[0].inliers >= mirrored_rule.min_inliers && hits[0].mirrored, "{name}: {hits:?}");
+        assert_eq!(hits, brute_force_search(&mirrored_rule, &entries, &qf), "{name}");
+    }
+    // unrelated scenes and their mirror images still match nothing
+    for seed in 500..506 {
+        let u = mirror(&crop(&scene(800, 600, seed), 60, 40, 680, 520));
+        assert!(with_mirror.search(&ex.query(&u.pixels())).is_empty(), "unrelated scene {seed} matched");
+    }
+}
+
 #[test]
 fn copies_match_and_unrelated_images_do_not() {
     let (mut ex, index, imgs) = setup();
@@ -207,9 +279,11 @@ fn version_1_signatures_and_query_features_are_still_read() {
     let mut b1x = b1.clone();
     b1x.push(0);
     assert_eq!(Signature::from_bytes(&b1x), Err(DecodeError::TrailingBytes));
-    // query features of version 1: no band fields
-    let q2 = ex.query(&img.pixels());
+    // query features of version 1: no band fields (nor mirrored keypoints, which need version 3)
+    let q2 = QueryFeatures { mirrored: Vec::new(), ..ex.query(&img.pixels()) };
     let qb2 = q2.to_bytes();
+    assert_eq!(qb2[0], 2, "query features without mirrored keypoints are written as version 2");
+    assert_eq!(QueryFeatures::from_bytes(&qb2).unwrap(), q2);
     let mut qb1 = qb2[..258].to_vec();
     qb1[0] = 1;
     qb1.extend_from_slice(&qb2[258 + 65..]);
@@ -233,12 +307,7 @@ fn the_top_band_catches_a_copy_with_most_of_the_body_area_replaced() {
     assert!(band.quality >= 50, "the scene's top band should be textured (quality {})", band.quality);
     // 70 % of the area replaced (up to 80 % of the height), then mirrored left to right
     let body = replace_body(&a, &other, 0.7);
-    let mut mirrored = body.clone();
-    for y in 0..body.h {
-        for x in 0..body.w {
-            mirrored.put(body.w - 1 - x, y, body.get(x, y));
-        }
-    }
+    let mirrored = mirror(&body);
     let with = DeriveIndex::new(Params::default());
     let without = DeriveIndex::new(Params { band_radius: None, ..Params::default() });
     let mut indexes = [with, without];
@@ -257,7 +326,10 @@ fn the_top_band_catches_a_copy_with_most_of_the_body_area_replaced() {
         assert!(five[0].band_distance.is_some_and(|d| d <= 31), "{name}: {hits:?}");
         let entries: Vec<(u64, Signature)> = vec![(5, sig.clone())];
         assert_eq!(
-            brute_force_search(&Params::default(), &entries, &qf).iter().map(|h| h.band_distance).collect::<Vec<_>>(),
+            brute_force_search(&Params::default(), &entries, &qf)
+                .iter()
+                .map(|h| h.band_distance)
+                .collect::<Vec<_>>(),
             vec![five[0].band_distance]
         );
         // without rule 3 the band says nothing
@@ -285,9 +357,22 @@ fn query_features_round_trip_and_refuse_corruption() {
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(QueryFeatures::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    let mut v3 = b.clone();
-    v3[0] = 3;
-    assert_eq!(QueryFeatures::from_bytes(&v3), Err(DecodeError::Version(3)));
+    assert_eq!(b[0], 3, "with mirrored keypoints: version 3");
+    let mut v4 = b.clone();
+    v4[0] = 4;
+    assert_eq!(QueryFeatures::from_bytes(&v4), Err(DecodeError::Version(4)));
+    // the mirrored keypoints' count, right after the keypoints
+    let after = 325 + 37 * q.keypoints.len();
+    assert_eq!(usize::from(u16::from_le_bytes([b[after], b[after + 1]])), q.mirrored.len());
+    for cut in [after, after + 1, after + 2, after + 40] {
+        assert_eq!(QueryFeatures::from_bytes(&b[..cut]), Err(DecodeError::Truncated), "cut at {cut}");
+    }
+    let mut as_v2 = b.clone();
+    as_v2[0] = 2;
+    assert_eq!(QueryFeatures::from_bytes(&as_v2), Err(DecodeError::TrailingBytes));
+    let mut mlevel = b.clone();
+    mlevel[after + 2 + 4] = crate::QUERY_LEVELS as u8;
+    assert_eq!(QueryFeatures::from_bytes(&mlevel), Err(DecodeError::Invalid("keypoint level")));
     for at in [257, 322] {
         let mut qual = b.clone();
         qual[at] = 101;
@@ -417,7 +502,7 @@ proptest! {
     #[test]
     fn index_is_exact_against_brute_force(
         sigs in prop::collection::vec(arb_sig(), 1..12),
-        picks in prop::collection::vec((0usize..12, 0usize..40, prop::collection::vec(any::<u8>(), 0..60)), 0..60),
+        picks in prop::collection::vec((0usize..12, 0usize..40, prop::collection::vec(any::<u8>(), 0..60), any::<bool>()), 0..60),
         noise in prop::collection::vec(arb_kp(), 0..80),
         scale in 0.5f32..2.0, tx in -300f32..300.0, ty in -300f32..300.0,
         pdq_src in 0usize..12, pdq_flips in prop::collection::vec(any::<u8>(), 0..50),
@@ -430,10 +515,11 @@ proptest! {
         band_src in 0usize..12, band_flips in prop::collection::vec(any::<u8>(), 0..45), mirrored in any::<bool>(),
         band_quality in prop::option::of(prop::sample::select(vec![9u8, 10, 100])),
         band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
-        band_slot in 0u8..3, band_trimmed in any::<bool>(),
+        band_slot in 0u8..3, band_trimmed in any::<bool>(), mirror_rule in any::<bool>(),
     ) {
         let params = Params {
             min_inliers, min_spread, stop_keys, band_radius, band_trimmed, lsh_bits: 10, lsh_tables: 6,
+            mirrored: mirror_rule,
             ..Params::default()
         };
         let mut index = DeriveIndex::new(params);
@@ -465,15 +551,18 @@ proptest! {
             entries.push((id, s));
         }
         prop_assert_eq!(index.len(), entries.len());
-        let mut kps = noise.clone();
-        for (si, ki, bits) in &picks {
+        // planted keypoints and noise go to the query's keypoints or to its mirrored set
+        let side = |m: usize| noise.iter().enumerate().filter(move |(i, _)| (i % 3 == 0) as usize == m).map(|(_, k)| *k);
+        let (mut kps, mut mkps): (Vec<Keypoint>, Vec<Keypoint>) = (side(0).collect(), side(1).collect());
+        for (si, ki, bits, to_mirrored) in &picks {
             let s = &sigs[si % sigs.len()];
             if s.keypoints.is_empty() { continue; }
             let k = s.keypoints[ki % s.keypoints.len()];
             let x = (f32::from(k.x) * scale + tx * 8.0).clamp(0.0, 65535.0) as u16;
             let y = (f32::from(k.y) * scale + ty * 8.0).clamp(0.0, 65535.0) as u16;
             let level = (f32::from(k.level) + 2.0 * scale.log2()).round().clamp(0.0, 3.0) as u8;
-            kps.push(Keypoint { x, y, level, desc: flip(k.desc, bits) });
+            let kp = Keypoint { x, y, level, desc: flip(k.desc, bits) };
+            if *to_mirrored { mkps.push(kp) } else { kps.push(kp) }
         }
         let mut pdq = [sigs[pdq_src % sigs.len()].pdq; 8];
         entries.sort_by_key(|e| e.0);
@@ -489,7 +578,7 @@ proptest! {
         // ... as the query's band (0), its trimmed band (1), or the trimmed band beside a random band (2)
         let noise = Some(BandQuery { hashes: [consentry_pdq::Hash256::from_bytes([0x3c; 32]); 2], quality: 100 });
         let (band, trimmed_band) = match band_slot { 0 => (band, None), 1 => (None, band), _ => (noise, band) };
-        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, band, trimmed_band };
+        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band };
         let got = index.search(&q);
         let want = brute_force_search(&params, &entries, &q);
         prop_assert_eq!(got, want);
@@ -512,12 +601,13 @@ fn band_rule_needs_both_qualities_and_the_radius() {
         pdq: [hash_of([u64::MAX; 4]); 8],
         quality: 90,
         keypoints: vec![],
+        mirrored: vec![],
         band: Some(BandQuery { hashes: h, quality: q }),
         trimmed_band: None,
     };
     let near = flip_hash(band, &(0..31).collect::<Vec<u8>>());
     let other = hash_of([!1, !2, !3, !4]); // every bit differs
-    // (stored quality, query hashes, query quality, band distance expected)
+                                           // (stored quality, query hashes, query quality, band distance expected)
     let cases = [
         (min, [near, other], min, Some(31)),
         (min, [other, near], 100, Some(31)),

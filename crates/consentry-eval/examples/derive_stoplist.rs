@@ -26,6 +26,7 @@ fn keys(ix: &DeriveIndex, descs: &[[u64; 4]]) -> Vec<(usize, u32)> {
             .iter()
             .map(|&desc| consentry_derive::Keypoint { x: 0, y: 0, level: 0, desc })
             .collect(),
+        mirrored: Vec::new(),
         band: None,
         trimmed_band: None,
     };

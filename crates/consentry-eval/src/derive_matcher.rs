@@ -78,12 +78,13 @@ impl DeriveMatcher {
                     }
                 }
                 "trim" => p.band_trimmed = v != "0",
+                "mirror" => p.mirrored = v != "0",
                 "bandq" => {
                     p.band_min_quality = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, h, px, gap, plane, spread, stop, band, bandq, trim)"
+                        "unknown derive option {k} (k, s, h, px, gap, plane, spread, stop, band, bandq, trim, mirror)"
                     ))
                 }
             }

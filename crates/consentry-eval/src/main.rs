@@ -17,7 +17,7 @@ const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N]
                       media-pdq, media-pdq-dihedral (consentry-media's hash_bytes on the bytes),
                       derive (consentry-derive: PDQ+dihedral, local keypoints verified geometrically,
                       or the top band; derive:k=N+s=N+h=N+px=X+gap=X+plane=N+spread=X+stop=S+band=R|none
-                      +bandq=Q+trim=0|1: the same with other rule parameters),
+                      +bandq=Q+trim=0|1+mirror=0|1: the same with other rule parameters),
                       pdq-top:F[:Q][:trim] (experimental: PDQ of the top F of the height, unused below
                       quality Q (50); trim: uniform borders cut off both sides first)
                       (default pdq,pdq-dihedral)

@@ -417,7 +417,8 @@ async fn entry_and_bank(
 
 /// The derive index's matches for one query, described like PDQ matches (with `signal:
 /// "derive"` and the evidence: `distance` when the global PDQ matched, `band_distance` when the
-/// top band did, `inliers` and `score` when the local keypoints did). Disabled entries and banks are dropped like in PDQ lookups.
+/// top band did, `inliers` and `score` when the local keypoints did, `mirrored` when those were
+/// the query's mirrored keypoints). Disabled entries and banks are dropped like in PDQ lookups.
 async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Value>, bool)> {
     let mirror = state.inner.derive.clone();
     let hits = tokio::task::spawn_blocking(move || mirror.search(&q)).await.map_err(ApiError::internal)?;
@@ -441,6 +442,7 @@ async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Val
             "band_distance": h.band_distance,
             "inliers": h.inliers,
             "score": h.score,
+            "mirrored": h.mirrored,
             "quality": e.quality,
             "source": e.source.kind().as_str(),
             "metadata": e.metadata,

@@ -92,7 +92,8 @@ pub struct ServerConfig {
     /// Largest bulk import body in bytes.
     pub max_import_bytes: u64,
     /// The derivative match rule (`consentry_derive::Params`); operators of large banks may
-    /// stop more common descriptor keys (`stop_keys`) to trade a little recall for speed.
+    /// stop more common descriptor keys (`stop_keys`) or leave out the mirrored keypoints
+    /// (`mirrored`) to trade a little recall for speed.
     pub derive_params: consentry_derive::Params,
 }
 

@@ -118,6 +118,7 @@ pub(crate) async fn enqueue_matches(
                         m["band_distance"] = x["band_distance"].clone();
                         m["inliers"] = x["inliers"].clone();
                         m["score"] = x["score"].clone();
+                        m["mirrored"] = x["mirrored"].clone();
                     }
                     m
                 })

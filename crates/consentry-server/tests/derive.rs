@@ -158,6 +158,14 @@ async fn run(db: TestDb) {
     assert!(ms[0]["distance"].is_null(), "global PDQ did not match: {ms:?}");
     assert!(ms[0]["band_distance"].as_u64().is_some_and(|d| d <= 31), "{ms:?}");
     assert!(m["band_distance"].is_null(), "the cropped and padded derivative's band differs: {m}");
+    assert_eq!(m["mirrored"], false, "{m}");
+
+    // The derivative mirrored left to right: found through the query's mirrored keypoints, and
+    // the reply says so.
+    let ms = lookup(&app, &synth::mirror(&derived)).await;
+    assert_eq!(signals(&ms), vec![("derive".to_owned(), derive_id)], "{ms:?}");
+    assert!(ms[0]["distance"].is_null() && ms[0]["band_distance"].is_null(), "{ms:?}");
+    assert_eq!(ms[0]["mirrored"], true, "{ms:?}");
 
     // The same match from the client's query features, with a webhook of its own.
     let (s, v) = lookup_features(features.clone()).await;
@@ -296,19 +304,32 @@ async fn derive_entries_import_and_export_as_json_lines() {
 /// descriptors (what a smooth sky gives in any photo) match their copy when no key is stopped, and
 /// make no correspondence when the ramp keys are stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn derive_stop_keys_setting_reaches_the_index() {
+async fn derive_stop_keys_and_mirrored_settings_reach_the_index() {
     let keypoints = synth::ramp_keypoints();
-    let sig = consentry_derive::Signature { pdq: random_pdq(), quality: 90, keypoints: keypoints.clone(), band: None };
+    let sig = consentry_derive::Signature {
+        pdq: random_pdq(),
+        quality: 90,
+        keypoints: keypoints.clone(),
+        band: None,
+    };
     let q = consentry_derive::QueryFeatures {
         pdq: [random_pdq(); 8],
         quality: 90,
         keypoints,
+        mirrored: Vec::new(),
         band: None,
         trimmed_band: None,
     };
-    for (stop_keys, want) in [(consentry_derive::StopKeys::None, 1), (consentry_derive::StopKeys::Ramp, 0)] {
+    // the same keypoints offered as the query's mirrored ones
+    let qm =
+        consentry_derive::QueryFeatures { keypoints: Vec::new(), mirrored: q.keypoints.clone(), ..q.clone() };
+    use consentry_derive::StopKeys::{None as NoStop, Ramp};
+    for (stop_keys, mirrored, q, want) in
+        [(NoStop, true, &q, 1), (Ramp, true, &q, 0), (NoStop, true, &qm, 1), (NoStop, false, &qm, 0)]
+    {
         let db = TestDb::sqlite();
-        let derive_params = consentry_derive::Params { stop_keys, ..consentry_derive::Params::default() };
+        let derive_params =
+            consentry_derive::Params { stop_keys, mirrored, ..consentry_derive::Params::default() };
         let app = TestApp::on(&db, ServerConfig { derive_params, ..test_config() }).await;
         app.create_bank("b").await;
         let (s, e) = app
@@ -331,6 +352,13 @@ async fn derive_stop_keys_setting_reaches_the_index() {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        assert_eq!(v["matches"].as_array().map(Vec::len), Some(want), "{stop_keys:?}: {v}");
+        assert_eq!(
+            v["matches"].as_array().map(Vec::len),
+            Some(want),
+            "{stop_keys:?}, mirrored {mirrored}: {v}"
+        );
+        if want == 1 {
+            assert_eq!(v["matches"][0]["mirrored"], q.keypoints.is_empty(), "{v}");
+        }
     }
 }

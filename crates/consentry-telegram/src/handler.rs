@@ -570,7 +570,8 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
     tracing::info!(
         update, chat, message = m.message_id, file = %media.unique_id, kind = media.what,
         hash = %hash.to_hex(), bank = %hit.bank, signal = hit.signal, distance = hit.distance,
-        inliers = hit.inliers, score = hit.score, band_distance = hit.band_distance, deleted, sanction = %sanction,
+        inliers = hit.inliers, score = hit.score, band_distance = hit.band_distance, mirrored = hit.mirrored,
+        deleted, sanction = %sanction,
         "match"
     );
     if let Matcher::Embedded(app) = &ctx.matcher {
@@ -595,6 +596,7 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
             details["inliers"] = hit.inliers.into();
             details["score"] = hit.score.into();
             details["band_distance"] = hit.band_distance.into();
+            details["mirrored"] = hit.mirrored.into();
         }
         let target = format!("telegram-message:{chat}:{}", m.message_id);
         let actor = consentry_store::Actor::named("telegram-bot");
@@ -609,7 +611,8 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
         let bank_label = if hit.signal == "derive" {
             let mut evidence = Vec::new();
             if hit.inliers > 0 {
-                evidence.push(format!("{} keypoints, score {}", hit.inliers, hit.score));
+                let how = if hit.mirrored { " (mirrored)" } else { "" };
+                evidence.push(format!("{} keypoints{how}, score {}", hit.inliers, hit.score));
             }
             if let Some(d) = hit.band_distance {
                 evidence.push(format!("top band at distance {d}"));

@@ -32,12 +32,23 @@ pub struct Hit {
     pub score: u32,
     /// Derive matches: the top band's hash distance, when the band matched.
     pub band_distance: Option<u32>,
+    /// Derive matches: the keypoints matched as a mirror image (the copy was mirrored).
+    pub mirrored: bool,
 }
 
 impl Hit {
     /// A PDQ match.
     pub fn pdq(bank: String, distance: u32, entry_id: Option<i64>) -> Hit {
-        Hit { bank, distance, entry_id, signal: "pdq", inliers: 0, score: 0, band_distance: None }
+        Hit {
+            bank,
+            distance,
+            entry_id,
+            signal: "pdq",
+            inliers: 0,
+            score: 0,
+            band_distance: None,
+            mirrored: false,
+        }
     }
 }
 
@@ -193,6 +204,7 @@ impl Remote {
                 inliers: m["inliers"].as_u64().unwrap_or(0) as u32,
                 score: m["score"].as_u64().unwrap_or(0) as u32,
                 band_distance: m["band_distance"].as_u64().map(|d| d as u32),
+                mirrored: m["mirrored"].as_bool().unwrap_or(false),
             };
             out = better_derive(out, hit, pdq.is_some());
         }
@@ -317,6 +329,7 @@ impl Matcher {
                 inliers: h.inliers as u32,
                 score: h.score,
                 band_distance: h.band_distance,
+                mirrored: h.mirrored,
             };
             out = better_derive(out, hit, h.pdq_distance.is_some());
         }

@@ -116,6 +116,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "STOP")]
     derive_stop_keys: Option<consentry_derive::StopKeys>,
 
+    /// Whether the derivative matcher also tries an uploaded image's keypoints mirrored left to
+    /// right (mirrored, then cropped or captioned copies). On by default; `false` halves the
+    /// keypoint search of derivative lookups over large banks (bench/RESULTS.md).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    derive_mirrored: bool,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -211,6 +217,7 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         trust_forwarded_for: args.trust_forwarded_for,
         derive_params: consentry_derive::Params {
             stop_keys: args.derive_stop_keys.unwrap_or(consentry_derive::Params::default().stop_keys),
+            mirrored: args.derive_mirrored,
             ..consentry_derive::Params::default()
         },
         ..ServerConfig::default()
