@@ -204,6 +204,19 @@ fn main() {
                     100.0 * stopped / total
                 );
             }
+            // The same buckets probed by several of a query's keypoints (smooth patches alike):
+            // what a scan of each distinct (table, key) once would read.
+            let distinct: f64 = probes
+                .iter()
+                .map(|p| {
+                    let mut u = p.clone();
+                    u.sort_unstable();
+                    u.dedup();
+                    u.iter().map(|&(t, key)| f64::from(sizes[t][key as usize])).sum::<f64>()
+                })
+                .sum::<f64>()
+                / probes.len() as f64;
+            eprintln!("N {n}: {distinct:.0} postings per query in distinct (table, key) buckets");
         }
         let verified: usize = queries.iter().map(|(_, _, q)| index.search_details(q).len()).sum();
         eprintln!("N {n}: {:.1} protected images verified per query (>= 3 correspondences); synthetic signatures made in {gen_s:.1} s", verified as f64 / queries.len() as f64);
