@@ -51,7 +51,8 @@ impl fmt::Display for DecodeError {
             DecodeError::Version(v) => {
                 write!(
                     f,
-                    "derivative signature version {v} is not supported (expected 1 to {SIGNATURE_VERSION})"
+                    "derivative signature version {v} is not supported (signatures: 1 to {SIGNATURE_VERSION}; \
+                     query features: 1 to {QUERY_FEATURES_VERSION})"
                 )
             }
             DecodeError::Invalid(w) => write!(f, "derivative signature: invalid {w}"),

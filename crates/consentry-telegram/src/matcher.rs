@@ -187,7 +187,20 @@ impl Remote {
     /// Derive matches from the server for query features computed here (the image stays with
     /// the bot); remembers whether the server holds derive entries at all.
     async fn lookup_features(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
-        let v = self.post("/v1/lookup/features", json!({ "features": q.to_base64() }), true).await?;
+        let v = match self.post("/v1/lookup/features", json!({ "features": q.to_base64() }), true).await {
+            // A server older than the bot reads query features up to format 2, without the
+            // mirrored keypoints: ask it again without them (it then cannot find mirrored crops).
+            Err(MatchError::Other(m))
+                if !q.mirrored.is_empty() && m.contains("version 3 is not supported") =>
+            {
+                tracing::warn!(
+                    "the server does not read query features of format 3; sent without mirrored keypoints"
+                );
+                let older = QueryFeatures { mirrored: Vec::new(), ..q.clone() };
+                self.post("/v1/lookup/features", json!({ "features": older.to_base64() }), true).await?
+            }
+            r => r?,
+        };
         let any = v["derive_entries"].as_u64().is_some_and(|n| n > 0);
         *self.derive_entries.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), any));
@@ -458,4 +471,46 @@ impl Matcher {
 /// Keeps only the characters a case number can have, so user input cannot change the path.
 fn url_seg(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{routing::post, Json, Router};
+    use std::sync::{Arc, Mutex};
+
+    /// A server of the previous release: query features up to format 2.
+    fn older_server(seen: Arc<Mutex<Vec<u8>>>) -> Router {
+        Router::new().route(
+            "/v1/lookup/features",
+            post(move |Json(v): Json<Value>| async move {
+                let q = QueryFeatures::from_base64(v["features"].as_str().unwrap()).unwrap();
+                let version = if q.mirrored.is_empty() { 2 } else { 3 };
+                seen.lock().unwrap().push(version);
+                if version == 3 {
+                    let message = "`features` is not derivative query features: derivative signature version 3 is not supported (expected 1 to 2)";
+                    let body = json!({ "error": { "code": "bad_request", "message": message } });
+                    return (axum::http::StatusCode::BAD_REQUEST, Json(body));
+                }
+                let m = json!({ "bank": "protected", "entry_id": 7, "distance": null, "band_distance": null, "inliers": 4, "score": 90 });
+                (axum::http::StatusCode::OK, Json(json!({ "derive_entries": 1, "matches": [m], "truncated": false })))
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_older_server_gets_the_features_without_mirrored_keypoints() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = older_server(seen.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut ex = consentry_derive::Extractor::new();
+        let scene = consentry_derive::synth::scene(640, 480, 5);
+        let q = ex.query(&scene.pixels());
+        assert!(!q.mirrored.is_empty());
+        let hit = Remote::new(&url, "key").unwrap().lookup_features(&q).await.unwrap().expect("a match");
+        assert_eq!((hit.entry_id, hit.inliers, hit.mirrored), (Some(7), 4, false));
+        assert_eq!(*seen.lock().unwrap(), vec![3, 2], "format 3 first, then format 2");
+    }
 }
