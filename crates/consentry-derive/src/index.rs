@@ -372,7 +372,8 @@ pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> 
     let bits = key_bits(params);
     let mut corrs = brute_correspondences(params, &bits, &stop_sets(params, &bits), sig, q);
     // (the query as it is)
-    corrs.retain(|c| usize::from(c.q) < q.keypoints.len().min(MAX_SET));
+    let n0 = query_sets(params, q)[0].len();
+    corrs.retain(|c| usize::from(c.q) < n0);
     crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, &mut corrs)
 }
 
@@ -715,7 +716,7 @@ impl DeriveIndex {
     pub fn search_details(&self, q: &QueryFeatures) -> Vec<(u64, Vec<u16>)> {
         let mut per = self.correspondences(q);
         // (the query as it is)
-        let n0 = q.keypoints.len().min(MAX_SET);
+        let n0 = query_sets(&self.params, q)[0].len();
         for (_, c) in &mut per {
             c.retain(|c| usize::from(c.q) < n0);
         }
