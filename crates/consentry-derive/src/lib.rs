@@ -513,12 +513,23 @@ impl Extractor {
         Signature { pdq: h.hash, quality: h.quality, keypoints, band: Some(band) }
     }
 
-    /// The features of a query.
+    /// The features of a query, with its mirrored keypoints ([`QueryFeatures::mirrored`]).
     pub fn query(&mut self, px: &Pixels<'_>) -> QueryFeatures {
+        self.query_with(px, true)
+    }
+
+    /// The features of a query; the mirrored keypoints only when `mirrored` (a matcher whose
+    /// rule leaves them out, [`Params::mirrored`], need not compute them).
+    pub fn query_with(&mut self, px: &Pixels<'_>, mirrored: bool) -> QueryFeatures {
         let d = self.hasher.hash_dihedral(&px.image_ref());
+        let want_mirrored = mirrored;
         let mut mirrored = Vec::new();
-        let mut keypoints =
-            self.corners(px, QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 }, Some(&mut mirrored));
+        let mut keypoints = self.corners(
+            px,
+            QUERY_LEVELS,
+            Selection::Dense { cell: 32, per_cell: 2 },
+            want_mirrored.then_some(&mut mirrored),
+        );
         keypoints.truncate(MAX_QUERY_KEYPOINTS);
         mirrored.truncate(MAX_QUERY_KEYPOINTS);
         let mut band_query = |img: &ImageRef<'_>| {

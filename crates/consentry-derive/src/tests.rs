@@ -156,6 +156,7 @@ fn the_mirrored_keypoints_are_those_of_the_mirror_image() {
     let a = scene(900, 640, 101);
     let (q, qm) = (ex.query(&a.pixels()), ex.query(&mirror(&a).pixels()));
     assert!(q.keypoints.len() > 100 && q.mirrored.len() == q.keypoints.len());
+    assert_eq!(ex.query_with(&a.pixels(), false), QueryFeatures { mirrored: Vec::new(), ..q.clone() });
     // the corners of the mirror image, as described by mirroring the query's tests: where the
     // mirror image has a corner too (the dense selection's cells start at the left edge in both),
     // the same position within a pixel and nearly the same descriptor

@@ -288,6 +288,8 @@ async fn hash_upload(
 ) -> ApiResult<Hashed> {
     let _permit = state.inner.hash_permits.acquire().await.map_err(ApiError::internal)?;
     let opts = HashOptions { dihedral, ..HashOptions::default() };
+    // (the mirrored keypoints only when the rule uses them)
+    let mirrored = state.inner.config.derive_params.mirrored;
     let (res, signature, features) = tokio::task::spawn_blocking(move || {
         let (info, img, mode) = consentry_media::decode_for_hashing(&bytes, &opts)?;
         drop(bytes);
@@ -301,7 +303,7 @@ async fn hash_upload(
                 let mut ex = ex.borrow_mut();
                 match want {
                     DeriveWant::Signature => signature = Some(ex.signature(&px)),
-                    DeriveWant::Query => features = Some(ex.query(&px)),
+                    DeriveWant::Query => features = Some(ex.query_with(&px, mirrored)),
                     DeriveWant::None => {}
                 }
             });
