@@ -518,17 +518,16 @@ impl Extractor {
         self.query_with(px, true)
     }
 
-    /// The features of a query; the mirrored keypoints only when `mirrored` (a matcher whose
+    /// The features of a query; the mirrored keypoints only when `with_mirrored` (a matcher whose
     /// rule leaves them out, [`Params::mirrored`], need not compute them).
-    pub fn query_with(&mut self, px: &Pixels<'_>, mirrored: bool) -> QueryFeatures {
+    pub fn query_with(&mut self, px: &Pixels<'_>, with_mirrored: bool) -> QueryFeatures {
         let d = self.hasher.hash_dihedral(&px.image_ref());
-        let want_mirrored = mirrored;
         let mut mirrored = Vec::new();
         let mut keypoints = self.corners(
             px,
             QUERY_LEVELS,
             Selection::Dense { cell: 32, per_cell: 2 },
-            want_mirrored.then_some(&mut mirrored),
+            with_mirrored.then_some(&mut mirrored),
         );
         keypoints.truncate(MAX_QUERY_KEYPOINTS);
         mirrored.truncate(MAX_QUERY_KEYPOINTS);

@@ -28,8 +28,7 @@ impl Img {
 
 /// The benign synthetic scene of [`crate::synth::scene`], in this module's image type.
 fn scene(w: u32, h: u32, seed: u64) -> Img {
-    let s = crate::synth::scene(w, h, seed);
-    Img { w: s.width, h: s.height, px: s.data }
+    from_synth(crate::synth::scene(w, h, seed))
 }
 
 fn crop(img: &Img, x0: u32, y0: u32, w: u32, h: u32) -> Img {
@@ -65,8 +64,14 @@ fn pad(img: &Img, f: f32, stripes: bool) -> Img {
 /// Replace the bottom-centre region covering `frac` of the area with `other`'s pixels
 /// ([`crate::synth::replace_body`]).
 fn replace_body(img: &Img, other: &Img, frac: f32) -> Img {
-    let synth = |i: &Img| crate::synth::RgbImage { width: i.w, height: i.h, data: i.px.clone() };
-    let s = crate::synth::replace_body(&synth(img), &synth(other), frac);
+    from_synth(crate::synth::replace_body(&to_synth(img), &to_synth(other), frac))
+}
+
+fn to_synth(i: &Img) -> crate::synth::RgbImage {
+    crate::synth::RgbImage { width: i.w, height: i.h, data: i.px.clone() }
+}
+
+fn from_synth(s: crate::synth::RgbImage) -> Img {
     Img { w: s.width, h: s.height, px: s.data }
 }
 
@@ -141,13 +146,7 @@ fn derivatives_that_defeat_pdq_match_their_source_only() {
 
 /// Mirrored left to right.
 fn mirror(img: &Img) -> Img {
-    let mut o = img.clone();
-    for y in 0..img.h {
-        for x in 0..img.w {
-            o.put(img.w - 1 - x, y, img.get(x, y));
-        }
-    }
-    o
+    from_synth(crate::synth::mirror(&to_synth(img)))
 }
 
 #[test]
