@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Auth;
 use crate::body::{parse_json, read_bytes, ImageUpload, JsonBody};
+use crate::details::Details;
 use crate::error::{codes, ApiError, ApiResult};
 use crate::{AppState, Routes};
 
@@ -223,6 +224,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             s.poll_errors.load(Ordering::Relaxed) as f64,
         ),
         (
+            "consentry_lookup_details_cache_hits",
+            "Matches whose entry and bank details came from the details cache, since start.",
+            state.inner.details.hits.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "consentry_lookup_details_cache_misses",
+            "Matches whose entry and bank details were read from the store, since start.",
+            state.inner.details.misses.load(Ordering::Relaxed) as f64,
+        ),
+        (
             "consentry_derive_index_entries",
             "Entries in the in-memory derive (derivative signature) index.",
             state.inner.derive.len() as f64,
@@ -389,31 +400,12 @@ async fn lookup_many(
     Ok(out)
 }
 
-/// Reads an entry and its bank (each once, through the caches); `None` when either is gone.
-async fn entry_and_bank(
-    state: &AppState,
-    id: i64,
-    entries: &mut HashMap<u64, Option<Entry>>,
-    banks: &mut HashMap<i64, Option<Bank>>,
-) -> ApiResult<()> {
-    if entries.contains_key(&(id as u64)) {
-        return Ok(());
+/// Reads an entry and its bank into the request's map (once per request; through the shared
+/// details cache, see `details.rs`); `None` when either is gone.
+async fn entry_and_bank(state: &AppState, id: i64, found: &mut HashMap<u64, Details>) -> ApiResult<()> {
+    if let std::collections::hash_map::Entry::Vacant(v) = found.entry(id as u64) {
+        v.insert(state.inner.details.get(&state.inner.store, &state.inner.sync.applied_seq, id).await?);
     }
-    let e = match state.inner.store.get_entry(id).await {
-        Ok(e) => Some(e),
-        Err(StoreError::NotFound(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(e) = &e {
-        if let std::collections::hash_map::Entry::Vacant(v) = banks.entry(e.bank_id) {
-            v.insert(match state.inner.store.get_bank(e.bank_id).await {
-                Ok(b) => Some(b),
-                Err(StoreError::NotFound(_)) => None,
-                Err(e) => return Err(e.into()),
-            });
-        }
-    }
-    entries.insert(id as u64, e);
     Ok(())
 }
 
@@ -424,14 +416,13 @@ async fn entry_and_bank(
 async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Value>, bool)> {
     let mirror = state.inner.derive.clone();
     let hits = tokio::task::spawn_blocking(move || mirror.search(&q)).await.map_err(ApiError::internal)?;
-    let mut entries: HashMap<u64, Option<Entry>> = HashMap::new();
-    let mut banks: HashMap<i64, Option<Bank>> = HashMap::new();
+    let mut found: HashMap<u64, Details> = HashMap::new();
     let max = state.inner.config.max_matches_per_hash;
     let mut list = Vec::new();
     let mut truncated = false;
     for h in hits {
-        entry_and_bank(state, h.id as i64, &mut entries, &mut banks).await?;
-        let Some((e, b)) = live(&entries, &banks, h.id) else { continue };
+        entry_and_bank(state, h.id as i64, &mut found).await?;
+        let Some((e, b)) = live(&found, h.id) else { continue };
         if list.len() == max {
             truncated = true;
             break;
@@ -455,14 +446,9 @@ async fn lookup_derive(state: &AppState, q: QueryFeatures) -> ApiResult<(Vec<Val
 
 /// A matched entry and its bank from the details read by `entry_and_bank`, if both exist and
 /// are enabled (the index may be a poll interval behind the store).
-fn live<'a>(
-    entries: &'a HashMap<u64, Option<Entry>>,
-    banks: &'a HashMap<i64, Option<Bank>>,
-    id: u64,
-) -> Option<(&'a Entry, &'a Bank)> {
-    let e = entries.get(&id)?.as_ref()?;
-    let b = banks.get(&e.bank_id)?.as_ref()?;
-    (e.disabled_at.is_none() && b.enabled).then_some((e, b))
+fn live(found: &HashMap<u64, Details>, id: u64) -> Option<(&Entry, &Bank)> {
+    let (e, b) = found.get(&id)?.as_ref()?;
+    (e.disabled_at.is_none() && b.enabled).then_some((&**e, &**b))
 }
 
 /// The largest radius at which a single-hash lookup searches on the request's own task.
@@ -504,10 +490,9 @@ async fn lookup_pdq(
     };
 
     // Details of every matched entry and its bank, each read once.
-    let mut entries: HashMap<u64, Option<Entry>> = HashMap::new();
-    let mut banks: HashMap<i64, Option<Bank>> = HashMap::new();
+    let mut found: HashMap<u64, Details> = HashMap::new();
     for m in raw.iter().flatten() {
-        entry_and_bank(state, m.id as i64, &mut entries, &mut banks).await?;
+        entry_and_bank(state, m.id as i64, &mut found).await?;
     }
 
     let max = state.inner.config.max_matches_per_hash;
@@ -517,7 +502,7 @@ async fn lookup_pdq(
             let mut list = Vec::new();
             let mut truncated = false;
             for m in ms {
-                let Some((e, b)) = live(&entries, &banks, m.id) else { continue };
+                let Some((e, b)) = live(&found, m.id) else { continue };
                 if list.len() == max {
                     truncated = true;
                     break;

@@ -35,6 +35,7 @@ mod auth;
 mod body;
 mod bulk;
 mod derive_sync;
+mod details;
 pub mod error;
 mod metrics;
 mod openapi;
@@ -136,6 +137,7 @@ pub(crate) struct Inner {
     pub(crate) key_limiter: ratelimit::Limiter<i64>,
     pub(crate) case_limiter: ratelimit::Limiter<std::net::IpAddr>,
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
+    pub(crate) details: details::DetailsCache,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -180,6 +182,7 @@ impl AppState {
             key_limiter: ratelimit::Limiter::new(config.key_rate_limit),
             case_limiter: ratelimit::Limiter::new(config.case_rate_limit),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
+            details: details::DetailsCache::new(),
             config,
         });
         let poll = inner.config.poll_interval;

@@ -429,3 +429,89 @@ async fn sqlite_index_reconciles_after_the_feed_is_pruned_past_it() {
 async fn postgres_index_reconciles_after_the_feed_is_pruned_past_it() {
     index_reconciles_after_the_feed_is_pruned_past_it(TestDb::postgres().await).await;
 }
+
+/// `consentry_lookup_details_cache_{hits,misses}` from `/metrics`.
+async fn details_cache_counts(app: &TestApp) -> (u64, u64) {
+    let req = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
+    let (s, v) = app.request(req).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().expect("metrics text").to_owned();
+    let read = |name: &str| -> u64 {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line[name.len() + 1..].parse::<f64>().unwrap() as u64
+    };
+    (read("consentry_lookup_details_cache_hits"), read("consentry_lookup_details_cache_misses"))
+}
+
+/// A match's entry and bank details are cached between lookups, but a lookup made after a
+/// write of this process has been answered never sees the state before it (here the index
+/// itself cannot catch up: its poll interval is a minute), and a write of another process is
+/// seen within a second.
+async fn match_details_are_cached_but_never_outlive_a_write(db: TestDb) {
+    let h = random_pdq();
+    let id = {
+        let setup = TestApp::on(&db, test_config()).await;
+        setup.create_bank("cached").await;
+        setup.add_entry("cached", &h, json!({"note": "first"})).await
+    };
+    let app =
+        TestApp::on(&db, ServerConfig { poll_interval: Duration::from_secs(60), ..test_config() }).await;
+    let bank_of = |m: &[Value]| m.iter().map(|v| v["bank"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let near = flip(&h, 3);
+    assert_eq!(bank_of(&app.matches(&near).await), ["cached"]);
+    let (hits0, misses0) = details_cache_counts(&app).await;
+    assert_eq!(bank_of(&app.matches(&near).await), ["cached"]);
+    assert_eq!(bank_of(&app.matches(&h).await), ["cached"]);
+    let (hits1, misses1) = details_cache_counts(&app).await;
+    assert_eq!((hits1 - hits0, misses1 - misses0), (2, 0), "the second and third lookups read no row");
+
+    // Writes through this server: seen by the very next lookup.
+    let (s, v) = app
+        .call(Method::PATCH, "/v1/banks/cached", Some(&app.curate), Some(json!({"name": "renamed"})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(bank_of(&app.matches(&near).await), ["renamed"]);
+    let (s, _) = app.call(Method::POST, &format!("/v1/entries/{id}/disable"), Some(&app.curate), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.state.index().search(&h, 0).len(), 1, "the index has not caught up");
+    assert!(app.matches(&near).await.is_empty(), "disabled: no match at once");
+    let (s, _) = app.call(Method::POST, &format!("/v1/entries/{id}/enable"), Some(&app.curate), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bank_of(&app.matches(&near).await), ["renamed"]);
+    let (s, _) = app
+        .call(Method::PATCH, "/v1/banks/renamed", Some(&app.curate), Some(json!({"enabled": false})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(app.matches(&near).await.is_empty(), "bank disabled: no match at once");
+    let (s, _) =
+        app.call(Method::PATCH, "/v1/banks/renamed", Some(&app.curate), Some(json!({"enabled": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bank_of(&app.matches(&near).await), ["renamed"]);
+    assert_eq!(bank_of(&app.matches(&near).await), ["renamed"]);
+
+    // Writes of another process (its own store handle): the index here is a minute behind, the
+    // cached details are not; they go within a second.
+    let other = db.store().await;
+    let actor = consentry_store::Actor::system();
+    let bank = other.get_bank_by_name("renamed").await.unwrap();
+    let update =
+        consentry_store::BankUpdate { name: Some("elsewhere".into()), description: None, purpose: None };
+    other.update_bank(&actor, bank.id, update).await.unwrap();
+    let t =
+        within(Duration::from_millis(1500), || async { bank_of(&app.matches(&near).await) == ["elsewhere"] });
+    assert!(t.await.is_some(), "renamed by another process: the new name within a second");
+    other.disable_entry(&actor, id).await.unwrap();
+    let t = within(Duration::from_millis(1500), || async { app.matches(&near).await.is_empty() }).await;
+    assert!(t.is_some(), "disabled by another process: no match within a second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_match_details_are_cached_but_never_outlive_a_write() {
+    match_details_are_cached_but_never_outlive_a_write(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_match_details_are_cached_but_never_outlive_a_write() {
+    match_details_are_cached_but_never_outlive_a_write(TestDb::postgres().await).await;
+}

@@ -110,6 +110,9 @@ pub struct Store {
     opts: Arc<StoreOptions>,
     /// Bumped after every committed write of this process (wakes local [`ChangeListener`]s).
     local_writes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped after every write of this process that may change an existing entry, bank or case
+    /// (see [`Store::details_generation`]).
+    details_writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Wakes a change-feed reader as soon as a change may have been committed, so that it need not
@@ -174,6 +177,7 @@ impl Store {
             db,
             opts: Arc::new(options),
             local_writes: Arc::new(tokio::sync::watch::channel(0u64).0),
+            details_writes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         write_tx!(store, |c, ops| ops::migrate(c).await)?;
         Ok(store)
@@ -199,6 +203,24 @@ impl Store {
 
     pub(crate) fn wake_local_listeners(&self) {
         self.local_writes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes after (never before) every write made through this `Store` or its clones that
+    /// may change an existing entry, bank or case: enabling, disabling, removing, renaming,
+    /// withdrawing, status changes. Adding new entries, cases or banks, webhooks, keys and audit
+    /// records do not move it. A cache of entry or bank details read through this store is valid
+    /// while the value it was filled under is unchanged; writes of *other* processes are not
+    /// counted (follow the change feed for those).
+    pub fn details_generation(&self) -> u64 {
+        self.details_writes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Runs a write that may change existing details, then moves [`Store::details_generation`]
+    /// (also when it failed: a failed write may still have committed before an error surfaced).
+    async fn changing_details<T>(&self, write: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let out = write.await;
+        self.details_writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        out
     }
 
     /// A listener that wakes when changes may be available (see [`ChangeListener`]).
@@ -286,19 +308,26 @@ impl Store {
             check_len("bank description", d, 0, 2000)?;
         }
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::update_bank(c, actor, id, &update, now).await)
+        self.changing_details(async {
+            write_tx!(self, |c, ops| ops::update_bank(c, actor, id, &update, now).await)
+        })
+        .await
     }
 
     /// Enables or disables a bank; its entries start or stop matching (change feed).
     pub async fn set_bank_enabled(&self, actor: &Actor, id: i64, enabled: bool) -> Result<Bank> {
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::set_bank_enabled(c, actor, id, enabled, now).await)
+        self.changing_details(async {
+            write_tx!(self, |c, ops| ops::set_bank_enabled(c, actor, id, enabled, now).await)
+        })
+        .await
     }
 
     /// Deletes a bank and its entries. `Conflict` if cases were submitted into it.
     pub async fn delete_bank(&self, actor: &Actor, id: i64) -> Result<()> {
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::delete_bank(c, actor, id, now).await)
+        self.changing_details(async { write_tx!(self, |c, ops| ops::delete_bank(c, actor, id, now).await) })
+            .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -384,19 +413,26 @@ impl Store {
     /// Disables an entry (it stops matching). Idempotent.
     pub async fn disable_entry(&self, actor: &Actor, id: i64) -> Result<Entry> {
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::set_entry_disabled(c, actor, id, true, now).await)
+        self.changing_details(async {
+            write_tx!(self, |c, ops| ops::set_entry_disabled(c, actor, id, true, now).await)
+        })
+        .await
     }
 
     /// Enables an entry again. `Conflict` for entries of withdrawn cases. Idempotent.
     pub async fn enable_entry(&self, actor: &Actor, id: i64) -> Result<Entry> {
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::set_entry_disabled(c, actor, id, false, now).await)
+        self.changing_details(async {
+            write_tx!(self, |c, ops| ops::set_entry_disabled(c, actor, id, false, now).await)
+        })
+        .await
     }
 
     /// Deletes an entry for good (the audit log keeps its value).
     pub async fn remove_entry(&self, actor: &Actor, id: i64) -> Result<()> {
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::remove_entry(c, actor, id, now).await)
+        self.changing_details(async { write_tx!(self, |c, ops| ops::remove_entry(c, actor, id, now).await) })
+            .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -492,19 +528,28 @@ impl Store {
         let case = self.authenticate_case(number, pin).await?;
         let actor = Actor::case_owner(case.id);
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::withdraw_case(c, &actor, case.id, now).await)
+        self.changing_details(async {
+            write_tx!(self, |c, ops| ops::withdraw_case(c, &actor, case.id, now).await)
+        })
+        .await
     }
 
     /// Staff withdrawal of a case by id.
     pub async fn admin_withdraw_case(&self, actor: &Actor, case_id: i64) -> Result<Case> {
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::withdraw_case(c, actor, case_id, now).await)
+        self.changing_details(async {
+            write_tx!(self, |c, ops| ops::withdraw_case(c, actor, case_id, now).await)
+        })
+        .await
     }
 
     /// Staff status change (`Received` → `Active`, or `Withdrawn`). A withdrawn case stays so.
     pub async fn set_case_status(&self, actor: &Actor, case_id: i64, status: CaseStatus) -> Result<Case> {
         let now = Timestamp::now();
-        write_tx!(self, |c, ops| ops::set_case_status(c, actor, case_id, status, now).await)
+        self.changing_details(async {
+            write_tx!(self, |c, ops| ops::set_case_status(c, actor, case_id, status, now).await)
+        })
+        .await
     }
 
     /// A case with its entries, by id (staff view; no PIN).

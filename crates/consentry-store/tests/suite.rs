@@ -36,6 +36,7 @@ backend_tests!(
     cases_take_derive_values,
     large_bulk_adds_map_every_line_to_its_entry,
     active_set_pages_equal_the_whole_active_set,
+    details_generation_moves_on_changes_to_existing_rows,
 );
 
 fn admin() -> Actor {
@@ -801,12 +802,16 @@ async fn concurrent_writers_never_make_a_poller_skip(db: TestDb) {
     // The poller is another store (as another process would be).
     let poller = db.open_another().await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Set once the poller holds its snapshot: the writers then write their second half.
+    let snapshot = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poll_task = {
         let stop = stop.clone();
+        let snapshot = snapshot.clone();
         tokio::spawn(async move {
             // Start from a snapshot taken while writers run, then follow the feed.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             let (mut seq, mut mirror) = active_map(&poller).await;
+            snapshot.store(true, std::sync::atomic::Ordering::SeqCst);
             let mut polls = 0;
             loop {
                 let done = stop.load(std::sync::atomic::Ordering::SeqCst);
@@ -825,9 +830,18 @@ async fn concurrent_writers_never_make_a_poller_skip(db: TestDb) {
     for w in 0..4 {
         let s = s.clone();
         let bank_id = if w % 2 == 0 { b.id } else { b2.id };
+        let snapshot = snapshot.clone();
         writers.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..15 {
+                // Half the writes before the poller's snapshot, half after it, paced so that it
+                // polls between them however fast or loaded the machine is.
+                while i >= 7 && !snapshot.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if i >= 7 {
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
                 if i % 5 == 4 {
                     let lines = (0..5)
                         .map(|l| BulkLine {
@@ -1395,4 +1409,46 @@ async fn active_set_pages_equal_the_whole_active_set(db: TestDb) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Internal(ref m) if m == "stop"), "{err:?}");
     assert_eq!(calls, 1);
+}
+
+/// `details_generation` (what a cache of entry and bank details keys on) moves after every write
+/// that changes an existing entry, bank or case, and not after writes that only add rows.
+async fn details_generation_moves_on_changes_to_existing_rows(db: TestDb) {
+    let s = &db.store;
+    let g = || s.details_generation();
+    let g0 = g();
+    let b = bank(s, "details", BankPurpose::KnownAbuse).await;
+    let e = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    let created = s
+        .create_case(
+            &Actor::named("submit-page"),
+            NewCase { bank_id: b.id, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!({}) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(g(), g0, "adding banks, entries and cases changes no existing row");
+    let mut last = g();
+    let mut moved = |what: &str| {
+        let now = s.details_generation();
+        assert!(now > last, "{what} must move the details generation");
+        last = now;
+    };
+    s.disable_entry(&admin(), e.id).await.unwrap();
+    moved("disable_entry");
+    s.enable_entry(&admin(), e.id).await.unwrap();
+    moved("enable_entry");
+    let update = BankUpdate { name: Some("details-renamed".into()), description: None, purpose: None };
+    s.update_bank(&admin(), b.id, update).await.unwrap();
+    moved("update_bank");
+    s.set_bank_enabled(&admin(), b.id, false).await.unwrap();
+    moved("set_bank_enabled");
+    s.set_case_status(&admin(), created.case.id, CaseStatus::Active).await.unwrap();
+    moved("set_case_status");
+    s.withdraw_case(&created.case.number, &created.pin).await.unwrap();
+    moved("withdraw_case");
+    s.remove_entry(&admin(), e.id).await.unwrap();
+    moved("remove_entry");
+    // A failed write moves it too (harmless; a cache just reads again).
+    assert!(s.disable_entry(&admin(), e.id).await.is_err());
+    moved("a failed disable_entry");
 }

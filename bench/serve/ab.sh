@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A/B of two `consentry` binaries on the same data: single-hash lookups (no match, and
+# near-duplicates that always match), alternating A, B, A, B ... so that a noisy shared
+# machine hits both alike. Compare the ratios, not the absolute figures.
+#
+#   bench/serve/ab.sh BIN_A BIN_B [N] [ROUNDS]      # N hashes (default 1,000,000), ROUNDS (2)
+#
+# The data directory is filled once through BIN_A's import; both binaries must read its schema.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+A=$1 B=$2 N=${3:-1000000} ROUNDS=${4:-2}
+DURATION=${DURATION:-10}
+WORK=${WORK:-/tmp/consentry-bench-ab}
+PORT=${PORT:-18081}
+HERE=bench/serve
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+rm -rf "$WORK"; mkdir -p "$WORK"
+D="$WORK/data"
+python3 $HERE/gen.py 1000 7 > "$WORK/miss.txt"
+python3 $HERE/gen.py "$N" 1 > "$WORK/hashes.txt"
+shuf -n 1000 --random-source=<(yes) "$WORK/hashes.txt" | python3 $HERE/near.py 5 9 > "$WORK/hit.txt"
+KEY=$("$A" keys create --data-dir "$D" --scope admin --name bench 2>/dev/null)
+
+start() {
+  "$1" serve --data-dir "$D" --listen 127.0.0.1:$PORT --case-rate-limit 0 > "$WORK/serve.out" 2> "$WORK/serve.log" &
+  SERVER=$!
+  for _ in $(seq 1 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && return; sleep 0.2; done
+  echo "server did not start" >&2; cat "$WORK/serve.log" >&2; exit 1
+}
+stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; rm -f "$WORK/serve.out"; }
+rps() { # hashes file
+  HASHES=$1 KEY=$KEY wrk -t2 -c64 -d"${DURATION}s" --latency -s "$HERE/lookup.lua" "http://127.0.0.1:$PORT" \
+    | awk '/Requests\/sec/ {r=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} END {printf "%s req/s (p50 %s, p99 %s)", r, p50, p99}'
+}
+
+start "$A"
+curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' -d '{"name":"bench"}' "http://127.0.0.1:$PORT/v1/banks" > /dev/null
+curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -X POST -T "$WORK/hashes.txt" \
+  "http://127.0.0.1:$PORT/v1/banks/bench/import" > /dev/null
+stop
+echo "| round | binary | no match | every request matches |"
+echo "|---|---|---|---|"
+for r in $(seq 1 "$ROUNDS"); do
+  for which in A B; do
+    if [ $which = A ]; then bin=$A; else bin=$B; fi
+    start "$bin"
+    miss=$(rps "$WORK/miss.txt"); hit=$(rps "$WORK/hit.txt")
+    stop
+    echo "| $r | $which | $miss | $hit |"
+  done
+done
+rm -rf "$WORK"
