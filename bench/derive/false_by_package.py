@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""False matches of a `consentry-eval --tsv` run, split by the corpus package of the two photos.
+"""False matches of a `consentry-eval --tsv` run, split by the corpus package of the photos.
 
     python3 bench/derive/false_by_package.py bench/out/derivatives.tsv [/work/corpus]
 
-A pair of photos from different packages (manifest.tsv, column `package`) is certainly two
-different photos; a pair from one package may be the same photo (video frames, re-projections,
-thumbnails), so the different-package count is a lower bound of the false matches between
-different photos. Rates are over all query x protected pairs of the run.
+A false match is a query matching a protected photo other than the one it was made from. Each is
+put in one of three classes by the corpus package (manifest.tsv, column `package`):
+- same package as the query's source: possibly the same photo (video frames, re-projections,
+  thumbnails cut from it), possibly not (different photos of one person in a face dataset);
+- the donor's package: the query is an undress copy whose replaced region was pasted from a
+  donor photo (TSV column `donor`) of the matched photo's package, so the query carries a large
+  part of a photo of the same scene (runs written before the `donor` column cannot tell these
+  apart from the next class);
+- unrelated: neither source nor donor shares the matched photo's package, certainly a match
+  between different photos.
+Rates are over all query x protected pairs of the run.
 """
 import collections
 import csv
@@ -22,23 +29,35 @@ with open(os.path.join(corpus, "manifest.tsv")) as f:
 with open(tsv) as f:
     rows = list(csv.reader(f, delimiter="\t"))
 header, rows = rows[0], rows[1:]
+has_donor = len(header) > 3 and header[3] == "donor"
+first = 4 if has_donor else 3
 protected = {r[1] for r in rows if r[2] == "true"}
 pairs_total = len(rows) * len(protected)
-for col in range(3, len(header)):
-    same = diff = 0
-    pairs = collections.Counter()
+for col in range(first, len(header)):
+    counts = collections.Counter()
+    pairs = collections.defaultdict(collections.Counter)
     for r in rows:
         source = r[1]
+        donor = r[3] if has_donor and r[3] != "-" else None
         for m in filter(None, r[col].split(",")):
             if m == source:
                 continue
             if package[m] == package[source]:
-                same += 1
+                kind = "same package"
+            elif donor and package[m] == package[donor]:
+                kind = "donor's package"
             else:
-                diff += 1
-                pairs[(source, m)] += 1
-    top = ", ".join(f"{a} -> {b}: {n}" for (a, b), n in pairs.most_common(4))
-    print(
-        f"{header[col]}: same package {same}, different packages {diff} "
-        f"({diff / pairs_total:.1e} per query x protected pair; {len(pairs)} pairs of photos; top: {top})"
-    )
+                kind = "unrelated"
+            counts[kind] += 1
+            pairs[kind][(source, m)] += 1
+    parts = []
+    for kind in ["same package", "donor's package", "unrelated"]:
+        if kind == "donor's package" and not has_donor:
+            continue
+        top = ", ".join(f"{a} -> {b}: {n}" for (a, b), n in pairs[kind].most_common(3))
+        parts.append(
+            f"  {kind}: {counts[kind]} ({counts[kind] / pairs_total:.1e} per query x protected pair; "
+            f"{len(pairs[kind])} pairs of photos{'; top: ' + top if top else ''})"
+        )
+    print(f"{header[col]}:")
+    print("\n".join(parts))

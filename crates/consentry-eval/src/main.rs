@@ -26,7 +26,7 @@ const USAGE: &str = "usage: consentry-eval CORPUS_DIR [--seed N] [--protected N]
   --work-max-side PX  originals reduced to this longest side before transforms (default 1280)
   --threads N         worker threads (default: all cores)
   --out FILE.md       also write the Markdown report there
-  --tsv FILE.tsv      write every query's outcome (transform, source, matches per matcher)";
+  --tsv FILE.tsv      write every query's outcome (transform, source, protected, donor, matches per matcher)";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -147,7 +147,7 @@ fn real_main() -> Result<(), String> {
         std::fs::write(&p, &md).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     if let Some(p) = tsv {
-        let mut s = String::from("transform\tsource\tprotected");
+        let mut s = String::from("transform\tsource\tprotected\tdonor");
         for m in &result.matchers {
             s.push('\t');
             s.push_str(m);
@@ -155,10 +155,11 @@ fn real_main() -> Result<(), String> {
         s.push('\n');
         for o in &result.outcomes {
             s.push_str(&format!(
-                "{}\t{}\t{}",
+                "{}\t{}\t{}\t{}",
                 result.transforms[o.transform].label(),
                 result.names[o.source as usize],
-                o.protected
+                o.protected,
+                o.donor.map_or("-", |d| result.names[d as usize].as_str())
             ));
             for m in &o.matches {
                 let names: Vec<&str> = m.iter().map(|&i| result.names[i as usize].as_str()).collect();

@@ -81,6 +81,9 @@ pub struct Outcome {
     pub source: ImageId,
     /// Whether the source is protected (a recall query) or a distractor.
     pub protected: bool,
+    /// The donor photo whose content the query carries (undress with the donor fill), if any:
+    /// a match to a protected photo of the donor's scene is not a match between unrelated photos.
+    pub donor: Option<ImageId>,
     /// Per matcher, the ids matched.
     pub matches: Vec<Vec<ImageId>>,
     /// Per matcher, milliseconds spent in `query`.
@@ -362,6 +365,11 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
             let q_img = decode_rgb(&bytes).expect("own JPEG decodes");
             let decode_ms = ms(t1);
             let q = Query { bytes: &bytes, image: &q_img };
+            if crate::derive_matcher::evidence() {
+                let key = crate::derive_matcher::query_key(&bytes);
+                let d = if tr.uses_donor() { corpus[donor_of(i)].name.as_str() } else { "-" };
+                eprintln!("query\t{key:016x}\t{}\t{}\t{}\t{d}", i, corpus[i].name, tr.label());
+            }
             let mut matches = Vec::with_capacity(matchers_ref.len());
             let mut matcher_ms = Vec::with_capacity(matchers_ref.len());
             for m in matchers_ref {
@@ -381,6 +389,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
                 transform: t,
                 source: i as ImageId,
                 protected: protected_set.contains(&i),
+                donor: tr.uses_donor().then_some(donor_of(i) as ImageId),
                 matches,
                 matcher_ms,
                 decode_ms,
@@ -419,6 +428,7 @@ mod tests {
             transform,
             source,
             protected,
+            donor: None,
             matches,
             matcher_ms: vec![2.0; n],
             decode_ms: 1.0,

@@ -204,6 +204,11 @@ impl Transform {
         format!("{}@{}", self.name, self.strength)
     }
 
+    /// Whether the result carries content of the donor photo (an undress op with the donor fill).
+    pub fn uses_donor(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op, Op::Undress(_, Fill::Donor)))
+    }
+
     /// Apply all ops in order. `donor` is another photo (used by the undress donor fill).
     pub fn apply(&self, img: &RgbImage, donor: &RgbImage, rng: &mut Rng) -> RgbImage {
         let mut cur = img.clone();

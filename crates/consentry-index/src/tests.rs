@@ -167,14 +167,23 @@ proptest! {
             None => (0..n as u64).map(|i| (i, rng.hash())).collect(),
         };
         let idx = Index::build(entries.iter().copied(), IndexConfig::default()).unwrap();
+        let mut queries = Vec::new();
         for _ in 0..20 {
             let base = entries[rng.below(n as u64) as usize].1;
             let k = rng.below(65) as u32;
             let q = rng.flip(&base, k);
             prop_assert_eq!(idx.search(&q, radius), brute(&entries, &q, radius));
+            queries.push(q);
         }
         let q = rng.hash();
         prop_assert_eq!(idx.search(&q, radius), brute(&entries, &q, radius));
+        queries.push(q);
+        // The batch search (queries grouped, several groups and a partial one) agrees query by query.
+        let batch = idx.search_batch(&queries, radius);
+        prop_assert_eq!(batch.len(), queries.len());
+        for (q, b) in queries.iter().zip(&batch) {
+            prop_assert_eq!(b, &brute(&entries, q, radius));
+        }
     }
 
     #[test]
@@ -208,6 +217,16 @@ proptest! {
                 let k = rng.below(40) as u32;
                 let q = rng.flip(&base, k);
                 prop_assert_eq!(idx.search(&q, 31), brute(&model, &q, 31));
+                // Grouped batch search over segments with removed entries and the insert buffer.
+                let qs: Vec<Hash256> = (0..11)
+                    .map(|_| {
+                        let (i, k) = (rng.below(model.len() as u64) as usize, rng.below(40) as u32);
+                        rng.flip(&model[i].1, k)
+                    })
+                    .collect();
+                for (q, b) in qs.iter().zip(idx.search_batch(&qs, 31)) {
+                    prop_assert_eq!(b, brute(&model, q, 31));
+                }
             }
         }
         let mut a = idx.entries();

@@ -159,3 +159,17 @@ fn select_by_family_name_and_label() {
     assert!(select(all, "nothing").is_empty());
     assert!(quick_set().len() >= 20);
 }
+
+#[test]
+fn a_transform_uses_the_donor_exactly_when_its_output_depends_on_it() {
+    let img = photo(96, 64, 3);
+    let donors = [photo(96, 64, 11), photo(96, 64, 12)];
+    let mut users = 0;
+    for t in standard_set() {
+        let outs: Vec<RgbImage> = donors.iter().map(|d| t.apply(&img, d, &mut Rng::new(5))).collect();
+        let depends = outs[0] != outs[1];
+        assert_eq!(t.uses_donor(), depends, "{}", t.label());
+        users += usize::from(depends);
+    }
+    assert!(users >= 5, "the donor rows of the standard set: {users}");
+}
