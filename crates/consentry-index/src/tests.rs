@@ -450,3 +450,31 @@ fn store_replays_journal_and_checkpoints() {
     std::fs::write(&log, &data).unwrap();
     assert!(matches!(Store::open(dir.path(), IndexConfig::default()), Err(LoadError::Corrupt(_))));
 }
+
+#[test]
+fn compaction_is_worthwhile_only_beside_a_sizeable_second_segment() {
+    let mut rng = Rng(9);
+    let idx = Index::new();
+    assert!(!idx.compaction_worthwhile(), "empty");
+    let big: Vec<(u64, Hash256)> = (0..200_000).map(|i| (i, rng.hash())).collect();
+    idx.insert_many(big.iter().copied()).unwrap();
+    assert_eq!(idx.stats().segments, 1);
+    assert!(!idx.compaction_worthwhile(), "one segment");
+    // 1,500 entries beside 200,000: under 1 %, not worth rebuilding the large segment for.
+    let small: Vec<(u64, Hash256)> = (0..1_500).map(|i| (300_000 + i, rng.hash())).collect();
+    idx.insert_many(small.iter().copied()).unwrap();
+    assert_eq!(idx.stats().segments, 2);
+    assert!(!idx.compaction_worthwhile(), "a segment of 0.75 %");
+    // 20,000 more (10 %, still under a third: the merge policy leaves it separate).
+    let more: Vec<(u64, Hash256)> = (0..20_000).map(|i| (400_000 + i, rng.hash())).collect();
+    idx.insert_many(more.iter().copied()).unwrap();
+    assert!(idx.stats().segments >= 2);
+    assert!(idx.compaction_worthwhile());
+    let q = rng.flip(&more[7].1, 5);
+    let before = idx.search(&q, 31);
+    idx.compact();
+    assert_eq!(idx.stats().segments, 1);
+    assert!(!idx.compaction_worthwhile());
+    assert_eq!(idx.search(&q, 31), before);
+    assert_eq!(idx.len(), 221_500);
+}

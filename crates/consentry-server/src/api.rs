@@ -219,6 +219,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             s.reloads.load(Ordering::Relaxed) as f64,
         ),
         (
+            "consentry_index_segments",
+            "Segments of the PDQ index, each searched on its own (1 after a load or a compaction).",
+            state.inner.index.stats().segments as f64,
+        ),
+        (
+            "consentry_index_compactions",
+            "Compactions of the index into one segment (after writes, once the feed is quiet) since start.",
+            s.compactions.load(Ordering::Relaxed) as f64,
+        ),
+        (
             "consentry_index_poll_errors",
             "Failed change-feed polls since start.",
             s.poll_errors.load(Ordering::Relaxed) as f64,

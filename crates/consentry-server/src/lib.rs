@@ -67,6 +67,10 @@ pub struct ServerConfig {
     pub max_matches_per_hash: usize,
     /// How often the change feed is polled.
     pub poll_interval: Duration,
+    /// How long the change feed must stay quiet after writes before the PDQ index is
+    /// compacted into one segment (when `Index::compaction_worthwhile`): after a bulk import,
+    /// lookups regain the speed of a freshly loaded index without a restart.
+    pub compact_after_quiet: Duration,
     /// How long a verified API key is trusted without asking the store again.
     pub key_cache_ttl: Duration,
     /// Requests running longer are answered 503 `timeout`.
@@ -107,6 +111,7 @@ impl Default for ServerConfig {
             max_radius: 64,
             max_matches_per_hash: 100,
             poll_interval: Duration::from_millis(150),
+            compact_after_quiet: Duration::from_secs(2),
             key_cache_ttl: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -202,7 +207,8 @@ impl AppState {
             derive_seq,
             poll,
         ));
-        tokio::spawn(sync::run(Arc::downgrade(&inner), store, index, status, mirror, seq, poll));
+        let quiet = inner.config.compact_after_quiet;
+        tokio::spawn(sync::run(Arc::downgrade(&inner), store, index, status, mirror, seq, poll, quiet));
         Ok(AppState { inner })
     }
 

@@ -515,3 +515,51 @@ async fn sqlite_match_details_are_cached_but_never_outlive_a_write() {
 async fn postgres_match_details_are_cached_but_never_outlive_a_write() {
     match_details_are_cached_but_never_outlive_a_write(TestDb::postgres().await).await;
 }
+
+/// A bulk import applied batch by batch leaves the index in more than one segment; once the
+/// feed has been quiet for `compact_after_quiet`, the sync task compacts it into one, and
+/// lookups still find everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_is_compacted_once_the_feed_is_quiet_after_an_import() {
+    let db = TestDb::sqlite();
+    let config = ServerConfig {
+        poll_interval: Duration::from_millis(50),
+        compact_after_quiet: Duration::from_millis(300),
+        ..test_config()
+    };
+    let app = TestApp::on(&db, config).await;
+    app.create_bank("bulk").await;
+    let import = |hashes: Vec<Hash256>| {
+        let body = hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>().join("\n");
+        let req = axum::http::Request::post("/v1/banks/bulk/import")
+            .header("authorization", format!("Bearer {}", app.curate))
+            .header("content-type", "text/csv")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        app.request(req)
+    };
+    let first: Vec<Hash256> = (0..40_000).map(|_| random_pdq()).collect();
+    let (s, v) = import(first.clone()).await;
+    assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(40_000)), "{v}");
+    let settled = within(Duration::from_secs(10), || async {
+        app.state.index().len() == 40_000 && app.state.index().stats().segments == 1
+    });
+    assert!(settled.await.is_some(), "the first import indexed, in one segment");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = app.state.sync_status().compactions.load(std::sync::atomic::Ordering::Relaxed);
+
+    // 2,000 more (5 % of the first, under a third of it: the index's merge policy keeps them
+    // in a segment of their own).
+    let second: Vec<Hash256> = (0..2_000).map(|_| random_pdq()).collect();
+    let (s, v) = import(second.clone()).await;
+    assert_eq!((s, v["added"].as_u64()), (StatusCode::OK, Some(2_000)), "{v}");
+    let compacted = within(Duration::from_secs(5), || async {
+        app.state.index().len() == 42_000
+            && app.state.sync_status().compactions.load(std::sync::atomic::Ordering::Relaxed) > before
+            && app.state.index().stats().segments == 1
+    });
+    assert!(compacted.await.is_some(), "compacted: {:?}", app.state.index().stats());
+    for h in [first[123], second[1_999], flip(&second[5], 4)] {
+        assert_eq!(app.matches(&h).await.len(), 1, "still found after the compaction");
+    }
+}
