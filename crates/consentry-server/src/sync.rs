@@ -15,7 +15,9 @@
 //! lookups were 1.65-1.85x slower until a restart. So once the feed has been quiet for
 //! `compact_after_quiet` after a change, the task compacts the index into one segment on the
 //! blocking pool (if `Index::compaction_worthwhile`; lookups keep reading the previous
-//! snapshot meanwhile, and the memory of both is held while the new one is built).
+//! snapshot meanwhile, and the memory of both is held while the new one is built). Feed
+//! changes wait for it (about 0.2 s at 1M entries, a few seconds at 10M); a lookup still drops
+//! an entry disabled meanwhile, because it reads the entry's details (cached at most 1 s).
 //!
 //! If the feed was pruned past our position, or anything but a database hiccup goes wrong, the
 //! task reloads the active set and reconciles the index with it in place (no lookup ever sees an
