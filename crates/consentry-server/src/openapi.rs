@@ -26,7 +26,7 @@ const NONE: &str = "";
 const OPS: &[Op] = &[
     Op { method: "GET", path: "/health", scope: "", summary: "Liveness: the process answers.", body: NONE, ok: 200, errors: &[] },
     Op { method: "GET", path: "/ready", scope: "", summary: "Readiness: the store answers and the PDQ index is loaded.", body: NONE, ok: 200, errors: &[503] },
-    Op { method: "GET", path: "/metrics", scope: "", summary: "Prometheus metrics (text): requests by route and status, lookup latency histogram, index size, last applied change seq.", body: NONE, ok: 200, errors: &[] },
+    Op { method: "GET", path: "/metrics", scope: "", summary: "Prometheus metrics (text): requests by route and status, lookup latency histogram, index size, segments and compactions, last applied change seq, match-details cache hits and misses.", body: NONE, ok: 200, errors: &[] },
     Op { method: "GET", path: "/openapi.json", scope: "", summary: "This document.", body: NONE, ok: 200, errors: &[] },
     Op { method: "POST", path: "/v1/hash", scope: "lookup", summary: "PDQ-hash an image (raw body or multipart field `file`; `?dihedral=true` adds the 8 dihedral hashes; `?signal=derive` adds `derive.signature`, the base64 derivative signature to protect the image with). The image is never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
     Op { method: "GET", path: "/v1/lookup", scope: "lookup", summary: "Look up one hash (`?hash=HEX[&radius=N]`), or the 8 dihedral hashes of one image (`?hash=H1,...,H8&dihedral=true`).", body: NONE, ok: 200, errors: &[400] },
