@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::api::{ApiError, BotApi, Message, User};
 use crate::matcher::{Hit, MatchError, Matcher};
 use crate::outbox::{Kind, Outbox, OutboxHandle};
-use crate::state::{Action, ChatBankEntry, Review, StateFile};
+use crate::state::{Action, ChatBankEntry, DerivePolicy, Review, StateFile};
 use crate::texts::{self, Lang};
 use crate::{BotConfig, BotError};
 
@@ -499,12 +499,22 @@ async fn group_message(ctx: &Ctx, m: &Message, update: i64) {
 
 async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit: &Hit, update: i64) {
     let chat = m.chat.id;
-    let deleted = match ctx.api.delete_message(chat, m.message_id).await {
-        Ok(_) => true,
-        Err(e) if e.is_message_gone() => true,
-        Err(e) => {
-            tracing::error!(chat, message = m.message_id, error = %e, "deleteMessage failed");
-            false
+    // A match on local evidence only follows the chat's derive policy; any other acts.
+    let (derive_policy, has_log) =
+        ctx.state.chat(chat, |c| (c.derive.unwrap_or(ctx.cfg.default_derive), c.log_chat.is_some()));
+    let policy = if hit.local_evidence_only() { derive_policy } else { DerivePolicy::Act };
+    // Held for the admins: only where they will see it.
+    let held = policy == DerivePolicy::Report && has_log;
+    let deleted = if held {
+        false
+    } else {
+        match ctx.api.delete_message(chat, m.message_id).await {
+            Ok(_) => true,
+            Err(e) if e.is_message_gone() => true,
+            Err(e) => {
+                tracing::error!(chat, message = m.message_id, error = %e, "deleteMessage failed");
+                false
+            }
         }
     };
     let now = unix_now();
@@ -520,8 +530,11 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
         )
     });
     let lang = lang.unwrap_or(ctx.cfg.default_lang);
-    // The sanction, counting strikes per user (an album counts once).
+    // The sanction, counting strikes per user (an album counts once); none on local evidence
+    // alone unless the chat's derive policy is `act`.
     let sanction: String = match (&m.from, &m.sender_chat) {
+        _ if held => "held".into(),
+        _ if policy != DerivePolicy::Act => "local-only".into(),
         (Some(u), None) => {
             let strike = ctx.state.chat(chat, |c| {
                 let s = c.strikes.entry(u.id).or_default();
@@ -636,7 +649,11 @@ async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit
                 distance: hit.distance,
                 sender: &describe_sender(m),
                 link: &message_link(m),
-                outcome: &texts::outcome(llang, deleted, &texts::sanction(llang, &sanction)),
+                outcome: &if held {
+                    texts::held_for_admins(llang)
+                } else {
+                    texts::outcome(llang, deleted, &texts::sanction(llang, &sanction))
+                },
             },
         );
         ctx.out.send(log, text, None, Kind::Report);
@@ -699,6 +716,11 @@ async fn group_command(ctx: &Ctx, m: &Message, cmd: &str, args: &[String]) {
                     Some("off") => ctx.state.chat(chat, |c| c.notice = Some(false)),
                     _ => {}
                 },
+                Some("derive") => {
+                    if let Some(p) = args.get(1).and_then(|a| DerivePolicy::parse(a)) {
+                        ctx.state.chat(chat, |c| c.derive = Some(p));
+                    }
+                }
                 Some(a) => {
                     if let Some(a) = Action::parse(a) {
                         ctx.state.chat(chat, |c| c.action = Some(a));
@@ -706,7 +728,8 @@ async fn group_command(ctx: &Ctx, m: &Message, cmd: &str, args: &[String]) {
                 }
             }
             let (action, notice) = policy_of(ctx, chat);
-            ctx.reply(m, texts::policy(lang, action.name(), notice));
+            let derive = ctx.state.chat(chat, |c| c.derive.unwrap_or(ctx.cfg.default_derive));
+            ctx.reply(m, texts::policy(lang, action.name(), notice, derive.name()));
         }
         "logchat" => logchat(ctx, m, args, lang).await,
         "banks" => {

@@ -32,7 +32,7 @@ use std::time::Duration;
 pub use api::{ApiError, ApiOptions, BotApi};
 pub use matcher::{Matcher, Remote};
 pub use outbox::RateLimits;
-pub use state::{Action, StateFile};
+pub use state::{Action, DerivePolicy, StateFile};
 pub use texts::Lang;
 pub use webhook::Webhook;
 
@@ -53,6 +53,8 @@ pub struct BotConfig {
     pub default_action: Action,
     /// Whether chats that have not chosen post a notice after a removal.
     pub default_notice: bool,
+    /// What chats that have not chosen do with matches on local evidence only.
+    pub default_derive: DerivePolicy,
     /// Language of chats that have not chosen one.
     pub default_lang: Lang,
     /// Largest file downloaded (the Bot API's 20 MB).
@@ -79,6 +81,7 @@ impl Default for BotConfig {
             min_quality: 50,
             default_action: Action::Escalate,
             default_notice: true,
+            default_derive: DerivePolicy::Act,
             default_lang: Lang::En,
             max_download: api::MAX_DOWNLOAD_BYTES,
             rate: RateLimits::default(),

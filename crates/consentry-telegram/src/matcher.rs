@@ -37,6 +37,12 @@ pub struct Hit {
 }
 
 impl Hit {
+    /// A derive match whose only evidence is local (keypoints or top band): the photo's global
+    /// PDQ hash (every dihedral variant) is farther than PDQ's radius from the protected one's.
+    pub fn local_evidence_only(&self) -> bool {
+        self.signal == "derive" && self.distance > consentry_index::DEFAULT_RADIUS
+    }
+
     /// A PDQ match.
     pub fn pdq(bank: String, distance: u32, entry_id: Option<i64>) -> Hit {
         Hit {

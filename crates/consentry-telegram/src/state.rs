@@ -52,6 +52,42 @@ impl Action {
     }
 }
 
+/// What a chat does with a match whose only evidence is local (the derive signal's keypoints or
+/// top band; the photo's global PDQ hash did not match): weaker evidence than a PDQ match, and
+/// the one that can also match another photo of the same face.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DerivePolicy {
+    /// Like any match: delete, and sanction per the chat's action.
+    #[default]
+    Act,
+    /// Delete, but count no strike and sanction no one.
+    Delete,
+    /// Leave the message and send the match to the log chat for the admins (deleted as under
+    /// `Delete` when the chat has no log chat: a match is never dropped unseen).
+    Report,
+}
+
+impl DerivePolicy {
+    /// Parses `act` / `delete` / `report`.
+    pub fn parse(s: &str) -> Option<DerivePolicy> {
+        match s.to_ascii_lowercase().as_str() {
+            "act" => Some(DerivePolicy::Act),
+            "delete" => Some(DerivePolicy::Delete),
+            "report" | "review" => Some(DerivePolicy::Report),
+            _ => None,
+        }
+    }
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DerivePolicy::Act => "act",
+            DerivePolicy::Delete => "delete",
+            DerivePolicy::Report => "report",
+        }
+    }
+}
+
 /// One hash reported by a member, waiting for an admin.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Review {
@@ -90,6 +126,8 @@ pub struct ChatState {
     pub action: Option<Action>,
     /// `None` means the configured default.
     pub notice: Option<bool>,
+    /// Matches on local evidence only (`None`: the configured default).
+    pub derive: Option<DerivePolicy>,
     /// Where match reports go.
     pub log_chat: Option<i64>,
     /// Language of the bot's texts in this chat (`None`: configured default).

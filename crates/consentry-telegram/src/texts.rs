@@ -51,12 +51,12 @@ pub fn help_group(l: Lang) -> String {
         "consentry removes images that match hashes of photos protected from non-consensual sharing, \
          and images this chat's admins have confirmed.\n\n\
          Everyone: /report (reply to an image) sends it to the admins for review.\n\
-         Admins: /status, /policy [none|restrict|ban|escalate|notice on|off], /logchat <chat id>|off, /banks, \
+         Admins: /status, /policy [none|restrict|ban|escalate|notice on|off|derive act|delete|report], /logchat <chat id>|off, /banks, \
          /approve <n>, /reject <n>, /lang en|fr.",
         "consentry supprime les images qui correspondent aux empreintes de photos protégées contre la diffusion \
          sans consentement, et celles que les admins de ce groupe ont confirmées.\n\n\
          Tout le monde : /report (en réponse à une image) la transmet aux admins.\n\
-         Admins : /status, /policy [none|restrict|ban|escalate|notice on|off], /logchat <id du chat>|off, /banks, \
+         Admins : /status, /policy [none|restrict|ban|escalate|notice on|off|derive act|delete|report], /logchat <id du chat>|off, /banks, \
          /approve <n>, /reject <n>, /lang en|fr."
     )
     .to_owned()
@@ -147,6 +147,16 @@ pub fn outcome(l: Lang, deleted: bool, sanction: &str) -> String {
     format!("{d}; {sanction}")
 }
 
+/// Outcome of a match held for the admins (`/policy derive report`).
+pub fn held_for_admins(l: Lang) -> String {
+    pick!(
+        l,
+        "NOT deleted: derivative evidence only, left for the admins (/policy derive)",
+        "NON supprimé : indices dérivés seuls, laissé aux admins (/policy derive)"
+    )
+    .to_owned()
+}
+
 /// Admin-only command used by someone else.
 pub fn admins_only(l: Lang) -> String {
     pick!(
@@ -190,17 +200,21 @@ pub fn group_status(
 }
 
 /// `/policy` answer.
-pub fn policy(l: Lang, action: &str, notice: bool) -> String {
+pub fn policy(l: Lang, action: &str, notice: bool, derive: &str) -> String {
     pick!(
         l,
         format!(
             "Policy: {action} (none = delete only; restrict; ban; escalate = delete, then restrict, then ban), notice {}.\n\
-             Change: /policy none|restrict|ban|escalate, /policy notice on|off",
+             Matches on derivative evidence alone (keypoints or top band; the photo's own hash did not match): {derive} \
+             (act = as above; delete = delete without sanction; report = leave the message and report it to the log chat).\n\
+             Change: /policy none|restrict|ban|escalate, /policy notice on|off, /policy derive act|delete|report",
             if notice { "on" } else { "off" }
         ),
         format!(
             "Politique : {action} (none = suppression seule ; restrict ; ban ; escalate = suppression, puis restriction, puis bannissement), avis {}.\n\
-             Changer : /policy none|restrict|ban|escalate, /policy notice on|off",
+             Correspondances sur indices dérivés seuls (points clés ou bandeau du haut ; le hash de la photo elle-même ne correspond pas) : {derive} \
+             (act = comme ci-dessus ; delete = suppression sans sanction ; report = message laissé et signalé au chat de rapports).\n\
+             Changer : /policy none|restrict|ban|escalate, /policy notice on|off, /policy derive act|delete|report",
             if notice { "activé" } else { "désactivé" }
         )
     )
@@ -429,6 +443,12 @@ pub fn sanction(l: Lang, s: &str) -> String {
         "repeat" => {
             pick!(l, "same album as the last strike", "même album que la dernière sanction").to_owned()
         }
+        "local-only" => pick!(
+            l,
+            "no sanction: derivative evidence only (/policy derive)",
+            "aucune sanction : indices dérivés seuls (/policy derive)"
+        )
+        .to_owned(),
         other => format!("{other} ({})", pick!(l, "failed", "échec")),
     }
 }

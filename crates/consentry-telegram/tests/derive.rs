@@ -19,7 +19,7 @@ use consentry_store::{
     Actor, BankPurpose, EntrySourceKind, NewBank, NewEntry, SignalValue, Store, StoreOptions,
 };
 use consentry_telegram::fake::{self, FakeTelegram};
-use consentry_telegram::{ApiOptions, BotApi, BotConfig, Matcher, RateLimits, StateFile};
+use consentry_telegram::{ApiOptions, BotApi, BotConfig, DerivePolicy, Matcher, RateLimits, StateFile};
 use serde_json::json;
 
 const GROUP: i64 = -1_004_321;
@@ -91,14 +91,14 @@ async fn remote_mode_sends_derive_features_not_images() {
     scenario(true).await;
 }
 
-async fn scenario(remote: bool) {
-    let dir = tempfile::tempdir().unwrap();
+/// A store with one bank holding the derive signature of a synthetic photo (no PDQ entry), and
+/// the app over it.
+async fn protected_app(dir: &Path) -> (AppState, synth::RgbImage, consentry_derive::Signature, i64) {
     let opts = StoreOptions {
         pin_kdf: consentry_store::PinKdf { memory_kib: 1024, iterations: 1, parallelism: 1 },
         ..StoreOptions::default()
     };
-    let store =
-        Store::open(consentry_store::StoreLocation::Sqlite(dir.path().join("c.db")), opts).await.unwrap();
+    let store = Store::open(consentry_store::StoreLocation::Sqlite(dir.join("c.db")), opts).await.unwrap();
     let bank = store
         .create_bank(
             &Actor::system(),
@@ -134,6 +134,12 @@ async fn scenario(remote: bool) {
     .unwrap();
     assert_eq!(app.derive_index().len(), 1);
     assert_eq!(app.index().len(), 0, "protected by the derive signal only");
+    (app, photo, sig, entry.id)
+}
+
+async fn scenario(remote: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, photo, sig, entry_id) = protected_app(dir.path()).await;
 
     let derived = jpeg(&synth::derivative(&photo, 5));
     let unrelated = jpeg(&synth::scene(480, 360, 12));
@@ -220,7 +226,7 @@ async fn scenario(remote: bool) {
         let dt = &ev(10);
         assert_eq!(
             (dt["signal"].as_str(), dt["entry_id"].as_i64()),
-            (Some("derive"), Some(entry.id)),
+            (Some("derive"), Some(entry_id)),
             "{dt}"
         );
         assert!(dt["distance"].as_u64().unwrap() > 31 && dt["inliers"].as_u64().unwrap() >= 3, "{dt}");
@@ -228,7 +234,7 @@ async fn scenario(remote: bool) {
     }
 
     // Disabled: within a second the derive mirror drops it, and a repost is left alone.
-    app.store().disable_entry(&Actor::system(), entry.id).await.unwrap();
+    app.store().disable_entry(&Actor::system(), entry_id).await.unwrap();
     let idx = app.derive_index().clone();
     wait(|| idx.is_empty()).await;
     fake.push_update(fake::photo_update(GROUP, 12, 7, "f-derived", "u-derived"));
@@ -245,4 +251,68 @@ async fn scenario(remote: bool) {
         .collect();
     files.sort();
     assert!(files.iter().all(|n| n.starts_with("telegram-state")), "{files:?}");
+}
+
+/// `/policy derive`: a match on derivative evidence alone (keypoints, top band; the photo's own
+/// PDQ hash does not match) follows the chat's choice. `report` leaves the message and reports
+/// it to the log chat; `delete` deletes without strikes (a second post is not sanctioned);
+/// `report` in a chat without a log chat deletes, so that no match goes unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_evidence_matches_follow_the_chats_derive_policy() {
+    const HELD: i64 = -1_004_001;
+    const QUIET: i64 = -1_004_002;
+    const NO_LOG: i64 = -1_004_003;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, photo, _, _) = protected_app(dir.path()).await;
+    let fake = FakeTelegram::start().await;
+    fake.add_file("f-derived", "u-derived", jpeg(&synth::derivative(&photo, 5)));
+    let state_path = dir.path().join("telegram-state.json");
+    {
+        let s = StateFile::open(&state_path).unwrap();
+        s.chat(HELD, |c| {
+            c.log_chat = Some(LOG);
+            c.derive = DerivePolicy::parse("report");
+        });
+        s.chat(QUIET, |c| c.derive = DerivePolicy::parse("delete"));
+        s.chat(NO_LOG, |c| c.derive = Some(DerivePolicy::Report));
+        s.save().await.unwrap();
+    }
+    let api = BotApi::new(&fake.url(), fake::TOKEN, api_options()).unwrap();
+    let state = Arc::new(StateFile::open(&state_path).unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let matcher = Matcher::Embedded(app.clone());
+    let bot = tokio::spawn(async move {
+        consentry_telegram::run(api, matcher, state, config(), async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    fake.push_update(fake::photo_update(HELD, 20, 7, "f-derived", "u-derived"));
+    fake.push_update(fake::photo_update(QUIET, 21, 7, "f-derived", "u-derived"));
+    fake.push_update(fake::photo_update(QUIET, 22, 7, "f-derived", "u-derived"));
+    fake.push_update(fake::photo_update(NO_LOG, 23, 7, "f-derived", "u-derived"));
+    drain(&fake, &state_path).await;
+    let mut gone = deleted(&fake);
+    gone.sort();
+    assert_eq!(gone, vec![21, 22, 23], "held in the chat with a log chat, deleted in the others");
+    assert!(fake.calls_to("restrictChatMember").is_empty() && fake.calls_to("banChatMember").is_empty());
+    let reports: Vec<String> = fake
+        .calls_to("sendMessage")
+        .iter()
+        .filter(|p| p["chat_id"] == json!(LOG))
+        .map(|p| p["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].contains("/20\n") && reports[0].contains("NOT deleted: derivative evidence only"),
+        "{reports:?}"
+    );
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), bot).await.expect("bot stops").unwrap();
+    let s = StateFile::open(&state_path).unwrap();
+    for chat in [HELD, QUIET, NO_LOG] {
+        let (matched, strikes) = s.chat(chat, |c| (c.matched, c.strikes.len()));
+        assert!(matched >= 1 && strikes == 0, "chat {chat}: {matched} matches, {strikes} users with strikes");
+    }
 }

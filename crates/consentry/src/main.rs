@@ -33,7 +33,7 @@ enum Command {
     /// Manage the API keys of a store (the first admin key comes from here).
     Keys(serve_cmd::KeysArgs),
     /// Run the Telegram moderation bot (token in $CONSENTRY_TELEGRAM_TOKEN).
-    Telegram(telegram_cmd::TelegramArgs),
+    Telegram(Box<telegram_cmd::TelegramArgs>),
 }
 
 fn main() -> ExitCode {
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Command::Match(args) => match_cmd::run(args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Keys(args) => serve_cmd::run_keys(args),
-        Command::Telegram(args) => telegram_cmd::run(args),
+        Command::Telegram(args) => telegram_cmd::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -15,14 +15,17 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use consentry_server::{AppState, ServerConfig};
 use consentry_store::{Store, StoreLocation, StoreOptions};
-use consentry_telegram::{Action, ApiOptions, BotApi, BotConfig, Lang, Matcher, Remote, StateFile};
+use consentry_telegram::{
+    Action, ApiOptions, BotApi, BotConfig, DerivePolicy, Lang, Matcher, Remote, StateFile,
+};
 use serde::Deserialize;
 
 /// Arguments of `consentry telegram`.
 #[derive(Debug, clap::Args)]
 pub struct TelegramArgs {
     /// TOML config file. Keys: token, api_url, data_dir, database_url, schema, server, api_key,
-    /// state, action, notice, lang, radius, webhook_listen, webhook_url, webhook_secret. Flags
+    /// state, action, notice, derive_policy, lang, radius, webhook_listen, webhook_url,
+    /// webhook_secret. Flags
     /// override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -69,6 +72,12 @@ pub struct TelegramArgs {
     #[arg(long)]
     no_notice: bool,
 
+    /// Default for matches on derivative evidence alone (keypoints or top band; the photo's own
+    /// hash did not match) in chats that have not chosen (`/policy derive`): act (like any
+    /// match), delete (no sanction), report (leave it, report to the log chat).
+    #[arg(long, value_name = "POLICY")]
+    derive_policy: Option<String>,
+
     /// Default language of chats: en or fr.
     #[arg(long, value_name = "LANG")]
     lang: Option<String>,
@@ -106,6 +115,7 @@ struct FileConfig {
     state: Option<PathBuf>,
     action: Option<String>,
     notice: Option<bool>,
+    derive_policy: Option<String>,
     lang: Option<String>,
     radius: Option<u32>,
     webhook_listen: Option<String>,
@@ -158,6 +168,10 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
             .with_context(|| format!("unknown policy `{a}` (none, restrict, ban, escalate)"))?;
     }
     config.default_notice = !args.no_notice && file.notice.unwrap_or(true);
+    if let Some(p) = args.derive_policy.as_ref().or(file.derive_policy.as_ref()) {
+        config.default_derive = DerivePolicy::parse(p)
+            .with_context(|| format!("unknown derive policy `{p}` (act, delete, report)"))?;
+    }
     if let Some(l) = args.lang.as_ref().or(file.lang.as_ref()) {
         config.default_lang = Lang::parse(l).with_context(|| format!("unknown language `{l}` (en, fr)"))?;
     }

@@ -199,3 +199,15 @@ async fn telegram_binary_in_webhook_mode_checks_the_secret_and_deletes() {
     };
     assert!(code.success(), "exit {code:?}; log:\n{}", read_log());
 }
+
+#[test]
+fn an_unknown_derive_policy_is_refused_with_the_choices() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("consentry"))
+        .env("CONSENTRY_TELEGRAM_TOKEN", "123:test")
+        .args(["telegram", "--api-url", "http://127.0.0.1:9", "--derive-policy", "maybe"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown derive policy `maybe` (act, delete, report)"), "{err}");
+}
