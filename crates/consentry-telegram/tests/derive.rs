@@ -75,6 +75,34 @@ async fn wait(mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Runs the bot against `fake` with the state file at `state_path` until the sender is used.
+fn start_bot(
+    fake: &FakeTelegram,
+    state_path: &Path,
+    matcher: Matcher,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let api = BotApi::new(&fake.url(), fake::TOKEN, api_options()).unwrap();
+    let state = Arc::new(StateFile::open(state_path).unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let bot = tokio::spawn(async move {
+        consentry_telegram::run(api, matcher, state, config(), async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (tx, bot)
+}
+
+/// The texts the bot sent to the log chat.
+fn log_reports(fake: &FakeTelegram) -> Vec<String> {
+    fake.calls_to("sendMessage")
+        .iter()
+        .filter(|p| p["chat_id"] == json!(LOG))
+        .map(|p| p["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn deleted(fake: &FakeTelegram) -> Vec<i64> {
     fake.calls_to("deleteMessage").iter().map(|p| p["message_id"].as_i64().unwrap()).collect()
 }
@@ -165,9 +193,6 @@ async fn scenario(remote: bool) {
         s.chat(GROUP, |c| c.log_chat = Some(LOG));
         s.save().await.unwrap();
     }
-    let api = BotApi::new(&fake.url(), fake::TOKEN, api_options()).unwrap();
-    let state = Arc::new(StateFile::open(&state_path).unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let matcher = if remote {
         let m = common::remote_matcher(&app).await;
         assert!(m.derive_active(), "a remote server is asked until it says it holds no derive entries");
@@ -175,13 +200,7 @@ async fn scenario(remote: bool) {
     } else {
         Matcher::Embedded(app.clone())
     };
-    let bot = tokio::spawn(async move {
-        consentry_telegram::run(api, matcher, state, config(), async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
+    let (tx, bot) = start_bot(&fake, &state_path, matcher);
 
     fake.push_update(fake::photo_update(GROUP, 10, 7, "f-derived", "u-derived"));
     fake.push_update(fake::photo_update(GROUP, 11, 8, "f-unrelated", "u-unrelated"));
@@ -190,12 +209,7 @@ async fn scenario(remote: bool) {
     let mut gone = deleted(&fake);
     gone.sort();
     assert_eq!(gone, vec![10, 13], "the derivatives are deleted, the unrelated image is not");
-    let reports: Vec<String> = fake
-        .calls_to("sendMessage")
-        .iter()
-        .filter(|p| p["chat_id"] == json!(LOG))
-        .map(|p| p["text"].as_str().unwrap().to_owned())
-        .collect();
+    let reports = log_reports(&fake);
     assert_eq!(reports.len(), 2, "{reports:?}");
     // each report links its message (https://t.me/c/…/10)
     let report =
@@ -277,17 +291,7 @@ async fn local_evidence_matches_follow_the_chats_derive_policy() {
         s.chat(NO_LOG, |c| c.derive = Some(DerivePolicy::Report));
         s.save().await.unwrap();
     }
-    let api = BotApi::new(&fake.url(), fake::TOKEN, api_options()).unwrap();
-    let state = Arc::new(StateFile::open(&state_path).unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let matcher = Matcher::Embedded(app.clone());
-    let bot = tokio::spawn(async move {
-        consentry_telegram::run(api, matcher, state, config(), async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
+    let (tx, bot) = start_bot(&fake, &state_path, Matcher::Embedded(app.clone()));
     fake.push_update(fake::photo_update(HELD, 20, 7, "f-derived", "u-derived"));
     fake.push_update(fake::photo_update(QUIET, 21, 7, "f-derived", "u-derived"));
     fake.push_update(fake::photo_update(QUIET, 22, 7, "f-derived", "u-derived"));
@@ -297,12 +301,7 @@ async fn local_evidence_matches_follow_the_chats_derive_policy() {
     gone.sort();
     assert_eq!(gone, vec![21, 22, 23], "held in the chat with a log chat, deleted in the others");
     assert!(fake.calls_to("restrictChatMember").is_empty() && fake.calls_to("banChatMember").is_empty());
-    let reports: Vec<String> = fake
-        .calls_to("sendMessage")
-        .iter()
-        .filter(|p| p["chat_id"] == json!(LOG))
-        .map(|p| p["text"].as_str().unwrap().to_owned())
-        .collect();
+    let reports = log_reports(&fake);
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert!(
         reports[0].contains("/20\n") && reports[0].contains("NOT deleted: derivative evidence only"),
