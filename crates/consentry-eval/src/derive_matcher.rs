@@ -30,17 +30,13 @@ fn with_extractor<T>(plane: u32, f: impl FnOnce(&mut Extractor) -> T) -> T {
 
 /// `CONSENTRY_EVAL_EVIDENCE=1`: every derive hit is printed to stderr as
 /// `evidence TAB query-key TAB matcher TAB protected-id TAB pdq-distance TAB band-distance TAB
-/// inliers TAB score TAB mirrored`, the harness printing `query TAB query-key TAB source TAB
-/// transform` per query (`bench/derive/evidence.py` joins them).
+/// inliers TAB score TAB mirrored`, the harness printing `query TAB query-key TAB id TAB source TAB
+/// transform TAB donor` per query; the key is [`crate::rng::fnv1a_bytes`] of the query's bytes
+/// (`bench/derive/evidence.py` joins them).
 pub fn evidence() -> bool {
     static ON: std::sync::LazyLock<bool> =
         std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_EVAL_EVIDENCE").is_some_and(|v| v == "1"));
     *ON
-}
-
-/// A query's key in the evidence lines: FNV-1a of its bytes.
-pub fn query_key(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn share() -> bool {
@@ -192,7 +188,7 @@ impl Matcher for DeriveMatcher {
         }
         let hits = self.index.search(&f);
         if evidence() {
-            let (key, name) = (query_key(q.bytes), self.name());
+            let (key, name) = (crate::rng::fnv1a_bytes(q.bytes), self.name());
             for h in &hits {
                 let opt = |v: Option<u32>| v.map_or("-".to_string(), |d| d.to_string());
                 eprintln!(

@@ -356,7 +356,9 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
         .map(|&(i, t)| {
             let tr = &cfg.transforms[t];
             let img = work[i].as_ref().expect("decoded");
-            let donor = work[donor_of(i)].as_ref().expect("decoded");
+            let donor_id = donor_of(i);
+            let donor = work[donor_id].as_ref().expect("decoded");
+            let carried_donor = tr.uses_donor().then_some(donor_id);
             let mut rng = Rng::derive(cfg.seed, i as u64, fnv1a(&tr.label()));
             let t0 = Instant::now();
             let bytes = telegram_recompress(&tr.apply(img, donor, &mut rng));
@@ -366,8 +368,8 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
             let decode_ms = ms(t1);
             let q = Query { bytes: &bytes, image: &q_img };
             if crate::derive_matcher::evidence() {
-                let key = crate::derive_matcher::query_key(&bytes);
-                let d = if tr.uses_donor() { corpus[donor_of(i)].name.as_str() } else { "-" };
+                let key = crate::rng::fnv1a_bytes(&bytes);
+                let d = carried_donor.map_or("-", |d| corpus[d].name.as_str());
                 eprintln!("query\t{key:016x}\t{}\t{}\t{}\t{d}", i, corpus[i].name, tr.label());
             }
             let mut matches = Vec::with_capacity(matchers_ref.len());
@@ -389,7 +391,7 @@ pub fn run(corpus: &[CorpusImage], matchers: &mut [Box<dyn Matcher>], cfg: &Conf
                 transform: t,
                 source: i as ImageId,
                 protected: protected_set.contains(&i),
-                donor: tr.uses_donor().then_some(donor_of(i) as ImageId),
+                donor: carried_donor.map(|d| d as ImageId),
                 matches,
                 matcher_ms,
                 decode_ms,

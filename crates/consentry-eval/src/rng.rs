@@ -7,8 +7,13 @@ pub struct Rng(u64);
 /// FNV-1a of a string, to derive seeds from labels (so a transform's randomness
 /// does not depend on which other transforms are selected).
 pub fn fnv1a(s: &str) -> u64 {
+    fnv1a_bytes(s.as_bytes())
+}
+
+/// FNV-1a of bytes (e.g. a query's JPEG, to name it in evidence lines).
+pub fn fnv1a_bytes(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }

@@ -500,11 +500,9 @@ async fn group_message(ctx: &Ctx, m: &Message, update: i64) {
 async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit: &Hit, update: i64) {
     let chat = m.chat.id;
     // A match on local evidence only follows the chat's derive policy; any other acts.
-    let (derive_policy, has_log) =
-        ctx.state.chat(chat, |c| (c.derive.unwrap_or(ctx.cfg.default_derive), c.log_chat.is_some()));
-    let policy = if hit.local_evidence_only() { derive_policy } else { DerivePolicy::Act };
+    let policy = if hit.local_evidence_only() { policy_of(ctx, chat).2 } else { DerivePolicy::Act };
     // Held for the admins: only where they will see it.
-    let held = policy == DerivePolicy::Report && has_log;
+    let held = policy == DerivePolicy::Report && ctx.state.chat(chat, |c| c.log_chat.is_some());
     let deleted = if held {
         false
     } else {
@@ -690,7 +688,7 @@ async fn group_command(ctx: &Ctx, m: &Message, cmd: &str, args: &[String]) {
         "start" | "help" => ctx.reply(m, texts::help_group(lang)),
         "status" => {
             let index = ctx.matcher.index_size().map(|n| n.to_string()).unwrap_or_else(|| "remote".into());
-            let (action, notice) = policy_of(ctx, chat);
+            let (action, notice, _) = policy_of(ctx, chat);
             let text = ctx.state.chat(chat, |c| {
                 texts::group_status(
                     lang,
@@ -727,8 +725,7 @@ async fn group_command(ctx: &Ctx, m: &Message, cmd: &str, args: &[String]) {
                     }
                 }
             }
-            let (action, notice) = policy_of(ctx, chat);
-            let derive = ctx.state.chat(chat, |c| c.derive.unwrap_or(ctx.cfg.default_derive));
+            let (action, notice, derive) = policy_of(ctx, chat);
             ctx.reply(m, texts::policy(lang, action.name(), notice, derive.name()));
         }
         "logchat" => logchat(ctx, m, args, lang).await,
@@ -791,9 +788,13 @@ async fn group_command(ctx: &Ctx, m: &Message, cmd: &str, args: &[String]) {
     }
 }
 
-fn policy_of(ctx: &Ctx, chat: i64) -> (Action, bool) {
+fn policy_of(ctx: &Ctx, chat: i64) -> (Action, bool, DerivePolicy) {
     ctx.state.chat(chat, |c| {
-        (c.action.unwrap_or(ctx.cfg.default_action), c.notice.unwrap_or(ctx.cfg.default_notice))
+        (
+            c.action.unwrap_or(ctx.cfg.default_action),
+            c.notice.unwrap_or(ctx.cfg.default_notice),
+            c.derive.unwrap_or(ctx.cfg.default_derive),
+        )
     })
 }
 
