@@ -48,17 +48,70 @@ fn key_bits(params: &Params) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Per table, a bit set over the `2^lsh_bits` keys: the keys [`Params::stop_keys`] stops.
-fn stop_sets(params: &Params, bits: &[Vec<u8>]) -> Vec<Vec<u64>> {
+/// A table's stopped keys ([`Params::stop_keys`]). A bit set over the keys' low `filter_bits`
+/// (at most [`STOP_FILTER_BITS`]) bits says whether a stopped key may end so, and, for keys
+/// longer than that, the sorted keys decide: 32 KB and 4 bytes per stopped key per table
+/// whatever the key width (a bit set over all `2^lsh_bits` keys would take 2 MB per table at
+/// 24 bits, and a query tests a key of every table for each of its keypoints).
+#[derive(Debug, Clone, Default)]
+struct StopSet {
+    filter_bits: u32,
+    filter: Vec<u64>,
+    /// Sorted; empty when the filter is exact.
+    keys: Vec<u32>,
+}
+
+/// Largest number of low key bits of a [`StopSet`]'s filter.
+const STOP_FILTER_BITS: u32 = 18;
+
+impl StopSet {
+    fn new(mut keys: Vec<u32>, width: u32) -> StopSet {
+        if keys.is_empty() {
+            return StopSet::default();
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let filter_bits = width.min(STOP_FILTER_BITS);
+        let mut filter = vec![0u64; (1usize << filter_bits).div_ceil(64)];
+        for &k in &keys {
+            let f = k & ((1 << filter_bits) - 1);
+            filter[f as usize / 64] |= 1 << (f % 64);
+        }
+        if filter_bits == width {
+            keys = Vec::new();
+        }
+        StopSet { filter_bits, filter, keys }
+    }
+
+    /// The stopped keys, sorted.
+    #[cfg(test)]
+    fn list(&self) -> Vec<u32> {
+        if !self.keys.is_empty() {
+            return self.keys.clone();
+        }
+        (0..self.filter.len() as u32 * 64)
+            .filter(|&f| (self.filter[f as usize / 64] >> (f % 64)) & 1 == 1)
+            .collect()
+    }
+}
+
+/// Per table, the keys [`Params::stop_keys`] stops.
+fn stop_sets(params: &Params, bits: &[Vec<u8>]) -> Vec<StopSet> {
     let width = params.lsh_bits.min(32);
-    let words = (1usize << width).div_ceil(64);
     if params.stop_keys == StopKeys::None {
-        return vec![Vec::new(); bits.len()];
+        return vec![StopSet::default(); bits.len()];
     }
     let ramps = crate::ramp_descriptors();
-    let neighbours = params.stop_keys == StopKeys::RampNeighbours;
+    let learnt = bits == &key_bits(&learnt_layout())[..];
+    let neighbours = match params.stop_keys {
+        StopKeys::RampNeighbours => 1,
+        StopKeys::RampNeighbours2 => 2,
+        // no learnt list for this layout: stop what `RampNeighbours2` stops
+        StopKeys::Common(_) if !learnt => 2,
+        _ => 0,
+    };
     let common = match params.stop_keys {
-        StopKeys::Common(n) if bits == &key_bits(&Params::default())[..] => common_keys()
+        StopKeys::Common(n) if learnt => common_keys()
             .into_iter()
             .map(|mut t| {
                 t.truncate(usize::from(n));
@@ -70,26 +123,31 @@ fn stop_sets(params: &Params, bits: &[Vec<u8>]) -> Vec<Vec<u64>> {
     bits.iter()
         .enumerate()
         .map(|(t, b)| {
-            let mut set = vec![0u64; words];
-            let mut stop = |k: u32| set[k as usize / 64] |= 1 << (k % 64);
-            for &k in common.get(t).into_iter().flatten() {
-                stop(k);
-            }
+            let mut keys: Vec<u32> = common.get(t).cloned().unwrap_or_default();
             for d in &ramps {
                 let k = key(d, b);
-                stop(k);
-                if neighbours {
-                    for i in 0..width {
-                        stop(k ^ (1 << i));
-                    }
+                keys.push(k);
+                if neighbours >= 1 {
+                    keys.extend((0..width).map(|i| k ^ (1 << i)));
+                }
+                if neighbours >= 2 {
+                    keys.extend((0..width).flat_map(|i| (0..i).map(move |j| k ^ (1 << i) ^ (1 << j))));
                 }
             }
-            set
+            StopSet::new(keys, width as u32)
         })
         .collect()
 }
 
-/// The learnt stop-list ([`StopKeys::Common`]): per table of the default layout, its keys.
+/// The key layout the learnt stop-list was made for: 16 tables of 18 bits (the default layout
+/// until 2026-12-05). Under any other layout [`StopKeys::Common`] stops what
+/// [`StopKeys::RampNeighbours2`] stops.
+#[doc(hidden)]
+pub fn learnt_layout() -> Params {
+    Params { lsh_tables: 16, lsh_bits: 18, ..Params::default() }
+}
+
+/// The learnt stop-list ([`StopKeys::Common`]): per table of [`learnt_layout`], its keys.
 ///
 /// File: `CSTK`, version 1, tables (u8), key bits (u8), keys per table (u16 LE), then per table
 /// that many distinct keys (u32 LE, most common first), then the FNV-1a 64 of everything before (u64 LE).
@@ -99,7 +157,7 @@ fn common_keys() -> Vec<Vec<u32>> {
 }
 
 fn parse_common_keys(b: &[u8]) -> Result<Vec<Vec<u32>>, &'static str> {
-    let d = Params::default();
+    let d = learnt_layout();
     if b.len() < 17 || &b[..4] != b"CSTK" || b[4] != 1 {
         return Err("not a version-1 stop-list");
     }
@@ -132,10 +190,10 @@ fn parse_common_keys(b: &[u8]) -> Result<Vec<Vec<u32>>, &'static str> {
 }
 
 /// Writes a stop-list file ([`common_keys`]'s format): `keys[t]` (distinct, most common first)
-/// for each table of the default layout.
+/// for each table of [`learnt_layout`].
 #[doc(hidden)]
 pub fn write_common_keys(keys: &[Vec<u32>]) -> Vec<u8> {
-    let d = Params::default();
+    let d = learnt_layout();
     let mut b = b"CSTK".to_vec();
     b.extend([1, d.lsh_tables as u8, d.lsh_bits as u8]);
     b.extend((crate::COMMON_KEYS_PER_TABLE as u16).to_le_bytes());
@@ -157,8 +215,10 @@ fn fnv1a(b: &[u8]) -> u64 {
 
 /// Whether `k` is in a table's stop set (an empty set stops nothing).
 #[inline(always)]
-fn stopped(set: &[u64], k: u32) -> bool {
-    set.get(k as usize / 64).is_some_and(|w| (w >> (k % 64)) & 1 == 1)
+fn stopped(set: &StopSet, k: u32) -> bool {
+    let f = k & ((1 << set.filter_bits) - 1);
+    set.filter.get(f as usize / 64).is_some_and(|w| (w >> (f % 64)) & 1 == 1)
+        && (set.keys.is_empty() || set.keys.binary_search(&k).is_ok())
 }
 
 #[inline]
@@ -333,7 +393,7 @@ pub fn match_pair(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures) 
 fn match_pair_with(
     params: &Params,
     bits: &[Vec<u8>],
-    stop: &[Vec<u64>],
+    stop: &[StopSet],
     id: u64,
     sig: &Signature,
     q: &QueryFeatures,
@@ -345,7 +405,7 @@ fn match_pair_with(
 fn brute_correspondences(
     params: &Params,
     bits: &[Vec<u8>],
-    stop: &[Vec<u64>],
+    stop: &[StopSet],
     sig: &Signature,
     q: &QueryFeatures,
 ) -> Vec<Corr> {
@@ -406,17 +466,56 @@ impl std::fmt::Display for InsertError {
 impl std::error::Error for InsertError {}
 
 /// Descriptor tables built in bulk over the entries live at build time: per
-/// table a CSR directory of `2^lsh_bits + 1` offsets and the keypoint numbers
-/// grouped by key, and the descriptors themselves in one array by keypoint
+/// table a CSR directory over the low `dir_bits` bits of the key and the keypoint
+/// numbers grouped by key, and the descriptors themselves in one array by keypoint
 /// number, so scanning a bucket reads two flat arrays instead of chasing
 /// pointers to each entry's signature.
+///
+/// A posting is one `u32`: the keypoint number in its low `num_bits` bits and the key's
+/// remaining high bits above them, so the directory needs no more buckets than there are
+/// keypoints (a directory over every key would take 64 MB per table at 24 bits, even for a
+/// handful of entries) and a probe reads only the descriptors of postings with its full key.
+/// Within a bucket the postings are sorted, so those of one key are contiguous.
 #[derive(Default)]
 struct Base {
+    dir_bits: u32,
+    num_bits: u32,
     offsets: Vec<Vec<u32>>,
     postings: Vec<Vec<u32>>,
     descs: Vec<[u64; 4]>,
     /// Keypoint number → (slot, keypoint within the signature).
     owner: Vec<(u32, u16)>,
+}
+
+impl Base {
+    /// The directory's bits and the keypoint number's bits for `total` keypoints and keys of
+    /// `width` bits: about one bucket per 16 keypoints (at most `2^width`; a bucket's postings
+    /// then fill a cache line or two), and at least as many as leave the key's remaining bits
+    /// room beside the keypoint number.
+    fn layout(total: usize, width: u32) -> (u32, u32) {
+        let need = (usize::BITS - total.saturating_sub(1).leading_zeros()).max(1);
+        let room = 32 - need;
+        let dir_bits = need.saturating_sub(4).min(width).max(width.saturating_sub(room));
+        (dir_bits, 32 - (width - dir_bits))
+    }
+
+    #[inline(always)]
+    fn bucket(&self, key: u32) -> usize {
+        (u64::from(key) & ((1u64 << self.dir_bits) - 1)) as usize
+    }
+
+    /// The bits of `key` a posting holds beside its keypoint number.
+    #[inline(always)]
+    fn high(&self, key: u32) -> u32 {
+        (u64::from(key) >> self.dir_bits) as u32
+    }
+
+    /// A posting's (high key bits, keypoint number).
+    #[inline(always)]
+    fn unpack(&self, posting: u32) -> (u32, u32) {
+        let p = u64::from(posting);
+        ((p >> self.num_bits) as u32, (p & ((1u64 << self.num_bits) - 1)) as u32)
+    }
 }
 
 /// Entries inserted since the last build are kept in small hash tables
@@ -436,7 +535,7 @@ pub struct DeriveIndex {
     /// Per table, its key function.
     key_fns: Vec<KeyLut>,
     /// Per table, the stopped keys (bit sets; empty when none are).
-    stop: Vec<Vec<u64>>,
+    stop: Vec<StopSet>,
     pdq: Index,
     /// Top-band hashes of the slots whose band takes part in rule 3.
     band: Index,
@@ -632,39 +731,49 @@ impl DeriveIndex {
                 }
             }
         }
-        let width = self.params.lsh_bits.min(32);
-        let nkeys = 1usize << width;
+        let width = self.params.lsh_bits.min(32) as u32;
+        let (dir_bits, num_bits) = Base::layout(total, width);
+        let shape = Base { dir_bits, num_bits, ..Base::default() };
+        let nbuckets = 1usize << dir_bits;
         let (offsets, postings): (Vec<Vec<u32>>, Vec<Vec<u32>>) = {
             use rayon::prelude::*;
             self.key_fns
                 .par_iter()
                 .zip(&self.stop)
                 .map(|(b, stop)| {
-                    // counting sort of the keypoint numbers by key; stopped keys get empty buckets
+                    // counting sort of the keypoint numbers by bucket; stopped keys get no posting
                     let keys: Vec<u32> = descs.iter().map(|d| b.key(d)).collect();
-                    let mut off = vec![0u32; nkeys + 1];
+                    let mut off = vec![0u32; nbuckets + 1];
                     for &k in &keys {
                         if !stopped(stop, k) {
-                            off[k as usize + 1] += 1;
+                            off[shape.bucket(k) + 1] += 1;
                         }
                     }
-                    for i in 1..=nkeys {
+                    for i in 1..=nbuckets {
                         off[i] += off[i - 1];
                     }
                     let mut fill = off.clone();
-                    let mut post = huge_vec(off[nkeys] as usize, 0u32);
+                    let mut post = huge_vec(off[nbuckets] as usize, 0u32);
                     for (g, &k) in keys.iter().enumerate() {
                         if !stopped(stop, k) {
-                            let c = &mut fill[k as usize];
-                            post[*c as usize] = g as u32;
+                            let c = &mut fill[shape.bucket(k)];
+                            post[*c as usize] = ((u64::from(shape.high(k)) << num_bits) | g as u64) as u32;
                             *c += 1;
+                        }
+                    }
+                    if dir_bits < width {
+                        // one key's postings contiguous within its bucket
+                        for w in off.windows(2) {
+                            if w[1] - w[0] > 1 {
+                                post[w[0] as usize..w[1] as usize].sort_unstable();
+                            }
                         }
                     }
                     (off, post)
                 })
                 .unzip()
         };
-        self.base = Base { offsets, postings, descs, owner };
+        self.base = Base { dir_bits, num_bits, offsets, postings, descs, owner };
         self.base_live = self.by_id.len();
         self.free.append(&mut self.retired);
         for d in &mut self.delta {
@@ -677,26 +786,47 @@ impl DeriveIndex {
     #[doc(hidden)]
     pub fn largest_buckets(&self, k: usize) -> Vec<(usize, u32, usize)> {
         let mut v: Vec<(usize, u32, usize)> = Vec::new();
-        let base = self.bucket_sizes();
+        let width = self.params.lsh_bits.min(32) as u32;
+        // one table's counts at a time, keeping its k largest (a table's counts take 64 MB at 24 bits)
         for t in 0..self.key_fns.len() {
-            let mut sizes: HashMap<u32, usize> =
-                self.delta[t].iter().map(|(key, l)| (*key, l.len())).collect();
-            for (key, &n) in base.get(t).into_iter().flatten().enumerate() {
-                if n > 0 {
-                    *sizes.entry(key as u32).or_default() += n as usize;
-                }
+            let mut n = self.table_sizes(t);
+            for (key, l) in &self.delta[t] {
+                n[*key as usize] += l.len() as u32;
             }
-            v.extend(sizes.into_iter().map(|(key, n)| (n, key.count_ones(), self.params.lsh_bits)));
+            let mut sizes: Vec<(usize, u32, usize)> = n
+                .iter()
+                .enumerate()
+                .filter(|&(_, &c)| c > 0)
+                .map(|(key, &c)| (c as usize, (key as u32).count_ones(), width as usize))
+                .collect();
+            sizes.sort_unstable_by(|a, b| b.cmp(a));
+            sizes.truncate(k);
+            v.append(&mut sizes);
         }
         v.sort_unstable_by(|a, b| b.cmp(a));
         v.truncate(k);
         v
     }
 
-    /// Tuning aid: the size of every bucket of the bulk-built tables, per table (empty before a build).
+    /// The number of postings of every key of table `t` of the base (indexed by key).
+    fn table_sizes(&self, t: usize) -> Vec<u32> {
+        let b = &self.base;
+        let mut n = vec![0u32; 1usize << self.params.lsh_bits.min(32)];
+        if let (Some(off), Some(post)) = (b.offsets.get(t), b.postings.get(t)) {
+            for (bucket, w) in off.windows(2).enumerate() {
+                for &p in &post[w[0] as usize..w[1] as usize] {
+                    n[((b.unpack(p).0 as usize) << b.dir_bits) | bucket] += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Tuning aid: the number of postings of every key of the bulk-built tables, per table
+    /// (indexed by key; empty before a build).
     #[doc(hidden)]
     pub fn bucket_sizes(&self) -> Vec<Vec<u32>> {
-        self.base.offsets.iter().map(|off| off.windows(2).map(|w| w[1] - w[0]).collect()).collect()
+        (0..self.base.offsets.len()).map(|t| self.table_sizes(t)).collect()
     }
 
     /// Tuning aid: the (table, key) of every probe a query makes.
@@ -754,63 +884,46 @@ impl DeriveIndex {
     fn correspondences_generic(&self, q: &QueryFeatures) -> Vec<(u32, Vec<Corr>)> {
         let maxd = self.params.max_hamming;
         let mut found: Vec<(u32, Corr)> = Vec::new();
-        // probe i is query keypoint i / nt in table i % nt
         let qdescs = query_descs(&self.params, q);
-        let probes = self.probes(&qdescs);
         let nt = self.key_fns.len();
+        // The probes (table, key, query keypoint) whose keys are not stopped: a stopped key has
+        // no postings, in the base or among the recent inserts.
+        let probes: Vec<(usize, u32, u16)> = self
+            .probes(&qdescs)
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, (t, k))| !stopped(&self.stop[t], k))
+            .map(|(i, (t, k))| (t, k, (i / nt) as u16))
+            .collect();
         if !self.base.descs.is_empty() {
             let base = &self.base;
             // Stage 1: the directory slots of every probe.
-            // (A stopped key's bucket is empty: its directory slot is not read at all.)
-            for &(t, k) in &probes {
-                if !stopped(&self.stop[t], k) {
-                    prefetch(base.offsets[t].as_ptr().wrapping_add(k as usize));
-                }
+            for &(t, k, _) in &probes {
+                prefetch(base.offsets[t].as_ptr().wrapping_add(base.bucket(k)));
             }
             // Stage 2: non-empty buckets, as (start, end, probe).
             let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
-            for (i, &(t, k)) in probes.iter().enumerate() {
-                if stopped(&self.stop[t], k) {
-                    continue;
-                }
+            for (i, &(t, k, _)) in probes.iter().enumerate() {
                 let off = &base.offsets[t];
-                let (s, e) = (off[k as usize], off[k as usize + 1]);
+                let (s, e) = (off[base.bucket(k)], off[base.bucket(k) + 1]);
                 if s < e {
                     prefetch(base.postings[t].as_ptr().wrapping_add(s as usize));
                     ranges.push((s, e, i as u32));
                 }
             }
-            // Stage 3: scan the buckets, the descriptors fetched a few postings ahead.
-            const AHEAD: usize = 12;
-            let mut ahead = ranges.iter().flat_map(|&(s, e, i)| {
-                base.postings[i as usize % nt][s as usize..e as usize].iter().copied()
-            });
-            for _ in 0..AHEAD {
-                if let Some(g) = ahead.next() {
-                    prefetch(base.descs.as_ptr().wrapping_add(g as usize));
-                }
-            }
-            for &(s, e, i) in &ranges {
-                let qi = i as usize / nt;
-                let qd = &qdescs[qi];
-                for &g in &base.postings[i as usize % nt][s as usize..e as usize] {
-                    if let Some(n) = ahead.next() {
-                        prefetch(base.descs.as_ptr().wrapping_add(n as usize));
-                    }
-                    let d = hamming(qd, &base.descs[g as usize]);
-                    if d <= maxd {
-                        let (slot, p) = base.owner[g as usize];
-                        if self.entries[slot as usize].is_some() {
-                            found.push((slot, Corr { dist: d as u16, p, q: qi as u16 }));
-                        }
-                    }
-                }
+            // Stage 3: scan the buckets' postings with the probe's full key, the descriptors
+            // fetched a few postings ahead by a second pass over the same postings.
+            if base.dir_bits == self.params.lsh_bits.min(32) as u32 {
+                // every key its own bucket: a posting is the keypoint number
+                self.scan_buckets::<false>(&probes, &ranges, &qdescs, 12, &mut found);
+            } else {
+                self.scan_buckets::<true>(&probes, &ranges, &qdescs, 32, &mut found);
             }
         }
         if self.delta_len > 0 {
-            for (i, &(t, k)) in probes.iter().enumerate() {
+            for &(t, k, qi) in &probes {
                 let Some(list) = self.delta[t].get(&k) else { continue };
-                let qi = i / nt;
+                let qi = usize::from(qi);
                 for &(slot, p) in list {
                     let pk = &self.slot(slot).1.keypoints[usize::from(p)];
                     let d = hamming(&qdescs[qi], &pk.desc);
@@ -829,6 +942,60 @@ impl DeriveIndex {
             }
         }
         out
+    }
+
+    /// Stage 3 of [`Self::correspondences`]: the postings of `ranges` with their probe's full
+    /// key (`SPLIT`: postings hold the key's high bits beside the keypoint number), their
+    /// descriptors prefetched `ahead` postings in advance; pairs within the rule's distance go
+    /// to `found`.
+    #[inline(always)]
+    fn scan_buckets<const SPLIT: bool>(
+        &self,
+        probes: &[(usize, u32, u16)],
+        ranges: &[(u32, u32, u32)],
+        qdescs: &[[u64; 4]],
+        ahead: usize,
+        found: &mut Vec<(u32, Corr)>,
+    ) {
+        let base = &self.base;
+        let maxd = self.params.max_hamming;
+        // (keypoint number, or None when the posting has another key)
+        let keypoint = |p: u32, high: u32| -> Option<u32> {
+            if SPLIT {
+                let (h, g) = base.unpack(p);
+                (h == high).then_some(g)
+            } else {
+                Some(p)
+            }
+        };
+        let mut next = ranges.iter().flat_map(|&(s, e, i)| {
+            let (t, k, _) = probes[i as usize];
+            let high = base.high(k);
+            base.postings[t][s as usize..e as usize].iter().map(move |&p| keypoint(p, high))
+        });
+        for _ in 0..ahead {
+            if let Some(Some(g)) = next.next() {
+                prefetch(base.descs.as_ptr().wrapping_add(g as usize));
+            }
+        }
+        for &(s, e, i) in ranges {
+            let (t, k, qi) = probes[i as usize];
+            let high = base.high(k);
+            let qd = &qdescs[usize::from(qi)];
+            for &p in &base.postings[t][s as usize..e as usize] {
+                if let Some(Some(g)) = next.next() {
+                    prefetch(base.descs.as_ptr().wrapping_add(g as usize));
+                }
+                let Some(g) = keypoint(p, high) else { continue };
+                let d = hamming(qd, &base.descs[g as usize]);
+                if d <= maxd {
+                    let (slot, p) = base.owner[g as usize];
+                    if self.entries[slot as usize].is_some() {
+                        found.push((slot, Corr { dist: d as u16, p, q: qi }));
+                    }
+                }
+            }
+        }
     }
 
     /// Every protected image the query matches, sorted by id.
@@ -897,7 +1064,13 @@ mod key_tests {
             band: None,
             trimmed_band: None,
         };
-        for stop_keys in [StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours, StopKeys::Common(16)] {
+        for stop_keys in [
+            StopKeys::None,
+            StopKeys::Ramp,
+            StopKeys::RampNeighbours,
+            StopKeys::RampNeighbours2,
+            StopKeys::Common(16),
+        ] {
             let params = Params { stop_keys, ..Params::default() };
             let mut index = DeriveIndex::new(params);
             index.insert(7, sig.clone()).unwrap();
@@ -910,7 +1083,7 @@ mod key_tests {
 
     #[test]
     fn common_stop_sets_are_the_file_and_the_ramp_keys() {
-        let params = Params { stop_keys: StopKeys::Common(100), ..Params::default() };
+        let params = Params { stop_keys: StopKeys::Common(100), ..learnt_layout() };
         let bits = key_bits(&params);
         let sets = stop_sets(&params, &bits);
         let file = common_keys();
@@ -920,18 +1093,88 @@ mod key_tests {
             want.extend(ramps.iter().map(|d| key(d, &bits[t])));
             want.sort_unstable();
             want.dedup();
-            let ones: u32 = set.iter().map(|w| w.count_ones()).sum();
-            assert_eq!(ones as usize, want.len(), "table {t}");
+            assert_eq!(set.list(), want, "table {t}");
             assert!(want.iter().all(|&k| stopped(set, k)));
             assert!(!stopped(set, file[t][100]) || want.contains(&file[t][100]));
         }
     }
 
     #[test]
+    fn a_posting_holds_its_keypoint_number_and_the_rest_of_its_key() {
+        for width in [1u32, 10, 18, 22, 24, 32] {
+            for total in [0usize, 1, 2, 1000, 50_000, 5_000_000, 50_000_000, 1 << 28, u32::MAX as usize - 1] {
+                let (dir_bits, num_bits) = Base::layout(total, width);
+                let b = Base { dir_bits, num_bits, ..Base::default() };
+                assert!(dir_bits <= width, "{width} bits, {total}");
+                // every keypoint number fits beside the key's high bits, and they come back
+                let last = total.saturating_sub(1) as u32;
+                assert!(num_bits == 32 || u64::from(last) < 1u64 << num_bits, "{width} bits, {total}");
+                assert_eq!(dir_bits + (32 - num_bits), width, "{width} bits, {total}");
+                for key in
+                    [0u32, 1, (((1u64 << width) - 1) as u32), 0x5555_5555 & (((1u64 << width) - 1) as u32)]
+                {
+                    let posting = ((u64::from(b.high(key)) << num_bits) | u64::from(last)) as u32;
+                    assert_eq!(b.unpack(posting), (b.high(key), last));
+                    assert_eq!(((b.high(key) as u64) << dir_bits) as u32 | b.bucket(key) as u32, key);
+                }
+                // about one bucket per 16 keypoints, unless the high bits need more
+                let forced = width.saturating_sub(32 - (u32::BITS - last.leading_zeros()).max(1));
+                if total >= 1 << 20 && width >= 18 && dir_bits > forced {
+                    assert!(
+                        1usize << dir_bits <= total.div_ceil(8),
+                        "{width} bits, {total}: 2^{dir_bits} buckets"
+                    );
+                }
+            }
+        }
+        // 16 tables of 18 bits at 1 M protected images (50 M keypoints): every key its own bucket
+        assert_eq!(Base::layout(50_000_000, 18), (18, 32));
+        // 24 bits there: 2^22 buckets, 2 bits of the key in each posting
+        assert_eq!(Base::layout(50_000_000, 24), (22, 30));
+    }
+
+    #[test]
+    fn neighbour_stop_sets_hold_every_key_near_a_ramp_key() {
+        for (stop_keys, radius) in
+            [(StopKeys::Ramp, 0), (StopKeys::RampNeighbours, 1), (StopKeys::RampNeighbours2, 2)]
+        {
+            let params = Params { stop_keys, ..Params::default() };
+            let bits = key_bits(&params);
+            let sets = stop_sets(&params, &bits);
+            let width = params.lsh_bits as u32;
+            for (t, set) in sets.iter().enumerate() {
+                let ramp: Vec<u32> = crate::ramp_descriptors().iter().map(|d| key(d, &bits[t])).collect();
+                // exactly the keys within `radius` bits of a ramp key
+                let near = |k: u32| ramp.iter().any(|&r| (r ^ k).count_ones() <= radius);
+                assert!(set.list().iter().all(|&k| near(k) && k >> width == 0), "{stop_keys:?} table {t}");
+                let r = ramp[t % ramp.len()];
+                for i in 0..width {
+                    for j in 0..width {
+                        let k = r ^ (1 << i) ^ (1 << j);
+                        assert_eq!(stopped(set, k), near(k), "{stop_keys:?} table {t}");
+                        assert_eq!(set.list().binary_search(&k).is_ok(), near(k));
+                    }
+                }
+                assert!(
+                    !stopped(set, !r & ((1u64 << width) - 1) as u32)
+                        || near(!r & ((1u64 << width) - 1) as u32)
+                );
+            }
+        }
+        // without a learnt list for the layout, Common(n) stops what RampNeighbours2 stops
+        assert_ne!(key_bits(&Params::default()), key_bits(&learnt_layout()));
+        let common = Params { stop_keys: StopKeys::Common(100), ..Params::default() };
+        let ramp2 = Params { stop_keys: StopKeys::RampNeighbours2, ..Params::default() };
+        let bits = key_bits(&common);
+        let (a, b) = (stop_sets(&common, &bits), stop_sets(&ramp2, &bits));
+        assert!(a.iter().zip(&b).all(|(a, b)| a.list() == b.list()));
+    }
+
+    #[test]
     fn the_stop_list_file_is_checked() {
         let b = include_bytes!("../data/common-keys-v1.bin").to_vec();
         let keys = parse_common_keys(&b).unwrap();
-        assert_eq!(keys.len(), Params::default().lsh_tables);
+        assert_eq!(keys.len(), learnt_layout().lsh_tables);
         assert!(keys.iter().all(|t| t.len() == crate::COMMON_KEYS_PER_TABLE));
         assert_eq!(write_common_keys(&keys), b);
         let mut bad = b.clone();

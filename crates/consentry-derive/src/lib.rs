@@ -42,15 +42,16 @@
 //!    Hypotheses are made from every pair of correspondences (the 64 closest
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
-//!    the bits of at least one of [`Params::lsh_tables`] (16) fixed bit subsets
-//!    ([`Params::lsh_bits`] = 18 bits each) **and** are within
+//!    the bits of at least one of [`Params::lsh_tables`] (24) fixed bit subsets
+//!    ([`Params::lsh_bits`] = 24 bits each) **and** are within
 //!    [`Params::max_hamming`] (31) bits, and the key they agree on is not
 //!    stopped ([`Params::stop_keys`]: by default the keys of flat and pure-ramp
-//!    patches and their 1-bit neighbours). The key condition is part of the
+//!    patches and their neighbours up to 2 bits away). The key condition is part of the
 //!    rule, which makes the bucketed index exact with respect to it:
 //!    [`DeriveIndex::search`] returns the same set as [`brute_force_search`]
 //!    (a property test checks this). For a pair at distance 31 the key
-//!    condition holds with probability about 0.8, at 20 about 0.97. The query's mirrored
+//!    condition holds with probability about 0.67, at 20 about 0.97 (a far pair adds
+//!    little to the score: 1 point at 31, 12 at 20). The query's mirrored
 //!    keypoints are tried the same way, on their own ([`Params::mirrored`]): a copy that was
 //!    mirrored and then cropped or captioned, which no dihedral PDQ hash catches; **or**
 //! 3. the query's top-band hash (or its trimmed band's, [`Params::band_trimmed`]), as it is or
@@ -85,7 +86,9 @@ mod verify;
 
 pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};
 #[cfg(not(target_arch = "wasm32"))]
-pub use index::{brute_force_search, inlier_distances, match_pair, write_common_keys, DeriveIndex, Hit};
+pub use index::{
+    brute_force_search, inlier_distances, learnt_layout, match_pair, write_common_keys, DeriveIndex, Hit,
+};
 
 use consentry_pdq::{Dihedral, Hash256, ImageRef, ImageSizeError, PdqHash, PixelFormat};
 use features::{brief_pairs, extract, Scratch, Selection};
@@ -253,30 +256,35 @@ pub enum StopKeys {
     Ramp,
     /// Those and every key one bit away from one of them.
     RampNeighbours,
+    /// Those and every key one or two bits away from one of them.
+    RampNeighbours2,
     /// The ramp keys and the `n` (at most [`COMMON_KEYS_PER_TABLE`]) most common keys of each
     /// table in a reference set of photos (`data/common-keys-v1.bin`, made by `consentry-eval`'s
     /// `derive_stoplist` example from the even-numbered photos of the development corpus). The
-    /// learnt part applies to the default key layout (16 tables of 18 bits) only; other layouts
-    /// stop the ramp keys.
+    /// learnt part applies to the key layout it was learnt for, 16 tables of 18 bits (the
+    /// default until 2026-12-05, [`learnt_layout`]); under other layouts it stops what
+    /// [`StopKeys::RampNeighbours2`] stops.
     Common(u16),
 }
 
 impl std::str::FromStr for StopKeys {
     type Err = String;
 
-    /// `none`, `ramp`, `ramp1` (with the 1-bit neighbours), or a count of learnt common keys per
+    /// `none`, `ramp`, `ramp1` (with the 1-bit neighbours), `ramp2` (with the neighbours up to
+    /// 2 bits away), or a count of learnt common keys per
     /// table (with the ramp keys), at most [`COMMON_KEYS_PER_TABLE`].
     fn from_str(v: &str) -> Result<StopKeys, String> {
         Ok(match v {
             "none" => StopKeys::None,
             "ramp" => StopKeys::Ramp,
             "ramp1" => StopKeys::RampNeighbours,
+            "ramp2" => StopKeys::RampNeighbours2,
             n => StopKeys::Common(
                 n.parse()
                     .ok()
                     .filter(|&n: &u16| usize::from(n) <= COMMON_KEYS_PER_TABLE)
                     .ok_or_else(|| {
-                        format!("`{v}`: expected none, ramp, ramp1 or a count of common keys up to {COMMON_KEYS_PER_TABLE}")
+                        format!("`{v}`: expected none, ramp, ramp1, ramp2 or a count of common keys up to {COMMON_KEYS_PER_TABLE}")
                     })?,
             ),
         })
@@ -291,8 +299,8 @@ impl Default for Params {
         Params {
             pdq_radius: consentry_pdq::DEFAULT_MATCH_DISTANCE,
             max_hamming: 31,
-            lsh_tables: 16,
-            lsh_bits: 18,
+            lsh_tables: 24,
+            lsh_bits: 24,
             min_inliers: 3,
             min_score: 64,
             inlier_px: 8.0,
@@ -303,7 +311,7 @@ impl Default for Params {
             max_corrs: 64,
             min_inlier_gap: 10.0,
             min_spread: 0.0,
-            stop_keys: StopKeys::RampNeighbours,
+            stop_keys: StopKeys::RampNeighbours2,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
             band_min_quality: 10,
             band_trimmed: true,

@@ -511,14 +511,18 @@ proptest! {
         removals in prop::collection::vec((0usize..12, any::<bool>()), 0..10),
         delta_limit in prop::sample::select(vec![0usize, 3, 1000]),
         bulk in any::<bool>(),
-        stop_keys in prop::sample::select(vec![StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours]),
+        stop_keys in prop::sample::select(vec![StopKeys::None, StopKeys::Ramp, StopKeys::RampNeighbours, StopKeys::RampNeighbours2]),
         band_src in 0usize..12, band_flips in prop::collection::vec(any::<u8>(), 0..45), mirrored in any::<bool>(),
         band_quality in prop::option::of(prop::sample::select(vec![9u8, 10, 100])),
         band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
         band_slot in 0u8..3, band_trimmed in any::<bool>(), mirror_rule in any::<bool>(),
+        lsh_bits in prop::sample::select(vec![4usize, 10, 24]),
     ) {
+        // (4-bit keys: with a few hundred keypoints every key has its own directory bucket;
+        // 10-bit keys: several keys share a bucket; 24-bit keys: most of each key is held in the
+        // postings beside the keypoint number)
         let params = Params {
-            min_inliers, min_spread, stop_keys, band_radius, band_trimmed, lsh_bits: 10, lsh_tables: 6,
+            min_inliers, min_spread, stop_keys, band_radius, band_trimmed, lsh_bits, lsh_tables: 6,
             mirrored: mirror_rule,
             ..Params::default()
         };

@@ -10,7 +10,9 @@
 //! the index's buckets are) but are ~64 bits from any real one, so they are not copies.
 //! Queries: the Telegram-recompressed `undress-donor@40%` and `crop-all@10%` copies of 50 protected
 //! photos and 50 distractor photos, searched one at a time on one thread.
-//! `STOP=none|ramp|ramp1|N` chooses the stopped keys (`Params::stop_keys`; default: the rule's).
+//! `STOP=none|ramp|ramp1|N` chooses the stopped keys (`Params::stop_keys`; default: the rule's);
+//! `LSH_TABLES=T LSH_BITS=B` the index's key layout (`Params::lsh_tables`, `Params::lsh_bits`);
+//! `MIRRORED=0` leaves the query's mirrored keypoints out (`Params::mirrored`).
 use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Signature};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
@@ -101,7 +103,14 @@ fn main() {
             .ok()
             .map(|v| v.parse().expect("STOP"))
             .unwrap_or(Params::default().stop_keys);
-        let mut index = DeriveIndex::new(Params { lsh_bits, stop_keys, ..Params::default() });
+        let lsh_tables = std::env::var("LSH_TABLES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Params::default().lsh_tables);
+        // MIRRORED=0: without the query's mirrored keypoints (`consentry serve --derive-mirrored false`)
+        let mirrored = std::env::var("MIRRORED").map_or(Params::default().mirrored, |v| v != "0");
+        let mut index =
+            DeriveIndex::new(Params { lsh_bits, lsh_tables, stop_keys, mirrored, ..Params::default() });
         let tg = Instant::now();
         // synthetic signatures, made in parallel blocks of 10,000, each block with its own generator
         let synth: Vec<(u64, Signature)> = (real.len()..n)
@@ -140,7 +149,12 @@ fn main() {
                         ]);
                         // a random top band of full quality: every distractor takes part in rule 3
                         let band = Some(consentry_pdq::PdqHash {
-                            hash: Hash256::from_words([rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]),
+                            hash: Hash256::from_words([
+                                rng.next_u64(),
+                                rng.next_u64(),
+                                rng.next_u64(),
+                                rng.next_u64(),
+                            ]),
                             quality: 100,
                         });
                         ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints, band })

@@ -11,7 +11,7 @@
 //! `... -- CORPUS --write crates/consentry-derive/data/common-keys-v1.bin` also writes the learnt
 //! stop-list of `StopKeys::Common`: the `COMMON_KEYS_PER_TABLE` most common keys of each table
 //! over the even-numbered photos (stored count + query count / 10, ties to the smaller key).
-use consentry_derive::{DeriveIndex, Extractor, Params, QueryFeatures, Signature};
+use consentry_derive::{DeriveIndex, Extractor, QueryFeatures, Signature};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::load_corpus;
 use consentry_eval::transforms::{decode_rgb, fit_longest};
@@ -60,8 +60,10 @@ fn main() {
             (ex.signature(&px(&im)), ex.query(&px(&im)))
         })
         .collect();
-    let ix = DeriveIndex::new(Params::default());
-    let nt = Params::default().lsh_tables;
+    // the layout of the stop-list file (`StopKeys::Common`), which may differ from today's default
+    let layout = consentry_derive::learnt_layout();
+    let ix = DeriveIndex::new(layout);
+    let nt = layout.lsh_tables;
     // per half h: stored key counts, query key counts (table, key) -> n
     let mut st: [HashMap<(usize, u32), f64>; 2] = Default::default();
     let mut qu: [HashMap<(usize, u32), f64>; 2] = Default::default();
@@ -78,7 +80,7 @@ fn main() {
     }
     let ramps = consentry_derive::ramp_descriptors();
     let r0: HashSet<(usize, u32)> = keys(&ix, &ramps).into_iter().collect();
-    let bits = Params::default().lsh_bits;
+    let bits = layout.lsh_bits;
     let r1: HashSet<(usize, u32)> = r0
         .iter()
         .flat_map(|&(t, k)| std::iter::once((t, k)).chain((0..bits).map(move |b| (t, k ^ (1 << b)))))

@@ -25,7 +25,17 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(Params::default().lsh_bits);
-    let params = Params { min_inliers: 2, min_spread, lsh_bits, ..Params::default() };
+    // Number of index tables (see Params::lsh_tables): TUNE_LSH_TABLES=24.
+    let lsh_tables: usize = std::env::var("TUNE_LSH_TABLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Params::default().lsh_tables);
+    // Stopped keys (see Params::stop_keys): TUNE_STOP=none|ramp|ramp1|ramp2|N.
+    let stop_keys = std::env::var("TUNE_STOP")
+        .ok()
+        .map(|v| v.parse().expect("TUNE_STOP"))
+        .unwrap_or(Params::default().stop_keys);
+    let params = Params { min_inliers: 2, min_spread, lsh_bits, lsh_tables, stop_keys, ..Params::default() };
     let sigs: Vec<_> = sp
         .protected
         .par_iter()

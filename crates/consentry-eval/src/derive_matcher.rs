@@ -59,9 +59,10 @@ pub struct DeriveMatcher {
 }
 
 impl DeriveMatcher {
-    /// Parse `s=64+k=3+h=31+px=8+gap=10+plane=40+spread=12+stop=ramp1` (score, inliers, Hamming,
-    /// inlier pixels, inlier gap, the extractor's plane limit, the inliers' smallest spread, the
-    /// stopped keys: none, ramp, ramp1 or a count of learnt common keys) over the defaults.
+    /// Parse `s=64+k=3+t=24+b=24+h=31+px=8+gap=10+plane=40+spread=12+stop=ramp2` (score, inliers,
+    /// key tables and bits, Hamming, inlier pixels, inlier gap, the extractor's plane limit, the
+    /// inliers' smallest spread, the stopped keys: none, ramp, ramp1, ramp2 or a count of learnt
+    /// common keys) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
@@ -72,6 +73,8 @@ impl DeriveMatcher {
             match k {
                 "k" => p.min_inliers = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
                 "s" => p.min_score = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                "t" => p.lsh_tables = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                "b" => p.lsh_bits = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
                 "h" => p.max_hamming = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
                 "px" => p.inlier_px = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
                 "gap" => {
@@ -95,7 +98,7 @@ impl DeriveMatcher {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, h, px, gap, plane, spread, stop, band, bandq, trim, mirror)"
+                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror)"
                     ))
                 }
             }
@@ -139,11 +142,15 @@ impl Matcher for DeriveMatcher {
         if self.params.min_spread != d.min_spread {
             s += &format!(",spread{}", self.params.min_spread);
         }
+        if (self.params.lsh_tables, self.params.lsh_bits) != (d.lsh_tables, d.lsh_bits) {
+            s += &format!(",keys {}×{}b", self.params.lsh_tables, self.params.lsh_bits);
+        }
         if self.params.stop_keys != d.stop_keys {
             s += &match self.params.stop_keys {
                 StopKeys::None => ",stop none".to_string(),
                 StopKeys::Ramp => ",stop ramp".to_string(),
                 StopKeys::RampNeighbours => ",stop ramp±1".to_string(),
+                StopKeys::RampNeighbours2 => ",stop ramp±2".to_string(),
                 StopKeys::Common(n) => format!(",stop {n}+ramp"),
             };
         }
@@ -207,5 +214,23 @@ impl Matcher for DeriveMatcher {
 
     fn stored_bytes_per_image(&self) -> usize {
         self.bytes_per_image
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_options_set_the_parameters_and_name_the_column() {
+        let m = DeriveMatcher::parse("t=16+b=18+stop=ramp1+s=72").unwrap();
+        assert_eq!((m.params.lsh_tables, m.params.lsh_bits), (16, 18));
+        assert_eq!(m.params.stop_keys, StopKeys::RampNeighbours);
+        assert_eq!(m.name(), "derive(s≥72,keys 16×18b,stop ramp±1)");
+        let d = DeriveMatcher::parse("stop=ramp2").unwrap();
+        assert_eq!(d.params, Params { stop_keys: StopKeys::RampNeighbours2, ..Params::default() });
+        assert_eq!(DeriveMatcher::default().name(), "derive(s≥64)");
+        assert!(DeriveMatcher::parse("t=x").unwrap_err().contains("derive option t=x"));
+        assert!(DeriveMatcher::parse("q=1").unwrap_err().contains("t, b"));
     }
 }

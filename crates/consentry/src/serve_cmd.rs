@@ -109,8 +109,10 @@ pub struct ServeArgs {
     request_timeout: u64,
 
     /// Descriptor keys through which the derivative matcher makes no correspondence: none,
-    /// ramp (flat and pure-ramp patches), ramp1 (those and their 1-bit neighbours; the default),
-    /// or a count (up to 1024) of the most common keys per table plus the ramp keys. More keys
+    /// ramp (flat and pure-ramp patches), ramp1 (those and their 1-bit neighbours), ramp2 (and
+    /// their 2-bit neighbours; the default), or a count (up to 1024) of the most common keys per
+    /// table plus the ramp keys (learnt for the 16 × 18-bit key layout in use until 2026-12-05;
+    /// under today's layout it stops what ramp2 stops). More keys
     /// stopped: faster derivative lookups over large banks, fewer chance matches, a little less
     /// recall on some transforms (bench/RESULTS.md).
     #[arg(long, value_name = "STOP")]
