@@ -917,6 +917,9 @@ impl DeriveIndex {
                 // every key its own bucket: a posting is the keypoint number
                 self.scan_buckets::<false>(&probes, &ranges, &qdescs, 12, &mut found);
             } else {
+                // (a few of a bucket's ~16 postings have the probe's key: look further ahead;
+                // 32 postings measured 4.1 ms at 100k against 4.3–4.6 for 12, and 13.7 ms at 1 M
+                // against 16.2 for 64)
                 self.scan_buckets::<true>(&probes, &ranges, &qdescs, 32, &mut found);
             }
         }
