@@ -475,7 +475,7 @@ impl std::error::Error for InsertError {}
 /// remaining high bits above them, so the directory needs no more buckets than there are
 /// keypoints (a directory over every key would take 64 MB per table at 24 bits, even for a
 /// handful of entries) and a probe reads only the descriptors of postings with its full key.
-/// Within a bucket the postings are sorted, so those of one key are contiguous.
+/// Within a bucket the postings are in keypoint order; a scan compares every posting's key bits.
 #[derive(Default)]
 struct Base {
     dir_bits: u32,
@@ -508,6 +508,12 @@ impl Base {
     #[inline(always)]
     fn high(&self, key: u32) -> u32 {
         (u64::from(key) >> self.dir_bits) as u32
+    }
+
+    /// The posting of keypoint number `g` under `key` (the inverse of [`Base::unpack`]).
+    #[inline(always)]
+    fn pack(&self, key: u32, g: u32) -> u32 {
+        ((u64::from(self.high(key)) << self.num_bits) | u64::from(g)) as u32
     }
 
     /// A posting's (high key bits, keypoint number).
@@ -757,16 +763,8 @@ impl DeriveIndex {
                     for (g, &k) in keys.iter().enumerate() {
                         if !stopped(stop, k) {
                             let c = &mut fill[shape.bucket(k)];
-                            post[*c as usize] = ((u64::from(shape.high(k)) << num_bits) | g as u64) as u32;
+                            post[*c as usize] = shape.pack(k, g as u32);
                             *c += 1;
-                        }
-                    }
-                    if dir_bits < width {
-                        // one key's postings contiguous within its bucket
-                        for w in off.windows(2) {
-                            if w[1] - w[0] > 1 {
-                                post[w[0] as usize..w[1] as usize].sort_unstable();
-                            }
                         }
                     }
                     (off, post)
@@ -1116,8 +1114,7 @@ mod key_tests {
                 for key in
                     [0u32, 1, (((1u64 << width) - 1) as u32), 0x5555_5555 & (((1u64 << width) - 1) as u32)]
                 {
-                    let posting = ((u64::from(b.high(key)) << num_bits) | u64::from(last)) as u32;
-                    assert_eq!(b.unpack(posting), (b.high(key), last));
+                    assert_eq!(b.unpack(b.pack(key, last)), (b.high(key), last));
                     assert_eq!(((b.high(key) as u64) << dir_bits) as u32 | b.bucket(key) as u32, key);
                 }
                 // about one bucket per 16 keypoints, unless the high bits need more
