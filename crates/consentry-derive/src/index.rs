@@ -475,7 +475,8 @@ impl std::error::Error for InsertError {}
 /// remaining high bits above them, so the directory needs no more buckets than there are
 /// keypoints (a directory over every key would take 64 MB per table at 24 bits, even for a
 /// handful of entries) and a probe reads only the descriptors of postings with its full key.
-/// Within a bucket the postings are in keypoint order; a scan compares every posting's key bits.
+/// Within a bucket the postings are in ascending order, so those of one key are a run that a
+/// probe finds by binary search.
 #[derive(Default)]
 struct Base {
     dir_bits: u32,
@@ -514,6 +515,13 @@ impl Base {
     #[inline(always)]
     fn pack(&self, key: u32, g: u32) -> u32 {
         ((u64::from(self.high(key)) << self.num_bits) | u64::from(g)) as u32
+    }
+
+    /// The postings under `key` are those in `lo..hi` (as numbers).
+    #[inline(always)]
+    fn run(&self, key: u32) -> (u32, u64) {
+        let lo = u64::from(self.high(key)) << self.num_bits;
+        (lo as u32, lo + (1u64 << self.num_bits))
     }
 
     /// A posting's (high key bits, keypoint number).
@@ -758,12 +766,35 @@ impl DeriveIndex {
                     for i in 1..=nbuckets {
                         off[i] += off[i - 1];
                     }
+                    // Within a bucket the postings are in ascending order (the key's high bits, then the
+                    // keypoint number), so a probe finds its key's run by binary search: the keypoint
+                    // numbers are visited ordered by their keys' high bits (a stable counting sort),
+                    // then placed by bucket.
+                    let order: Vec<u32> = if shape.dir_bits == width {
+                        (0..keys.len() as u32).collect()
+                    } else {
+                        let mut at = vec![0u32; (1usize << (width - shape.dir_bits)) + 1];
+                        for &k in &keys {
+                            at[shape.high(k) as usize + 1] += 1;
+                        }
+                        for i in 1..at.len() {
+                            at[i] += at[i - 1];
+                        }
+                        let mut order = vec![0u32; keys.len()];
+                        for (g, &k) in keys.iter().enumerate() {
+                            let c = &mut at[shape.high(k) as usize];
+                            order[*c as usize] = g as u32;
+                            *c += 1;
+                        }
+                        order
+                    };
                     let mut fill = off.clone();
                     let mut post = huge_vec(off[nbuckets] as usize, 0u32);
-                    for (g, &k) in keys.iter().enumerate() {
+                    for g in order {
+                        let k = keys[g as usize];
                         if !stopped(stop, k) {
                             let c = &mut fill[shape.bucket(k)];
-                            post[*c as usize] = shape.pack(k, g as u32);
+                            post[*c as usize] = shape.pack(k, g);
                             *c += 1;
                         }
                     }
@@ -886,39 +917,22 @@ impl DeriveIndex {
         let nt = self.key_fns.len();
         // The probes (table, key, query keypoint) whose keys are not stopped: a stopped key has
         // no postings, in the base or among the recent inserts.
-        let probes: Vec<(usize, u32, u16)> = self
-            .probes(&qdescs)
-            .into_iter()
-            .enumerate()
-            .filter(|&(_, (t, k))| !stopped(&self.stop[t], k))
-            .map(|(i, (t, k))| (t, k, (i / nt) as u16))
-            .collect();
-        if !self.base.descs.is_empty() {
-            let base = &self.base;
-            // Stage 1: the directory slots of every probe.
-            for &(t, k, _) in &probes {
-                prefetch(base.offsets[t].as_ptr().wrapping_add(base.bucket(k)));
-            }
-            // Stage 2: non-empty buckets, as (start, end, probe).
-            let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
-            for (i, &(t, k, _)) in probes.iter().enumerate() {
-                let off = &base.offsets[t];
-                let (s, e) = (off[base.bucket(k)], off[base.bucket(k) + 1]);
-                if s < e {
-                    prefetch(base.postings[t].as_ptr().wrapping_add(s as usize));
-                    ranges.push((s, e, i as u32));
+        // Table by table, so that one table's key lookups and stop set stay in cache.
+        let mut probes: Vec<(usize, u32, u16)> = Vec::with_capacity(nt * qdescs.len());
+        for (t, (f, stop)) in self.key_fns.iter().zip(&self.stop).enumerate() {
+            for (qi, d) in qdescs.iter().enumerate() {
+                let k = f.key(d);
+                if !stopped(stop, k) {
+                    probes.push((t, k, qi as u16));
                 }
             }
-            // Stage 3: scan the buckets' postings with the probe's full key, the descriptors
-            // fetched a few postings ahead by a second pass over the same postings.
-            if base.dir_bits == self.params.lsh_bits.min(32) as u32 {
+        }
+        if !self.base.descs.is_empty() {
+            if self.base.dir_bits == self.params.lsh_bits.min(32) as u32 {
                 // every key its own bucket: a posting is the keypoint number
-                self.scan_buckets::<false>(&probes, &ranges, &qdescs, 12, &mut found);
+                self.scan_base::<false>(&probes, &qdescs, &mut found);
             } else {
-                // (a few of a bucket's ~16 postings have the probe's key: look further ahead;
-                // 32 postings measured 4.1 ms at 100k against 4.3–4.6 for 12, and 13.7 ms at 1 M
-                // against 16.2 for 64)
-                self.scan_buckets::<true>(&probes, &ranges, &qdescs, 32, &mut found);
+                self.scan_base::<true>(&probes, &qdescs, &mut found);
             }
         }
         if self.delta_len > 0 {
@@ -945,55 +959,84 @@ impl DeriveIndex {
         out
     }
 
-    /// Stage 3 of [`Self::correspondences`]: the postings of `ranges` with their probe's full
-    /// key (`SPLIT`: postings hold the key's high bits beside the keypoint number), their
-    /// descriptors prefetched `ahead` postings in advance; pairs within the rule's distance go
-    /// to `found`.
+    /// The base's correspondences for `probes`, as a pipeline of three passes, each reading
+    /// memory a fixed number of steps ahead of its use: the directory slots of the probes, then the
+    /// postings of the non-empty buckets (keeping the keypoints with the probe's full key; `SPLIT`:
+    /// postings hold the key's high bits beside the keypoint number), then those keypoints'
+    /// descriptors. Counting the look-ahead in candidates rather than in postings keeps as many
+    /// descriptor reads in flight when few of a bucket's postings have the probe's key.
     #[inline(always)]
-    fn scan_buckets<const SPLIT: bool>(
+    fn scan_base<const SPLIT: bool>(
         &self,
         probes: &[(usize, u32, u16)],
-        ranges: &[(u32, u32, u32)],
         qdescs: &[[u64; 4]],
-        ahead: usize,
         found: &mut Vec<(u32, Corr)>,
     ) {
+        // look-ahead of each pass, in probes, buckets and candidates
+        const DIR_AHEAD: usize = 16;
+        const BUCKET_AHEAD: usize = 8;
+        const DESC_AHEAD: usize = 16;
         let base = &self.base;
         let maxd = self.params.max_hamming;
-        // (keypoint number, or None when the posting has another key)
-        let keypoint = |p: u32, high: u32| -> Option<u32> {
-            if SPLIT {
-                let (h, g) = base.unpack(p);
-                (h == high).then_some(g)
-            } else {
-                Some(p)
+        let slot_ptr = |&(t, k, _): &(usize, u32, u16)| base.offsets[t].as_ptr().wrapping_add(base.bucket(k));
+        // Pass 1: the non-empty buckets, as (start, end, probe).
+        let mut ranges: Vec<(u32, u32, u32)> = Vec::with_capacity(probes.len());
+        for p in probes.iter().take(DIR_AHEAD) {
+            prefetch(slot_ptr(p));
+        }
+        for (i, &(t, k, _)) in probes.iter().enumerate() {
+            if let Some(p) = probes.get(i + DIR_AHEAD) {
+                prefetch(slot_ptr(p));
             }
-        };
-        let mut next = ranges.iter().flat_map(|&(s, e, i)| {
-            let (t, k, _) = probes[i as usize];
-            let high = base.high(k);
-            base.postings[t][s as usize..e as usize].iter().map(move |&p| keypoint(p, high))
-        });
-        for _ in 0..ahead {
-            if let Some(Some(g)) = next.next() {
-                prefetch(base.descs.as_ptr().wrapping_add(g as usize));
+            let b = base.bucket(k);
+            let off = &base.offsets[t];
+            let (s, e) = (off[b], off[b + 1]);
+            if s < e {
+                ranges.push((s, e, i as u32));
             }
         }
-        for &(s, e, i) in ranges {
+        // Pass 2: the postings with the probe's full key, as (keypoint number, query keypoint).
+        let fetch_bucket = |&(s, e, i): &(u32, u32, u32)| {
+            let list = &base.postings[probes[i as usize].0][s as usize..e as usize];
+            // every cache line of the bucket (16 postings per line)
+            for j in (0..list.len()).step_by(16) {
+                prefetch(list.as_ptr().wrapping_add(j));
+            }
+        };
+        for r in ranges.iter().take(BUCKET_AHEAD) {
+            fetch_bucket(r);
+        }
+        let mut cands: Vec<(u32, u16)> = Vec::new();
+        for (j, &(s, e, i)) in ranges.iter().enumerate() {
+            if let Some(r) = ranges.get(j + BUCKET_AHEAD) {
+                fetch_bucket(r);
+            }
             let (t, k, qi) = probes[i as usize];
-            let high = base.high(k);
-            let qd = &qdescs[usize::from(qi)];
-            for &p in &base.postings[t][s as usize..e as usize] {
-                if let Some(Some(g)) = next.next() {
-                    prefetch(base.descs.as_ptr().wrapping_add(g as usize));
-                }
-                let Some(g) = keypoint(p, high) else { continue };
-                let d = hamming(qd, &base.descs[g as usize]);
-                if d <= maxd {
-                    let (slot, p) = base.owner[g as usize];
-                    if self.entries[slot as usize].is_some() {
-                        found.push((slot, Corr { dist: d as u16, p, q: qi }));
-                    }
+            let list = &base.postings[t][s as usize..e as usize];
+            if SPLIT {
+                // the run of postings with the probe's high key bits (ascending within a bucket)
+                let (lo, hi) = base.run(k);
+                let a = list.partition_point(|&p| p < lo);
+                let b = a + list[a..].partition_point(|&p| u64::from(p) < hi);
+                cands.extend(list[a..b].iter().map(|&p| (base.unpack(p).1, qi)));
+            } else {
+                cands.extend(list.iter().map(|&g| (g, qi)));
+            }
+        }
+        // Pass 3: the descriptors, and the pairs within the rule's distance.
+        let desc_ptr = |&(g, _): &(u32, u16)| base.descs.as_ptr().wrapping_add(g as usize);
+        for c in cands.iter().take(DESC_AHEAD) {
+            prefetch(desc_ptr(c));
+        }
+        for (j, &(g, qi)) in cands.iter().enumerate() {
+            if let Some(c) = cands.get(j + DESC_AHEAD) {
+                prefetch(desc_ptr(c));
+            }
+            let d = hamming(&qdescs[usize::from(qi)], &base.descs[g as usize]);
+            if d <= maxd {
+                let (slot, p) = base.owner[g as usize];
+                if self.entries[slot as usize].is_some() {
+                    found.push((slot, Corr { dist: d as u16, p, q: qi }));
                 }
             }
         }
@@ -1102,7 +1145,7 @@ mod key_tests {
 
     #[test]
     fn a_posting_holds_its_keypoint_number_and_the_rest_of_its_key() {
-        for width in [1u32, 10, 18, 22, 24, 32] {
+        for width in [1u32, 10, 18, 22, 24, 26, 32] {
             for total in [0usize, 1, 2, 1000, 50_000, 5_000_000, 50_000_000, 1 << 28, u32::MAX as usize - 1] {
                 let (dir_bits, num_bits) = Base::layout(total, width);
                 let b = Base { dir_bits, num_bits, ..Base::default() };
@@ -1116,6 +1159,17 @@ mod key_tests {
                 {
                     assert_eq!(b.unpack(b.pack(key, last)), (b.high(key), last));
                     assert_eq!(((b.high(key) as u64) << dir_bits) as u32 | b.bucket(key) as u32, key);
+                    // the key's run holds its postings and no posting of another key of its bucket
+                    let (lo, hi) = b.run(key);
+                    let inside = |p: u32| p >= lo && u64::from(p) < hi;
+                    assert!(inside(b.pack(key, 0)) && inside(b.pack(key, last)), "{width} bits, {total}");
+                    if dir_bits < width {
+                        let other = key ^ (1 << dir_bits);
+                        assert!(
+                            !inside(b.pack(other, 0)) && !inside(b.pack(other, last)),
+                            "{width} bits, {total}"
+                        );
+                    }
                 }
                 // about one bucket per 16 keypoints, unless the high bits need more
                 let forced = width.saturating_sub(32 - (u32::BITS - last.leading_zeros()).max(1));
@@ -1129,8 +1183,60 @@ mod key_tests {
         }
         // 16 tables of 18 bits at 1 M protected images (50 M keypoints): every key its own bucket
         assert_eq!(Base::layout(50_000_000, 18), (18, 32));
-        // 24 bits there: 2^22 buckets, 2 bits of the key in each posting
+        // 24 bits there: 2^22 buckets, 2 bits of the key in each posting; 26 bits: 4 bits
         assert_eq!(Base::layout(50_000_000, 24), (22, 30));
+        assert_eq!(Base::layout(50_000_000, 26), (22, 28));
+    }
+
+    #[test]
+    fn the_postings_of_a_bucket_are_ascending_so_a_key_is_one_run() {
+        // 10-bit keys over a few thousand keypoints: 2^8 buckets, several keys in each
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let params = Params { lsh_bits: 10, stop_keys: StopKeys::None, ..Params::default() };
+        let mut index = DeriveIndex::new(params);
+        let entries: Vec<(u64, Signature)> = (0..100u64)
+            .map(|id| {
+                let keypoints = (0..40)
+                    .map(|i| Keypoint {
+                        x: i * 20,
+                        y: i * 10,
+                        level: 0,
+                        desc: [next(), next(), next(), next()],
+                    })
+                    .collect();
+                let pdq = consentry_pdq::Hash256::from_words([next(), next(), next(), next()]);
+                (id, Signature { pdq, quality: 90, keypoints, band: None })
+            })
+            .collect();
+        assert!(index.extend(entries).is_empty());
+        let base = &index.base;
+        assert!(base.dir_bits < 10, "keys share buckets: {} directory bits", base.dir_bits);
+        let mut keys_per_bucket = 0usize;
+        for (t, f) in index.key_fns.iter().enumerate() {
+            let (off, post) = (&base.offsets[t], &base.postings[t]);
+            for b in 0..off.len() - 1 {
+                let list = &post[off[b] as usize..off[b + 1] as usize];
+                assert!(list.windows(2).all(|w| w[0] < w[1]), "table {t}, bucket {b}");
+                let mut highs: Vec<u32> = list.iter().map(|&p| base.unpack(p).0).collect();
+                highs.dedup();
+                keys_per_bucket = keys_per_bucket.max(highs.len());
+                // every posting is in its key's run and its key is the key of its descriptor
+                for &p in list {
+                    let g = base.unpack(p).1;
+                    let k = f.key(&base.descs[g as usize]);
+                    assert_eq!(base.bucket(k), b);
+                    let (lo, hi) = base.run(k);
+                    assert!(p >= lo && u64::from(p) < hi);
+                }
+            }
+        }
+        assert!(keys_per_bucket > 1);
     }
 
     #[test]

@@ -43,7 +43,7 @@
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
 //!    the bits of at least one of [`Params::lsh_tables`] (24) fixed bit subsets
-//!    ([`Params::lsh_bits`] = 24 bits each) **and** are within
+//!    ([`Params::lsh_bits`] = 26 bits each) **and** are within
 //!    [`Params::max_hamming`] (31) bits, and the key they agree on is not
 //!    stopped ([`Params::stop_keys`]: by default the keys of flat and pure-ramp
 //!    patches and their neighbours up to 2 bits away). The key condition is part of the
@@ -300,7 +300,7 @@ impl Default for Params {
             pdq_radius: consentry_pdq::DEFAULT_MATCH_DISTANCE,
             max_hamming: 31,
             lsh_tables: 24,
-            lsh_bits: 24,
+            lsh_bits: 26,
             min_inliers: 3,
             min_score: 64,
             inlier_px: 8.0,

@@ -516,10 +516,10 @@ proptest! {
         band_quality in prop::option::of(prop::sample::select(vec![9u8, 10, 100])),
         band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
         band_slot in 0u8..3, band_trimmed in any::<bool>(), mirror_rule in any::<bool>(),
-        lsh_bits in prop::sample::select(vec![4usize, 10, 24]),
+        lsh_bits in prop::sample::select(vec![4usize, 10, 26]),
     ) {
         // (4-bit keys: with a few hundred keypoints every key has its own directory bucket;
-        // 10-bit keys: several keys share a bucket; 24-bit keys: most of each key is held in the
+        // 10-bit keys: several keys share a bucket; 26-bit keys: most of each key is held in the
         // postings beside the keypoint number)
         let params = Params {
             min_inliers, min_spread, stop_keys, band_radius, band_trimmed, lsh_bits, lsh_tables: 6,
