@@ -520,8 +520,8 @@ impl Base {
     /// The postings under `key` are those in `lo..hi` (as numbers).
     #[inline(always)]
     fn run(&self, key: u32) -> (u32, u64) {
-        let lo = u64::from(self.high(key)) << self.num_bits;
-        (lo as u32, lo + (1u64 << self.num_bits))
+        let lo = self.pack(key, 0);
+        (lo, u64::from(lo) + (1u64 << self.num_bits))
     }
 
     /// A posting's (high key bits, keypoint number).
@@ -768,26 +768,21 @@ impl DeriveIndex {
                     }
                     // Within a bucket the postings are in ascending order (the key's high bits, then the
                     // keypoint number), so a probe finds its key's run by binary search: the keypoint
-                    // numbers are visited ordered by their keys' high bits (a stable counting sort),
-                    // then placed by bucket.
-                    let order: Vec<u32> = if shape.dir_bits == width {
-                        (0..keys.len() as u32).collect()
-                    } else {
-                        let mut at = vec![0u32; (1usize << (width - shape.dir_bits)) + 1];
-                        for &k in &keys {
-                            at[shape.high(k) as usize + 1] += 1;
-                        }
-                        for i in 1..at.len() {
-                            at[i] += at[i - 1];
-                        }
-                        let mut order = vec![0u32; keys.len()];
-                        for (g, &k) in keys.iter().enumerate() {
-                            let c = &mut at[shape.high(k) as usize];
-                            order[*c as usize] = g as u32;
-                            *c += 1;
-                        }
-                        order
-                    };
+                    // numbers are visited ordered by their keys' high bits (a stable counting sort; in
+                    // keypoint order when the directory holds the whole key), then placed by bucket.
+                    let mut at = vec![0u32; (1usize << (width - shape.dir_bits)) + 1];
+                    for &k in &keys {
+                        at[shape.high(k) as usize + 1] += 1;
+                    }
+                    for i in 1..at.len() {
+                        at[i] += at[i - 1];
+                    }
+                    let mut order = vec![0u32; keys.len()];
+                    for (g, &k) in keys.iter().enumerate() {
+                        let c = &mut at[shape.high(k) as usize];
+                        order[*c as usize] = g as u32;
+                        *c += 1;
+                    }
                     let mut fill = off.clone();
                     let mut post = huge_vec(off[nbuckets] as usize, 0u32);
                     for g in order {
