@@ -856,11 +856,16 @@ impl DeriveIndex {
     /// Tuning aid: the (table, key) of every probe a query makes.
     #[doc(hidden)]
     pub fn probe_keys(&self, q: &QueryFeatures) -> Vec<(usize, u32)> {
-        self.probes(&query_descs(&self.params, q))
+        self.probes(&query_descs(&self.params, q)).map(|(t, k, _)| (t, k)).collect()
     }
 
-    fn probes(&self, descs: &[[u64; 4]]) -> Vec<(usize, u32)> {
-        descs.iter().flat_map(|d| self.key_fns.iter().enumerate().map(|(t, f)| (t, f.key(d)))).collect()
+    /// Every (table, key, query keypoint) the descriptors probe, stopped keys included; table by
+    /// table, so that one table's key lookups and stop set stay in cache.
+    fn probes<'a>(&'a self, descs: &'a [[u64; 4]]) -> impl Iterator<Item = (usize, u32, u16)> + 'a {
+        self.key_fns
+            .iter()
+            .enumerate()
+            .flat_map(move |(t, f)| descs.iter().enumerate().map(move |(qi, d)| (t, f.key(d), qi as u16)))
     }
 
     /// Tuning aid: for every protected image with at least
@@ -909,19 +914,10 @@ impl DeriveIndex {
         let maxd = self.params.max_hamming;
         let mut found: Vec<(u32, Corr)> = Vec::new();
         let qdescs = query_descs(&self.params, q);
-        let nt = self.key_fns.len();
-        // The probes (table, key, query keypoint) whose keys are not stopped: a stopped key has
-        // no postings, in the base or among the recent inserts.
-        // Table by table, so that one table's key lookups and stop set stay in cache.
-        let mut probes: Vec<(usize, u32, u16)> = Vec::with_capacity(nt * qdescs.len());
-        for (t, (f, stop)) in self.key_fns.iter().zip(&self.stop).enumerate() {
-            for (qi, d) in qdescs.iter().enumerate() {
-                let k = f.key(d);
-                if !stopped(stop, k) {
-                    probes.push((t, k, qi as u16));
-                }
-            }
-        }
+        // The probes whose keys are not stopped: a stopped key has no postings, in the base or
+        // among the recent inserts.
+        let probes: Vec<(usize, u32, u16)> =
+            self.probes(&qdescs).filter(|&(t, k, _)| !stopped(&self.stop[t], k)).collect();
         if !self.base.descs.is_empty() {
             if self.base.dir_bits == self.params.lsh_bits.min(32) as u32 {
                 // every key its own bucket: a posting is the keypoint number
