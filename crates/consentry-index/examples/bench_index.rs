@@ -332,14 +332,34 @@ fn profile(args: &[String]) {
     println!("{mode}: {:.0} q/s ({found} matches)", (reps * queries.len()) as f64 / s);
 }
 
+/// `bench_index load OUTDIR N REPS`: loads `OUTDIR/index_N.snap` (written by `profile` or a build if absent)
+/// REPS times and prints each load's wall time (the file stays in the page cache between loads).
+fn load(args: &[String]) {
+    let (dir, n, reps) = (&args[0], &args[1], args[2].parse::<usize>().unwrap());
+    let snap = format!("{dir}/index_{n}.snap");
+    let config = IndexConfig { degenerate: DegeneratePolicy::Accept };
+    if Index::load(&snap, config).is_err() {
+        let base = read_hashes(&format!("{dir}/base_{n}.u8"));
+        let i = Index::build(base.iter().enumerate().map(|(i, h)| (i as u64, *h)), config).unwrap();
+        i.save(&snap).unwrap();
+    }
+    for _ in 0..reps {
+        let t = Instant::now();
+        let idx = Index::load(&snap, config).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        println!("load: {s:.3} s ({} entries)", idx.len());
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("gen") => gen(&args[2..]),
         Some("run") => run(&args[2..]),
         Some("profile") => profile(&args[2..]),
+        Some("load") => load(&args[2..]),
         _ => {
-            eprintln!("usage: bench_index gen CORPUS.tsv N Q OUTDIR | run OUTDIR N [--truth K] [--zeros Z] [--st-queries K]");
+            eprintln!("usage: bench_index gen CORPUS.tsv N Q OUTDIR | run OUTDIR N [--truth K] [--zeros Z] [--st-queries K] | profile OUTDIR N MODE REPS | load OUTDIR N REPS");
             std::process::exit(2);
         }
     }
