@@ -12,8 +12,12 @@
 //! [band hash mirrored, 32 bytes][band quality][n, u16 LE]` then `n` keypoints of 37 bytes as
 //! above, then, when the query has uniform borders, the band of the picture inside them in the
 //! same three fields. Version 3 is version 2 with the mirrored keypoints (`[m, u16 LE]` then `m`
-//! keypoints) right after the keypoints; it is written when there are mirrored keypoints, version
-//! 2 otherwise. Version 1 (still read) has no band fields.
+//! keypoints) right after the keypoints. Version 4 (written by [`crate::Extractor::query`]) has the
+//! layout of version 3 (the mirrored keypoints' count always present, possibly 0), with keypoint
+//! levels a third of an octave apart (0..[`QUERY_LEVELS`], [`QueryFeatures::levels_per_octave`]
+//! = 3); in versions 1–3 they are half an octave apart (0..6). Features in half octaves are written
+//! as version 3 when they have mirrored keypoints, version 2 otherwise. Version 1 (still read) has
+//! no band fields.
 
 use crate::{BandQuery, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
 use consentry_pdq::{Hash256, PdqHash};
@@ -63,9 +67,10 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Version byte of serialized query features (the newest; query features without mirrored
-/// keypoints are written as version 2).
-pub const QUERY_FEATURES_VERSION: u8 = 3;
+/// Version byte of serialized query features (the newest: keypoint levels a third of an octave
+/// apart). Features in half octaves ([`QueryFeatures::in_half_octaves`]) are written as version 3,
+/// or 2 without mirrored keypoints, which older readers understand.
+pub const QUERY_FEATURES_VERSION: u8 = 4;
 const QUERY_HEADER_V1: usize = 1 + 8 * 32 + 1 + 2;
 const QUERY_BAND: usize = 2 * 32 + 1;
 
@@ -118,7 +123,13 @@ impl QueryFeatures {
         let n = self.keypoints.len().min(usize::from(u16::MAX));
         let m = self.mirrored.len().min(usize::from(u16::MAX));
         let mut v = Vec::with_capacity(QUERY_HEADER_V1 + 2 * QUERY_BAND + 2 + KP * (n + m));
-        v.push(if m > 0 { QUERY_FEATURES_VERSION } else { 2 });
+        let version = match (self.levels_per_octave, m) {
+            (2, 0) => 2,
+            (2, _) => 3,
+            _ => QUERY_FEATURES_VERSION,
+        };
+        debug_assert!(version < 4 || self.levels_per_octave == crate::QUERY_LEVELS_PER_OCTAVE);
+        v.push(version);
         for h in &self.pdq {
             v.extend_from_slice(&h.to_bytes());
         }
@@ -133,7 +144,7 @@ impl QueryFeatures {
         for k in &self.keypoints[..n] {
             put_keypoint(&mut v, k);
         }
-        if m > 0 {
+        if version >= 3 {
             v.extend_from_slice(&(m as u16).to_le_bytes());
             for k in &self.mirrored[..m] {
                 put_keypoint(&mut v, k);
@@ -153,7 +164,7 @@ impl QueryFeatures {
         let version = *b.first().ok_or(DecodeError::Truncated)?;
         let header = match version {
             1 => QUERY_HEADER_V1,
-            2 | 3 => QUERY_HEADER_V1 + QUERY_BAND,
+            2..=4 => QUERY_HEADER_V1 + QUERY_BAND,
             v => return Err(DecodeError::Version(v)),
         };
         if b.len() < header {
@@ -177,9 +188,14 @@ impl QueryFeatures {
         if b.len() < need {
             return Err(DecodeError::Truncated);
         }
-        let keypoints = get_keypoints(&b[header..need], QUERY_LEVELS)?;
+        let (levels, levels_per_octave) = if version == 4 {
+            (QUERY_LEVELS, crate::QUERY_LEVELS_PER_OCTAVE)
+        } else {
+            (crate::HALF_OCTAVE_QUERY_LEVELS, 2)
+        };
+        let keypoints = get_keypoints(&b[header..need], levels)?;
         let mut mirrored = Vec::new();
-        if version == 3 {
+        if version >= 3 {
             let c = b.get(need..need + 2).ok_or(DecodeError::Truncated)?;
             let m = usize::from(u16::from_le_bytes([c[0], c[1]]));
             let start = need + 2;
@@ -187,7 +203,7 @@ impl QueryFeatures {
             if b.len() < need {
                 return Err(DecodeError::Truncated);
             }
-            mirrored = get_keypoints(&b[start..need], QUERY_LEVELS)?;
+            mirrored = get_keypoints(&b[start..need], levels)?;
         }
         // version 2 may end with the trimmed band
         let trimmed = header > QUERY_HEADER_V1 && b.len() == need + QUERY_BAND;
@@ -200,7 +216,7 @@ impl QueryFeatures {
         } else {
             None
         };
-        Ok(QueryFeatures { pdq, quality, keypoints, mirrored, band, trimmed_band })
+        Ok(QueryFeatures { pdq, quality, keypoints, mirrored, band, trimmed_band, levels_per_octave })
     }
 
     /// Standard base64 (with padding) of [`QueryFeatures::to_bytes`].

@@ -21,6 +21,25 @@ pub(crate) struct Corner {
     pub desc: [u64; 4],
 }
 
+/// A pyramid over the working image: `count` levels, `per_octave` of them to an octave (level
+/// `l` is the working image reduced by `2^(l / per_octave)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pyramid {
+    pub count: usize,
+    pub per_octave: u8,
+}
+
+impl Pyramid {
+    /// How much smaller level `l` is than level 0.
+    pub fn reduction(self, l: usize) -> f32 {
+        if self.per_octave == 2 {
+            std::f32::consts::SQRT_2.powi(l as i32)
+        } else {
+            2f32.powf(l as f32 / f32::from(self.per_octave))
+        }
+    }
+}
+
 /// BRIEF test pairs: 256 × (x1, y1, x2, y2), Gaussian around the centre
 /// (σ = patch/5, as ORB), clipped to the patch; deterministic.
 pub(crate) fn brief_pairs() -> Vec<[i8; 4]> {
@@ -261,14 +280,14 @@ pub(crate) enum Selection {
     Sparse { quota: [usize; 4], grid: usize },
 }
 
-/// Pyramid of `levels` levels (each 1/√2 of the previous) over the working
+/// A `pyramid` over the working
 /// luma of `px` (longest side [`WORK_SIDE`]), corners selected per `sel`,
 /// described with `pairs`.
 /// Corners whose descriptor is within `plane_limit` bits of the descriptor of
 /// a pure intensity ramp with the patch's gradient are dropped (0: none).
 pub(crate) fn extract(
     px: &Pixels<'_>,
-    levels: usize,
+    pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
     plane_limit: u32,
@@ -279,10 +298,10 @@ pub(crate) fn extract(
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { extract_avx2(px, levels, sel, pairs, plane_limit, sc, mirrored) };
+            return unsafe { extract_avx2(px, pyramid, sel, pairs, plane_limit, sc, mirrored) };
         }
     }
-    extract_generic(px, levels, sel, pairs, plane_limit, sc, mirrored)
+    extract_generic(px, pyramid, sel, pairs, plane_limit, sc, mirrored)
 }
 
 /// The same code compiled for AVX2: wider vectors, same operations.
@@ -290,20 +309,20 @@ pub(crate) fn extract(
 #[target_feature(enable = "avx2")]
 unsafe fn extract_avx2(
     px: &Pixels<'_>,
-    levels: usize,
+    pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
     plane_limit: u32,
     sc: &mut Scratch,
     mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
-    extract_generic(px, levels, sel, pairs, plane_limit, sc, mirrored)
+    extract_generic(px, pyramid, sel, pairs, plane_limit, sc, mirrored)
 }
 
 #[inline(always)]
 pub(crate) fn extract_generic(
     px: &Pixels<'_>,
-    levels: usize,
+    pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
     plane_limit: u32,
@@ -340,13 +359,13 @@ pub(crate) fn extract_generic(
         red,
         bil,
     );
-    if levels > 1 {
+    if pyramid.count > 1 {
         transpose(l0, l0t);
     }
     let mut out = Vec::new();
     let mut chosen: Vec<(f32, usize, usize)> = Vec::new();
-    for l in 0..levels {
-        let to0 = std::f32::consts::SQRT_2.powi(l as i32);
+    for l in 0..pyramid.count {
+        let to0 = pyramid.reduction(l);
         let img: &Gray = if l == 0 {
             l0
         } else {

@@ -315,8 +315,11 @@ fn local_rule(
 ) -> (usize, u32, bool) {
     let sets = query_sets(params, q);
     let verify = |set: &[Keypoint], corrs: &mut Vec<Corr>| {
-        let (n, sc) =
-            if can_pass(params, corrs) { inliers(params, &sig.keypoints, set, corrs) } else { (0, 0) };
+        let (n, sc) = if can_pass(params, corrs) {
+            inliers(params, &sig.keypoints, set, q.levels_per_octave, corrs)
+        } else {
+            (0, 0)
+        };
         if n >= params.min_inliers && sc >= params.min_score {
             (n, sc)
         } else {
@@ -434,7 +437,7 @@ pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> 
     // (the query as it is)
     let n0 = query_sets(params, q)[0].len();
     corrs.retain(|c| usize::from(c.q) < n0);
-    crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, &mut corrs)
+    crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, q.levels_per_octave, &mut corrs)
 }
 
 /// Every protected entry the query matches, by brute force over all of them
@@ -884,7 +887,16 @@ impl DeriveIndex {
             .filter(|(_, c)| c.len() >= self.params.min_inliers)
             .map(|(slot, c)| {
                 let (id, sig) = self.slot(*slot);
-                (*id, crate::verify::best_inliers(&self.params, &sig.keypoints, &q.keypoints, c))
+                (
+                    *id,
+                    crate::verify::best_inliers(
+                        &self.params,
+                        &sig.keypoints,
+                        &q.keypoints,
+                        q.levels_per_octave,
+                        c,
+                    ),
+                )
             })
             .collect();
         v.sort_by_key(|x| x.0);
@@ -1098,6 +1110,7 @@ mod key_tests {
             mirrored: Vec::new(),
             band: None,
             trimmed_band: None,
+            levels_per_octave: crate::QUERY_LEVELS_PER_OCTAVE,
         };
         for stop_keys in [
             StopKeys::None,

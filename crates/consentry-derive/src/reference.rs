@@ -2,7 +2,7 @@
 //! images, one allocation per step), kept for the tests: the optimised
 //! kernels of `gray` and `features` must give bit-identical output.
 
-use crate::features::{Corner, Selection, PATCH_RADIUS};
+use crate::features::{Corner, Pyramid, Selection, PATCH_RADIUS};
 use consentry_pdq::PixelFormat;
 
 const MARGIN: usize = PATCH_RADIUS as usize + 1;
@@ -286,20 +286,20 @@ fn describe(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
     d
 }
 
-/// Pyramid of `levels` levels (each 1/√2 of the previous) over the level-0
+/// A `pyramid` over the level-0
 /// image, corners selected per `sel`, described with `pairs`.
 /// Corners whose descriptor is within `plane_limit` bits of the descriptor of
 /// a pure intensity ramp with the patch's gradient are dropped (0: none).
 pub(crate) fn extract(
     l0: &Gray,
-    levels: usize,
+    pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
     plane_limit: u32,
 ) -> Vec<Corner> {
     let mut out = Vec::new();
-    for l in 0..levels {
-        let to0 = std::f32::consts::SQRT_2.powi(l as i32);
+    for l in 0..pyramid.count {
+        let to0 = pyramid.reduction(l);
         let img = if l == 0 {
             l0.clone()
         } else {
@@ -400,16 +400,21 @@ fn ramp(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
 }
 
 /// The reference's corners of `px`, as [`crate::Extractor`] computes them.
-fn reference_corners(px: &crate::Pixels<'_>, levels: usize, sel: Selection, plane_limit: u32) -> Vec<Corner> {
+fn reference_corners(
+    px: &crate::Pixels<'_>,
+    pyramid: Pyramid,
+    sel: Selection,
+    plane_limit: u32,
+) -> Vec<Corner> {
     let g =
         working_luma(px.width as usize, px.height as usize, px.stride, px.format, px.data, crate::WORK_SIDE);
-    extract(&g, levels, sel, &crate::features::brief_pairs(), plane_limit)
+    extract(&g, pyramid, sel, &crate::features::brief_pairs(), plane_limit)
 }
 
 #[test]
 fn optimised_extraction_is_bit_identical_to_the_reference() {
     use crate::features::{extract as extract_dispatch, extract_generic, Scratch};
-    use crate::{synth, Pixels, PROTECTED_QUOTA, QUERY_LEVELS};
+    use crate::{synth, Pixels, PROTECTED_QUOTA};
     let pairs = crate::features::brief_pairs();
     // One scratch for all: buffers left by larger and smaller images must not matter.
     let mut sc = Scratch::default();
@@ -444,15 +449,16 @@ fn optimised_extraction_is_bit_identical_to_the_reference() {
             Pixels::with_stride(w, h, stride, PixelFormat::Rgb8, &padded).unwrap(),
         ];
         for px in &images {
-            for (levels, sel, plane) in [
-                (QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 }, 0),
-                (crate::LEVELS, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 }, 0),
-                (QUERY_LEVELS, Selection::Dense { cell: 32, per_cell: 2 }, 40),
+            for (pyramid, sel, plane) in [
+                (crate::QUERY_PYRAMID, Selection::Dense { cell: 32, per_cell: 2 }, 0),
+                (crate::PROTECTED_PYRAMID, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 }, 0),
+                (crate::QUERY_PYRAMID, Selection::Dense { cell: 32, per_cell: 2 }, 40),
+                (crate::HALF_OCTAVE_QUERY_PYRAMID, Selection::Dense { cell: 32, per_cell: 2 }, 0),
             ] {
-                let want = reference_corners(px, levels, sel, plane);
+                let want = reference_corners(px, pyramid, sel, plane);
                 for (path, got) in [
-                    ("dispatched", extract_dispatch(px, levels, sel, &pairs, plane, &mut sc, None)),
-                    ("generic", extract_generic(px, levels, sel, &pairs, plane, &mut sc, None)),
+                    ("dispatched", extract_dispatch(px, pyramid, sel, &pairs, plane, &mut sc, None)),
+                    ("generic", extract_generic(px, pyramid, sel, &pairs, plane, &mut sc, None)),
                 ] {
                     let at = got.iter().zip(&want).position(|(a, b)| a != b);
                     assert!(

@@ -279,8 +279,9 @@ fn version_1_signatures_and_query_features_are_still_read() {
     let mut b1x = b1.clone();
     b1x.push(0);
     assert_eq!(Signature::from_bytes(&b1x), Err(DecodeError::TrailingBytes));
-    // query features of version 1: no band fields (nor mirrored keypoints, which need version 3)
-    let q2 = QueryFeatures { mirrored: Vec::new(), ..ex.query(&img.pixels()) };
+    // query features of version 1: no band fields (nor mirrored keypoints, which need version 3,
+    // nor levels a third of an octave apart, version 4)
+    let q2 = QueryFeatures { mirrored: Vec::new(), ..ex.query(&img.pixels()).in_half_octaves() };
     let qb2 = q2.to_bytes();
     assert_eq!(qb2[0], 2, "query features without mirrored keypoints are written as version 2");
     assert_eq!(QueryFeatures::from_bytes(&qb2).unwrap(), q2);
@@ -357,17 +358,35 @@ fn query_features_round_trip_and_refuse_corruption() {
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(QueryFeatures::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    assert_eq!(b[0], 3, "with mirrored keypoints: version 3");
-    let mut v4 = b.clone();
-    v4[0] = 4;
-    assert_eq!(QueryFeatures::from_bytes(&v4), Err(DecodeError::Version(4)));
+    assert_eq!(b[0], 4, "levels a third of an octave apart: version 4");
+    let mut v5 = b.clone();
+    v5[0] = 5;
+    assert_eq!(QueryFeatures::from_bytes(&v5), Err(DecodeError::Version(5)));
+    // read as version 3, its levels 6..9 are out of range
+    assert!(q.keypoints.iter().any(|k| usize::from(k.level) >= HALF_OCTAVE_QUERY_LEVELS));
+    let mut as_v3 = b.clone();
+    as_v3[0] = 3;
+    assert_eq!(QueryFeatures::from_bytes(&as_v3), Err(DecodeError::Invalid("keypoint level")));
+    // in half octaves: version 3 (2 without the mirrored keypoints), read back as written
+    let h = q.in_half_octaves();
+    let hb = h.to_bytes();
+    assert_eq!((hb[0], hb.len()), (3, b.len()));
+    assert_eq!(QueryFeatures::from_bytes(&hb).unwrap(), h);
+    let h2 = QueryFeatures { mirrored: Vec::new(), ..h.clone() };
+    assert_eq!(h2.to_bytes()[0], 2);
+    assert_eq!(QueryFeatures::from_bytes(&h2.to_bytes()).unwrap(), h2);
+    // version 4 without mirrored keypoints keeps its (zero) count
+    let q0 = QueryFeatures { mirrored: Vec::new(), ..q.clone() };
+    let b0 = q0.to_bytes();
+    assert_eq!((b0[0], b0.len()), (4, 325 + 37 * q.keypoints.len() + 2));
+    assert_eq!(QueryFeatures::from_bytes(&b0).unwrap(), q0);
     // the mirrored keypoints' count, right after the keypoints
     let after = 325 + 37 * q.keypoints.len();
     assert_eq!(usize::from(u16::from_le_bytes([b[after], b[after + 1]])), q.mirrored.len());
     for cut in [after, after + 1, after + 2, after + 40] {
         assert_eq!(QueryFeatures::from_bytes(&b[..cut]), Err(DecodeError::Truncated), "cut at {cut}");
     }
-    let mut as_v2 = b.clone();
+    let mut as_v2 = hb.clone();
     as_v2[0] = 2;
     assert_eq!(QueryFeatures::from_bytes(&as_v2), Err(DecodeError::TrailingBytes));
     let mut mlevel = b.clone();
@@ -385,6 +404,82 @@ fn query_features_round_trip_and_refuse_corruption() {
     let sig = ex.signature(&scene(900, 600, 8).pixels()).to_bytes();
     assert!(QueryFeatures::from_bytes(&sig).is_err());
     assert!(Signature::from_bytes(&b).is_err());
+}
+
+#[test]
+fn the_query_pyramid_is_a_third_of_an_octave_apart() {
+    let mut ex = Extractor::new();
+    let img = scene(900, 640, 12);
+    let q = ex.query(&img.pixels());
+    assert_eq!(q.levels_per_octave, 3);
+    let levels: std::collections::BTreeSet<u8> = q.keypoints.iter().map(|k| k.level).collect();
+    assert_eq!(levels, (0..QUERY_LEVELS as u8).collect(), "corners on every level");
+    // level 3 is level 0 of the image halved (one octave): the same corners, where the scene
+    // has them (half the distinct positions or more, within 2 working pixels)
+    let half = ex.query(&shrink(&img, 2).pixels());
+    let (at0, at3): (Vec<&Keypoint>, Vec<&Keypoint>) = (
+        half.keypoints.iter().filter(|k| k.level == 0).collect(),
+        q.keypoints.iter().filter(|k| k.level == 3).collect(),
+    );
+    let near = at3
+        .iter()
+        .filter(|a| {
+            at0.iter().any(|b| {
+                (i32::from(a.x) - i32::from(b.x)).abs() <= 16 && (i32::from(a.y) - i32::from(b.y)).abs() <= 16
+            })
+        })
+        .count();
+    assert!(
+        near * 2 >= at3.len(),
+        "{near} of {} level-3 corners found on level 0 of the halved image",
+        at3.len()
+    );
+    // in half octaves: levels round(2 l / 3), everything else unchanged
+    let h = q.in_half_octaves();
+    assert_eq!(h.levels_per_octave, 2);
+    assert_eq!(h.keypoints.len(), q.keypoints.len());
+    for (a, b) in q.keypoints.iter().zip(&h.keypoints).chain(q.mirrored.iter().zip(&h.mirrored)) {
+        assert_eq!((a.x, a.y, a.desc), (b.x, b.y, b.desc));
+        assert_eq!(b.level, [0, 1, 1, 2, 3, 3, 4, 5, 5][usize::from(a.level)]);
+    }
+    assert_eq!(h.in_half_octaves(), h);
+    assert_eq!(
+        QueryFeatures { keypoints: vec![], mirrored: vec![], ..h },
+        QueryFeatures { keypoints: vec![], mirrored: vec![], levels_per_octave: 2, ..q }
+    );
+}
+
+/// Copies cropped by 20 % on every side are enlarged 1.67×, nearly midway between two levels of
+/// a half-octave pyramid: the query's finer pyramid finds more of the stored corners' descriptors
+/// again. Features in half octaves (what an older client sends) still match the same way.
+#[test]
+fn a_finer_query_pyramid_finds_more_of_a_20_percent_crop() {
+    let (mut ex, index, imgs) = setup();
+    let (mut third, mut half) = (0u32, 0u32);
+    for (i, img) in imgs.iter().enumerate() {
+        let (cx, cy) = (img.w / 5, img.h / 5);
+        let c = crop(img, cx, cy, img.w - 2 * cx, img.h - 2 * cy);
+        let score = |q: &QueryFeatures| -> u32 {
+            index.search(q).iter().filter(|h| h.id == i as u64).map(|h| h.score).max().unwrap_or(0)
+        };
+        let (qt, qh) = (ex.query(&c.pixels()), ex.query_in_half_octaves(&c.pixels(), true));
+        assert_eq!(qh.levels_per_octave, 2);
+        let (st, sh) = (score(&qt), score(&qh));
+        // the finer query, and the same in half octaves (a reader of format 3) match the source
+        assert!(st >= Params::default().min_score, "scene {i}: score {st}");
+        assert_eq!(
+            index.search(&qt.in_half_octaves()).iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![i as u64]
+        );
+        assert!(index.search(&qt).iter().all(|h| h.id == i as u64), "scene {i}");
+        third += st;
+        half += sh;
+    }
+    // (942 against 801 when written)
+    assert!(
+        third * 10 >= half * 11,
+        "score summed over the scenes: {third} (thirds) against {half} (halves)"
+    );
 }
 
 #[test]
@@ -517,6 +612,7 @@ proptest! {
         band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
         band_slot in 0u8..3, band_trimmed in any::<bool>(), mirror_rule in any::<bool>(),
         lsh_bits in prop::sample::select(vec![4usize, 10, 26]),
+        per_octave in prop::sample::select(vec![2u8, QUERY_LEVELS_PER_OCTAVE]),
     ) {
         // (4-bit keys: with a few hundred keypoints every key has its own directory bucket;
         // 10-bit keys: several keys share a bucket; 26-bit keys: most of each key is held in the
@@ -564,7 +660,9 @@ proptest! {
             let k = s.keypoints[ki % s.keypoints.len()];
             let x = (f32::from(k.x) * scale + tx * 8.0).clamp(0.0, 65535.0) as u16;
             let y = (f32::from(k.y) * scale + ty * 8.0).clamp(0.0, 65535.0) as u16;
-            let level = (f32::from(k.level) + 2.0 * scale.log2()).round().clamp(0.0, 3.0) as u8;
+            // the stored level (half octaves) in the query's levels, `per_octave` to an octave
+            let top = if per_octave == 2 { HALF_OCTAVE_QUERY_LEVELS } else { QUERY_LEVELS } - 1;
+            let level = ((f32::from(k.level) / 2.0 + scale.log2()) * f32::from(per_octave)).round().clamp(0.0, top as f32) as u8;
             let kp = Keypoint { x, y, level, desc: flip(k.desc, bits) };
             if *to_mirrored { mkps.push(kp) } else { kps.push(kp) }
         }
@@ -582,7 +680,7 @@ proptest! {
         // ... as the query's band (0), its trimmed band (1), or the trimmed band beside a random band (2)
         let noise = Some(BandQuery { hashes: [consentry_pdq::Hash256::from_bytes([0x3c; 32]); 2], quality: 100 });
         let (band, trimmed_band) = match band_slot { 0 => (band, None), 1 => (None, band), _ => (noise, band) };
-        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band };
+        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band, levels_per_octave: per_octave };
         let got = index.search(&q);
         let want = brute_force_search(&params, &entries, &q);
         prop_assert_eq!(got, want);
@@ -608,6 +706,7 @@ fn band_rule_needs_both_qualities_and_the_radius() {
         mirrored: vec![],
         band: Some(BandQuery { hashes: h, quality: q }),
         trimmed_band: None,
+        levels_per_octave: QUERY_LEVELS_PER_OCTAVE,
     };
     let near = flip_hash(band, &(0..31).collect::<Vec<u8>>());
     let other = hash_of([!1, !2, !3, !4]); // every bit differs

@@ -30,9 +30,10 @@ pub(crate) fn inliers(
     params: &Params,
     stored: &[Keypoint],
     query: &[Keypoint],
+    query_per_octave: u8,
     corrs: &mut Vec<Corr>,
 ) -> (usize, u32) {
-    let d = best_inliers(params, stored, query, corrs);
+    let d = best_inliers(params, stored, query, query_per_octave, corrs);
     (d.len(), score(params, &d))
 }
 
@@ -48,6 +49,7 @@ pub(crate) fn best_inliers(
     params: &Params,
     stored: &[Keypoint],
     query: &[Keypoint],
+    query_per_octave: u8,
     corrs: &mut Vec<Corr>,
 ) -> Vec<u16> {
     corrs.sort_unstable();
@@ -66,12 +68,14 @@ pub(crate) fn best_inliers(
             (x, y, f32::from(k.level))
         })
         .collect();
+    let q_half = 2.0 / f32::from(query_per_octave.max(1));
     let qs: Vec<(f32, f32, f32)> = corrs
         .iter()
         .map(|c| {
             let k = &query[c.q as usize];
             let (x, y) = pt(k);
-            (x, y, f32::from(k.level))
+            // the level in half octaves, the stored levels' unit
+            (x, y, f32::from(k.level) * q_half)
         })
         .collect();
     let eps2 = params.inlier_px * params.inlier_px;

@@ -29,6 +29,7 @@ fn keys(ix: &DeriveIndex, descs: &[[u64; 4]]) -> Vec<(usize, u32)> {
         mirrored: Vec::new(),
         band: None,
         trimmed_band: None,
+        levels_per_octave: consentry_derive::QUERY_LEVELS_PER_OCTAVE,
     };
     ix.probe_keys(&q)
 }

@@ -8,13 +8,17 @@ use image::RgbImage;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+/// What identifies a query's features for sharing: its bytes' address and length, the plane limit,
+/// the half-octave query pyramid.
+type SharedKey = (usize, usize, u32, bool);
+
 thread_local! {
     /// This thread's extractor and the plane limit it was made with.
     static EXTRACTOR: RefCell<(u32, Extractor)> = RefCell::new((0, Extractor::new()));
     /// Tuning only (`CONSENTRY_DERIVE_SHARE=1`): the last query's features,
     /// keyed by its bytes' address and length, so several rule variants in one
     /// run extract once (their ms then exclude extraction, except the first's).
-    static LAST: RefCell<Option<(usize, usize, u32, QueryFeatures)>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<(SharedKey, QueryFeatures)>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with this thread's extractor, made with `plane` as its plane limit.
@@ -56,16 +60,20 @@ pub struct DeriveMatcher {
     plane: u32,
     index: DeriveIndex,
     bytes_per_image: usize,
+    /// Query features with the half-octave pyramid of format 3 (`qpo=2`; for comparisons).
+    half_octave_query: bool,
 }
 
 impl DeriveMatcher {
     /// Parse `s=64+k=3+t=24+b=24+h=31+px=8+gap=10+plane=40+spread=12+stop=ramp2` (score, inliers,
     /// key tables and bits, Hamming, inlier pixels, inlier gap, the extractor's plane limit, the
     /// inliers' smallest spread, the stopped keys: none, ramp, ramp1, ramp2 or a count of learnt
-    /// common keys) over the defaults.
+    /// common keys; `qpo=2`: query pyramid levels half an octave apart, as before format 4) over the
+    /// defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
+        let mut half_octave_query = false;
         for kv in spec.split(['+', ';']).filter(|s| !s.is_empty()) {
             let (k, v) =
                 kv.split_once('=').ok_or_else(|| format!("derive option {kv}: expected name=value"))?;
@@ -92,25 +100,39 @@ impl DeriveMatcher {
                     }
                 }
                 "trim" => p.band_trimmed = v != "0",
+                "qpo" => {
+                    half_octave_query = match v {
+                        "2" => true,
+                        "3" => false,
+                        _ => return Err(bad("query levels per octave: 2 or 3".into())),
+                    }
+                }
                 "mirror" => p.mirrored = v != "0",
                 "bandq" => {
                     p.band_min_quality = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror)"
+                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror, qpo)"
                     ))
                 }
             }
         }
         let mut m = DeriveMatcher::new(p);
         m.plane = plane;
+        m.half_octave_query = half_octave_query;
         Ok(m)
     }
 
     /// With the given rule parameters.
     pub fn new(params: Params) -> Self {
-        DeriveMatcher { params, plane: 0, index: DeriveIndex::new(params), bytes_per_image: 0 }
+        DeriveMatcher {
+            params,
+            plane: 0,
+            index: DeriveIndex::new(params),
+            bytes_per_image: 0,
+            half_octave_query: false,
+        }
     }
 }
 
@@ -166,6 +188,9 @@ impl Matcher for DeriveMatcher {
         if self.params.band_min_quality != d.band_min_quality {
             s += &format!(",band q≥{}", self.params.band_min_quality);
         }
+        if self.half_octave_query {
+            s += ",query ½-octave";
+        }
         s + ")"
     }
 
@@ -183,15 +208,23 @@ impl Matcher for DeriveMatcher {
     }
 
     fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
-        let key = (q.bytes.as_ptr() as usize, q.bytes.len(), self.plane);
+        let key = (q.bytes.as_ptr() as usize, q.bytes.len(), self.plane, self.half_octave_query);
         let cached = if share() {
-            LAST.with(|l| l.borrow().as_ref().filter(|c| (c.0, c.1, c.2) == key).map(|c| c.3.clone()))
+            LAST.with(|l| l.borrow().as_ref().filter(|c| c.0 == key).map(|c| c.1.clone()))
         } else {
             None
         };
-        let f = cached.unwrap_or_else(|| with_extractor(self.plane, |e| e.query(&pixels(q.image))));
+        let f = cached.unwrap_or_else(|| {
+            with_extractor(self.plane, |e| {
+                if self.half_octave_query {
+                    e.query_in_half_octaves(&pixels(q.image), true)
+                } else {
+                    e.query(&pixels(q.image))
+                }
+            })
+        });
         if share() {
-            LAST.with(|l| *l.borrow_mut() = Some((key.0, key.1, key.2, f.clone())));
+            LAST.with(|l| *l.borrow_mut() = Some((key, f.clone())));
         }
         let hits = self.index.search(&f);
         if evidence() {
@@ -232,5 +265,10 @@ mod tests {
         assert_eq!(DeriveMatcher::default().name(), "derive(s≥64)");
         assert!(DeriveMatcher::parse("t=x").unwrap_err().contains("derive option t=x"));
         assert!(DeriveMatcher::parse("q=1").unwrap_err().contains("t, b"));
+        let h = DeriveMatcher::parse("qpo=2").unwrap();
+        assert!(h.half_octave_query && h.params == Params::default());
+        assert_eq!(h.name(), "derive(s≥64,query ½-octave)");
+        assert!(!DeriveMatcher::parse("qpo=3").unwrap().half_octave_query);
+        assert!(DeriveMatcher::parse("qpo=4").is_err());
     }
 }

@@ -319,6 +319,7 @@ async fn derive_stop_keys_and_mirrored_settings_reach_the_index() {
         mirrored: Vec::new(),
         band: None,
         trimmed_band: None,
+        levels_per_octave: consentry_derive::QUERY_LEVELS_PER_OCTAVE,
     };
     // the same keypoints offered as the query's mirrored ones
     let qm =

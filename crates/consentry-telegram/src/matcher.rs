@@ -193,19 +193,33 @@ impl Remote {
     /// Derive matches from the server for query features computed here (the image stays with
     /// the bot); remembers whether the server holds derive entries at all.
     async fn lookup_features(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
-        let v = match self.post("/v1/lookup/features", json!({ "features": q.to_base64() }), true).await {
-            // A server older than the bot reads query features up to format 2, without the
-            // mirrored keypoints: ask it again without them (it then cannot find mirrored crops).
-            Err(MatchError::Other(m))
-                if !q.mirrored.is_empty() && m.contains("version 3 is not supported") =>
-            {
-                tracing::warn!(
-                    "the server does not read query features of format 3; sent without mirrored keypoints"
-                );
-                let older = QueryFeatures { mirrored: Vec::new(), ..q.clone() };
-                self.post("/v1/lookup/features", json!({ "features": older.to_base64() }), true).await?
+        // A server older than the bot reads query features up to format 3 (keypoint levels half
+        // an octave apart) or 2 (no mirrored keypoints either): ask it again in the newest format
+        // it reads (without the mirrored keypoints it cannot find mirrored crops).
+        let mut q = std::borrow::Cow::Borrowed(q);
+        let v = loop {
+            match self.post("/v1/lookup/features", json!({ "features": q.to_base64() }), true).await {
+                Err(MatchError::Other(m))
+                    if q.levels_per_octave != 2 && m.contains("version 4 is not supported") =>
+                {
+                    tracing::warn!(
+                        "the server does not read query features of format 4; sent in half octaves"
+                    );
+                    q = std::borrow::Cow::Owned(q.in_half_octaves());
+                }
+                Err(MatchError::Other(m))
+                    if !q.mirrored.is_empty() && m.contains("version 3 is not supported") =>
+                {
+                    tracing::warn!(
+                        "the server does not read query features of format 3; sent without mirrored keypoints"
+                    );
+                    q = std::borrow::Cow::Owned(QueryFeatures {
+                        mirrored: Vec::new(),
+                        ..q.in_half_octaves()
+                    });
+                }
+                r => break r?,
             }
-            r => r?,
         };
         let any = v["derive_entries"].as_u64().is_some_and(|n| n > 0);
         *self.derive_entries.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -485,16 +499,21 @@ mod tests {
     use axum::{routing::post, Json, Router};
     use std::sync::{Arc, Mutex};
 
-    /// A server of the previous release: query features up to format 2.
-    fn older_server(seen: Arc<Mutex<Vec<u8>>>) -> Router {
+    /// A server of an earlier release: query features up to format `max` (2 or 3); records the
+    /// format of every request.
+    fn older_server(max: u8, seen: Arc<Mutex<Vec<(u8, u8)>>>) -> Router {
         Router::new().route(
             "/v1/lookup/features",
             post(move |Json(v): Json<Value>| async move {
                 let q = QueryFeatures::from_base64(v["features"].as_str().unwrap()).unwrap();
-                let version = if q.mirrored.is_empty() { 2 } else { 3 };
-                seen.lock().unwrap().push(version);
-                if version == 3 {
-                    let message = "`features` is not derivative query features: derivative signature version 3 is not supported (expected 1 to 2)";
+                let version = match (q.levels_per_octave, q.mirrored.is_empty()) {
+                    (3, _) => 4,
+                    (_, false) => 3,
+                    _ => 2,
+                };
+                seen.lock().unwrap().push((version, q.levels_per_octave));
+                if version > max {
+                    let message = format!("`features` is not derivative query features: derivative signature version {version} is not supported (expected 1 to {max})");
                     let body = json!({ "error": { "code": "bad_request", "message": message } });
                     return (axum::http::StatusCode::BAD_REQUEST, Json(body));
                 }
@@ -505,18 +524,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_older_server_gets_the_features_without_mirrored_keypoints() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = older_server(seen.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+    async fn an_older_server_gets_the_features_in_a_format_it_reads() {
         let mut ex = consentry_derive::Extractor::new();
         let scene = consentry_derive::synth::scene(640, 480, 5);
         let q = ex.query(&scene.pixels());
         assert!(!q.mirrored.is_empty());
-        let hit = Remote::new(&url, "key").unwrap().lookup_features(&q).await.unwrap().expect("a match");
-        assert_eq!((hit.entry_id, hit.inliers, hit.mirrored), (Some(7), 4, false));
-        assert_eq!(*seen.lock().unwrap(), vec![3, 2], "format 3 first, then format 2");
+        assert_eq!(q.levels_per_octave, 3);
+        for (max, want) in [(3, vec![(4, 3), (3, 2)]), (2, vec![(4, 3), (3, 2), (2, 2)])] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let app = older_server(max, seen.clone());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let hit = Remote::new(&url, "key").unwrap().lookup_features(&q).await.unwrap().expect("a match");
+            assert_eq!((hit.entry_id, hit.inliers, hit.mirrored), (Some(7), 4, false));
+            assert_eq!(*seen.lock().unwrap(), want, "formats sent to a server reading up to {max}");
+        }
     }
 }
