@@ -14,6 +14,12 @@ put in one of three classes by the corpus package (manifest.tsv, column `package
 - unrelated: neither source nor donor shares the matched photo's package, certainly a match
   between different photos.
 Rates are over all query x protected pairs of the run.
+
+Within the same package one group is certainly different photos: dlib's `examples/johns` face crops
+(150x150, aligned on the eyes and mouth), different photos of one man, except 000323 / 000325
+(John_Salley 000189 / 000192), which are one photo. Matches between two of them (the query's donor
+not being the matched photo) are counted apart as "same face, different photos" (checked by eye on
+2026-12-05, bench/RESULTS.md: "False matches, looked at one by one").
 """
 import collections
 import csv
@@ -23,9 +29,13 @@ import sys
 tsv = sys.argv[1]
 corpus = sys.argv[2] if len(sys.argv) > 2 else "/work/corpus"
 package = {}
+johns = set()
 with open(os.path.join(corpus, "manifest.tsv")) as f:
     for row in csv.DictReader(f, delimiter="\t"):
         package[row["file"]] = row["package"]
+        if "/examples/johns/" in row["original_path"]:
+            johns.add(row["file"])
+ONE_PHOTO = {frozenset(["000323.jpg", "000325.jpg"])}
 with open(tsv) as f:
     rows = list(csv.reader(f, delimiter="\t"))
 header, rows = rows[0], rows[1:]
@@ -44,6 +54,9 @@ for col in range(first, len(header)):
                 continue
             if package[m] == package[source]:
                 kind = "same package"
+                if source in johns and m in johns and frozenset([source, m]) not in ONE_PHOTO and donor != m:
+                    counts["same face, different photos"] += 1
+                    pairs["same face, different photos"][(source, m)] += 1
             elif donor and package[m] == package[donor]:
                 kind = "donor's package"
             else:
@@ -51,12 +64,13 @@ for col in range(first, len(header)):
             counts[kind] += 1
             pairs[kind][(source, m)] += 1
     parts = []
-    for kind in ["same package", "donor's package", "unrelated"]:
+    for kind in ["same package", "same face, different photos", "donor's package", "unrelated"]:
         if kind == "donor's package" and not has_donor:
             continue
         top = ", ".join(f"{a} -> {b}: {n}" for (a, b), n in pairs[kind].most_common(3))
+        indent = "    of which " if kind == "same face, different photos" else "  "
         parts.append(
-            f"  {kind}: {counts[kind]} ({counts[kind] / pairs_total:.1e} per query x protected pair; "
+            f"{indent}{kind}: {counts[kind]} ({counts[kind] / pairs_total:.1e} per query x protected pair; "
             f"{len(pairs[kind])} pairs of photos{'; top: ' + top if top else ''})"
         )
     print(f"{header[col]}:")

@@ -41,7 +41,7 @@
 //!    512, on pyramid levels agreeing with the scale, distinct keypoints on
 //!    both sides, stored positions ≥ 10 px apart) has at least
 //!    [`Params::min_inliers`] (3) members and a **score**
-//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (64).
+//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72).
 //!    Hypotheses are made from every pair of correspondences (the 64 closest
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
@@ -354,7 +354,7 @@ impl Default for Params {
             lsh_tables: 24,
             lsh_bits: 26,
             min_inliers: 3,
-            min_score: 64,
+            min_score: 72,
             inlier_px: 8.0,
             max_rotation: 0.2,
             max_scale: 3.5,
