@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Recall per transform of two or more matcher columns of `consentry-eval --tsv` runs, side by side.
 
-    python3 bench/derive/compare_rows.py RUN.tsv[:COLUMN] RUN.tsv[:COLUMN] ... [--all]
+    python3 bench/derive/compare_rows.py RUN.tsv[:COLUMN] [RUN.tsv[:COLUMN] ...] [--all]
 
 Each argument names a TSV and, after a colon, a matcher column (its header, e.g. `derive(s≥64)`,
 or its 0-based number among the matcher columns; the first matcher column if left out), so two
@@ -43,7 +43,7 @@ def load(spec):
 
 def main():
     args = [a for a in sys.argv[1:] if a != "--all"]
-    if len(args) < 2:
+    if not args:
         sys.exit(__doc__)
     runs = [load(a) for a in args]
     order = runs[0][1]

@@ -12,7 +12,10 @@
 //! photos and 50 distractor photos, searched one at a time on one thread.
 //! `STOP=none|ramp|ramp1|N` chooses the stopped keys (`Params::stop_keys`; default: the rule's);
 //! `LSH_TABLES=T LSH_BITS=B` the index's key layout (`Params::lsh_tables`, `Params::lsh_bits`);
-//! `MIRRORED=0` leaves the query's mirrored keypoints out (`Params::mirrored`).
+//! `MIRRORED=0` leaves the query's mirrored keypoints out (`Params::mirrored`);
+//! `QUERY_PYRAMID=half` makes the query features with the half-octave pyramid of query format 3
+//! (`Extractor::query_in_half_octaves`) and `MIN_SCORE=S` sets `Params::min_score`, for comparisons
+//! with the rule before 2026-12-06 (`QUERY_PYRAMID=half MIN_SCORE=64`).
 use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Signature};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
@@ -67,6 +70,7 @@ fn main() {
         .map(|&i| (i, true))
         .chain(sp.distractors.iter().take(50).map(|&i| (i, false)))
         .collect();
+    let half = std::env::var("QUERY_PYRAMID").is_ok_and(|v| v == "half");
     let queries: Vec<(usize, bool, consentry_derive::QueryFeatures)> = qimgs
         .par_iter()
         .flat_map_iter(|&(i, prot)| {
@@ -80,7 +84,8 @@ fn main() {
                 .map(|tr| {
                     let mut rng = Rng::derive(1, i as u64, fnv1a(&tr.label()));
                     let q = decode_rgb(&telegram_recompress(&tr.apply(&im, &donor, &mut rng))).unwrap();
-                    (i, prot, ex.query(&px(&q)))
+                    let f = if half { ex.query_in_half_octaves(&px(&q), true) } else { ex.query(&px(&q)) };
+                    (i, prot, f)
                 })
                 .collect::<Vec<_>>()
         })
@@ -109,8 +114,18 @@ fn main() {
             .unwrap_or(Params::default().lsh_tables);
         // MIRRORED=0: without the query's mirrored keypoints (`consentry serve --derive-mirrored false`)
         let mirrored = std::env::var("MIRRORED").map_or(Params::default().mirrored, |v| v != "0");
-        let mut index =
-            DeriveIndex::new(Params { lsh_bits, lsh_tables, stop_keys, mirrored, ..Params::default() });
+        let min_score = std::env::var("MIN_SCORE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Params::default().min_score);
+        let mut index = DeriveIndex::new(Params {
+            lsh_bits,
+            lsh_tables,
+            stop_keys,
+            mirrored,
+            min_score,
+            ..Params::default()
+        });
         let tg = Instant::now();
         // synthetic signatures, made in parallel blocks of 10,000, each block with its own generator
         let synth: Vec<(u64, Signature)> = (real.len()..n)
