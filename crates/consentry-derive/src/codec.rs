@@ -117,17 +117,24 @@ fn get_keypoints(b: &[u8], levels: usize) -> Result<Vec<Keypoint>, DecodeError> 
 }
 
 impl QueryFeatures {
+    /// The format version [`QueryFeatures::to_bytes`] writes these features in: 4 for levels a
+    /// third of an octave apart, else 3 with mirrored keypoints and 2 without (what readers of
+    /// those versions understand).
+    pub fn format_version(&self) -> u8 {
+        match (self.levels_per_octave, self.mirrored.is_empty()) {
+            (2, true) => 2,
+            (2, false) => 3,
+            _ => QUERY_FEATURES_VERSION,
+        }
+    }
+
     /// Serialized bytes (see the module docs); at most 65,535 keypoints (and as many mirrored)
     /// are kept.
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.keypoints.len().min(usize::from(u16::MAX));
         let m = self.mirrored.len().min(usize::from(u16::MAX));
         let mut v = Vec::with_capacity(QUERY_HEADER_V1 + 2 * QUERY_BAND + 2 + KP * (n + m));
-        let version = match (self.levels_per_octave, m) {
-            (2, 0) => 2,
-            (2, _) => 3,
-            _ => QUERY_FEATURES_VERSION,
-        };
+        let version = self.format_version();
         debug_assert!(version < 4 || self.levels_per_octave == crate::QUERY_LEVELS_PER_OCTAVE);
         v.push(version);
         for h in &self.pdq {

@@ -506,11 +506,7 @@ mod tests {
             "/v1/lookup/features",
             post(move |Json(v): Json<Value>| async move {
                 let q = QueryFeatures::from_base64(v["features"].as_str().unwrap()).unwrap();
-                let version = match (q.levels_per_octave, q.mirrored.is_empty()) {
-                    (3, _) => 4,
-                    (_, false) => 3,
-                    _ => 2,
-                };
+                let version = q.format_version();
                 seen.lock().unwrap().push((version, q.levels_per_octave));
                 if version > max {
                     let message = format!("`features` is not derivative query features: derivative signature version {version} is not supported (expected 1 to {max})");
