@@ -86,21 +86,41 @@ impl Hash256 {
             return Err(ParseHashError::Length(t.chars().count()));
         }
         let mut words = [0u64; 4];
-        for (i, &c) in b.iter().enumerate() {
-            let v = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                b'A'..=b'F' => c - b'A' + 10,
-                _ => return Err(ParseHashError::InvalidDigit(i)),
-            };
-            words[i / 16] = (words[i / 16] << 4) | u64::from(v);
+        let mut bad = 0u8;
+        for (w, digits) in words.iter_mut().zip(b.chunks_exact(16)) {
+            let mut v = 0u64;
+            for &c in digits {
+                let d = HEX_VALUE[usize::from(c)];
+                bad |= d;
+                v = (v << 4) | u64::from(d & 0x0f);
+            }
+            *w = v;
+        }
+        if bad & INVALID != 0 {
+            // Rare: find the first offending digit for the message.
+            let i = b.iter().position(|&c| HEX_VALUE[usize::from(c)] & INVALID != 0).unwrap_or(0);
+            return Err(ParseHashError::InvalidDigit(i));
         }
         Ok(Hash256 { words })
     }
 
+    /// The canonical text as ASCII bytes: 64 lowercase hex digits, most significant first
+    /// (what [`to_hex`](Self::to_hex) returns, without allocating).
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (chunk, w) in out.chunks_exact_mut(16).zip(self.words) {
+            for (k, o) in chunk.iter_mut().enumerate() {
+                *o = DIGITS[((w >> (60 - 4 * k)) & 0xf) as usize];
+            }
+        }
+        out
+    }
+
     /// The canonical text: 64 lowercase hex digits, most significant first.
     pub fn to_hex(&self) -> String {
-        format!("{self}")
+        let bytes = self.hex_bytes();
+        std::str::from_utf8(&bytes).expect("hex digits are ASCII").to_owned()
     }
 
     /// Bit `k` (0 = least significant). For PDQ, bit `k` is DCT coefficient
@@ -162,12 +182,30 @@ impl Hash256 {
 
 impl fmt::Display for Hash256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for w in self.words {
-            write!(f, "{w:016x}")?;
-        }
-        Ok(())
+        let bytes = self.hex_bytes();
+        f.pad(std::str::from_utf8(&bytes).expect("hex digits are ASCII"))
     }
 }
+
+/// Marks a byte that is not a hex digit in [`HEX_VALUE`].
+const INVALID: u8 = 0x80;
+
+/// The value of every byte as a hex digit, or [`INVALID`].
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 impl fmt::Debug for Hash256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

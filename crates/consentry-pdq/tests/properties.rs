@@ -109,3 +109,37 @@ fn exactly_64_by_64_is_taken_as_the_downsample() {
     let (b, _) = reference::pdq_dct(&img).unwrap();
     assert_eq!(a, b);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The hex text is the four words printed the plain way; parsing reads it back in either
+    /// case, and a single byte that is not a hex digit is reported at its position.
+    #[test]
+    fn hex_text_round_trips_and_names_the_bad_digit(
+        words in any::<[u64; 4]>(),
+        upper in any::<bool>(),
+        bad_at in 0usize..64,
+        bad in any::<u8>().prop_filter("not a hex digit", |c| !c.is_ascii_hexdigit()),
+    ) {
+        let h = consentry_pdq::Hash256::from_words(words);
+        let plain: String = words.iter().map(|w| format!("{w:016x}")).collect();
+        prop_assert_eq!(h.to_hex(), plain.clone());
+        prop_assert_eq!(format!("{h}"), plain.clone());
+        prop_assert_eq!(&h.hex_bytes()[..], plain.as_bytes());
+        let text = if upper { plain.to_uppercase() } else { plain.clone() };
+        prop_assert_eq!(consentry_pdq::Hash256::from_hex(&text), Ok(h));
+        let mut broken = text.into_bytes();
+        broken[bad_at] = bad;
+        // A byte that is not text cannot be in a &str at all; every other one is checked.
+        if let Ok(s) = std::str::from_utf8(&broken) {
+            // Trimming may take a leading or trailing whitespace byte away.
+            let want = if s.trim().len() == 64 {
+                Err(consentry_pdq::ParseHashError::InvalidDigit(bad_at))
+            } else {
+                Err(consentry_pdq::ParseHashError::Length(63))
+            };
+            prop_assert_eq!(consentry_pdq::Hash256::from_hex(s), want);
+        }
+    }
+}

@@ -585,40 +585,127 @@ async fn lookup_get(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LookupBatch {
-    hashes: Vec<String>,
+    hashes: HashList,
     radius: Option<u32>,
+}
+
+/// The `hashes` of a batch lookup, parsed as the JSON is read: no string is copied, and up to
+/// 10,000 hashes arrive in one body. A text that is not a hash does not stop the reading (the
+/// length check comes first, as for any other body); the first one is reported with its index.
+#[derive(Debug, Default)]
+struct HashList {
+    hashes: Vec<Hash256>,
+    len: usize,
+    first_bad: Option<(usize, consentry_pdq::ParseHashError)>,
+}
+
+impl<'de> Deserialize<'de> for HashList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> serde::de::Visitor<'de> for ListVisitor {
+            type Value = HashList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of PDQ hashes (64 hexadecimal digits each)")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HashList, A::Error> {
+                let mut list = HashList {
+                    hashes: Vec::with_capacity(seq.size_hint().unwrap_or(0).min(10_000)),
+                    ..HashList::default()
+                };
+                while let Some(HexItem(parsed)) = seq.next_element()? {
+                    match parsed {
+                        Ok(h) => list.hashes.push(h),
+                        Err(e) => {
+                            list.first_bad.get_or_insert((list.len, e));
+                        }
+                    }
+                    list.len += 1;
+                }
+                Ok(list)
+            }
+        }
+        d.deserialize_seq(ListVisitor)
+    }
+}
+
+/// One element of [`HashList`]: a JSON string, parsed as a hash in place.
+struct HexItem(Result<Hash256, consentry_pdq::ParseHashError>);
+
+impl<'de> Deserialize<'de> for HexItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl serde::de::Visitor<'_> for ItemVisitor {
+            type Value = HexItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a PDQ hash as a string of 64 hexadecimal digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HexItem, E> {
+                Ok(HexItem(Hash256::from_hex(v)))
+            }
+        }
+        d.deserialize_str(ItemVisitor)
+    }
+}
+
+/// A hash written as its hex text without an intermediate `String`.
+struct HexText([u8; 64]);
+
+impl serde::Serialize for HexText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(&self.0).expect("hex digits are ASCII"))
+    }
+}
+
+/// The reply of a batch lookup, written field by field (the same JSON as a `json!` value would
+/// give, keys in the same order, without building one map per hash).
+#[derive(serde::Serialize)]
+struct BatchReply<'a> {
+    radius: u32,
+    results: Vec<BatchResult<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct BatchResult<'a> {
+    hash: HexText,
+    matches: &'a [Value],
+    truncated: bool,
 }
 
 async fn lookup_post(
     State(state): State<AppState>,
     auth: Auth,
     JsonBody(body): JsonBody<LookupBatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     auth.require(Scope::Lookup)?;
     let max = state.inner.config.max_batch;
-    if body.hashes.len() > max {
+    let list = body.hashes;
+    if list.len > max {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             codes::TOO_MANY_HASHES,
-            format!("{} hashes in one request; the maximum is {max}", body.hashes.len()),
+            format!("{} hashes in one request; the maximum is {max}", list.len),
         ));
     }
     let radius = check_radius(&state, body.radius)?;
-    let hashes = body
-        .hashes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| parse_hash(s, &format!("hashes[{i}]")))
-        .collect::<ApiResult<Vec<_>>>()?;
+    if let Some((i, e)) = list.first_bad {
+        return Err(ApiError::invalid_hash(format!(
+            "hashes[{i}] is not a PDQ hash (64 hexadecimal digits): {e}"
+        )));
+    }
+    let hashes = list.hashes;
     let res = lookup_many(&state, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
     let n_matched = res.iter().filter(|(m, _)| !m.is_empty()).count();
     tracing::info!(hashes = hashes.len(), matched = n_matched, radius, "batch lookup");
-    let results: Vec<Value> = hashes
+    let results = hashes
         .iter()
-        .zip(res)
-        .map(|(h, (matches, truncated))| json!({ "hash": h.to_hex(), "matches": matches, "truncated": truncated }))
+        .zip(&res)
+        .map(|(h, (matches, truncated))| BatchResult {
+            hash: HexText(h.hex_bytes()),
+            matches,
+            truncated: *truncated,
+        })
         .collect();
-    Ok(Json(json!({ "radius": radius, "results": results })))
+    Ok(Json(BatchReply { radius, results }).into_response())
 }
 
 async fn lookup_image(

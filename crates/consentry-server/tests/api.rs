@@ -321,6 +321,37 @@ async fn entries_and_lookups() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_HASH));
     assert!(v["error"]["message"].as_str().unwrap().contains("hashes[1]"));
+    // The hashes are parsed as the body is read: the first bad one is named, a JSON escape or
+    // upper case is still a hash, an element that is not a string is bad JSON, and a list over
+    // the limit is refused for its length whatever it holds.
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/lookup",
+            Some(&app.lookup),
+            Some(json!({"hashes": [a.to_hex(), "x", a.to_hex(), "y"]})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_HASH));
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("hashes[1] ") && !message.contains("hashes[3]"), "{message}");
+    let escaped = format!("\\u00{:02x}{}", a.to_hex().as_bytes()[0], &a.to_hex()[1..]);
+    let body = format!(r#"{{"hashes": ["{escaped}", "{}"], "radius": 0}}"#, a.to_hex().to_uppercase());
+    let (s, v) = app.upload("/v1/lookup", Some(&app.lookup), "application/json", body.into_bytes()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!((r["hash"].as_str(), r["matches"][0]["distance"].as_u64()), (Some(&*a.to_hex()), Some(0)));
+    }
+    let (s, v) = app
+        .call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": [a.to_hex(), 7]})))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_JSON));
+    let mut too_many_with_a_bad_one: Vec<String> = (0..10_001).map(|_| a.to_hex()).collect();
+    too_many_with_a_bad_one[5] = "bad".into();
+    let (s, v) = app
+        .call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": too_many_with_a_bad_one})))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::TOO_MANY_HASHES));
     let too_many: Vec<String> = (0..10_001).map(|_| a.to_hex()).collect();
     let (s, v) =
         app.call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": too_many}))).await;
