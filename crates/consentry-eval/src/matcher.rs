@@ -141,7 +141,13 @@ pub struct PdqTopBandMatcher {
 
 impl PdqTopBandMatcher {
     pub fn new(frac: f32, threshold: u32) -> Self {
-        PdqTopBandMatcher { frac: frac.clamp(0.05, 1.0), threshold, min_quality: 50, trim: false, protected: Vec::new() }
+        PdqTopBandMatcher {
+            frac: frac.clamp(0.05, 1.0),
+            threshold,
+            min_quality: 50,
+            trim: false,
+            protected: Vec::new(),
+        }
     }
 
     /// Bands of PDQ quality below `q` are not used (default 50).
