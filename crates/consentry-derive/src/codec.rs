@@ -15,9 +15,11 @@
 //! keypoints) right after the keypoints. Version 4 (written by [`crate::Extractor::query`]) has the
 //! layout of version 3 (the mirrored keypoints' count always present, possibly 0), with keypoint
 //! levels a third of an octave apart (0..[`QUERY_LEVELS`], [`QueryFeatures::levels_per_octave`]
-//! = 3); in versions 1–3 they are half an octave apart (0..6). Features in half octaves are written
-//! as version 3 when they have mirrored keypoints, version 2 otherwise. Version 1 (still read) has
-//! no band fields.
+//! = 3); in versions 1–3 they are half an octave apart (0..6). Version 5 is version 4 with the
+//! longest side of the query image (`[side, u16 LE]`, [`QueryFeatures::source_side`], 1 or more)
+//! right after the mirrored keypoints; features whose side is not known (0) are written as version
+//! 4. Features in half octaves are written as version 3 when they have mirrored keypoints, version
+//! 2 otherwise. Version 1 (still read) has no band fields.
 
 use crate::{BandQuery, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
 use consentry_pdq::{Hash256, PdqHash};
@@ -68,9 +70,10 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Version byte of serialized query features (the newest: keypoint levels a third of an octave
-/// apart). Features in half octaves ([`QueryFeatures::in_half_octaves`]) are written as version 3,
-/// or 2 without mirrored keypoints, which older readers understand.
-pub const QUERY_FEATURES_VERSION: u8 = 4;
+/// apart, and the query image's size). Features without the size are written as version 4, and
+/// in half octaves ([`QueryFeatures::in_half_octaves`]) as version 3, or 2 without mirrored
+/// keypoints, which older readers understand.
+pub const QUERY_FEATURES_VERSION: u8 = 5;
 const QUERY_HEADER_V1: usize = 1 + 8 * 32 + 1 + 2;
 const QUERY_BAND: usize = 2 * 32 + 1;
 
@@ -117,13 +120,14 @@ fn get_keypoints(b: &[u8], levels: usize) -> Result<Vec<Keypoint>, DecodeError> 
 }
 
 impl QueryFeatures {
-    /// The format version [`QueryFeatures::to_bytes`] writes these features in: 4 for levels a
-    /// third of an octave apart, else 3 with mirrored keypoints and 2 without (what readers of
-    /// those versions understand).
+    /// The format version [`QueryFeatures::to_bytes`] writes these features in: 5 for levels a
+    /// third of an octave apart with the image's size, 4 without it, else 3 with mirrored
+    /// keypoints and 2 without (what readers of those versions understand).
     pub fn format_version(&self) -> u8 {
         match (self.levels_per_octave, self.mirrored.is_empty()) {
             (2, true) => 2,
             (2, false) => 3,
+            _ if self.source_side == 0 => 4,
             _ => QUERY_FEATURES_VERSION,
         }
     }
@@ -157,6 +161,9 @@ impl QueryFeatures {
                 put_keypoint(&mut v, k);
             }
         }
+        if version >= 5 {
+            v.extend_from_slice(&(self.source_side.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+        }
         if let Some(t) = self.trimmed_band {
             for h in &t.hashes {
                 v.extend_from_slice(&h.to_bytes());
@@ -171,7 +178,7 @@ impl QueryFeatures {
         let version = *b.first().ok_or(DecodeError::Truncated)?;
         let header = match version {
             1 => QUERY_HEADER_V1,
-            2..=4 => QUERY_HEADER_V1 + QUERY_BAND,
+            2..=5 => QUERY_HEADER_V1 + QUERY_BAND,
             v => return Err(DecodeError::Version(v)),
         };
         if b.len() < header {
@@ -195,7 +202,7 @@ impl QueryFeatures {
         if b.len() < need {
             return Err(DecodeError::Truncated);
         }
-        let (levels, levels_per_octave) = if version == 4 {
+        let (levels, levels_per_octave) = if version >= 4 {
             (QUERY_LEVELS, crate::QUERY_LEVELS_PER_OCTAVE)
         } else {
             (crate::HALF_OCTAVE_QUERY_LEVELS, 2)
@@ -212,6 +219,15 @@ impl QueryFeatures {
             }
             mirrored = get_keypoints(&b[start..need], levels)?;
         }
+        let mut source_side = 0;
+        if version >= 5 {
+            let c = b.get(need..need + 2).ok_or(DecodeError::Truncated)?;
+            source_side = u32::from(u16::from_le_bytes([c[0], c[1]]));
+            if source_side == 0 {
+                return Err(DecodeError::Invalid("image size"));
+            }
+            need += 2;
+        }
         // version 2 may end with the trimmed band
         let trimmed = header > QUERY_HEADER_V1 && b.len() == need + QUERY_BAND;
         if b.len() > need && !trimmed {
@@ -223,7 +239,16 @@ impl QueryFeatures {
         } else {
             None
         };
-        Ok(QueryFeatures { pdq, quality, keypoints, mirrored, band, trimmed_band, levels_per_octave })
+        Ok(QueryFeatures {
+            pdq,
+            quality,
+            keypoints,
+            mirrored,
+            band,
+            trimmed_band,
+            levels_per_octave,
+            source_side,
+        })
     }
 
     /// Standard base64 (with padding) of [`QueryFeatures::to_bytes`].

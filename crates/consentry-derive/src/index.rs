@@ -314,13 +314,14 @@ fn local_rule(
     corrs: &mut Vec<Corr>,
 ) -> (usize, u32, bool) {
     let sets = query_sets(params, q);
+    let min_score = params.min_score_for(q);
     let verify = |set: &[Keypoint], corrs: &mut Vec<Corr>| {
-        let (n, sc) = if can_pass(params, corrs) {
+        let (n, sc) = if can_pass(params, min_score, corrs) {
             inliers(params, &sig.keypoints, set, q.levels_per_octave, corrs)
         } else {
             (0, 0)
         };
-        if n >= params.min_inliers && sc >= params.min_score {
+        if n >= params.min_inliers && sc >= min_score {
             (n, sc)
         } else {
             (0, 0)
@@ -365,7 +366,7 @@ fn judge(params: &Params, id: u64, sig: &Signature, q: &QueryFeatures, corrs: &m
 /// An exact pre-check (it never rejects a set that [`inliers`] would pass) that spares the
 /// hypothesis loop, cubic in the correspondences, for the many protected images that share a
 /// few descriptors with a query by chance.
-fn can_pass(params: &Params, corrs: &mut [Corr]) -> bool {
+fn can_pass(params: &Params, min_score: u32, corrs: &mut [Corr]) -> bool {
     if corrs.len() < params.min_inliers {
         return false;
     }
@@ -384,7 +385,7 @@ fn can_pass(params: &Params, corrs: &mut [Corr]) -> bool {
     let mut qs: Vec<u16> = corrs.iter().map(|c| c.q).collect();
     qs.sort_unstable();
     qs.dedup();
-    stored >= params.min_inliers && qs.len() >= params.min_inliers && bound >= params.min_score
+    stored >= params.min_inliers && qs.len() >= params.min_inliers && bound >= min_score
 }
 
 /// The match rule on one (protected, query) pair, by brute force: `Some` when they match.
@@ -1111,6 +1112,7 @@ mod key_tests {
             band: None,
             trimmed_band: None,
             levels_per_octave: crate::QUERY_LEVELS_PER_OCTAVE,
+            source_side: 0,
         };
         for stop_keys in [
             StopKeys::None,

@@ -41,7 +41,8 @@
 //!    512, on pyramid levels agreeing with the scale, distinct keypoints on
 //!    both sides, stored positions ≥ 10 px apart) has at least
 //!    [`Params::min_inliers`] (3) members and a **score**
-//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72).
+//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72; for a query under
+//!    [`Params::small_query_side`] (200 px) on its longest side, [`Params::small_query_min_score`], 88).
 //!    Hypotheses are made from every pair of correspondences (the 64 closest
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
@@ -196,6 +197,10 @@ pub struct QueryFeatures {
     /// 2 in query features of format versions 1–3 (the protected pyramid's step). The match rule
     /// compares levels in octaves, so both are matched the same way.
     pub levels_per_octave: u8,
+    /// Longest side, in pixels, of the image the features were computed from (format version 5);
+    /// 0 when not known (features of versions 1–4). A query smaller than
+    /// [`Params::small_query_side`] needs [`Params::small_query_min_score`] to match by rule 2.
+    pub source_side: u32,
 }
 
 impl QueryFeatures {
@@ -222,6 +227,7 @@ impl QueryFeatures {
             keypoints: half(&self.keypoints),
             mirrored: half(&self.mirrored),
             levels_per_octave: 2,
+            source_side: 0,
             ..self.clone()
         }
     }
@@ -276,6 +282,15 @@ pub struct Params {
     pub min_spread: f32,
     /// Keys through which no correspondence is made (see [`StopKeys`]).
     pub stop_keys: StopKeys,
+    /// A query whose longest side is under this many pixels ([`QueryFeatures::source_side`]) needs
+    /// [`small_query_min_score`](Self::small_query_min_score) instead of
+    /// [`min_score`](Self::min_score). Such an image is enlarged 2.5× or more into the 512-px
+    /// working image, so each of its corners samples few real pixels, and different small photos
+    /// laid out alike (aligned face crops of one person) agree by chance far more often than
+    /// photos do. 0 turns the stricter threshold off.
+    pub small_query_side: u32,
+    /// Score needed by rule 2 for a small query (see [`small_query_side`](Self::small_query_side)).
+    pub small_query_min_score: u32,
     /// Top-band match distance (rule 3 of the crate docs): the query's band hash, as it is or mirrored, within
     /// this distance of the stored band hash. `None` turns rule 3 off.
     pub band_radius: Option<u32>,
@@ -346,6 +361,19 @@ impl std::str::FromStr for StopKeys {
 /// Keys per table in the learnt stop-list file ([`StopKeys::Common`]).
 pub const COMMON_KEYS_PER_TABLE: usize = 1024;
 
+impl Params {
+    /// The score rule 2 needs for this query: [`small_query_min_score`](Self::small_query_min_score)
+    /// when its [`source_side`](QueryFeatures::source_side) is known and under
+    /// [`small_query_side`](Self::small_query_side), else [`min_score`](Self::min_score).
+    pub fn min_score_for(&self, q: &QueryFeatures) -> u32 {
+        if q.source_side > 0 && q.source_side < self.small_query_side {
+            self.min_score.max(self.small_query_min_score)
+        } else {
+            self.min_score
+        }
+    }
+}
+
 impl Default for Params {
     fn default() -> Self {
         Params {
@@ -364,6 +392,8 @@ impl Default for Params {
             min_inlier_gap: 10.0,
             min_spread: 0.0,
             stop_keys: StopKeys::RampNeighbours2,
+            small_query_side: 200,
+            small_query_min_score: 88,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
             band_min_quality: 10,
             band_trimmed: true,
@@ -623,6 +653,7 @@ impl Extractor {
             band: Some(band),
             trimmed_band,
             levels_per_octave: pyramid.per_octave,
+            source_side: px.width.max(px.height),
         }
     }
 }

@@ -358,10 +358,25 @@ fn query_features_round_trip_and_refuse_corruption() {
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(QueryFeatures::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    assert_eq!(b[0], 4, "levels a third of an octave apart: version 4");
-    let mut v5 = b.clone();
-    v5[0] = 5;
-    assert_eq!(QueryFeatures::from_bytes(&v5), Err(DecodeError::Version(5)));
+    assert_eq!((b[0], q.source_side), (5, 900), "levels a third of an octave apart and the size: version 5");
+    let mut v6 = b.clone();
+    v6[0] = 6;
+    assert_eq!(QueryFeatures::from_bytes(&v6), Err(DecodeError::Version(6)));
+    // the size right after the mirrored keypoints; 0 is not a size
+    let side_at = 325 + 37 * (q.keypoints.len() + q.mirrored.len()) + 2;
+    assert_eq!(u16::from_le_bytes([b[side_at], b[side_at + 1]]), 900);
+    for cut in [side_at, side_at + 1] {
+        assert_eq!(QueryFeatures::from_bytes(&b[..cut]), Err(DecodeError::Truncated), "cut at {cut}");
+    }
+    let mut zero = b.clone();
+    zero[side_at..side_at + 2].copy_from_slice(&[0, 0]);
+    assert_eq!(QueryFeatures::from_bytes(&zero), Err(DecodeError::Invalid("image size")));
+    // without the size: version 4, the same bytes less the size, read back with size 0
+    let q4 = QueryFeatures { source_side: 0, ..q.clone() };
+    let b4 = q4.to_bytes();
+    assert_eq!(b4[0], 4);
+    assert_eq!((&b4[1..side_at], &b4[side_at..]), (&b[1..side_at], &b[side_at + 2..]));
+    assert_eq!(QueryFeatures::from_bytes(&b4).unwrap(), q4);
     // read as version 3, its levels 6..9 are out of range
     assert!(q.keypoints.iter().any(|k| usize::from(k.level) >= HALF_OCTAVE_QUERY_LEVELS));
     let mut as_v3 = b.clone();
@@ -370,15 +385,15 @@ fn query_features_round_trip_and_refuse_corruption() {
     // in half octaves: version 3 (2 without the mirrored keypoints), read back as written
     let h = q.in_half_octaves();
     let hb = h.to_bytes();
-    assert_eq!((hb[0], hb.len()), (3, b.len()));
+    assert_eq!((hb[0], hb.len(), h.source_side), (3, b.len() - 2, 0));
     assert_eq!(QueryFeatures::from_bytes(&hb).unwrap(), h);
     let h2 = QueryFeatures { mirrored: Vec::new(), ..h.clone() };
     assert_eq!(h2.to_bytes()[0], 2);
     assert_eq!(QueryFeatures::from_bytes(&h2.to_bytes()).unwrap(), h2);
-    // version 4 without mirrored keypoints keeps its (zero) count
+    // version 5 without mirrored keypoints keeps its (zero) count
     let q0 = QueryFeatures { mirrored: Vec::new(), ..q.clone() };
     let b0 = q0.to_bytes();
-    assert_eq!((b0[0], b0.len()), (4, 325 + 37 * q.keypoints.len() + 2));
+    assert_eq!((b0[0], b0.len()), (5, 325 + 37 * q.keypoints.len() + 2 + 2));
     assert_eq!(QueryFeatures::from_bytes(&b0).unwrap(), q0);
     // the mirrored keypoints' count, right after the keypoints
     let after = 325 + 37 * q.keypoints.len();
@@ -404,6 +419,41 @@ fn query_features_round_trip_and_refuse_corruption() {
     let sig = ex.signature(&scene(900, 600, 8).pixels()).to_bytes();
     assert!(QueryFeatures::from_bytes(&sig).is_err());
     assert!(Signature::from_bytes(&b).is_err());
+}
+
+#[test]
+fn a_small_query_needs_the_higher_score() {
+    let mut ex = Extractor::new();
+    let img = scene(640, 480, 21);
+    let sig = ex.signature(&img.pixels());
+    // rule 2 alone decides: no PDQ or band agreement
+    let q = QueryFeatures {
+        pdq: [hash_of([0x5a5a; 4]); 8],
+        band: None,
+        trimmed_band: None,
+        ..ex.query(&img.pixels())
+    };
+    assert_eq!(q.source_side, 640);
+    let p = Params::default();
+    let hit = crate::match_pair(&p, 1, &sig, &q).expect("the photo matches itself");
+    assert!(hit.pdq_distance.is_none() && hit.band_distance.is_none() && hit.score >= p.min_score);
+    // small queries asked for one more than this score
+    let strict = Params { small_query_min_score: hit.score + 1, ..p };
+    let small = QueryFeatures { source_side: 150, ..q.clone() };
+    assert!(crate::match_pair(&strict, 1, &sig, &q).is_some(), "640 px is not small");
+    assert!(crate::match_pair(&strict, 1, &sig, &small).is_none());
+    let just = Params { small_query_min_score: hit.score, ..p };
+    assert_eq!(crate::match_pair(&just, 1, &sig, &small).map(|h| h.score), Some(hit.score));
+    // size not known (features of format 4 and older), or the check off: the usual threshold
+    assert!(crate::match_pair(&strict, 1, &sig, &QueryFeatures { source_side: 0, ..small.clone() }).is_some());
+    assert!(crate::match_pair(&Params { small_query_side: 0, ..strict }, 1, &sig, &small).is_some());
+    // the index applies the same threshold
+    let mut index = DeriveIndex::new(strict);
+    index.insert(1, sig).unwrap();
+    assert!(index.search(&small).is_empty());
+    assert_eq!(index.search(&q).len(), 1);
+    // the extractor records the longest side of what it was given
+    assert_eq!(ex.query(&shrink(&img, 4).pixels()).source_side, 160);
 }
 
 #[test]
@@ -434,7 +484,7 @@ fn the_query_pyramid_is_a_third_of_an_octave_apart() {
         "{near} of {} level-3 corners found on level 0 of the halved image",
         at3.len()
     );
-    // in half octaves: levels round(2 l / 3), everything else unchanged
+    // in half octaves: levels round(2 l / 3), no size (formats 2 and 3 have none), everything else unchanged
     let h = q.in_half_octaves();
     assert_eq!(h.levels_per_octave, 2);
     assert_eq!(h.keypoints.len(), q.keypoints.len());
@@ -445,7 +495,7 @@ fn the_query_pyramid_is_a_third_of_an_octave_apart() {
     assert_eq!(h.in_half_octaves(), h);
     assert_eq!(
         QueryFeatures { keypoints: vec![], mirrored: vec![], ..h },
-        QueryFeatures { keypoints: vec![], mirrored: vec![], levels_per_octave: 2, ..q }
+        QueryFeatures { keypoints: vec![], mirrored: vec![], levels_per_octave: 2, source_side: 0, ..q }
     );
 }
 
@@ -612,7 +662,7 @@ proptest! {
         band_radius in prop::sample::select(vec![None, Some(0u32), Some(31)]),
         band_slot in 0u8..3, band_trimmed in any::<bool>(), mirror_rule in any::<bool>(),
         lsh_bits in prop::sample::select(vec![4usize, 10, 26]),
-        per_octave in prop::sample::select(vec![2u8, QUERY_LEVELS_PER_OCTAVE]),
+        (per_octave, source_side) in (prop::sample::select(vec![2u8, QUERY_LEVELS_PER_OCTAVE]), prop::sample::select(vec![0u32, 150, 1000])),
     ) {
         // (4-bit keys: with a few hundred keypoints every key has its own directory bucket;
         // 10-bit keys: several keys share a bucket; 26-bit keys: most of each key is held in the
@@ -680,7 +730,8 @@ proptest! {
         // ... as the query's band (0), its trimmed band (1), or the trimmed band beside a random band (2)
         let noise = Some(BandQuery { hashes: [consentry_pdq::Hash256::from_bytes([0x3c; 32]); 2], quality: 100 });
         let (band, trimmed_band) = match band_slot { 0 => (band, None), 1 => (None, band), _ => (noise, band) };
-        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band, levels_per_octave: per_octave };
+        // (a small query, 150 px, needs the higher score of Params::small_query_min_score)
+        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band, levels_per_octave: per_octave, source_side };
         let got = index.search(&q);
         let want = brute_force_search(&params, &entries, &q);
         prop_assert_eq!(got, want);
@@ -707,6 +758,7 @@ fn band_rule_needs_both_qualities_and_the_radius() {
         band: Some(BandQuery { hashes: h, quality: q }),
         trimmed_band: None,
         levels_per_octave: QUERY_LEVELS_PER_OCTAVE,
+        source_side: 0,
     };
     let near = flip_hash(band, &(0..31).collect::<Vec<u8>>());
     let other = hash_of([!1, !2, !3, !4]); // every bit differs

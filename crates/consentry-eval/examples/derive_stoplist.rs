@@ -30,6 +30,7 @@ fn keys(ix: &DeriveIndex, descs: &[[u64; 4]]) -> Vec<(usize, u32)> {
         band: None,
         trimmed_band: None,
         levels_per_octave: consentry_derive::QUERY_LEVELS_PER_OCTAVE,
+        source_side: 0,
     };
     ix.probe_keys(&q)
 }

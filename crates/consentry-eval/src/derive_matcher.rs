@@ -68,7 +68,8 @@ impl DeriveMatcher {
     /// Parse `s=64+k=3+t=24+b=24+h=31+px=8+gap=10+plane=40+spread=12+stop=ramp2` (score, inliers,
     /// key tables and bits, Hamming, inlier pixels, inlier gap, the extractor's plane limit, the
     /// inliers' smallest spread, the stopped keys: none, ramp, ramp1, ramp2 or a count of learnt
-    /// common keys; `qpo=2`: query pyramid levels half an octave apart, as before format 4) over the
+    /// common keys; `qpo=2`: query pyramid levels half an octave apart, as before format 4; `small=0`
+    /// turns off, `small=N+smalls=S` sets, the higher score for queries under N px) over the
     /// defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
@@ -108,12 +109,19 @@ impl DeriveMatcher {
                     }
                 }
                 "mirror" => p.mirrored = v != "0",
+                "small" => {
+                    p.small_query_side = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+                }
+                "smalls" => {
+                    p.small_query_min_score =
+                        v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+                }
                 "bandq" => {
                     p.band_min_quality = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror, qpo)"
+                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror, qpo, small, smalls)"
                     ))
                 }
             }
@@ -160,6 +168,14 @@ impl Matcher for DeriveMatcher {
         }
         if self.plane != 0 {
             s += &format!(",plane{}", self.plane);
+        }
+        if (self.params.small_query_side, self.params.small_query_min_score)
+            != (d.small_query_side, d.small_query_min_score)
+        {
+            s += &match self.params.small_query_side {
+                0 => ",small off".to_string(),
+                n => format!(",<{n}px s≥{}", self.params.small_query_min_score),
+            };
         }
         if self.params.min_spread != d.min_spread {
             s += &format!(",spread{}", self.params.min_spread);

@@ -320,6 +320,7 @@ async fn derive_stop_keys_and_mirrored_settings_reach_the_index() {
         band: None,
         trimmed_band: None,
         levels_per_octave: consentry_derive::QUERY_LEVELS_PER_OCTAVE,
+        source_side: 0,
     };
     // the same keypoints offered as the query's mirrored ones
     let qm =

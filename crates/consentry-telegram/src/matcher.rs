@@ -193,12 +193,21 @@ impl Remote {
     /// Derive matches from the server for query features computed here (the image stays with
     /// the bot); remembers whether the server holds derive entries at all.
     async fn lookup_features(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
-        // A server older than the bot reads query features up to format 3 (keypoint levels half
-        // an octave apart) or 2 (no mirrored keypoints either): ask it again in the newest format
-        // it reads (without the mirrored keypoints it cannot find mirrored crops).
+        // A server older than the bot reads query features up to format 4 (no image size), 3
+        // (keypoint levels half an octave apart) or 2 (no mirrored keypoints either): ask it again
+        // in the newest format it reads (without the mirrored keypoints it cannot find mirrored
+        // crops).
         let mut q = std::borrow::Cow::Borrowed(q);
         let v = loop {
             match self.post("/v1/lookup/features", json!({ "features": q.to_base64() }), true).await {
+                Err(MatchError::Other(m))
+                    if q.source_side != 0 && m.contains("version 5 is not supported") =>
+                {
+                    tracing::warn!(
+                        "the server does not read query features of format 5; sent without the image size"
+                    );
+                    q = std::borrow::Cow::Owned(QueryFeatures { source_side: 0, ..q.into_owned() });
+                }
                 Err(MatchError::Other(m))
                     if q.levels_per_octave != 2 && m.contains("version 4 is not supported") =>
                 {
@@ -499,7 +508,7 @@ mod tests {
     use axum::{routing::post, Json, Router};
     use std::sync::{Arc, Mutex};
 
-    /// A server of an earlier release: query features up to format `max` (2 or 3); records the
+    /// A server of an earlier release: query features up to format `max` (2 to 5); records the
     /// format of every request.
     fn older_server(max: u8, seen: Arc<Mutex<Vec<(u8, u8)>>>) -> Router {
         Router::new().route(
@@ -525,8 +534,13 @@ mod tests {
         let scene = consentry_derive::synth::scene(640, 480, 5);
         let q = ex.query(&scene.pixels());
         assert!(!q.mirrored.is_empty());
-        assert_eq!(q.levels_per_octave, 3);
-        for (max, want) in [(3, vec![(4, 3), (3, 2)]), (2, vec![(4, 3), (3, 2), (2, 2)])] {
+        assert_eq!((q.levels_per_octave, q.source_side), (3, 640));
+        for (max, want) in [
+            (5, vec![(5, 3)]),
+            (4, vec![(5, 3), (4, 3)]),
+            (3, vec![(5, 3), (4, 3), (3, 2)]),
+            (2, vec![(5, 3), (4, 3), (3, 2), (2, 2)]),
+        ] {
             let seen = Arc::new(Mutex::new(Vec::new()));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
