@@ -206,8 +206,9 @@ pub struct QueryFeatures {
 impl QueryFeatures {
     /// The same features for a reader of format 3 (a server older than this crate): keypoint
     /// levels rounded to the nearest half octave, an error of at most a sixth of an octave in a
-    /// check that allows 0.65 ([`Params::level_tolerance`]). Features already in half octaves
-    /// are returned unchanged.
+    /// check that allows 0.65 ([`Params::level_tolerance`]), and without the image's size
+    /// ([`QueryFeatures::source_side`] 0: formats 2 and 3 have no field for it). Features already in
+    /// half octaves are returned unchanged.
     pub fn in_half_octaves(&self) -> QueryFeatures {
         if self.levels_per_octave == 2 {
             return self.clone();
@@ -289,7 +290,8 @@ pub struct Params {
     /// laid out alike (aligned face crops of one person) agree by chance far more often than
     /// photos do. 0 turns the stricter threshold off.
     pub small_query_side: u32,
-    /// Score needed by rule 2 for a small query (see [`small_query_side`](Self::small_query_side)).
+    /// Score needed by rule 2 for a small query (see [`small_query_side`](Self::small_query_side));
+    /// never less than [`min_score`](Self::min_score).
     pub small_query_min_score: u32,
     /// Top-band match distance (rule 3 of the crate docs): the query's band hash, as it is or mirrored, within
     /// this distance of the stored band hash. `None` turns rule 3 off.
