@@ -72,8 +72,12 @@ pub(crate) fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
 
 /// Parses a 64-digit hex PDQ hash; `what` names it in the error (`hash`, `hashes[3]`).
 fn parse_hash(text: &str, what: &str) -> ApiResult<Hash256> {
-    Hash256::from_hex(text.trim())
-        .map_err(|e| ApiError::invalid_hash(format!("{what} is not a PDQ hash (64 hexadecimal digits): {e}")))
+    Hash256::from_hex(text.trim()).map_err(|e| not_a_hash(what, &e))
+}
+
+/// The error for a text (`what`) that is not a PDQ hash.
+fn not_a_hash(what: &str, e: &consentry_pdq::ParseHashError) -> ApiError {
+    ApiError::invalid_hash(format!("{what} is not a PDQ hash (64 hexadecimal digits): {e}"))
 }
 
 fn check_radius(state: &AppState, radius: Option<u32>) -> ApiResult<u32> {
@@ -688,9 +692,7 @@ async fn lookup_post(
     }
     let radius = check_radius(&state, body.radius)?;
     if let Some((i, e)) = list.first_bad {
-        return Err(ApiError::invalid_hash(format!(
-            "hashes[{i}] is not a PDQ hash (64 hexadecimal digits): {e}"
-        )));
+        return Err(not_a_hash(&format!("hashes[{i}]"), &e));
     }
     let hashes = list.hashes;
     let res = lookup_many(&state, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
