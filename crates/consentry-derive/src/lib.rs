@@ -204,6 +204,19 @@ pub struct QueryFeatures {
 }
 
 impl QueryFeatures {
+    /// The same features in the newest format older than [`format_version`](Self::format_version),
+    /// for a reader that refuses this one: without the image's size (5 → 4), in half octaves
+    /// (4 → 3, or 2 without mirrored keypoints), without the mirrored keypoints (3 → 2); `None`
+    /// from formats 1 and 2.
+    pub fn in_older_format(&self) -> Option<QueryFeatures> {
+        match self.format_version() {
+            5 => Some(QueryFeatures { source_side: 0, ..self.clone() }),
+            4 => Some(self.in_half_octaves()),
+            3 => Some(QueryFeatures { mirrored: Vec::new(), ..self.clone() }),
+            _ => None,
+        }
+    }
+
     /// The same features for a reader of format 3 (a server older than this crate): keypoint
     /// levels rounded to the nearest half octave, an error of at most a sixth of an octave in a
     /// check that allows 0.65 ([`Params::level_tolerance`]), and without the image's size

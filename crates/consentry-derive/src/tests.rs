@@ -371,6 +371,11 @@ fn query_features_round_trip_and_refuse_corruption() {
     let mut zero = b.clone();
     zero[side_at..side_at + 2].copy_from_slice(&[0, 0]);
     assert_eq!(QueryFeatures::from_bytes(&zero), Err(DecodeError::Invalid("image size")));
+    // each older format in turn, for a reader that refuses the newer one
+    let formats: Vec<u8> = std::iter::successors(Some(q.clone()), QueryFeatures::in_older_format)
+        .map(|f| f.format_version())
+        .collect();
+    assert_eq!(formats, [5, 4, 3, 2]);
     // without the size: version 4, the same bytes less the size, read back with size 0
     let q4 = QueryFeatures { source_side: 0, ..q.clone() };
     let b4 = q4.to_bytes();

@@ -195,37 +195,21 @@ impl Remote {
     async fn lookup_features(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
         // A server older than the bot reads query features up to format 4 (no image size), 3
         // (keypoint levels half an octave apart) or 2 (no mirrored keypoints either): ask it again
-        // in the newest format it reads (without the mirrored keypoints it cannot find mirrored
-        // crops).
+        // in the next older format until it reads one (without the mirrored keypoints it cannot
+        // find mirrored crops).
         let mut q = std::borrow::Cow::Borrowed(q);
         let v = loop {
             match self.post("/v1/lookup/features", json!({ "features": q.to_base64() }), true).await {
                 Err(MatchError::Other(m))
-                    if q.source_side != 0 && m.contains("version 5 is not supported") =>
+                    if m.contains(&format!("version {} is not supported", q.format_version())) =>
                 {
+                    let Some(older) = q.in_older_format() else { return Err(MatchError::Other(m)) };
                     tracing::warn!(
-                        "the server does not read query features of format 5; sent without the image size"
+                        refused = q.format_version(),
+                        sent = older.format_version(),
+                        "the server does not read query features of this format; sent in an older one"
                     );
-                    q = std::borrow::Cow::Owned(QueryFeatures { source_side: 0, ..q.into_owned() });
-                }
-                Err(MatchError::Other(m))
-                    if q.levels_per_octave != 2 && m.contains("version 4 is not supported") =>
-                {
-                    tracing::warn!(
-                        "the server does not read query features of format 4; sent in half octaves"
-                    );
-                    q = std::borrow::Cow::Owned(q.in_half_octaves());
-                }
-                Err(MatchError::Other(m))
-                    if !q.mirrored.is_empty() && m.contains("version 3 is not supported") =>
-                {
-                    tracing::warn!(
-                        "the server does not read query features of format 3; sent without mirrored keypoints"
-                    );
-                    q = std::borrow::Cow::Owned(QueryFeatures {
-                        mirrored: Vec::new(),
-                        ..q.in_half_octaves()
-                    });
+                    q = std::borrow::Cow::Owned(older);
                 }
                 r => break r?,
             }
