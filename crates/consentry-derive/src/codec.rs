@@ -3,9 +3,12 @@
 //! Signature layout (version 2): `[version = 2][PDQ hash, 32 bytes, as Hash256::to_bytes]
 //! [quality][n]` then `n` keypoints of 37 bytes: `x` (u16 LE), `y` (u16 LE),
 //! `level`, descriptor (4 × u64 LE); then the top band's PDQ hash (32 bytes) and quality.
-//! Version 1 is the same without the band (it is still read; its band is `None`). The head
-//! (version, PDQ hash, quality) is laid out alike in both, so a reader of the PDQ hash alone (the
-//! protect page) need not know the rest.
+//! Version 1 is the same without the band (it is still read; its band is `None`). Version 3
+//! (written by [`crate::Extractor::signature`]) is version 2 with the longest side of the
+//! protected image (`[side, u16 LE]`, [`Signature::source_side`], 1 or more) after the band's
+//! quality; a signature whose side is not known (0) is written as version 2, one without a band
+//! as version 1. The head (version, PDQ hash, quality) is laid out alike in all, so a reader of
+//! the PDQ hash alone (the protect page) need not know the rest.
 //!
 //! Query features (version 2), what a client that keeps its images sends to be matched:
 //! `[version = 2][8 dihedral PDQ hashes, 8 × 32 bytes][quality][band hash as it is, 32 bytes]
@@ -25,14 +28,17 @@ use crate::{BandQuery, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS}
 use consentry_pdq::{Hash256, PdqHash};
 use std::fmt;
 
-/// Version byte written first.
-pub const SIGNATURE_VERSION: u8 = 2;
+/// Version byte of signatures (the newest: with the protected image's size). Signatures
+/// without the size are written as version 2, without the band as version 1.
+pub const SIGNATURE_VERSION: u8 = 3;
 const HEADER: usize = 35;
 const KP: usize = 37;
 /// The band's hash and quality.
 const BAND: usize = 33;
+/// The image's longest side (version 3).
+const SIDE: usize = 2;
 /// Largest serialized size of a signature made by [`crate::Extractor`] (50 keypoints).
-pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50 + BAND;
+pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50 + BAND + SIDE;
 
 /// Why bytes or text are not a signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,12 +271,23 @@ impl QueryFeatures {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 impl Signature {
+    /// The format version [`Signature::to_bytes`] writes this signature in: 3 with the band and
+    /// the image's size, 2 with the band alone, 1 without the band (a version-1 signature read
+    /// back: the same bytes again).
+    pub fn format_version(&self) -> u8 {
+        match (self.band.is_some(), self.source_side) {
+            (false, _) => 1,
+            (true, 0) => 2,
+            (true, _) => SIGNATURE_VERSION,
+        }
+    }
+
     /// Serialized bytes (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.keypoints.len().min(255);
-        let mut v = Vec::with_capacity(HEADER + KP * n + BAND);
-        // Without a band (a version-1 signature read back), version 1 again: the same bytes.
-        v.push(if self.band.is_some() { SIGNATURE_VERSION } else { 1 });
+        let mut v = Vec::with_capacity(HEADER + KP * n + BAND + SIDE);
+        let version = self.format_version();
+        v.push(version);
         v.extend_from_slice(&self.pdq.to_bytes());
         v.push(self.quality);
         v.push(n as u8);
@@ -281,16 +298,20 @@ impl Signature {
             v.extend_from_slice(&band.hash.to_bytes());
             v.push(band.quality);
         }
+        if version >= 3 {
+            v.extend_from_slice(&(self.source_side.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+        }
         v
     }
 
     /// Parse [`Signature::to_bytes`] output.
     pub fn from_bytes(b: &[u8]) -> Result<Signature, DecodeError> {
-        let trailer = match b.first() {
-            None => return Err(DecodeError::Truncated),
-            Some(1) => 0,
-            Some(2) => BAND,
-            Some(&v) => return Err(DecodeError::Version(v)),
+        let version = *b.first().ok_or(DecodeError::Truncated)?;
+        let trailer = match version {
+            1 => 0,
+            2 => BAND,
+            3 => BAND + SIDE,
+            v => return Err(DecodeError::Version(v)),
         };
         if b.len() < HEADER {
             return Err(DecodeError::Truncated);
@@ -307,12 +328,19 @@ impl Signature {
             return Err(DecodeError::TrailingBytes);
         }
         let keypoints = get_keypoints(&b[HEADER..kp_end], LEVELS)?;
-        let band = if trailer > 0 {
+        let band = if version >= 2 {
             Some(PdqHash { hash: get_hash(&b[kp_end..]), quality: get_quality(b[kp_end + 32])? })
         } else {
             None
         };
-        Ok(Signature { pdq, quality, keypoints, band })
+        let mut source_side = 0;
+        if version >= 3 {
+            source_side = u32::from(u16::from_le_bytes([b[kp_end + BAND], b[kp_end + BAND + 1]]));
+            if source_side == 0 {
+                return Err(DecodeError::Invalid("image size"));
+            }
+        }
+        Ok(Signature { pdq, quality, keypoints, band, source_side })
     }
 
     /// Standard base64 (with padding) of [`Signature::to_bytes`].

@@ -314,7 +314,7 @@ fn local_rule(
     corrs: &mut Vec<Corr>,
 ) -> (usize, u32, bool) {
     let sets = query_sets(params, q);
-    let min_score = params.min_score_for(q);
+    let min_score = params.min_score_for(sig, q);
     let verify = |set: &[Keypoint], corrs: &mut Vec<Corr>| {
         let (n, sc) = if can_pass(params, min_score, corrs) {
             inliers(params, &sig.keypoints, set, q.levels_per_octave, corrs)
@@ -1103,6 +1103,7 @@ mod key_tests {
             quality: 90,
             keypoints: crate::synth::ramp_keypoints(),
             band: None,
+            source_side: 0,
         };
         let q = QueryFeatures {
             pdq: [consentry_pdq::Hash256::from_bytes([0xf0; 32]); 8],
@@ -1217,7 +1218,7 @@ mod key_tests {
                     })
                     .collect();
                 let pdq = consentry_pdq::Hash256::from_words([next(), next(), next(), next()]);
-                (id, Signature { pdq, quality: 90, keypoints, band: None })
+                (id, Signature { pdq, quality: 90, keypoints, band: None, source_side: 0 })
             })
             .collect();
         assert!(index.extend(entries).is_empty());

@@ -19,7 +19,9 @@
 //!   pixels, spread over a 4×4 grid on each level (the lower centre of the
 //!   frame, where a body usually is and what a nudify bot replaces, gets a
 //!   corner every other round only), each with its position and level and a
-//!   256-bit BRIEF descriptor of its smoothed 31×31 patch.
+//!   256-bit BRIEF descriptor of its smoothed 31×31 patch, and
+//! * the longest side of the image (format version 3; [`Signature::source_side`]): a small
+//!   protected image needs a higher score (rule 2 below).
 //!
 //! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes, its top band's hash as it is and
 //! mirrored left to right (and the same of the picture inside its uniform borders, when it has
@@ -41,8 +43,9 @@
 //!    512, on pyramid levels agreeing with the scale, distinct keypoints on
 //!    both sides, stored positions ≥ 10 px apart) has at least
 //!    [`Params::min_inliers`] (3) members and a **score**
-//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72; for a query under
-//!    [`Params::small_query_side`] (200 px) on its longest side, [`Params::small_query_min_score`], 88).
+//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72; when the query or the
+//!    protected image is under [`Params::small_side`] (200 px) on its longest side,
+//!    [`Params::small_min_score`], 88).
 //!    Hypotheses are made from every pair of correspondences (the 64 closest
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
@@ -161,6 +164,10 @@ pub struct Signature {
     /// the background above the shoulders). `None` in signatures of format version 1, which
     /// had none.
     pub band: Option<PdqHash>,
+    /// Longest side, in pixels, of the protected image (format version 3); 0 when not known
+    /// (signatures of versions 1 and 2). A protected image smaller than [`Params::small_side`]
+    /// needs [`Params::small_min_score`] to be matched by rule 2.
+    pub source_side: u32,
 }
 
 /// The query's top-band hashes ([`Signature::band`] of the query as it is and mirrored left to
@@ -199,7 +206,7 @@ pub struct QueryFeatures {
     pub levels_per_octave: u8,
     /// Longest side, in pixels, of the image the features were computed from (format version 5);
     /// 0 when not known (features of versions 1–4). A query smaller than
-    /// [`Params::small_query_side`] needs [`Params::small_query_min_score`] to match by rule 2.
+    /// [`Params::small_side`] needs [`Params::small_min_score`] to match by rule 2.
     pub source_side: u32,
 }
 
@@ -296,16 +303,21 @@ pub struct Params {
     pub min_spread: f32,
     /// Keys through which no correspondence is made (see [`StopKeys`]).
     pub stop_keys: StopKeys,
-    /// A query whose longest side is under this many pixels ([`QueryFeatures::source_side`]) needs
-    /// [`small_query_min_score`](Self::small_query_min_score) instead of
-    /// [`min_score`](Self::min_score). Such an image is enlarged 2.5× or more into the 512-px
-    /// working image, so each of its corners samples few real pixels, and different small photos
-    /// laid out alike (aligned face crops of one person) agree by chance far more often than
-    /// photos do. 0 turns the stricter threshold off.
-    pub small_query_side: u32,
-    /// Score needed by rule 2 for a small query (see [`small_query_side`](Self::small_query_side));
-    /// never less than [`min_score`](Self::min_score).
-    pub small_query_min_score: u32,
+    /// A query or a protected image whose longest side is under this many pixels
+    /// ([`QueryFeatures::source_side`], [`Signature::source_side`]) needs
+    /// [`small_min_score`](Self::small_min_score) instead of [`min_score`](Self::min_score) for
+    /// rule 2. Such an image is enlarged 2.5× or more into the 512-px working image, so each of
+    /// its corners samples few real pixels, and different small photos laid out alike (aligned
+    /// face crops of one person) agree by chance far more often than photos do — also when the
+    /// copy of one was enlarged, padded or framed to over this size. 0 turns the stricter
+    /// threshold off.
+    pub small_side: u32,
+    /// Whether [`small_side`](Self::small_side) applies to the protected image too (from
+    /// 2026-12-06), not only to the query.
+    pub small_protected: bool,
+    /// Score needed by rule 2 for a small query or protected image (see
+    /// [`small_side`](Self::small_side)); never less than [`min_score`](Self::min_score).
+    pub small_min_score: u32,
     /// Top-band match distance (rule 3 of the crate docs): the query's band hash, as it is or mirrored, within
     /// this distance of the stored band hash. `None` turns rule 3 off.
     pub band_radius: Option<u32>,
@@ -377,12 +389,15 @@ impl std::str::FromStr for StopKeys {
 pub const COMMON_KEYS_PER_TABLE: usize = 1024;
 
 impl Params {
-    /// The score rule 2 needs for this query: [`small_query_min_score`](Self::small_query_min_score)
-    /// when its [`source_side`](QueryFeatures::source_side) is known and under
-    /// [`small_query_side`](Self::small_query_side), else [`min_score`](Self::min_score).
-    pub fn min_score_for(&self, q: &QueryFeatures) -> u32 {
-        if q.source_side > 0 && q.source_side < self.small_query_side {
-            self.min_score.max(self.small_query_min_score)
+    /// The score rule 2 needs to match `q` with `sig`: [`small_min_score`](Self::small_min_score)
+    /// when the query's [`source_side`](QueryFeatures::source_side) or (with
+    /// [`small_protected`](Self::small_protected)) the protected image's
+    /// ([`Signature::source_side`]) is known and under [`small_side`](Self::small_side), else
+    /// [`min_score`](Self::min_score).
+    pub fn min_score_for(&self, sig: &Signature, q: &QueryFeatures) -> u32 {
+        let small = |side: u32| side > 0 && side < self.small_side;
+        if small(q.source_side) || (self.small_protected && small(sig.source_side)) {
+            self.min_score.max(self.small_min_score)
         } else {
             self.min_score
         }
@@ -407,8 +422,9 @@ impl Default for Params {
             min_inlier_gap: 10.0,
             min_spread: 0.0,
             stop_keys: StopKeys::RampNeighbours2,
-            small_query_side: 200,
-            small_query_min_score: 88,
+            small_side: 200,
+            small_protected: true,
+            small_min_score: 88,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
             band_min_quality: 10,
             band_trimmed: true,
@@ -615,7 +631,13 @@ impl Extractor {
             self.corners(px, PROTECTED_PYRAMID, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 }, None);
         keypoints.truncate(255);
         let band = self.hasher.hash(&px.band_ref());
-        Signature { pdq: h.hash, quality: h.quality, keypoints, band: Some(band) }
+        Signature {
+            pdq: h.hash,
+            quality: h.quality,
+            keypoints,
+            band: Some(band),
+            source_side: px.width.max(px.height),
+        }
     }
 
     /// The features of a query, with its mirrored keypoints ([`QueryFeatures::mirrored`]).

@@ -242,12 +242,20 @@ fn signature_fits_the_budget_and_round_trips() {
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(Signature::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    let mut v3 = b.clone();
-    v3[0] = 3;
-    assert_eq!(Signature::from_bytes(&v3), Err(DecodeError::Version(3)));
+    assert_eq!((b[0], s.source_side), (3, 1200), "with the image's size: version 3");
+    assert_eq!(&b[b.len() - 2..], &1200u16.to_le_bytes());
+    let mut v4 = b.clone();
+    v4[0] = 4;
+    assert_eq!(Signature::from_bytes(&v4), Err(DecodeError::Version(4)));
     let mut qual = b.clone();
-    *qual.last_mut().unwrap() = 101;
+    qual[b.len() - 3] = 101;
     assert_eq!(Signature::from_bytes(&qual), Err(DecodeError::Invalid("quality")));
+    let mut no_side = b.clone();
+    no_side[b.len() - 2..].fill(0);
+    assert_eq!(Signature::from_bytes(&no_side), Err(DecodeError::Invalid("image size")));
+    // An image side over u16 is written as 65,535 (still "not small").
+    let huge = Signature { source_side: 70_000, ..s.clone() };
+    assert_eq!(Signature::from_bytes(&huge.to_bytes()).unwrap().source_side, 65_535);
     assert_eq!(Signature::from_base64("not base64!"), Err(DecodeError::Base64));
     assert_eq!(Signature::from_bytes(&[]), Err(DecodeError::Truncated));
     // Tiny images: PDQ's zero hash, no keypoints, still serializable.
@@ -262,13 +270,23 @@ fn signature_fits_the_budget_and_round_trips() {
 }
 
 #[test]
-fn version_1_signatures_and_query_features_are_still_read() {
-    // Version 1 is version 2 without the band: built here by hand from a version-2 signature.
+fn version_1_and_2_signatures_and_query_features_are_still_read() {
+    // Version 2 is version 3 without the image's size, version 1 is version 2 without the band:
+    // built here by hand from a version-3 signature.
     let mut ex = Extractor::new();
     let img = scene(900, 600, 31);
-    let s2 = ex.signature(&img.pixels());
-    let b2 = s2.to_bytes();
-    assert_eq!(b2[0], 2);
+    let s3 = ex.signature(&img.pixels());
+    let b3 = s3.to_bytes();
+    assert_eq!((b3[0], s3.source_side), (3, 900));
+    let mut b2 = b3[..b3.len() - 2].to_vec();
+    b2[0] = 2;
+    let s2 = Signature::from_bytes(&b2).unwrap();
+    assert_eq!(s2, Signature { source_side: 0, ..s3.clone() });
+    assert_eq!(s2.to_bytes(), b2, "a signature without the size is written as version 2");
+    assert_eq!(Signature::from_bytes(&b2[..b2.len() - 1]), Err(DecodeError::Truncated));
+    let mut b2x = b2.clone();
+    b2x.extend_from_slice(&[0, 0]);
+    assert_eq!(Signature::from_bytes(&b2x), Err(DecodeError::TrailingBytes));
     assert!(s2.band.unwrap().quality > 0);
     let mut b1 = b2[..b2.len() - 33].to_vec();
     b1[0] = 1;
@@ -427,10 +445,11 @@ fn query_features_round_trip_and_refuse_corruption() {
 }
 
 #[test]
-fn a_small_query_needs_the_higher_score() {
+fn a_small_query_or_protected_image_needs_the_higher_score() {
     let mut ex = Extractor::new();
     let img = scene(640, 480, 21);
     let sig = ex.signature(&img.pixels());
+    assert_eq!(sig.source_side, 640);
     // rule 2 alone decides: no PDQ or band agreement
     let q = QueryFeatures {
         pdq: [hash_of([0x5a5a; 4]); 8],
@@ -442,23 +461,33 @@ fn a_small_query_needs_the_higher_score() {
     let p = Params::default();
     let hit = crate::match_pair(&p, 1, &sig, &q).expect("the photo matches itself");
     assert!(hit.pdq_distance.is_none() && hit.band_distance.is_none() && hit.score >= p.min_score);
-    // small queries asked for one more than this score
-    let strict = Params { small_query_min_score: hit.score + 1, ..p };
+    // small images asked for one more than this score
+    let strict = Params { small_min_score: hit.score + 1, ..p };
     let small = QueryFeatures { source_side: 150, ..q.clone() };
+    let small_sig = Signature { source_side: 150, ..sig.clone() };
     assert!(crate::match_pair(&strict, 1, &sig, &q).is_some(), "640 px is not small");
     assert!(crate::match_pair(&strict, 1, &sig, &small).is_none());
-    let just = Params { small_query_min_score: hit.score, ..p };
+    assert!(crate::match_pair(&strict, 1, &small_sig, &q).is_none(), "a small protected image");
+    assert!(crate::match_pair(&strict, 1, &small_sig, &small).is_none());
+    let just = Params { small_min_score: hit.score, ..p };
     assert_eq!(crate::match_pair(&just, 1, &sig, &small).map(|h| h.score), Some(hit.score));
-    // size not known (features of format 4 and older), or the check off: the usual threshold
+    assert_eq!(crate::match_pair(&just, 1, &small_sig, &q).map(|h| h.score), Some(hit.score));
+    // size not known (query features of format 4 and older, signatures of format 2 and older), or
+    // the check off, or off for the protected image: the usual threshold
     assert!(crate::match_pair(&strict, 1, &sig, &QueryFeatures { source_side: 0, ..small.clone() }).is_some());
-    assert!(crate::match_pair(&Params { small_query_side: 0, ..strict }, 1, &sig, &small).is_some());
+    assert!(crate::match_pair(&Params { small_side: 0, ..strict }, 1, &sig, &small).is_some());
+    assert!(crate::match_pair(&Params { small_side: 0, ..strict }, 1, &small_sig, &q).is_some());
+    assert!(crate::match_pair(&Params { small_protected: false, ..strict }, 1, &small_sig, &q).is_some());
+    assert!(crate::match_pair(&Params { small_protected: false, ..strict }, 1, &small_sig, &small).is_none());
     // the index applies the same threshold
     let mut index = DeriveIndex::new(strict);
     index.insert(1, sig).unwrap();
+    index.insert(2, small_sig).unwrap();
     assert!(index.search(&small).is_empty());
-    assert_eq!(index.search(&q).len(), 1);
+    assert_eq!(index.search(&q).iter().map(|h| h.id).collect::<Vec<_>>(), [1]);
     // the extractor records the longest side of what it was given
     assert_eq!(ex.query(&shrink(&img, 4).pixels()).source_side, 160);
+    assert_eq!(ex.signature(&shrink(&img, 4).pixels()).source_side, 160);
 }
 
 #[test]
@@ -581,7 +610,13 @@ fn the_synthetic_derivative_defeats_pdq_and_matches() {
 #[test]
 fn duplicate_ids_are_refused() {
     let mut index = DeriveIndex::new(Params::default());
-    let s = Signature { pdq: consentry_pdq::Hash256::ZERO, quality: 0, keypoints: vec![], band: None };
+    let s = Signature {
+        pdq: consentry_pdq::Hash256::ZERO,
+        quality: 0,
+        keypoints: vec![],
+        band: None,
+        source_side: 0,
+    };
     index.insert(5, s.clone()).unwrap();
     assert!(index.insert(5, s.clone()).is_err());
     assert_eq!(index.len(), 1);
@@ -637,9 +672,10 @@ prop_compose! {
         pdq in arb_desc(),
         kps in prop::collection::vec(arb_kp(), 0..40),
         band in prop::option::of((arb_desc(), prop::sample::select(vec![0u8, 9, 10, 90]))),
+        source_side in prop::sample::select(vec![0u32, 150, 1000]),
     ) -> Signature {
         let band = band.map(|(d, quality)| consentry_pdq::PdqHash { hash: hash_of(d), quality });
-        Signature { pdq: hash_of(pdq), quality: 80, keypoints: kps, band }
+        Signature { pdq: hash_of(pdq), quality: 80, keypoints: kps, band, source_side }
     }
 }
 
@@ -735,7 +771,7 @@ proptest! {
         // ... as the query's band (0), its trimmed band (1), or the trimmed band beside a random band (2)
         let noise = Some(BandQuery { hashes: [consentry_pdq::Hash256::from_bytes([0x3c; 32]); 2], quality: 100 });
         let (band, trimmed_band) = match band_slot { 0 => (band, None), 1 => (None, band), _ => (noise, band) };
-        // (a small query, 150 px, needs the higher score of Params::small_query_min_score)
+        // (a small query or protected image, 150 px, needs the higher score of Params::small_min_score)
         let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band, levels_per_octave: per_octave, source_side };
         let got = index.search(&q);
         let want = brute_force_search(&params, &entries, &q);
@@ -754,6 +790,7 @@ fn band_rule_needs_both_qualities_and_the_radius() {
         quality: 90,
         keypoints: vec![],
         band: Some(consentry_pdq::PdqHash { hash: band, quality: q }),
+        source_side: 0,
     };
     let query = |h: [consentry_pdq::Hash256; 2], q: u8| QueryFeatures {
         pdq: [hash_of([u64::MAX; 4]); 8],

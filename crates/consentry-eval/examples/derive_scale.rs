@@ -172,7 +172,10 @@ fn main() {
                             ]),
                             quality: 100,
                         });
-                        ((1u64 << 40) + j as u64, Signature { pdq, quality: 100, keypoints, band })
+                        (
+                            (1u64 << 40) + j as u64,
+                            Signature { pdq, quality: 100, keypoints, band, source_side: 1000 },
+                        )
                     })
                     .collect::<Vec<_>>()
             })

@@ -69,8 +69,8 @@ impl DeriveMatcher {
     /// key tables and bits, Hamming, inlier pixels, inlier gap, the extractor's plane limit, the
     /// inliers' smallest spread, the stopped keys: none, ramp, ramp1, ramp2 or a count of learnt
     /// common keys; `qpo=2`: query pyramid levels half an octave apart, as before format 4; `small=0`
-    /// turns off, `small=N+smalls=S` sets, the higher score for queries under N px) over the
-    /// defaults.
+    /// turns off, `small=N+smalls=S` sets, the higher score for queries and protected images under
+    /// N px; `smallp=0` leaves protected images out of it) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
@@ -109,19 +109,17 @@ impl DeriveMatcher {
                     }
                 }
                 "mirror" => p.mirrored = v != "0",
-                "small" => {
-                    p.small_query_side = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
-                }
+                "small" => p.small_side = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                "smallp" => p.small_protected = v != "0",
                 "smalls" => {
-                    p.small_query_min_score =
-                        v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+                    p.small_min_score = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
                 "bandq" => {
                     p.band_min_quality = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror, qpo, small, smalls)"
+                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror, qpo, small, smallp, smalls)"
                     ))
                 }
             }
@@ -169,13 +167,14 @@ impl Matcher for DeriveMatcher {
         if self.plane != 0 {
             s += &format!(",plane{}", self.plane);
         }
-        if (self.params.small_query_side, self.params.small_query_min_score)
-            != (d.small_query_side, d.small_query_min_score)
-        {
-            s += &match self.params.small_query_side {
+        if (self.params.small_side, self.params.small_min_score) != (d.small_side, d.small_min_score) {
+            s += &match self.params.small_side {
                 0 => ",small off".to_string(),
-                n => format!(",<{n}px s≥{}", self.params.small_query_min_score),
+                n => format!(",<{n}px s≥{}", self.params.small_min_score),
             };
+        }
+        if self.params.small_side != 0 && self.params.small_protected != d.small_protected {
+            s += if self.params.small_protected { ",small protected" } else { ",small queries only" };
         }
         if self.params.min_spread != d.min_spread {
             s += &format!(",spread{}", self.params.min_spread);

@@ -349,7 +349,7 @@
       }
     }
 
-    // The PDQ hash (hex) and quality at the head of a signature (format versions 1 and 2 begin
+    // The PDQ hash (hex) and quality at the head of a signature (format versions 1 to 3 begin
     // alike: [version][PDQ 32 bytes][quality][n]...), or null.
     function pdqOfSignature(b64) {
       let bin;
@@ -358,7 +358,8 @@
       } catch (e) {
         return null;
       }
-      if (bin.length < 35 || (bin.charCodeAt(0) !== 1 && bin.charCodeAt(0) !== 2)) return null;
+      const version = bin.charCodeAt(0);
+      if (bin.length < 35 || version < 1 || version > 3) return null;
       let hex = '';
       for (let i = 1; i <= 32; i++) hex += bin.charCodeAt(i).toString(16).padStart(2, '0');
       return { hash: hex, quality: bin.charCodeAt(33) };

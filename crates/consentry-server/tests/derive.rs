@@ -311,6 +311,7 @@ async fn derive_stop_keys_and_mirrored_settings_reach_the_index() {
         quality: 90,
         keypoints: keypoints.clone(),
         band: None,
+        source_side: 0,
     };
     let q = consentry_derive::QueryFeatures {
         pdq: [random_pdq(); 8],
