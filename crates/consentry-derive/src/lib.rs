@@ -43,22 +43,26 @@
 //!    512, on pyramid levels agreeing with the scale, distinct keypoints on
 //!    both sides, stored positions ≥ 10 px apart) has at least
 //!    [`Params::min_inliers`] (3) members and a **score**
-//!    Σ (32 − descriptor distance) of at least [`Params::min_score`] (72; when the query or the
+//!    Σ (24 − descriptor distance) of at least [`Params::min_score`] (33; when the query or the
 //!    protected image is under [`Params::small_side`] (200 px) on its longest side,
-//!    [`Params::small_min_score`], 88).
+//!    [`Params::small_min_score`], 50).
 //!    Hypotheses are made from every pair of correspondences (the 64 closest
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
 //!    the bits of at least one of [`Params::lsh_tables`] (24) fixed bit subsets
 //!    ([`Params::lsh_bits`] = 26 bits each) **and** are within
-//!    [`Params::max_hamming`] (31) bits, and the key they agree on is not
+//!    [`Params::max_hamming`] (23) bits, and the key they agree on is not
 //!    stopped ([`Params::stop_keys`]: by default the keys of flat and pure-ramp
 //!    patches and their neighbours up to 2 bits away). The key condition is part of the
 //!    rule, which makes the bucketed index exact with respect to it:
 //!    [`DeriveIndex::search`] returns the same set as [`brute_force_search`]
-//!    (a property test checks this). For a pair at distance 31 the key
-//!    condition holds with probability about 0.67, at 20 about 0.97 (a far pair adds
-//!    little to the score: 1 point at 31, 12 at 20). The query's mirrored
+//!    (a property test checks this). For a pair at distance 23 the key
+//!    condition holds with probability about 0.85, at 15 about 0.99 (differing bits placed
+//!    at random; a far pair adds little to the score: 1 point at 23, 9 at 15). Until
+//!    2026-12-06 correspondences reached 31 bits and the score was Σ (32 − distance) ≥ 72
+//!    (88 for small images); without the pairs at 24–31 bits the threshold that keeps
+//!    different photos apart sits lower against close agreements, which finds more crops
+//!    (`bench/RESULTS.md`, "Close agreements only"). The query's mirrored
 //!    keypoints are tried the same way, on their own ([`Params::mirrored`]): a copy that was
 //!    mirrored and then cropped or captioned, which no dihedral PDQ hash catches; **or**
 //! 3. the query's top-band hash (or its trimmed band's, [`Params::band_trimmed`]), as it is or
@@ -408,11 +412,11 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             pdq_radius: consentry_pdq::DEFAULT_MATCH_DISTANCE,
-            max_hamming: 31,
+            max_hamming: 23,
             lsh_tables: 24,
             lsh_bits: 26,
             min_inliers: 3,
-            min_score: 72,
+            min_score: 33,
             inlier_px: 8.0,
             max_rotation: 0.2,
             max_scale: 3.5,
@@ -424,7 +428,7 @@ impl Default for Params {
             stop_keys: StopKeys::RampNeighbours2,
             small_side: 200,
             small_protected: true,
-            small_min_score: 88,
+            small_min_score: 50,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
             band_min_quality: 10,
             band_trimmed: true,

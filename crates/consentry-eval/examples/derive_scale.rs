@@ -15,7 +15,9 @@
 //! `MIRRORED=0` leaves the query's mirrored keypoints out (`Params::mirrored`);
 //! `QUERY_PYRAMID=half` makes the query features with the half-octave pyramid of query format 3
 //! (`Extractor::query_in_half_octaves`) and `MIN_SCORE=S` sets `Params::min_score`, for comparisons
-//! with the rule before 2026-12-06 (`QUERY_PYRAMID=half MIN_SCORE=64`).
+//! with the rule before 2026-12-06 (`QUERY_PYRAMID=half MIN_SCORE=64`); `MAX_HAMMING=H` sets
+//! `Params::max_hamming` (with `MIN_SCORE`, the rule before 2026-12-06 evening: `MAX_HAMMING=31
+//! MIN_SCORE=72`).
 use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Signature};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
@@ -118,12 +120,17 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(Params::default().min_score);
+        let max_hamming = std::env::var("MAX_HAMMING")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Params::default().max_hamming);
         let mut index = DeriveIndex::new(Params {
             lsh_bits,
             lsh_tables,
             stop_keys,
             mirrored,
             min_score,
+            max_hamming,
             ..Params::default()
         });
         let tg = Instant::now();
