@@ -1,6 +1,6 @@
 //! Stable serialized forms of a [`Signature`] and of [`QueryFeatures`]: bytes and base64 text.
 //!
-//! Signature layout (version 2): `[version = 2][PDQ hash, 32 bytes, as Hash256::to_bytes]
+//! Signature layout (version 2; version 3, below, adds the image's size): `[version = 2][PDQ hash, 32 bytes, as Hash256::to_bytes]
 //! [quality][n]` then `n` keypoints of 37 bytes: `x` (u16 LE), `y` (u16 LE),
 //! `level`, descriptor (4 × u64 LE); then the top band's PDQ hash (32 bytes) and quality.
 //! Version 1 is the same without the band (it is still read; its band is `None`). Version 3
@@ -35,7 +35,7 @@ const HEADER: usize = 35;
 const KP: usize = 37;
 /// The band's hash and quality.
 const BAND: usize = 33;
-/// The image's longest side (version 3).
+/// The image's longest side (signatures of version 3, query features of version 5).
 const SIDE: usize = 2;
 /// Largest serialized size of a signature made by [`crate::Extractor`] (50 keypoints).
 pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50 + BAND + SIDE;
@@ -92,6 +92,20 @@ fn get_quality(q: u8) -> Result<u8, DecodeError> {
         return Err(DecodeError::Invalid("quality"));
     }
     Ok(q)
+}
+
+/// An image's longest side (u16 LE; a side over 65,535 px is written as 65,535, still "not small").
+fn put_side(v: &mut Vec<u8>, side: u32) {
+    v.extend_from_slice(&(side.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+}
+
+/// The side written by [`put_side`]; 0 (written only when the side is not known, and then not at
+/// all) is refused.
+fn get_side(b: &[u8]) -> Result<u32, DecodeError> {
+    match u16::from_le_bytes([b[0], b[1]]) {
+        0 => Err(DecodeError::Invalid("image size")),
+        s => Ok(u32::from(s)),
+    }
 }
 
 fn put_keypoint(v: &mut Vec<u8>, k: &Keypoint) {
@@ -168,7 +182,7 @@ impl QueryFeatures {
             }
         }
         if version >= 5 {
-            v.extend_from_slice(&(self.source_side.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+            put_side(&mut v, self.source_side);
         }
         if let Some(t) = self.trimmed_band {
             for h in &t.hashes {
@@ -227,12 +241,8 @@ impl QueryFeatures {
         }
         let mut source_side = 0;
         if version >= 5 {
-            let c = b.get(need..need + 2).ok_or(DecodeError::Truncated)?;
-            source_side = u32::from(u16::from_le_bytes([c[0], c[1]]));
-            if source_side == 0 {
-                return Err(DecodeError::Invalid("image size"));
-            }
-            need += 2;
+            source_side = get_side(b.get(need..need + SIDE).ok_or(DecodeError::Truncated)?)?;
+            need += SIDE;
         }
         // version 2 may end with the trimmed band
         let trimmed = header > QUERY_HEADER_V1 && b.len() == need + QUERY_BAND;
@@ -299,7 +309,7 @@ impl Signature {
             v.push(band.quality);
         }
         if version >= 3 {
-            v.extend_from_slice(&(self.source_side.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+            put_side(&mut v, self.source_side);
         }
         v
     }
@@ -333,13 +343,7 @@ impl Signature {
         } else {
             None
         };
-        let mut source_side = 0;
-        if version >= 3 {
-            source_side = u32::from(u16::from_le_bytes([b[kp_end + BAND], b[kp_end + BAND + 1]]));
-            if source_side == 0 {
-                return Err(DecodeError::Invalid("image size"));
-            }
-        }
+        let source_side = if version >= 3 { get_side(&b[kp_end + BAND..])? } else { 0 };
         Ok(Signature { pdq, quality, keypoints, band, source_side })
     }
 
