@@ -277,12 +277,18 @@ mod tests {
         assert_eq!(m.name(), "derive(s≥72,keys 16×18b,stop ramp±1)");
         let d = DeriveMatcher::parse("stop=ramp2").unwrap();
         assert_eq!(d.params, Params { stop_keys: StopKeys::RampNeighbours2, ..Params::default() });
-        assert_eq!(DeriveMatcher::default().name(), "derive(s≥72)");
+        assert_eq!(DeriveMatcher::default().name(), "derive(s≥33)");
+        let old = DeriveMatcher::parse("h=31+s=72+smalls=88+smallp=0").unwrap();
+        assert_eq!(
+            (old.params.max_hamming, old.params.small_min_score, old.params.small_protected),
+            (31, 88, false)
+        );
+        assert_eq!(old.name(), "derive(s≥72,h≤31,<200px s≥88,small queries only)");
         assert!(DeriveMatcher::parse("t=x").unwrap_err().contains("derive option t=x"));
         assert!(DeriveMatcher::parse("q=1").unwrap_err().contains("t, b"));
         let h = DeriveMatcher::parse("qpo=2").unwrap();
         assert!(h.half_octave_query && h.params == Params::default());
-        assert_eq!(h.name(), "derive(s≥72,query ½-octave)");
+        assert_eq!(h.name(), "derive(s≥33,query ½-octave)");
         assert!(!DeriveMatcher::parse("qpo=3").unwrap().half_octave_query);
         assert!(DeriveMatcher::parse("qpo=4").is_err());
     }
