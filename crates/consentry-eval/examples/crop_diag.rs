@@ -71,7 +71,8 @@ fn main() {
             }
             let hit = match_pair(&p, 1, &sig, &q);
             let inl = inlier_distances(&p, &sig, &q);
-            let sc: u32 = inl.iter().map(|&d| 32 - u32::from(d)).sum();
+            // the rule's score, Σ (max_hamming + 1 − d)
+            let sc: u32 = inl.iter().map(|&d| (p.max_hamming + 1).saturating_sub(u32::from(d))).sum();
             (corpus[i].name.clone(), hit.is_some(), inwin, near, d31, d20, inl.len(), sc, q.keypoints.len())
         })
         .collect();
