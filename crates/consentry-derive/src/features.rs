@@ -8,8 +8,33 @@ use crate::{Pixels, WORK_SIDE};
 pub(crate) const PATCH_RADIUS: i32 = 15;
 /// Corners closer than this to an edge of their level are dropped.
 const MARGIN: usize = PATCH_RADIUS as usize + 1;
-/// Minimum Harris response (intensities 0–255): flat or noisy areas have none.
-const MIN_RESPONSE: f32 = 400.0;
+/// Minimum Harris response (intensities 0–255) of a corner in a textured cell: a cell (of the
+/// query's dense grid or the signature's sparse one) with a corner this strong uses only those.
+pub(crate) const MIN_RESPONSE: f32 = 400.0;
+/// The floor of a cell with no corner at [`MIN_RESPONSE`] (soft cloud, sky, a plain wall, skin):
+/// its strongest corner down to this response is used ([`LOW_PER_CELL`]). Without it a copy
+/// cropped to such a region had few corners on either side (`bench/RESULTS.md`, "Corners in low
+/// texture"). JPEG noise on a flat area measures well under 1.
+pub(crate) const LOW_RESPONSE: f32 = 12.0;
+/// Corners a cell without one at [`MIN_RESPONSE`] contributes.
+pub(crate) const LOW_PER_CELL: usize = 1;
+
+/// How corners are detected and kept.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Detection {
+    /// Corners whose descriptor is within this many bits of the descriptor of a pure intensity
+    /// ramp with the patch's gradient are dropped (0: none).
+    pub plane_limit: u32,
+    /// The floor of cells without a corner at [`MIN_RESPONSE`] ([`LOW_RESPONSE`]; at or above
+    /// [`MIN_RESPONSE`]: such cells have no corner, the rule before 2026-12-06).
+    pub low_response: f32,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection { plane_limit: 0, low_response: LOW_RESPONSE }
+    }
+}
 
 /// A detected corner with its descriptor, in the coordinates of level 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,16 +213,20 @@ fn ring_rows(r: &[f32], pw: usize, y: usize) -> [&[f32]; 5] {
     [at(y - 2), at(y - 1), at(y), at(y + 1), at(y + 2)]
 }
 
-/// The corners ([`is_maximum`]) of the response at least [`MARGIN`] from the
-/// edges, in raster order.
+/// The corners ([`is_maximum`] at `floor`) of the response at least [`MARGIN`] from the edges,
+/// at `x0 <= x < x1`, `y0 <= y < y1`, in raster order, appended to `cand`.
 #[inline(always)]
-fn maxima(r: &Gray, cand: &mut Vec<(f32, usize, usize)>) {
+fn maxima(r: &Gray, [x0, x1, y0, y1]: [usize; 4], floor: f32, cand: &mut Vec<(f32, usize, usize)>) {
     let (w, h) = (r.w, r.h);
-    cand.clear();
+    let (x0, x1) = (x0.max(MARGIN), x1.min(w - MARGIN));
+    let (y0, y1) = (y0.max(MARGIN), y1.min(h - MARGIN));
+    if x0 >= x1 {
+        return;
+    }
     const CHUNK: usize = 16;
-    for y in MARGIN..h - MARGIN {
+    for y in y0..y1 {
         let rows = [r.row(y - 2), r.row(y - 1), r.row(y), r.row(y + 1), r.row(y + 2)];
-        let span = &rows[2][MARGIN..w - MARGIN];
+        let span = &rows[2][x0..x1];
         // Most of a row is below the threshold: test 16 samples at once.
         let chunks = span.chunks_exact(CHUNK);
         let tail = chunks.remainder().len();
@@ -205,33 +234,120 @@ fn maxima(r: &Gray, cand: &mut Vec<(f32, usize, usize)>) {
             let c: &[f32; CHUNK] = c.try_into().expect("chunk");
             let mut any = false;
             for &v in c {
-                any |= v >= MIN_RESPONSE;
+                any |= v >= floor;
             }
             if !any {
                 continue;
             }
-            let x0 = MARGIN + i * CHUNK;
-            for x in x0..x0 + CHUNK {
-                if is_maximum(&rows, x) {
+            let cx = x0 + i * CHUNK;
+            for x in cx..cx + CHUNK {
+                if is_maximum(&rows, x, floor) {
                     cand.push((rows[2][x], x, y));
                 }
             }
         }
-        for x in w - MARGIN - tail..w - MARGIN {
-            if is_maximum(&rows, x) {
+        for x in x1 - tail..x1 {
+            if is_maximum(&rows, x, floor) {
                 cand.push((rows[2][x], x, y));
             }
         }
     }
 }
 
+/// The corners of a level: every maximum at [`MIN_RESPONSE`], then, in each cell with none, every
+/// maximum at `low` (when under [`MIN_RESPONSE`]). Cells: column `i` is `xs[i]..xs[i + 1]`, row
+/// `j` is `ys[j]..ys[j + 1]` (boundaries from 0 to the level's width and height).
+#[inline(always)]
+fn corners_by_cell(r: &Gray, xs: &[usize], ys: &[usize], low: f32, cand: &mut Vec<(f32, usize, usize)>) {
+    cand.clear();
+    maxima(r, [0, r.w, 0, r.h], MIN_RESPONSE, cand);
+    if low >= MIN_RESPONSE {
+        return;
+    }
+    let index = |bounds: &[usize], len: usize| {
+        let mut m = vec![0usize; len];
+        for (i, b) in bounds.windows(2).enumerate() {
+            m[b[0]..b[1]].iter_mut().for_each(|v| *v = i);
+        }
+        m
+    };
+    let (col, row) = (index(xs, r.w), index(ys, r.h));
+    let ncols = xs.len() - 1;
+    let mut textured = vec![false; ncols * (ys.len() - 1)];
+    for &(_, x, y) in cand.iter() {
+        textured[row[y] * ncols + col[x]] = true;
+    }
+    for (j, yb) in ys.windows(2).enumerate() {
+        for (i, xb) in xs.windows(2).enumerate() {
+            if !textured[j * ncols + i] {
+                strongest_maximum(r, [xb[0], xb[1], yb[0], yb[1]], low, cand);
+            }
+        }
+    }
+}
+
+// A cell without texture keeps only its strongest corner, which [`strongest_maximum`] finds alone.
+const _: () = assert!(LOW_PER_CELL == 1, "strongest_maximum finds one corner per cell");
+
+/// The strongest corner at `floor` or more in the rectangle (as [`maxima`] would list it first,
+/// strongest first and then in raster order), appended to `cand`: the rectangle's strongest sample
+/// (the first in raster order among equals) when it is a 5×5 maximum, as it usually is, found in
+/// one pass; otherwise (a stronger neighbour just outside) every corner of the rectangle, of which
+/// the caller keeps the strongest.
+#[inline(always)]
+fn strongest_maximum(
+    r: &Gray,
+    [x0, x1, y0, y1]: [usize; 4],
+    floor: f32,
+    cand: &mut Vec<(f32, usize, usize)>,
+) {
+    let (w, h) = (r.w, r.h);
+    let (cx0, cx1) = (x0.max(MARGIN), x1.min(w - MARGIN));
+    let (cy0, cy1) = (y0.max(MARGIN), y1.min(h - MARGIN));
+    if cx0 >= cx1 || cy0 >= cy1 {
+        return;
+    }
+    let mut best = (f32::NEG_INFINITY, 0, 0);
+    for y in cy0..cy1 {
+        let row = &r.row(y)[cx0..cx1];
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        if m > best.0 {
+            let x = row.iter().position(|&v| v == m).unwrap_or(0);
+            best = (m, cx0 + x, y);
+        }
+    }
+    if best.0 < floor {
+        return;
+    }
+    let y = best.2;
+    let rows = [r.row(y - 2), r.row(y - 1), r.row(y), r.row(y + 1), r.row(y + 2)];
+    if is_maximum(&rows, best.1, floor) {
+        cand.push(best);
+    } else {
+        maxima(r, [x0, x1, y0, y1], floor, cand);
+    }
+}
+
+/// Cell boundaries `0, cell, 2·cell, …, len` (the last cell may be shorter).
+fn fixed_bounds(len: usize, cell: usize) -> Vec<usize> {
+    #[allow(clippy::manual_div_ceil)] // Rust 1.63 (the wasm build) has no div_ceil
+    let n = (len + cell - 1) / cell;
+    (0..=n).map(|i| (i * cell).min(len)).collect()
+}
+
+/// Boundaries of `grid` cells such that position `x` is in cell `x · grid / len`.
+fn grid_bounds(len: usize, grid: usize) -> Vec<usize> {
+    #[allow(clippy::manual_div_ceil)] // Rust 1.63 (the wasm build) has no div_ceil
+    (0..=grid).map(|g| (g * len + grid - 1) / grid).collect()
+}
+
 /// Whether sample `x` of the middle one of `rows` is a corner: at least
-/// [`MIN_RESPONSE`] and a maximum of its 5×5 neighbourhood (ties: the first in
+/// `floor` and a maximum of its 5×5 neighbourhood (ties: the first in
 /// raster order wins).
 #[inline(always)]
-fn is_maximum(rows: &[&[f32]; 5], x: usize) -> bool {
+fn is_maximum(rows: &[&[f32]; 5], x: usize, floor: f32) -> bool {
     let v = rows[2][x];
-    if v < MIN_RESPONSE {
+    if v < floor {
         return false;
     }
     for (dy, row) in rows.iter().enumerate() {
@@ -283,14 +399,13 @@ pub(crate) enum Selection {
 /// A `pyramid` over the working
 /// luma of `px` (longest side [`WORK_SIDE`]), corners selected per `sel`,
 /// described with `pairs`.
-/// Corners whose descriptor is within `plane_limit` bits of the descriptor of
-/// a pure intensity ramp with the patch's gradient are dropped (0: none).
+/// What is detected and kept: `det`.
 pub(crate) fn extract(
     px: &Pixels<'_>,
     pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
-    plane_limit: u32,
+    det: Detection,
     sc: &mut Scratch,
     mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
@@ -298,10 +413,10 @@ pub(crate) fn extract(
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { extract_avx2(px, pyramid, sel, pairs, plane_limit, sc, mirrored) };
+            return unsafe { extract_avx2(px, pyramid, sel, pairs, det, sc, mirrored) };
         }
     }
-    extract_generic(px, pyramid, sel, pairs, plane_limit, sc, mirrored)
+    extract_generic(px, pyramid, sel, pairs, det, sc, mirrored)
 }
 
 /// The same code compiled for AVX2: wider vectors, same operations.
@@ -312,11 +427,11 @@ unsafe fn extract_avx2(
     pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
-    plane_limit: u32,
+    det: Detection,
     sc: &mut Scratch,
     mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
-    extract_generic(px, pyramid, sel, pairs, plane_limit, sc, mirrored)
+    extract_generic(px, pyramid, sel, pairs, det, sc, mirrored)
 }
 
 #[inline(always)]
@@ -325,7 +440,7 @@ pub(crate) fn extract_generic(
     pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
-    plane_limit: u32,
+    det: Detection,
     sc: &mut Scratch,
     mut mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
@@ -382,7 +497,11 @@ pub(crate) fn extract_generic(
         }
         smooth(img, s1, row);
         harris(s1, resp, ring, vsum);
-        maxima(resp, cand);
+        let (xs, ys) = match sel {
+            Selection::Dense { cell, .. } => (fixed_bounds(w, cell), fixed_bounds(h, cell)),
+            Selection::Sparse { grid, .. } => (grid_bounds(w, grid), grid_bounds(h, grid)),
+        };
+        corners_by_cell(resp, &xs, &ys, det.low_response, cand);
         chosen.clear();
         match sel {
             Selection::Dense { cell, per_cell } => {
@@ -394,12 +513,13 @@ pub(crate) fn extract_generic(
                 keyed.sort_unstable_by(|a, b| {
                     a.0.cmp(&b.0).then(strongest_first(&(a.1, a.2, a.3), &(b.1, b.2, b.3)))
                 });
-                let mut run = (usize::MAX, 0);
+                // (A cell's corners are all at MIN_RESPONSE or all under it: textured or not.)
+                let mut run = (usize::MAX, 0, per_cell);
                 for &(c, v, x, y) in keyed.iter() {
                     if c != run.0 {
-                        run = (c, 0);
+                        run = (c, 0, if v >= MIN_RESPONSE { per_cell } else { LOW_PER_CELL });
                     }
-                    if run.1 < per_cell {
+                    if run.1 < run.2 {
                         chosen.push((v, x, y));
                         run.1 += 1;
                     }
@@ -415,6 +535,9 @@ pub(crate) fn extract_generic(
                 }
                 for c in &mut cells {
                     c.sort_by(strongest_first);
+                    if matches!(c.first(), Some(f) if f.0 < MIN_RESPONSE) {
+                        c.truncate(LOW_PER_CELL);
+                    }
                 }
                 // The lower centre of the frame (where a body usually is, and what
                 // a nudify bot replaces) gets a corner every other round only:
@@ -463,7 +586,9 @@ pub(crate) fn extract_generic(
         }
         for &(resp, x, y) in chosen.iter() {
             let desc = describe(blurred, x, y, offsets);
-            if plane_limit > 0 && crate::verify::hamming(&desc, &ramp(blurred, x, y, pairs)) < plane_limit {
+            if det.plane_limit > 0
+                && crate::verify::hamming(&desc, &ramp(blurred, x, y, pairs)) < det.plane_limit
+            {
                 continue;
             }
             let at0 = |v: usize| (v as f32 + 0.5) * to0 - 0.5;

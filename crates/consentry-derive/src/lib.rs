@@ -19,15 +19,18 @@
 //!   pixels, spread over a 4×4 grid on each level (the lower centre of the
 //!   frame, where a body usually is and what a nudify bot replaces, gets a
 //!   corner every other round only), each with its position and level and a
-//!   256-bit BRIEF descriptor of its smoothed 31×31 patch, and
+//!   256-bit BRIEF descriptor of its smoothed 31×31 patch — a cell with no corner at the usual
+//!   Harris threshold (400: soft cloud, sky, a plain wall) offers its strongest one down to 12, so
+//!   a crop that keeps only such a region still finds corners on both sides (from 2026-12-06;
+//!   `bench/RESULTS.md`, "Corners in low texture"), and
 //! * the longest side of the image (format version 3; [`Signature::source_side`]): a small
 //!   protected image needs a higher score (rule 2 below).
 //!
 //! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes, its top band's hash as it is and
 //! mirrored left to right (and the same of the picture inside its uniform borders, when it has
 //! any: [`content_box`]), a denser set of keypoints on 9 levels a third of an octave apart (up to
-//! 2 per 32×32 cell of each level; a median of 351 over the corpus at Telegram's size, 85–717 from
-//! the 10th to the 90th percentile; format version 4), and the same keypoints
+//! 2 per 32×32 cell of each level, 1 in a cell without texture, by the same two thresholds;
+//! format version 4), and the same keypoints
 //! as they are in the query mirrored left to right (positions mirrored, descriptors from the tests
 //! mirrored; format version 3). The finer steps of the query's pyramid put one of its levels within
 //! 12 % of the scale of every protected level whatever the copy's enlargement ([`QUERY_LEVELS`]).
@@ -43,9 +46,10 @@
 //!    512, on pyramid levels agreeing with the scale, distinct keypoints on
 //!    both sides, stored positions ≥ 10 px apart) has at least
 //!    [`Params::min_inliers`] (3) members and a **score**
-//!    Σ (24 − descriptor distance) of at least [`Params::min_score`] (33; when the query or the
+//!    Σ (24 − descriptor distance) of at least [`Params::min_score`] (41; when the query or the
 //!    protected image is under [`Params::small_side`] (200 px) on its longest side,
-//!    [`Params::small_min_score`], 50).
+//!    [`Params::small_min_score`], 55; 33 and 50 before the corners of cells without texture
+//!    came in, on 2026-12-06).
 //!    Hypotheses are made from every pair of correspondences (the 64 closest
 //!    per image); the best-scoring one counts. A *correspondence* is a
 //!    (query keypoint, stored keypoint) pair whose descriptors agree exactly on
@@ -102,7 +106,7 @@ pub use index::{
 };
 
 use consentry_pdq::{Dihedral, Hash256, ImageRef, ImageSizeError, PdqHash, PixelFormat};
-use features::{brief_pairs, extract, Scratch, Selection};
+use features::{brief_pairs, extract, Detection, Scratch, Selection};
 
 /// Tuning aid: every distinct descriptor of a pure intensity ramp and of a flat patch (see
 /// `features::ramp_descriptors`).
@@ -416,7 +420,7 @@ impl Default for Params {
             lsh_tables: 24,
             lsh_bits: 26,
             min_inliers: 3,
-            min_score: 33,
+            min_score: 41,
             inlier_px: 8.0,
             max_rotation: 0.2,
             max_scale: 3.5,
@@ -428,7 +432,7 @@ impl Default for Params {
             stop_keys: StopKeys::RampNeighbours2,
             small_side: 200,
             small_protected: true,
-            small_min_score: 50,
+            small_min_score: 55,
             band_radius: Some(consentry_pdq::DEFAULT_MATCH_DISTANCE),
             band_min_quality: 10,
             band_trimmed: true,
@@ -550,7 +554,7 @@ pub fn content_box(px: &Pixels<'_>) -> (u32, u32, u32, u32) {
 pub struct Extractor {
     pairs: Vec<[i8; 4]>,
     hasher: consentry_pdq::Hasher,
-    plane_limit: u32,
+    detection: Detection,
     scratch: Scratch,
 }
 
@@ -582,7 +586,7 @@ impl Extractor {
         Extractor {
             pairs: brief_pairs(),
             hasher: consentry_pdq::Hasher::new(),
-            plane_limit: 0,
+            detection: Detection::default(),
             scratch: Scratch::default(),
         }
     }
@@ -595,7 +599,17 @@ impl Extractor {
     /// Measured with `consentry-eval`'s `derive_tune` (see
     /// `bench/RESULTS.md`), not yet in a full harness run.
     pub fn with_plane_limit(mut self, limit: u32) -> Self {
-        self.plane_limit = limit;
+        self.detection.plane_limit = limit;
+        self
+    }
+
+    /// For comparisons: the Harris response down to which a cell with no corner at the usual
+    /// threshold (400) still gets its strongest one — soft cloud, sky, a plain wall. The default
+    /// is 12 (from 2026-12-06); 400 or more gives the extraction before, where such cells had no
+    /// corner. Signatures and queries should use the same value.
+    #[doc(hidden)]
+    pub fn with_low_response(mut self, low: f32) -> Self {
+        self.detection.low_response = low;
         self
     }
 
@@ -618,7 +632,7 @@ impl Extractor {
             pyramid,
             sel,
             &self.pairs,
-            self.plane_limit,
+            self.detection,
             &mut self.scratch,
             if want_mirror { Some(&mut m) } else { None },
         );

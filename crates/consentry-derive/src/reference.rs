@@ -2,7 +2,7 @@
 //! images, one allocation per step), kept for the tests: the optimised
 //! kernels of `gray` and `features` must give bit-identical output.
 
-use crate::features::{Corner, Pyramid, Selection, PATCH_RADIUS};
+use crate::features::{Corner, Detection, Pyramid, Selection, LOW_PER_CELL, PATCH_RADIUS};
 use consentry_pdq::PixelFormat;
 
 const MARGIN: usize = PATCH_RADIUS as usize + 1;
@@ -238,7 +238,7 @@ struct Level {
     cand: Vec<(f32, usize, usize)>,
 }
 
-fn level(img: &Gray, to0: f32) -> Level {
+fn level(img: &Gray, to0: f32, floor: f32) -> Level {
     let s1 = smooth(img);
     let r = harris(&s1);
     let blurred = smooth(&s1);
@@ -248,7 +248,7 @@ fn level(img: &Gray, to0: f32) -> Level {
         for y in MARGIN..h - MARGIN {
             for x in MARGIN..w - MARGIN {
                 let v = r.at(x, y);
-                if v < MIN_RESPONSE {
+                if v < floor {
                     continue;
                 }
                 let mut max = true;
@@ -288,15 +288,26 @@ fn describe(b: &Gray, x: usize, y: usize, pairs: &[[i8; 4]]) -> [u64; 4] {
 
 /// A `pyramid` over the level-0
 /// image, corners selected per `sel`, described with `pairs`.
-/// Corners whose descriptor is within `plane_limit` bits of the descriptor of
+/// Every maximum at `det.low_response` or more is a candidate; a cell whose strongest is at
+/// [`MIN_RESPONSE`] keeps those at it, any other cell its [`LOW_PER_CELL`] strongest.
+/// Corners whose descriptor is within `det.plane_limit` bits of the descriptor of
 /// a pure intensity ramp with the patch's gradient are dropped (0: none).
 pub(crate) fn extract(
     l0: &Gray,
     pyramid: Pyramid,
     sel: Selection,
     pairs: &[[i8; 4]],
-    plane_limit: u32,
+    det: Detection,
 ) -> Vec<Corner> {
+    let plane_limit = det.plane_limit;
+    // Keeps a cell's candidates (sorted strongest first) by the rule above.
+    let keep = |c: &mut Vec<(f32, usize, usize)>| {
+        if c.first().is_some_and(|f| f.0 >= MIN_RESPONSE) {
+            c.retain(|f| f.0 >= MIN_RESPONSE);
+        } else {
+            c.truncate(LOW_PER_CELL);
+        }
+    };
     let mut out = Vec::new();
     for l in 0..pyramid.count {
         let to0 = pyramid.reduction(l);
@@ -307,7 +318,7 @@ pub(crate) fn extract(
             let th = ((l0.h as f32 / to0).round() as usize).max(1);
             resize(l0, tw, th)
         };
-        let lv = level(&img, to0);
+        let lv = level(&img, to0, det.low_response.min(MIN_RESPONSE));
         let (w, h) = (img.w, img.h);
         let chosen: Vec<(f32, usize, usize)> = match sel {
             Selection::Dense { cell, per_cell } => {
@@ -319,6 +330,7 @@ pub(crate) fn extract(
                 let mut v = Vec::new();
                 for mut c in cells {
                     c.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.2, a.1).cmp(&(b.2, b.1))));
+                    keep(&mut c);
                     v.extend(c.into_iter().take(per_cell));
                 }
                 v
@@ -333,6 +345,7 @@ pub(crate) fn extract(
                 }
                 for c in &mut cells {
                     c.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.2, a.1).cmp(&(b.2, b.1))));
+                    keep(c);
                 }
                 // The lower centre of the frame (where a body usually is, and what
                 // a nudify bot replaces) gets a corner every other round only:
@@ -404,11 +417,11 @@ fn reference_corners(
     px: &crate::Pixels<'_>,
     pyramid: Pyramid,
     sel: Selection,
-    plane_limit: u32,
+    det: Detection,
 ) -> Vec<Corner> {
     let g =
         working_luma(px.width as usize, px.height as usize, px.stride, px.format, px.data, crate::WORK_SIDE);
-    extract(&g, pyramid, sel, &crate::features::brief_pairs(), plane_limit)
+    extract(&g, pyramid, sel, &crate::features::brief_pairs(), det)
 }
 
 #[test]
@@ -449,22 +462,31 @@ fn optimised_extraction_is_bit_identical_to_the_reference() {
             Pixels::with_stride(w, h, stride, PixelFormat::Rgb8, &padded).unwrap(),
         ];
         for px in &images {
-            for (pyramid, sel, plane) in [
-                (crate::QUERY_PYRAMID, Selection::Dense { cell: 32, per_cell: 2 }, 0),
-                (crate::PROTECTED_PYRAMID, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 }, 0),
-                (crate::QUERY_PYRAMID, Selection::Dense { cell: 32, per_cell: 2 }, 40),
-                (crate::HALF_OCTAVE_QUERY_PYRAMID, Selection::Dense { cell: 32, per_cell: 2 }, 0),
+            let dense = Selection::Dense { cell: 32, per_cell: 2 };
+            let sparse = Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 };
+            let (usual, before) =
+                (Detection::default(), Detection { low_response: 400.0, ..Detection::default() });
+            for (pyramid, sel, det) in [
+                (crate::QUERY_PYRAMID, dense, usual),
+                (crate::PROTECTED_PYRAMID, sparse, usual),
+                (crate::QUERY_PYRAMID, dense, Detection { plane_limit: 40, ..usual }),
+                (crate::HALF_OCTAVE_QUERY_PYRAMID, dense, usual),
+                (crate::QUERY_PYRAMID, dense, before),
+                (crate::PROTECTED_PYRAMID, sparse, before),
+                (crate::QUERY_PYRAMID, dense, Detection { low_response: 1.0, ..usual }),
             ] {
-                let want = reference_corners(px, pyramid, sel, plane);
+                let plane = det.plane_limit;
+                let want = reference_corners(px, pyramid, sel, det);
                 for (path, got) in [
-                    ("dispatched", extract_dispatch(px, pyramid, sel, &pairs, plane, &mut sc, None)),
-                    ("generic", extract_generic(px, pyramid, sel, &pairs, plane, &mut sc, None)),
+                    ("dispatched", extract_dispatch(px, pyramid, sel, &pairs, det, &mut sc, None)),
+                    ("generic", extract_generic(px, pyramid, sel, &pairs, det, &mut sc, None)),
                 ] {
                     let at = got.iter().zip(&want).position(|(a, b)| a != b);
                     assert!(
                         got.len() == want.len() && at.is_none(),
-                        "{w}x{h} {:?} {sel:?} plane {plane} ({path}): {} vs {} corners, first difference {:?}",
+                        "{w}x{h} {:?} {sel:?} plane {plane} low {} ({path}): {} vs {} corners, first difference {:?}",
                         px.format,
+                        det.low_response,
                         got.len(),
                         want.len(),
                         at.map(|i| (got[i], want[i])),

@@ -895,3 +895,89 @@ fn the_trimmed_band_catches_a_replaced_body_area_inside_a_border() {
     let without = Params { band_trimmed: false, ..Params::default() };
     assert!(brute_force_search(&without, &entries, &q).iter().all(|h| h.band_distance.is_none()));
 }
+
+/// Soft cloud: a smooth field of 90 Gaussian blobs (σ 12–40 px, ±45 levels) on grey-blue, no
+/// edge or corner anywhere near the usual Harris threshold.
+fn clouds(w: u32, h: u32, seed: u64) -> Img {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut u = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f32 / (1u64 << 53) as f32
+    };
+    let blobs: Vec<[f32; 4]> =
+        (0..800).map(|_| [u() * w as f32, u() * h as f32, 4.0 + 14.0 * u(), 70.0 * u() - 35.0]).collect();
+    let mut o = Img { w, h, px: vec![0; (w * h * 3) as usize] };
+    for y in 0..h {
+        for x in 0..w {
+            let mut v = 140.0;
+            for &[bx, by, sd, a] in &blobs {
+                let d2 = (x as f32 - bx).powi(2) + (y as f32 - by).powi(2);
+                if d2 < 16.0 * sd * sd {
+                    v += a * (-d2 / (2.0 * sd * sd)).exp();
+                }
+            }
+            let c = |k: f32| (v * k).clamp(0.0, 255.0) as u8;
+            o.put(x, y, [c(0.8), c(0.9), c(1.0)]);
+        }
+    }
+    o
+}
+
+/// A cell with no corner at the usual threshold still gets its strongest: a photo of soft cloud
+/// with texture only at the bottom and the left (a landscape's horizon and rocks) is found from a
+/// 20 % crop on all sides, which keeps only the cloud — and was not with the threshold alone.
+/// Another cloud field's crop is not matched.
+#[test]
+fn a_crop_of_soft_cloud_is_found_through_the_weak_corners() {
+    let (w, h) = (900, 640);
+    let frame = scene(w, h, 41);
+    let photo = |seed: u64| {
+        let mut img = clouds(w, h, seed);
+        for y in 0..h {
+            for x in 0..w {
+                if x < w / 8 || y >= h * 4 / 5 {
+                    img.put(x, y, frame.get(x, y));
+                }
+            }
+        }
+        img
+    };
+    let (cx, cy) = (w / 5, h / 5);
+    let centre = |img: &Img| crop(img, cx, cy, w - 2 * cx, h - 2 * cy);
+    let (a, b) = (photo(5), photo(6));
+    let mut seen = Vec::new();
+    for low in [None, Some(400.0)] {
+        let mut ex = Extractor::new();
+        if let Some(l) = low {
+            ex = ex.with_low_response(l);
+        }
+        let sig = ex.signature(&a.pixels());
+        // stored corners inside the kept window (keypoints are in 1/8 px of the working image,
+        // the photo reduced to 512 px on its longest side)
+        let k = 512.0 / w as f32;
+        let inside = sig
+            .keypoints
+            .iter()
+            .filter(|p| {
+                let (x, y) = (f32::from(p.x) / 8.0 / k, f32::from(p.y) / 8.0 / k);
+                x > cx as f32 && x < (w - cx) as f32 && y > cy as f32 && y < (h - cy) as f32
+            })
+            .count();
+        let mut index = DeriveIndex::new(Params::default());
+        index.insert(1, sig).unwrap();
+        let score = index.search(&ex.query(&centre(&a).pixels())).iter().map(|h| h.score).max();
+        assert!(index.search(&ex.query(&centre(&b).pixels())).is_empty(), "low {low:?}: another cloud field");
+        seen.push((inside, score));
+    }
+    let [(inside, score), (inside_before, score_before)] = seen[..] else { unreachable!() };
+    assert!(
+        score.is_some() && score_before.is_none(),
+        "scores {score:?}, and {score_before:?} without the weak corners"
+    );
+    assert!(
+        inside >= inside_before + 4,
+        "stored corners in the kept window: {inside}, and {inside_before} without the weak corners"
+    );
+}

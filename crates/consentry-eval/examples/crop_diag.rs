@@ -6,7 +6,7 @@
 //! (package `endless-sky-high-dpi` in the corpus manifest) apart from the rest.
 //!
 //! `[SEED=7] cargo run --release -p consentry-eval --example crop_diag -- CORPUS [FRACTION]`
-use consentry_derive::{inlier_distances, match_pair, Extractor, Params};
+use consentry_derive::{inlier_distances, match_pair, Params};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::transforms::{decode_rgb, fit_longest, telegram_recompress};
 use consentry_eval::{load_corpus, split};
@@ -25,13 +25,13 @@ fn main() {
         .par_iter()
         .map(|&i| {
             let im = decode_rgb(&corpus[i].bytes).unwrap();
-            let sig = Extractor::new().signature(&px(&im));
+            let sig = consentry_eval::derive_matcher::example_extractor().signature(&px(&im));
             let big = fit_longest(&im, 1280);
             let (w, h) = (big.width(), big.height());
             let (cx, cy) = ((w as f32 * f).round() as u32, (h as f32 * f).round() as u32);
             let c = imageops::crop_imm(&big, cx, cy, w - 2 * cx, h - 2 * cy).to_image();
             let qi = decode_rgb(&telegram_recompress(&c)).unwrap();
-            let q = Extractor::new().query(&px(&qi));
+            let q = consentry_eval::derive_matcher::example_extractor().query(&px(&qi));
             let (ow, oh) = (im.width() as f32, im.height() as f32);
             let s0 = 512.0 / ow.max(oh);
             let (qw, qh) = (qi.width() as f32, qi.height() as f32);

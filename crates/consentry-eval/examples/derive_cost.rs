@@ -4,7 +4,7 @@
 //! or over a whole corpus folder (every photo reduced to Telegram's size, ≤ 1280 px; per image the
 //! fastest of 4 rounds of each method, each round starting with another method; one thread):
 //! `cargo run --release -p consentry-eval --example derive_cost -- /work/corpus`
-use consentry_derive::{DeriveIndex, Extractor, Params, Pixels};
+use consentry_derive::{DeriveIndex, Params, Pixels};
 use consentry_eval::transforms::{decode_rgb, fit_longest};
 use consentry_pdq::PixelFormat;
 use std::time::Instant;
@@ -13,11 +13,13 @@ use std::time::Instant;
 /// derive signature, per size class of the reduced image.
 fn corpus(dir: &std::path::Path) {
     let corpus = consentry_eval::load_corpus(dir).expect("corpus");
-    let mut ex = Extractor::new();
+    let mut ex = consentry_eval::derive_matcher::example_extractor();
     let mut h = consentry_pdq::Hasher::new();
     // classes by the longest side after reduction: < 640, 640–1279, 1280
     let mut sums = [[0f64; 4]; 3];
     let mut counts = [0usize; 3];
+    // query keypoints per image (not mirrored)
+    let mut kps = Vec::new();
     for c in &corpus {
         let Ok(img) = decode_rgb(&c.bytes) else { continue };
         let img = fit_longest(&img, 1280);
@@ -38,6 +40,7 @@ fn corpus(dir: &std::path::Path) {
                 best[j] = best[j].min(t.elapsed().as_secs_f64());
             }
         }
+        kps.push(ex.query(&px).keypoints.len());
         let long = img.width().max(img.height());
         let k = if long < 640 {
             0
@@ -77,6 +80,9 @@ fn corpus(dir: &std::path::Path) {
         }
     }
     row("all", counts.iter().sum(), &all);
+    kps.sort_unstable();
+    let pct = |p: usize| kps.get(kps.len().saturating_sub(1) * p / 100).copied().unwrap_or(0);
+    println!("query keypoints per image: median {}, 10th–90th percentile {}–{}", pct(50), pct(10), pct(90));
 }
 
 fn main() {
@@ -88,7 +94,7 @@ fn main() {
     let img = fit_longest(&img, 1280);
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     let px = Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap();
-    let mut ex = Extractor::new();
+    let mut ex = consentry_eval::derive_matcher::example_extractor();
     let mut h = consentry_pdq::Hasher::new();
     let r = consentry_pdq::ImageRef::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).unwrap();
     let t = Instant::now();

@@ -17,8 +17,9 @@
 //! (`Extractor::query_in_half_octaves`) and `MIN_SCORE=S` sets `Params::min_score`, for comparisons
 //! with the rule before 2026-12-06 (`QUERY_PYRAMID=half MIN_SCORE=64`); `MAX_HAMMING=H` sets
 //! `Params::max_hamming` (with `MIN_SCORE`, the rule before 2026-12-06 evening: `MAX_HAMMING=31
-//! MIN_SCORE=72`).
-use consentry_derive::{DeriveIndex, Extractor, Keypoint, Params, Signature};
+//! MIN_SCORE=72`); `LOW_RESPONSE=400` extracts as before 2026-12-06 (no corner in cells without
+//! texture; with `MIN_SCORE=33 SMALL_MIN_SCORE=50` the rule before that day's last change).
+use consentry_derive::{DeriveIndex, Keypoint, Params, Signature};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
 use consentry_eval::transforms::{decode_rgb, fit_longest, select, standard_set, telegram_recompress};
@@ -51,7 +52,13 @@ fn main() {
     let real: Vec<(usize, Signature)> = sp
         .protected
         .par_iter()
-        .map(|&i| (i, Extractor::new().signature(&px(&decode_rgb(&corpus[i].bytes).unwrap()))))
+        .map(|&i| {
+            (
+                i,
+                consentry_eval::derive_matcher::example_extractor()
+                    .signature(&px(&decode_rgb(&corpus[i].bytes).unwrap())),
+            )
+        })
         .collect();
     let descs: Vec<[u64; 4]> = real.iter().flat_map(|(_, s)| s.keypoints.iter().map(|k| k.desc)).collect();
     let mut freq = [0f64; 256];
@@ -81,7 +88,7 @@ fn main() {
                 &decode_rgb(&corpus[sp.distractors[i % sp.distractors.len()]].bytes).unwrap(),
                 1280,
             );
-            let mut ex = Extractor::new();
+            let mut ex = consentry_eval::derive_matcher::example_extractor();
             trs.iter()
                 .map(|tr| {
                     let mut rng = Rng::derive(1, i as u64, fnv1a(&tr.label()));
@@ -124,6 +131,10 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(Params::default().max_hamming);
+        let small_min_score = std::env::var("SMALL_MIN_SCORE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Params::default().small_min_score);
         let mut index = DeriveIndex::new(Params {
             lsh_bits,
             lsh_tables,
@@ -131,6 +142,7 @@ fn main() {
             mirrored,
             min_score,
             max_hamming,
+            small_min_score,
             ..Params::default()
         });
         let tg = Instant::now();

@@ -1,7 +1,7 @@
 //! Tuning aid for consentry-derive's rule: inlier descriptor distances of true
 //! and false (query, protected) pairs, and how well score rules separate them.
 //! `[TUNE_SEED=7] [TUNE_PLANE=0] cargo run --release -p consentry-eval --example derive_tune -- CORPUS [N_PROTECTED] [N_DISTRACTORS]`
-use consentry_derive::{DeriveIndex, Extractor, Params};
+use consentry_derive::{DeriveIndex, Params};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
 use consentry_eval::transforms::{decode_rgb, fit_longest, select, standard_set, telegram_recompress};
@@ -55,7 +55,12 @@ fn main() {
         .par_iter()
         .map(|&i| {
             let im = decode_rgb(&corpus[i].bytes).unwrap();
-            (i, Extractor::new().with_plane_limit(plane).signature(&px(&im)))
+            (
+                i,
+                consentry_eval::derive_matcher::example_extractor()
+                    .with_plane_limit(plane)
+                    .signature(&px(&im)),
+            )
         })
         .collect();
     let mut index = DeriveIndex::new(params);
@@ -71,7 +76,7 @@ fn main() {
         .flat_map(|&i| {
             let im = fit_longest(&decode_rgb(&corpus[i].bytes).unwrap(), 1280);
             let donor = fit_longest(&decode_rgb(&corpus[dis[i % dis.len()]].bytes).unwrap(), 1280);
-            let mut ex = Extractor::new().with_plane_limit(plane);
+            let mut ex = consentry_eval::derive_matcher::example_extractor().with_plane_limit(plane);
             let mut out = Vec::new();
             for (t, tr) in trs.iter().enumerate() {
                 let mut rng = Rng::derive(7, i as u64, fnv1a(&tr.label()));

@@ -8,25 +8,33 @@ use image::RgbImage;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// What identifies a query's features for sharing: its bytes' address and length, the plane limit,
-/// the half-octave query pyramid.
-type SharedKey = (usize, usize, u32, bool);
+/// How an extractor is set up: the plane limit, and the floor of cells without texture (`None`:
+/// the default).
+type Setup = (u32, Option<u32>);
+
+/// What identifies a query's features for sharing: its bytes' address and length, the extractor's
+/// setup, the half-octave query pyramid.
+type SharedKey = (usize, usize, Setup, bool);
 
 thread_local! {
-    /// This thread's extractor and the plane limit it was made with.
-    static EXTRACTOR: RefCell<(u32, Extractor)> = RefCell::new((0, Extractor::new()));
+    /// This thread's extractor and the setup it was made with.
+    static EXTRACTOR: RefCell<(Setup, Extractor)> = RefCell::new(((0, None), Extractor::new()));
     /// Tuning only (`CONSENTRY_DERIVE_SHARE=1`): the last query's features,
     /// keyed by its bytes' address and length, so several rule variants in one
     /// run extract once (their ms then exclude extraction, except the first's).
     static LAST: RefCell<Option<(SharedKey, QueryFeatures)>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with this thread's extractor, made with `plane` as its plane limit.
-fn with_extractor<T>(plane: u32, f: impl FnOnce(&mut Extractor) -> T) -> T {
+/// Runs `f` with this thread's extractor, made with `setup`.
+fn with_extractor<T>(setup: Setup, f: impl FnOnce(&mut Extractor) -> T) -> T {
     EXTRACTOR.with(|e| {
         let mut e = e.borrow_mut();
-        if e.0 != plane {
-            *e = (plane, Extractor::new().with_plane_limit(plane));
+        if e.0 != setup {
+            let mut x = Extractor::new().with_plane_limit(setup.0);
+            if let Some(low) = setup.1 {
+                x = x.with_low_response(low as f32);
+            }
+            *e = (setup, x);
         }
         f(&mut e.1)
     })
@@ -47,6 +55,16 @@ fn share() -> bool {
     std::env::var_os("CONSENTRY_DERIVE_SHARE").is_some_and(|v| v == "1")
 }
 
+/// The extractor of the examples (`derive_tune`, `derive_cost`, `derive_scale`, `crop_diag`):
+/// the default, or with `LOW_RESPONSE=N` in the environment, `Extractor::with_low_response(N)`
+/// (`LOW_RESPONSE=400`: the extraction before 2026-12-06, no corner in cells without texture).
+pub fn example_extractor() -> Extractor {
+    match std::env::var("LOW_RESPONSE") {
+        Ok(v) => Extractor::new().with_low_response(v.parse().expect("LOW_RESPONSE: a number")),
+        Err(_) => Extractor::new(),
+    }
+}
+
 /// An `RgbImage` as [`Pixels`] for the derive extractor.
 pub fn pixels(img: &RgbImage) -> Pixels<'_> {
     Pixels::new(img.width(), img.height(), PixelFormat::Rgb8, img.as_raw()).expect("RgbImage is packed RGB")
@@ -58,6 +76,9 @@ pub struct DeriveMatcher {
     params: Params,
     /// `Extractor::with_plane_limit` (0: off, the default).
     plane: u32,
+    /// `Extractor::with_low_response` (`low=400`: the extraction before 2026-12-06; `None`: the
+    /// default).
+    low: Option<u32>,
     index: DeriveIndex,
     bytes_per_image: usize,
     /// Query features with the half-octave pyramid of format 3 (`qpo=2`; for comparisons).
@@ -70,10 +91,12 @@ impl DeriveMatcher {
     /// inliers' smallest spread, the stopped keys: none, ramp, ramp1, ramp2 or a count of learnt
     /// common keys; `qpo=2`: query pyramid levels half an octave apart, as before format 4; `small=0`
     /// turns off, `small=N+smalls=S` sets, the higher score for queries and protected images under
-    /// N px; `smallp=0` leaves protected images out of it) over the defaults.
+    /// N px; `smallp=0` leaves protected images out of it; `low=400`: cells without texture get no
+    /// corner, as before 2026-12-06) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
+        let mut low = None;
         let mut half_octave_query = false;
         for kv in spec.split(['+', ';']).filter(|s| !s.is_empty()) {
             let (k, v) =
@@ -90,6 +113,7 @@ impl DeriveMatcher {
                     p.min_inlier_gap = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
                 }
                 "plane" => plane = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                "low" => low = Some(v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?),
                 "spread" => {
                     p.min_spread = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
                 }
@@ -119,13 +143,14 @@ impl DeriveMatcher {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, spread, stop, band, bandq, trim, mirror, qpo, small, smallp, smalls)"
+                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, low, spread, stop, band, bandq, trim, mirror, qpo, small, smallp, smalls)"
                     ))
                 }
             }
         }
         let mut m = DeriveMatcher::new(p);
         m.plane = plane;
+        m.low = low;
         m.half_octave_query = half_octave_query;
         Ok(m)
     }
@@ -135,6 +160,7 @@ impl DeriveMatcher {
         DeriveMatcher {
             params,
             plane: 0,
+            low: None,
             index: DeriveIndex::new(params),
             bytes_per_image: 0,
             half_octave_query: false,
@@ -166,6 +192,9 @@ impl Matcher for DeriveMatcher {
         }
         if self.plane != 0 {
             s += &format!(",plane{}", self.plane);
+        }
+        if let Some(low) = self.low {
+            s += &format!(",low{low}");
         }
         if (self.params.small_side, self.params.small_min_score) != (d.small_side, d.small_min_score) {
             s += &match self.params.small_side {
@@ -212,7 +241,7 @@ impl Matcher for DeriveMatcher {
     fn index(&mut self, protected: &[Protected<'_>]) {
         let sigs: Vec<_> = protected
             .par_iter()
-            .map(|p| (p.id, with_extractor(self.plane, |e| e.signature(&pixels(p.image)))))
+            .map(|p| (p.id, with_extractor((self.plane, self.low), |e| e.signature(&pixels(p.image)))))
             .collect();
         let mut index = DeriveIndex::new(self.params);
         let max = sigs.iter().map(|(_, s)| s.to_bytes().len()).max().unwrap_or(0);
@@ -223,14 +252,14 @@ impl Matcher for DeriveMatcher {
     }
 
     fn query(&self, q: &Query<'_>) -> Vec<ImageId> {
-        let key = (q.bytes.as_ptr() as usize, q.bytes.len(), self.plane, self.half_octave_query);
+        let key = (q.bytes.as_ptr() as usize, q.bytes.len(), (self.plane, self.low), self.half_octave_query);
         let cached = if share() {
             LAST.with(|l| l.borrow().as_ref().filter(|c| c.0 == key).map(|c| c.1.clone()))
         } else {
             None
         };
         let f = cached.unwrap_or_else(|| {
-            with_extractor(self.plane, |e| {
+            with_extractor((self.plane, self.low), |e| {
                 if self.half_octave_query {
                     e.query_in_half_octaves(&pixels(q.image), true)
                 } else {
@@ -277,7 +306,12 @@ mod tests {
         assert_eq!(m.name(), "derive(s≥72,keys 16×18b,stop ramp±1)");
         let d = DeriveMatcher::parse("stop=ramp2").unwrap();
         assert_eq!(d.params, Params { stop_keys: StopKeys::RampNeighbours2, ..Params::default() });
-        assert_eq!(DeriveMatcher::default().name(), "derive(s≥33)");
+        assert_eq!(DeriveMatcher::default().name(), "derive(s≥41)");
+        // the rule and extraction before the corners of cells without texture (2026-12-06)
+        let before = DeriveMatcher::parse("low=400+s=33+smalls=50").unwrap();
+        assert_eq!((before.low, before.params.min_score, before.params.small_min_score), (Some(400), 33, 50));
+        assert_eq!(before.name(), "derive(s≥33,low400,<200px s≥50)");
+        assert!(DeriveMatcher::parse("low=x").unwrap_err().contains("derive option low=x"));
         let old = DeriveMatcher::parse("h=31+s=72+smalls=88+smallp=0").unwrap();
         assert_eq!(
             (old.params.max_hamming, old.params.small_min_score, old.params.small_protected),
@@ -288,7 +322,7 @@ mod tests {
         assert!(DeriveMatcher::parse("q=1").unwrap_err().contains("t, b"));
         let h = DeriveMatcher::parse("qpo=2").unwrap();
         assert!(h.half_octave_query && h.params == Params::default());
-        assert_eq!(h.name(), "derive(s≥33,query ½-octave)");
+        assert_eq!(h.name(), "derive(s≥41,query ½-octave)");
         assert!(!DeriveMatcher::parse("qpo=3").unwrap().half_octave_query);
         assert!(DeriveMatcher::parse("qpo=4").is_err());
     }
