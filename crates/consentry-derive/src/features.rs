@@ -216,13 +216,12 @@ fn ring_rows(r: &[f32], pw: usize, y: usize) -> [&[f32]; 5] {
 /// The corners ([`is_maximum`] at `floor`) of the response at least [`MARGIN`] from the edges,
 /// at `x0 <= x < x1`, `y0 <= y < y1`, in raster order, appended to `cand`.
 #[inline(always)]
-fn maxima(r: &Gray, [x0, x1, y0, y1]: [usize; 4], floor: f32, cand: &mut Vec<(f32, usize, usize)>) {
-    let (w, h) = (r.w, r.h);
-    let (x0, x1) = (x0.max(MARGIN), x1.min(w - MARGIN));
-    let (y0, y1) = (y0.max(MARGIN), y1.min(h - MARGIN));
-    if x0 >= x1 {
-        return;
-    }
+fn maxima(r: &Gray, rect: [usize; 4], floor: f32, cand: &mut Vec<(f32, usize, usize)>) {
+    // (no let-else: Rust 1.63 builds this for the protect page)
+    let [x0, x1, y0, y1] = match within_margins(r, rect) {
+        Some(c) => c,
+        None => return,
+    };
     const CHUNK: usize = 16;
     for y in y0..y1 {
         let rows = [r.row(y - 2), r.row(y - 1), r.row(y), r.row(y + 1), r.row(y + 2)];
@@ -254,8 +253,16 @@ fn maxima(r: &Gray, [x0, x1, y0, y1]: [usize; 4], floor: f32, cand: &mut Vec<(f3
     }
 }
 
-/// The corners of a level: every maximum at [`MIN_RESPONSE`], then, in each cell with none, every
-/// maximum at `low` (when under [`MIN_RESPONSE`]). Cells: column `i` is `xs[i]..xs[i + 1]`, row
+/// The part of `[x0, x1, y0, y1]` at least [`MARGIN`] from the edges of `r`, if any.
+#[inline(always)]
+fn within_margins(r: &Gray, [x0, x1, y0, y1]: [usize; 4]) -> Option<[usize; 4]> {
+    let (x0, x1) = (x0.max(MARGIN), x1.min(r.w - MARGIN));
+    let (y0, y1) = (y0.max(MARGIN), y1.min(r.h - MARGIN));
+    (x0 < x1 && y0 < y1).then_some([x0, x1, y0, y1])
+}
+
+/// The corners of a level: every maximum at [`MIN_RESPONSE`], then, in each cell with none, its
+/// strongest maximum at `low` (when under [`MIN_RESPONSE`]; [`strongest_maximum`]). Cells: column `i` is `xs[i]..xs[i + 1]`, row
 /// `j` is `ys[j]..ys[j + 1]` (boundaries from 0 to the level's width and height).
 #[inline(always)]
 fn corners_by_cell(r: &Gray, xs: &[usize], ys: &[usize], low: f32, cand: &mut Vec<(f32, usize, usize)>) {
@@ -301,12 +308,10 @@ fn strongest_maximum(
     floor: f32,
     cand: &mut Vec<(f32, usize, usize)>,
 ) {
-    let (w, h) = (r.w, r.h);
-    let (cx0, cx1) = (x0.max(MARGIN), x1.min(w - MARGIN));
-    let (cy0, cy1) = (y0.max(MARGIN), y1.min(h - MARGIN));
-    if cx0 >= cx1 || cy0 >= cy1 {
-        return;
-    }
+    let [cx0, cx1, cy0, cy1] = match within_margins(r, [x0, x1, y0, y1]) {
+        Some(c) => c,
+        None => return,
+    };
     let mut best = (f32::NEG_INFINITY, 0, 0);
     for y in cy0..cy1 {
         let row = &r.row(y)[cx0..cx1];
