@@ -262,15 +262,20 @@ fn within_margins(r: &Gray, [x0, x1, y0, y1]: [usize; 4]) -> Option<[usize; 4]> 
 }
 
 /// The corners of a level: every maximum at [`MIN_RESPONSE`], then, in each cell with none, its
-/// strongest maximum at `low` (when under [`MIN_RESPONSE`]; [`strongest_maximum`]). Cells: column `i` is `xs[i]..xs[i + 1]`, row
-/// `j` is `ys[j]..ys[j + 1]` (boundaries from 0 to the level's width and height).
+/// strongest maximum at `low` (when under [`MIN_RESPONSE`]; [`strongest_maximum`]). The cells are
+/// those `sel` spreads corners over: column `i` is `xs[i]..xs[i + 1]`, row `j` is `ys[j]..ys[j + 1]`.
 #[inline(always)]
-fn corners_by_cell(r: &Gray, xs: &[usize], ys: &[usize], low: f32, cand: &mut Vec<(f32, usize, usize)>) {
+fn corners_by_cell(r: &Gray, sel: Selection, low: f32, cand: &mut Vec<(f32, usize, usize)>) {
     cand.clear();
     maxima(r, [0, r.w, 0, r.h], MIN_RESPONSE, cand);
     if low >= MIN_RESPONSE {
         return;
     }
+    let (xs, ys) = match sel {
+        Selection::Dense { cell, .. } => (fixed_bounds(r.w, cell), fixed_bounds(r.h, cell)),
+        Selection::Sparse { grid, .. } => (grid_bounds(r.w, grid), grid_bounds(r.h, grid)),
+    };
+    let (xs, ys) = (&xs[..], &ys[..]);
     let index = |bounds: &[usize], len: usize| {
         let mut m = vec![0usize; len];
         for (i, b) in bounds.windows(2).enumerate() {
@@ -502,11 +507,7 @@ pub(crate) fn extract_generic(
         }
         smooth(img, s1, row);
         harris(s1, resp, ring, vsum);
-        let (xs, ys) = match sel {
-            Selection::Dense { cell, .. } => (fixed_bounds(w, cell), fixed_bounds(h, cell)),
-            Selection::Sparse { grid, .. } => (grid_bounds(w, grid), grid_bounds(h, grid)),
-        };
-        corners_by_cell(resp, &xs, &ys, det.low_response, cand);
+        corners_by_cell(resp, sel, det.low_response, cand);
         chosen.clear();
         match sel {
             Selection::Dense { cell, per_cell } => {
