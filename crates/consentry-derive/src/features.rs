@@ -1,8 +1,9 @@
 //! Local features: Harris corners on a small pyramid and 256-bit BRIEF
 //! descriptors (fixed, seeded test pairs) of the smoothed patch around each.
 
-use crate::gray::{reduce, smooth, transpose, vsum5, working_luma, Bilinear, Gray, Reducer, K};
+use crate::gray::{fit, reduce, smooth, transpose, vsum5, working_luma, Bilinear, Gray, Plan, Reducer, K};
 use crate::{Pixels, WORK_SIDE};
+use consentry_pdq::PixelFormat;
 
 /// Radius of the square patch a descriptor samples.
 pub(crate) const PATCH_RADIUS: i32 = 15;
@@ -129,6 +130,49 @@ pub(crate) struct Scratch {
     /// BRIEF tests of the current level as offsets in the patch, and the same mirrored left to right.
     offsets: Vec<[u32; 2]>,
     moffsets: Vec<[u32; 2]>,
+}
+
+impl Scratch {
+    /// Starts the working luma of a `w`×`h` image of RGB pixels that PDQ hashes too, when it is
+    /// a reduction (from PDQ's luminance, which is [`gray`]'s for RGB, fed to
+    /// [`Scratch::push_luma`]); `false` (nothing started) otherwise.
+    pub fn begin_shared_luma(&mut self, w: usize, h: usize, format: PixelFormat) -> bool {
+        let (tw, th) = fit(w, h, WORK_SIDE);
+        let shared = matches!(format, PixelFormat::Rgb8 | PixelFormat::Rgba8)
+            && w >= 1
+            && h >= 1
+            && tw <= w
+            && th <= h;
+        if shared {
+            self.red.plan.begin((w, h), (tw, th), &mut self.l0);
+        }
+        shared
+    }
+
+    /// Rows `y0..y0 + n` of the luminance of the image [`Scratch::begin_shared_luma`] started,
+    /// `block[x][r]` the sample `x` of row `y0 + r` (as PDQ hands them over).
+    pub fn push_luma(&mut self, y0: usize, n: usize, block: &[[f32; 8]]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { push_luma_avx2(&mut self.red.plan, &mut self.l0, y0, n, block) };
+            }
+        }
+        self.red.plan.push(y0, n, block.len(), &mut self.l0, |x| &block[x]);
+    }
+
+    /// Whether the working luma is complete: every row pushed.
+    pub fn shared_luma_complete(&self) -> bool {
+        self.red.plan.complete()
+    }
+}
+
+/// [`Scratch::push_luma`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn push_luma_avx2(plan: &mut Plan, l0: &mut Gray, y0: usize, n: usize, block: &[[f32; 8]]) {
+    plan.push(y0, n, block.len(), l0, |x| &block[x]);
 }
 
 impl std::fmt::Debug for Scratch {
@@ -410,6 +454,7 @@ pub(crate) enum Selection {
 /// luma of `px` (longest side [`WORK_SIDE`]), corners selected per `sel`,
 /// described with `pairs`.
 /// What is detected and kept: `det`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn extract(
     px: &Pixels<'_>,
     pyramid: Pyramid,
@@ -417,21 +462,23 @@ pub(crate) fn extract(
     pairs: &[[i8; 4]],
     det: Detection,
     sc: &mut Scratch,
+    luma_ready: bool,
     mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { extract_avx2(px, pyramid, sel, pairs, det, sc, mirrored) };
+            return unsafe { extract_avx2(px, pyramid, sel, pairs, det, sc, luma_ready, mirrored) };
         }
     }
-    extract_generic(px, pyramid, sel, pairs, det, sc, mirrored)
+    extract_generic(px, pyramid, sel, pairs, det, sc, luma_ready, mirrored)
 }
 
 /// The same code compiled for AVX2: wider vectors, same operations.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn extract_avx2(
     px: &Pixels<'_>,
     pyramid: Pyramid,
@@ -439,11 +486,13 @@ unsafe fn extract_avx2(
     pairs: &[[i8; 4]],
     det: Detection,
     sc: &mut Scratch,
+    luma_ready: bool,
     mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
-    extract_generic(px, pyramid, sel, pairs, det, sc, mirrored)
+    extract_generic(px, pyramid, sel, pairs, det, sc, luma_ready, mirrored)
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn extract_generic(
     px: &Pixels<'_>,
@@ -452,6 +501,7 @@ pub(crate) fn extract_generic(
     pairs: &[[i8; 4]],
     det: Detection,
     sc: &mut Scratch,
+    luma_ready: bool,
     mut mirrored: Option<&mut Vec<Corner>>,
 ) -> Vec<Corner> {
     let Scratch {
@@ -472,18 +522,20 @@ pub(crate) fn extract_generic(
         offsets,
         moffsets,
     } = sc;
-    working_luma(
-        px.width as usize,
-        px.height as usize,
-        px.stride,
-        px.format,
-        px.data,
-        WORK_SIDE,
-        l0,
-        full,
-        red,
-        bil,
-    );
+    if !luma_ready {
+        working_luma(
+            px.width as usize,
+            px.height as usize,
+            px.stride,
+            px.format,
+            px.data,
+            WORK_SIDE,
+            l0,
+            full,
+            red,
+            bil,
+        );
+    }
     if pyramid.count > 1 {
         transpose(l0, l0t);
     }

@@ -126,26 +126,29 @@ const B: usize = 8;
 /// The source of an area reduction. (A trait rather than a closure: its
 /// method is inlined into the AVX2 build of the caller.)
 trait Rows {
-    /// Writes rows `y0..y0 + n` (`n ≤ B`) transposed: `block[x][r]` =
-    /// sample `x` of row `y0 + r`.
-    fn fill(&mut self, y0: usize, n: usize, block: &mut [[f32; B]]);
+    /// Feeds rows `y0..y0 + n` (`n ≤ B`) to `plan` ([`Plan::push`]), transposed — sample `x` of
+    /// the `B` rows at once — written into `block` first (room for `w` samples) or read where
+    /// they already lie so.
+    fn push(&mut self, y0: usize, n: usize, block: &mut [[f32; B]], plan: &mut Plan, out: &mut Gray);
 }
 
-/// Rows of a grey image, from its transpose (columns are rows there).
+/// Rows of a grey image, from its transpose (columns are rows there): `B` samples of a column
+/// of the transpose are `B` rows' samples at one `x`, read in place (copied only for a last,
+/// partial block, which would read past the last column).
 struct TransposedRows<'a>(&'a Gray);
 
 impl Rows for TransposedRows<'_> {
     #[inline(always)]
-    fn fill(&mut self, y0: usize, n: usize, block: &mut [[f32; B]]) {
-        let cols = self.0.px[..self.0.w * self.0.h].chunks_exact(self.0.w);
+    fn push(&mut self, y0: usize, n: usize, block: &mut [[f32; B]], plan: &mut Plan, out: &mut Gray) {
+        let (px, h) = (&self.0.px[..self.0.w * self.0.h], self.0.w);
+        let w = self.0.h;
         if n == B {
-            for (b, col) in block.iter_mut().zip(cols) {
-                *b = col[y0..y0 + B].try_into().expect("B samples");
-            }
+            plan.push(y0, n, w, out, |x| px[x * h + y0..x * h + y0 + B].try_into().expect("B samples"));
         } else {
-            for (b, col) in block.iter_mut().zip(cols) {
+            for (b, col) in block.iter_mut().zip(px.chunks_exact(h)) {
                 b[..n].copy_from_slice(&col[y0..y0 + n]);
             }
+            plan.push(y0, n, w, out, |x| &block[x]);
         }
     }
 }
@@ -179,6 +182,8 @@ pub(crate) fn transpose(src: &Gray, out: &mut Gray) {
 
 /// Luma of packed pixel rows.
 struct LumaRows<'a> {
+    /// Pixels per row.
+    w: usize,
     format: PixelFormat,
     data: &'a [u8],
     stride: usize,
@@ -186,23 +191,25 @@ struct LumaRows<'a> {
 
 impl Rows for LumaRows<'_> {
     #[inline(always)]
-    fn fill(&mut self, y0: usize, n: usize, block: &mut [[f32; B]]) {
+    fn push(&mut self, y0: usize, n: usize, block: &mut [[f32; B]], plan: &mut Plan, out: &mut Gray) {
+        let block = &mut block[..self.w];
         for r in 0..n {
             luma_column(self.format, &self.data[(y0 + r) * self.stride..], block, r);
         }
+        plan.push(y0, n, self.w, out, |x| &block[x]);
     }
 }
 
-/// Buffers of a separable area reduction: the per-source weights of each
-/// axis, and the horizontal weights regrouped per target (so that each target
-/// sums its sources in source order, as a scatter over the sources would).
+/// A separable area reduction: the per-source weights of each axis, and the
+/// horizontal weights regrouped per target (so that each target sums its
+/// sources in source order, as a scatter over the sources would).
 ///
 /// The horizontal pass works on [`B`] source rows at a time, transposed
-/// (`block[x][r]`: sample `x` of row `r`), so that one target's sum for
+/// (sample `x` of the `B` rows at once), so that one target's sum for
 /// the `B` rows is a vector operation per source sample; the sums are
 /// transposed back for the vertical pass, which works on whole rows.
 #[derive(Debug, Default)]
-pub(crate) struct Reducer {
+pub(crate) struct Plan {
     wx: Vec<[(u32, f32); 2]>,
     wy: Vec<[(u32, f32); 2]>,
     /// Per target: the first source sample; its weights are
@@ -213,14 +220,21 @@ pub(crate) struct Reducer {
     k: usize,
     /// Per target: first source sample, number of terms.
     spans: Vec<(usize, usize)>,
-    block: Vec<[f32; B]>,
     hblock: Vec<[f32; B]>,
     hrow: Vec<f32>,
+    /// Target width and height; output rows written so far (each row's first term is stored,
+    /// not added to a zero: the same value, the terms being non-negative); source rows fed.
+    tw: usize,
+    th: usize,
+    done: usize,
+    fed: usize,
 }
 
-impl Reducer {
+impl Plan {
+    /// Starts a reduction of a `w`×`h` image to `tw`×`th` (`tw ≤ w`, `th ≤ h`) into `out`.
     #[inline(always)]
-    fn prepare(&mut self, w: usize, h: usize, tw: usize, th: usize) {
+    pub fn begin(&mut self, (w, h): (usize, usize), (tw, th): (usize, usize), out: &mut Gray) {
+        debug_assert!(tw <= w && th <= h);
         area_weights(w, tw, &mut self.wx);
         area_weights(h, th, &mut self.wy);
         // Per target, its (source, weight) terms in source order.
@@ -257,12 +271,66 @@ impl Reducer {
             }
         }
         self.first.extend(spans.iter().map(|s| s.0 as u32));
-        // Room for the padded terms of the last targets.
-        self.block.resize(w + self.k, [0.0; B]);
         self.hblock.resize(tw, [0.0; B]);
         self.hrow.resize(tw, 0.0);
+        (self.tw, self.th, self.done, self.fed) = (tw, th, 0, 0);
+        out.reset(tw, th);
     }
 
+    /// Whether every source row has been fed.
+    pub fn complete(&self) -> bool {
+        self.fed == self.wy.len()
+    }
+
+    /// Feeds source rows `y0..y0 + n` (`n ≤ B`, `y0` the first row not fed yet): `src(x)` is
+    /// sample `x < w` of the `B` rows (lanes from `n` on are not read).
+    #[inline(always)]
+    pub fn push<'s>(
+        &mut self,
+        y0: usize,
+        n: usize,
+        w: usize,
+        out: &mut Gray,
+        src: impl Fn(usize) -> &'s [f32; B],
+    ) {
+        debug_assert_eq!(y0, self.fed, "rows in order");
+        let Plan { wy, first, taps, k, hblock, hrow, tw, done, fed, .. } = self;
+        hpass(*k, first, taps, hblock, w, src);
+        for (r, wyy) in wy[y0..y0 + n].iter().enumerate() {
+            for (d, s) in hrow.iter_mut().zip(hblock.iter()) {
+                *d = s[r];
+            }
+            for &(t, k) in wyy {
+                if k != 0.0 {
+                    let t = t as usize;
+                    let o = &mut out.px[t * *tw..(t + 1) * *tw];
+                    if t == *done {
+                        for (a, b) in o.iter_mut().zip(hrow.iter()) {
+                            *a = b * k;
+                        }
+                        *done += 1;
+                    } else {
+                        debug_assert!(t + 1 == *done, "rows in order");
+                        for (a, b) in o.iter_mut().zip(hrow.iter()) {
+                            *a += b * k;
+                        }
+                    }
+                }
+            }
+        }
+        *fed = y0 + n;
+        debug_assert!(!self.complete() || self.done == self.th);
+    }
+}
+
+/// A [`Plan`] and the block its sources are transposed into.
+#[derive(Debug, Default)]
+pub(crate) struct Reducer {
+    pub plan: Plan,
+    block: Vec<[f32; B]>,
+}
+
+impl Reducer {
     /// Area reduction of the `w`×`h` image `rows` to `tw`×`th` (`tw ≤ w`,
     /// `th ≤ h`) into `out`.
     #[inline(always)]
@@ -273,63 +341,67 @@ impl Reducer {
         out: &mut Gray,
         mut rows: impl Rows,
     ) {
-        self.prepare(w, h, tw, th);
-        out.reset(tw, th);
-        let Reducer { wy, first, taps, k, block, hblock, hrow, .. } = self;
-        // Output rows written so far: each row's first term is stored, not
-        // added to a zero (the same value, the terms being non-negative).
-        let mut done = 0usize;
+        self.plan.begin((w, h), (tw, th), out);
+        self.block.resize(w, [0.0; B]);
         for y0 in (0..h).step_by(B) {
             let n = B.min(h - y0);
-            rows.fill(y0, n, &mut block[..w]);
-            match *k {
-                1 => hpass::<1>(first, taps, block, hblock),
-                2 => hpass::<2>(first, taps, block, hblock),
-                3 => hpass::<3>(first, taps, block, hblock),
-                4 => hpass::<4>(first, taps, block, hblock),
-                5 => hpass::<5>(first, taps, block, hblock),
-                6 => hpass::<6>(first, taps, block, hblock),
-                7 => hpass::<7>(first, taps, block, hblock),
-                8 => hpass::<8>(first, taps, block, hblock),
-                _ => hpass_any(*k, first, taps, block, hblock),
-            }
-            for (r, wyy) in wy[y0..y0 + n].iter().enumerate() {
-                for (d, s) in hrow.iter_mut().zip(hblock.iter()) {
-                    *d = s[r];
-                }
-                for &(t, k) in wyy {
-                    if k != 0.0 {
-                        let t = t as usize;
-                        let o = &mut out.px[t * tw..(t + 1) * tw];
-                        if t == done {
-                            for (a, b) in o.iter_mut().zip(hrow.iter()) {
-                                *a = b * k;
-                            }
-                            done += 1;
-                        } else {
-                            debug_assert!(t + 1 == done, "rows in order");
-                            for (a, b) in o.iter_mut().zip(hrow.iter()) {
-                                *a += b * k;
-                            }
-                        }
-                    }
-                }
-            }
+            rows.push(y0, n, &mut self.block, &mut self.plan, out);
         }
-        debug_assert_eq!(done, th);
+        debug_assert!(self.plan.complete());
     }
 }
 
-/// Horizontal pass of [`Reducer::reduce`] with `K` (padded) terms per target:
-/// `out[t][r]` = Σ_j `block[first[t] + j][r]` × `taps[t·K + j]`, in order.
+/// Horizontal pass of an area reduction: `out[t][r]` = Σ_j `src(first[t] + j)[r]` ×
+/// `taps[t·k + j]`, in order, `src(x)` being sample `x` of the `B` rows; the zero-weight terms
+/// that pad the last targets past the last sample (`len`) are left out.
 #[inline(always)]
-fn hpass<const K: usize>(first: &[u32], taps: &[f32], block: &[[f32; B]], out: &mut [[f32; B]]) {
+fn hpass<'s>(
+    k: usize,
+    first: &[u32],
+    taps: &[f32],
+    out: &mut [[f32; B]],
+    len: usize,
+    src: impl Fn(usize) -> &'s [f32; B],
+) {
+    match k {
+        1 => hpass_k::<1>(first, taps, out, len, src),
+        2 => hpass_k::<2>(first, taps, out, len, src),
+        3 => hpass_k::<3>(first, taps, out, len, src),
+        4 => hpass_k::<4>(first, taps, out, len, src),
+        5 => hpass_k::<5>(first, taps, out, len, src),
+        6 => hpass_k::<6>(first, taps, out, len, src),
+        7 => hpass_k::<7>(first, taps, out, len, src),
+        8 => hpass_k::<8>(first, taps, out, len, src),
+        _ => hpass_any(k, first, taps, out, len, src),
+    }
+}
+
+/// [`hpass`] with `K` (padded) terms per target.
+#[inline(always)]
+fn hpass_k<'s, const K: usize>(
+    first: &[u32],
+    taps: &[f32],
+    out: &mut [[f32; B]],
+    len: usize,
+    src: impl Fn(usize) -> &'s [f32; B],
+) {
     for ((o, &f), ks) in out.iter_mut().zip(first).zip(taps.chunks_exact(K)) {
-        let src: &[[f32; B]; K] = block[f as usize..f as usize + K].try_into().expect("K terms");
+        let f = f as usize;
         let mut s = [0f32; B];
-        for j in 0..K {
-            for r in 0..B {
-                s[r] += src[j][r] * ks[j];
+        if f + K <= len {
+            let ks: &[f32; K] = ks.try_into().expect("K taps");
+            for (j, &kk) in ks.iter().enumerate() {
+                let v = src(f + j);
+                for r in 0..B {
+                    s[r] += v[r] * kk;
+                }
+            }
+        } else {
+            for (j, &kk) in ks[..len - f].iter().enumerate() {
+                let v = src(f + j);
+                for r in 0..B {
+                    s[r] += v[r] * kk;
+                }
             }
         }
         *o = s;
@@ -338,10 +410,19 @@ fn hpass<const K: usize>(first: &[u32], taps: &[f32], block: &[[f32; B]], out: &
 
 /// [`hpass`] for any number of terms.
 #[inline(always)]
-fn hpass_any(k: usize, first: &[u32], taps: &[f32], block: &[[f32; B]], out: &mut [[f32; B]]) {
+fn hpass_any<'s>(
+    k: usize,
+    first: &[u32],
+    taps: &[f32],
+    out: &mut [[f32; B]],
+    len: usize,
+    src: impl Fn(usize) -> &'s [f32; B],
+) {
     for ((o, &f), ks) in out.iter_mut().zip(first).zip(taps.chunks_exact(k)) {
+        let f = f as usize;
         let mut s = [0f32; B];
-        for (v, &kk) in block[f as usize..f as usize + k].iter().zip(ks) {
+        for (j, &kk) in ks[..k.min(len - f)].iter().enumerate() {
+            let v = src(f + j);
             for r in 0..B {
                 s[r] += v[r] * kk;
             }
@@ -440,7 +521,7 @@ pub(crate) fn working_luma(
 ) {
     let (tw, th) = fit(w, h, side);
     if tw <= w && th <= h {
-        red.reduce((w, h), (tw, th), out, LumaRows { format, data, stride });
+        red.reduce((w, h), (tw, th), out, LumaRows { w, format, data, stride });
     } else {
         full.reset(w, h);
         for y in 0..h {

@@ -105,7 +105,7 @@ pub use index::{
     brute_force_search, inlier_distances, learnt_layout, match_pair, write_common_keys, DeriveIndex, Hit,
 };
 
-use consentry_pdq::{Dihedral, Hash256, ImageRef, ImageSizeError, PdqHash, PixelFormat};
+use consentry_pdq::{Dihedral, Hash256, ImageRef, ImageSizeError, PdqDihedral, PdqHash, PixelFormat};
 use features::{brief_pairs, extract, Detection, Scratch, Selection};
 
 /// Tuning aid: every distinct descriptor of a pure intensity ramp and of a flat patch (see
@@ -474,11 +474,6 @@ impl<'a> Pixels<'a> {
             .expect("checked in new")
     }
 
-    /// The top band's rows (the first [`band_rows`] rows: no copy).
-    fn band_ref(&self) -> ImageRef<'a> {
-        self.band_of(0, 0, self.width, self.height)
-    }
-
     /// The top band of the `w` × `h` rectangle at (`x`, `y`) (inside the image; no copy).
     fn band_of(&self, x: u32, y: u32, w: u32, h: u32) -> ImageRef<'a> {
         let start = y as usize * self.stride + x as usize * self.format.channels();
@@ -613,13 +608,34 @@ impl Extractor {
         self
     }
 
-    /// The corners of `px`, and with `mirrored` the same corners as they are in the image
-    /// mirrored left to right (positions and descriptors).
+    /// The whole image's and its top band's dihedral PDQ hashes; and, when the image is large
+    /// enough for keypoints, the working luma from the luminance PDQ computes where that is the
+    /// same ([`features::Scratch::begin_shared_luma`]): whether it did.
+    fn hashes_and_luma(&mut self, px: &Pixels<'_>) -> (PdqDihedral, PdqDihedral, bool) {
+        let (img, top) = (px.image_ref(), band_rows(px.height));
+        let sc = &mut self.scratch;
+        if px.width < MIN_SIDE
+            || px.height < MIN_SIDE
+            || !sc.begin_shared_luma(px.width as usize, px.height as usize, px.format)
+        {
+            let (d, b) = self.hasher.hash_dihedral_with_top(&img, top);
+            return (d, b, false);
+        }
+        let (d, b) = self
+            .hasher
+            .hash_dihedral_with_top_and_luma(&img, top, &mut |y0, n, block| sc.push_luma(y0, n, block));
+        (d, b, sc.shared_luma_complete())
+    }
+
+    /// The corners of `px` (`luma_ready`: its working luma is in the scratch already,
+    /// [`Extractor::hashes_and_luma`]), and with `mirrored` the same corners as they are in the
+    /// image mirrored left to right (positions and descriptors).
     fn corners(
         &mut self,
         px: &Pixels<'_>,
         pyramid: features::Pyramid,
         sel: Selection,
+        luma_ready: bool,
         mirrored: Option<&mut Vec<Keypoint>>,
     ) -> Vec<Keypoint> {
         if px.width < MIN_SIDE || px.height < MIN_SIDE {
@@ -634,6 +650,7 @@ impl Extractor {
             &self.pairs,
             self.detection,
             &mut self.scratch,
+            luma_ready,
             if want_mirror { Some(&mut m) } else { None },
         );
         if let Some(out) = mirrored {
@@ -644,11 +661,11 @@ impl Extractor {
 
     /// The signature stored for a protected image.
     pub fn signature(&mut self, px: &Pixels<'_>) -> Signature {
-        let h = self.hasher.hash(&px.image_ref());
-        let mut keypoints =
-            self.corners(px, PROTECTED_PYRAMID, Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 }, None);
+        let (h, band, luma_ready) = self.hashes_and_luma(px);
+        let (h, band) = (h.original(), band.original());
+        let sel = Selection::Sparse { quota: PROTECTED_QUOTA, grid: 4 };
+        let mut keypoints = self.corners(px, PROTECTED_PYRAMID, sel, luma_ready, None);
         keypoints.truncate(255);
-        let band = self.hasher.hash(&px.band_ref());
         Signature {
             pdq: h.hash,
             quality: h.quality,
@@ -682,24 +699,28 @@ impl Extractor {
         with_mirrored: bool,
         pyramid: features::Pyramid,
     ) -> QueryFeatures {
-        let d = self.hasher.hash_dihedral(&px.image_ref());
+        let (d, b, luma_ready) = self.hashes_and_luma(px);
         let mut mirrored = Vec::new();
         let mut keypoints = self.corners(
             px,
             pyramid,
             Selection::Dense { cell: 32, per_cell: 2 },
+            luma_ready,
             with_mirrored.then_some(&mut mirrored),
         );
         keypoints.truncate(MAX_QUERY_KEYPOINTS);
         mirrored.truncate(MAX_QUERY_KEYPOINTS);
-        let mut band_query = |img: &ImageRef<'_>| {
-            let b = self.hasher.hash_dihedral(img);
-            BandQuery { hashes: [b.get(Dihedral::Original), b.get(Dihedral::FlipY)], quality: b.quality }
+        let band_query = |b: PdqDihedral| BandQuery {
+            hashes: [b.get(Dihedral::Original), b.get(Dihedral::FlipY)],
+            quality: b.quality,
         };
-        let band = band_query(&px.band_ref());
+        let band = band_query(b);
         let (x, y, w, h) = content_box(px);
-        let trimmed_band =
-            if (w, h) == (px.width, px.height) { None } else { Some(band_query(&px.band_of(x, y, w, h))) };
+        let trimmed_band = if (w, h) == (px.width, px.height) {
+            None
+        } else {
+            Some(band_query(self.hasher.hash_dihedral(&px.band_of(x, y, w, h))))
+        };
         QueryFeatures {
             pdq: d.hashes,
             quality: d.quality,

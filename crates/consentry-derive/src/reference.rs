@@ -431,6 +431,9 @@ fn optimised_extraction_is_bit_identical_to_the_reference() {
     let pairs = crate::features::brief_pairs();
     // One scratch for all: buffers left by larger and smaller images must not matter.
     let mut sc = Scratch::default();
+    let mut hasher = consentry_pdq::Hasher::new();
+    // Extractions whose working luma came from PDQ's luminance (RGB reduced to the working size).
+    let mut shared = 0;
     let sizes = [
         (640u32, 320u32),
         (300, 200),
@@ -477,9 +480,22 @@ fn optimised_extraction_is_bit_identical_to_the_reference() {
             ] {
                 let plane = det.plane_limit;
                 let want = reference_corners(px, pyramid, sel, det);
+                let from_pdq = sc.begin_shared_luma(w as usize, h as usize, px.format) && {
+                    let img =
+                        consentry_pdq::ImageRef::with_stride(w, h, px.stride, px.format, px.data).unwrap();
+                    hasher.hash_dihedral_with_top_and_luma(&img, h / 5, &mut |y0, n, block| {
+                        sc.push_luma(y0, n, block)
+                    });
+                    sc.shared_luma_complete()
+                };
+                shared += usize::from(from_pdq);
                 for (path, got) in [
-                    ("dispatched", extract_dispatch(px, pyramid, sel, &pairs, det, &mut sc, None)),
-                    ("generic", extract_generic(px, pyramid, sel, &pairs, det, &mut sc, None)),
+                    (
+                        "luma from PDQ",
+                        extract_dispatch(px, pyramid, sel, &pairs, det, &mut sc, from_pdq, None),
+                    ),
+                    ("dispatched", extract_dispatch(px, pyramid, sel, &pairs, det, &mut sc, false, None)),
+                    ("generic", extract_generic(px, pyramid, sel, &pairs, det, &mut sc, false, None)),
                 ] {
                     let at = got.iter().zip(&want).position(|(a, b)| a != b);
                     assert!(
@@ -497,4 +513,7 @@ fn optimised_extraction_is_bit_identical_to_the_reference() {
         }
     }
     assert!(total > 5000, "{total} corners");
+    // 5 sizes reduced to the working size (640×320, 100×700, 900×130, 513×257, 1000×35) × 3 RGB
+    // layouts × 7 detections
+    assert_eq!(shared, 5 * 3 * 7, "extractions with the luma from PDQ");
 }

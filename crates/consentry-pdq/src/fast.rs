@@ -21,7 +21,7 @@
 //! single-precision additions, subtractions and divisions as in the
 //! reference, so the result is identical, not merely close.
 
-use crate::{decimation_index, luma_of, window_size, ImageRef, PixelFormat};
+use crate::{decimation_index, luma_of, window_size, ImageRef, LumaSink, PixelFormat};
 
 const LANES: usize = 8;
 type Lanes = [f32; LANES];
@@ -297,14 +297,28 @@ impl BoxSum for ColPassSampled<'_> {
 }
 
 pub(crate) fn downsample_64(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 64] {
+    downsample_64_and_top(img, 0, bufs, None).0
+}
+
+/// The downsample of `img` and, when `top > 0`, of its first `top` rows (`top ≤` the height) as
+/// an image of its own: the first pass runs along each row alone, with a window set by the
+/// width, so the top rows' first pass is part of the whole image's and is computed once.
+/// `luma`, if any, receives the luminance of every row as the first pass computes it (or of
+/// none: a 64 × 64 image is its own downsample).
+pub(crate) fn downsample_64_and_top(
+    img: &ImageRef<'_>,
+    top: usize,
+    bufs: &mut Buffers,
+    luma: Option<LumaSink<'_>>,
+) -> ([[f32; 64]; 64], Option<[[f32; 64]; 64]>) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { downsample_64_avx2(img, bufs) };
+            return unsafe { downsample_64_avx2(img, top, bufs, luma) };
         }
     }
-    downsample_64_generic(img, bufs)
+    downsample_64_generic(img, top, bufs, luma)
 }
 
 /// The same code compiled for AVX2: wider vectors, same operations. (Rust
@@ -312,31 +326,76 @@ pub(crate) fn downsample_64(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64
 /// rounding.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn downsample_64_avx2(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 64] {
-    downsample_64_generic(img, bufs)
+unsafe fn downsample_64_avx2(
+    img: &ImageRef<'_>,
+    top: usize,
+    bufs: &mut Buffers,
+    luma: Option<LumaSink<'_>>,
+) -> ([[f32; 64]; 64], Option<[[f32; 64]; 64]>) {
+    downsample_64_generic(img, top, bufs, luma)
+}
+
+/// The reference's downsample of a 64×64 image: its luminance, unfiltered.
+#[inline(always)]
+fn luma_64(img: &ImageRef<'_>) -> [[f32; 64]; 64] {
+    let mut out = [[0f32; 64]; 64];
+    for (y, orow) in out.iter_mut().enumerate() {
+        let row = img.row(y);
+        for (x, o) in orow.iter_mut().enumerate() {
+            let (r, g, b) = img.format.rgb_at(row, x);
+            *o = luma_of(r, g, b);
+        }
+    }
+    out
 }
 
 #[inline(always)]
-fn downsample_64_generic(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 64] {
+fn downsample_64_generic(
+    img: &ImageRef<'_>,
+    top: usize,
+    bufs: &mut Buffers,
+    luma: Option<LumaSink<'_>>,
+) -> ([[f32; 64]; 64], Option<[[f32; 64]; 64]>) {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut out = [[0f32; 64]; 64];
-    if w == 64 && h == 64 {
-        // The reference takes a 64×64 luminance as the downsample itself.
-        for (y, orow) in out.iter_mut().enumerate() {
-            let row = img.row(y);
-            for (x, o) in orow.iter_mut().enumerate() {
-                let (r, g, b) = img.format.rgb_at(row, x);
-                *o = luma_of(r, g, b);
+    debug_assert!(top <= h);
+    let top_image = || ImageRef { height: top as u32, ..*img };
+    if w == 64 && (h == 64 || top == 64) {
+        // The reference takes a 64×64 luminance as the downsample itself: no shared pass.
+        let whole = if h == 64 { luma_64(img) } else { first_pass_and_rest(img, h, bufs, luma) };
+        let top = (top > 0).then(|| {
+            if top == 64 {
+                luma_64(&top_image())
+            } else {
+                first_pass_and_rest(img, top, bufs, None)
             }
-        }
-        return out;
+        });
+        return (whole, top);
     }
-    let row_phases = Phases::new(w, window_size(w));
-    let col_phases = Phases::new(h, window_size(h));
-    let sample_cols = sample_positions(w);
-    let sample_rows = sample_positions(h);
+    let whole = first_pass_and_rest(img, h, bufs, luma);
+    let top = (top > 0).then(|| rest(w, top, bufs));
+    (whole, top)
+}
 
-    let Buffers { rows1, tile_in, col_sums, rows2, line } = bufs;
+/// The first pass over every row of `img` (into `bufs.rows1`), then the rest over its first
+/// `rows` rows.
+#[inline(always)]
+fn first_pass_and_rest(
+    img: &ImageRef<'_>,
+    rows: usize,
+    bufs: &mut Buffers,
+    luma: Option<LumaSink<'_>>,
+) -> [[f32; 64]; 64] {
+    first_pass(img, bufs, luma);
+    rest(img.width() as usize, rows, bufs)
+}
+
+/// Pass 1 (along the rows) over all of `img`, into `bufs.rows1`; each block of rows' luminance
+/// also to `luma`.
+#[inline(always)]
+fn first_pass(img: &ImageRef<'_>, bufs: &mut Buffers, mut luma: Option<LumaSink<'_>>) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let row_phases = Phases::new(w, window_size(w));
+    let Buffers { rows1, tile_in, line, .. } = bufs;
     line.clear();
     line.resize(w, 0.0);
     // Pass 1 writes every element of `rows1` before anything reads it, so a reused buffer is
@@ -344,12 +403,7 @@ fn downsample_64_generic(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 
     rows1.resize(w * h, 0.0);
     tile_in.clear();
     tile_in.resize(w, [0.0; LANES]);
-    rows2.clear();
-    rows2.resize(h * 64, 0.0);
-    col_sums.clear();
-    col_sums.resize(w, 0.0);
-
-    // Pass 1, eight rows at a time; the luminance goes straight into the tile.
+    // Eight rows at a time; the luminance goes straight into the tile.
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
         for l in 0..n {
@@ -357,6 +411,9 @@ fn downsample_64_generic(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 
             for (t, v) in tile_in.iter_mut().zip(line.iter()) {
                 t[l] = *v;
             }
+        }
+        if let Some(f) = luma.as_mut() {
+            f(r0, n, tile_in);
         }
         let mut p1 = RowPassFull {
             tile: tile_in,
@@ -367,10 +424,28 @@ fn downsample_64_generic(img: &ImageRef<'_>, bufs: &mut Buffers) -> [[f32; 64]; 
         };
         run_phases(row_phases, &mut p1);
     }
+}
+
+/// Passes 2–4 over the first `h` rows of pass 1's output (`w` wide): the downsample of those
+/// rows as an image.
+#[inline(always)]
+fn rest(w: usize, h: usize, bufs: &mut Buffers) -> [[f32; 64]; 64] {
+    let mut out = [[0f32; 64]; 64];
+    let row_phases = Phases::new(w, window_size(w));
+    let col_phases = Phases::new(h, window_size(h));
+    let sample_cols = sample_positions(w);
+    let sample_rows = sample_positions(h);
+    let Buffers { rows1, tile_in, col_sums, rows2, .. } = bufs;
+    tile_in.clear();
+    tile_in.resize(w, [0.0; LANES]);
+    rows2.clear();
+    rows2.resize(h * 64, 0.0);
+    col_sums.clear();
+    col_sums.resize(w, 0.0);
 
     // Passes 2 and 3.
     let mut p2 = ColPassIntoTiles {
-        input: rows1,
+        input: &rows1[..w * h],
         width: w,
         height: h,
         sums: col_sums,

@@ -15,6 +15,11 @@
 //!
 //! No I/O and no dependencies: decoding image files is `consentry-media`'s job.
 //!
+//! For a caller that hashes more than the whole image (consentry-derive hashes its top band too,
+//! and reduces the same pixels to a working image), [`Hasher::hash_dihedral_with_top`] hashes an
+//! image and its first rows together, their first (row) filter pass computed once, and
+//! [`Hasher::hash_dihedral_with_top_and_luma`] also hands over the luminance it computes.
+//!
 //! ```
 //! use consentry_pdq::{Hasher, ImageRef, PixelFormat};
 //! let (w, h) = (100u32, 80u32);
@@ -243,6 +248,11 @@ impl PdqDihedral {
     }
 }
 
+/// What receives the luminance PDQ computes, eight rows at a time
+/// ([`Hasher::hash_dihedral_with_top_and_luma`]): `(y0, n, block)`, `block[x][r]` the luminance
+/// of pixel `x` of row `y0 + r`, for `r < n`.
+pub type LumaSink<'a> = &'a mut dyn FnMut(usize, usize, &[[f32; 8]]);
+
 /// Computes PDQ hashes, reusing its working buffers between images.
 ///
 /// One `Hasher` per thread; it is cheap to create but holds a buffer the size
@@ -281,16 +291,75 @@ impl Hasher {
         }
     }
 
+    /// The dihedral hashes of an image and of its first `top_rows` rows taken as an image of
+    /// their own (e.g. a top band: face and hair), the same as [`hash_dihedral`](Self::hash_dihedral)
+    /// of each, bit for bit, but cheaper: PDQ's first filter pass runs along each row alone, so
+    /// the top rows share it with the whole image. `top_rows` is clamped to the height.
+    pub fn hash_dihedral_with_top(
+        &mut self,
+        img: &ImageRef<'_>,
+        top_rows: u32,
+    ) -> (PdqDihedral, PdqDihedral) {
+        self.with_top(img, top_rows, None)
+    }
+
+    /// [`hash_dihedral_with_top`](Self::hash_dihedral_with_top), handing over the luminance it
+    /// computes, eight rows at a time, to whoever needs it as well (a second hash of the same
+    /// pixels): `luma(y0, n, block)` with `block[x][r]` the luminance of pixel `x` of row
+    /// `y0 + r`, for `r < n` (the later lanes hold nothing in particular), computed as
+    /// `0.299 · R + 0.587 · G + 0.114 · B` in `f32`, in that order (grey: R = G = B). The rows
+    /// come in order, each once, all of them — or none, for an image under 5 pixels on a side or
+    /// of exactly 64 × 64 (which the reference takes as its own downsample).
+    pub fn hash_dihedral_with_top_and_luma(
+        &mut self,
+        img: &ImageRef<'_>,
+        top_rows: u32,
+        luma: LumaSink<'_>,
+    ) -> (PdqDihedral, PdqDihedral) {
+        self.with_top(img, top_rows, Some(luma))
+    }
+
+    fn with_top(
+        &mut self,
+        img: &ImageRef<'_>,
+        top_rows: u32,
+        luma: Option<LumaSink<'_>>,
+    ) -> (PdqDihedral, PdqDihedral) {
+        let top_rows = top_rows.min(img.height);
+        let top_img = ImageRef { height: top_rows, ..*img };
+        if !hashable(img) || !hashable(&top_img) {
+            if hashable(img) {
+                // The whole image alone (and its luminance), the top not hashable.
+                let (whole, _) = fast::downsample_64_and_top(img, 0, &mut self.bufs, luma);
+                let top = self.hash_dihedral(&top_img);
+                return (self.dihedral_of(&whole), top);
+            }
+            return (self.hash_dihedral(img), self.hash_dihedral(&top_img));
+        }
+        let (whole, top) = fast::downsample_64_and_top(img, top_rows as usize, &mut self.bufs, luma);
+        let top = top.expect("top rows asked for");
+        (self.dihedral_of(&whole), self.dihedral_of(&top))
+    }
+
+    /// The dihedral hashes of a 64×64 downsample.
+    fn dihedral_of(&self, b64: &[[f32; 64]; 64]) -> PdqDihedral {
+        PdqDihedral { hashes: dihedral_from_dct(&dct64_to_16(&self.dct, b64)), quality: quality_metric(b64) }
+    }
+
     /// The 16×16 DCT coefficients (frequencies 1..=16 on each axis) and the
     /// quality; `None` when the image is under 5 pixels on a side.
     pub fn dct(&mut self, img: &ImageRef<'_>) -> Option<([[f32; 16]; 16], u8)> {
-        let (w, h) = (img.width as usize, img.height as usize);
-        if w < MIN_HASHABLE_DIM || h < MIN_HASHABLE_DIM {
+        if !hashable(img) {
             return None;
         }
         let b64 = fast::downsample_64(img, &mut self.bufs);
         Some((dct64_to_16(&self.dct, &b64), quality_metric(&b64)))
     }
+}
+
+/// Whether the image is large enough to hash ([`MIN_HASHABLE_DIM`] on each side).
+fn hashable(img: &ImageRef<'_>) -> bool {
+    img.width as usize >= MIN_HASHABLE_DIM && img.height as usize >= MIN_HASHABLE_DIM
 }
 
 /// The PDQ hash of an image, with a fresh [`Hasher`]. Prefer a reused

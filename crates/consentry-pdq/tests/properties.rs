@@ -99,6 +99,76 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Hashing an image and its top rows together gives exactly what hashing each alone gives,
+    /// for any height of the top (none, under 5 rows, all of them), including the 64-pixel
+    /// widths and heights the reference treats as their own downsample, and a hasher that
+    /// hashed a larger image first.
+    #[test]
+    fn whole_and_top_together_equal_each_alone(
+        (w, h, stride, fmt, data) in image(),
+        wide64 in any::<bool>(),
+        tall64 in any::<bool>(),
+        top in prop_oneof![0u32..6, Just(64u32), 0u32..400, Just(u32::MAX)],
+    ) {
+        // Half the cases 64 wide, half 64 high (the reference's special case is 64 × 64).
+        let w = if wide64 && w >= 64 { 64 } else { w };
+        let h = if tall64 && h >= 64 { 64 } else { h };
+        let img = ImageRef::with_stride(w, h, stride, fmt, &data).unwrap();
+        let mut reused = Hasher::new();
+        let big = vec![9u8; 500 * 400 * 3];
+        reused.hash(&ImageRef::new(500, 400, PixelFormat::Rgb8, &big).unwrap());
+        let (whole, top_hash) = reused.hash_dihedral_with_top(&img, top);
+        let mut alone = Hasher::new();
+        prop_assert_eq!(whole, alone.hash_dihedral(&img));
+        let rows = top.min(h) as usize;
+        let top_img = ImageRef::with_stride(w, rows as u32, stride, fmt, &data[..stride * rows]).unwrap();
+        prop_assert_eq!(top_hash, alone.hash_dihedral(&top_img));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// The luminance handed over is every row's, once, in order, eight rows at a time, each pixel
+    /// `0.299 R + 0.587 G + 0.114 B` in `f32` — or nothing, for an image PDQ does not filter
+    /// (under 5 pixels on a side, or 64 × 64) — whatever the top's height; the hashes are those
+    /// of the call without it.
+    #[test]
+    fn the_luminance_handed_over_is_every_row_once(
+        (w, h, stride, fmt, data) in image(),
+        tall64 in any::<bool>(),
+        top in prop_oneof![0u32..6, 0u32..400],
+    ) {
+        let (w, h) = if tall64 && w >= 64 && h >= 64 { (64, 64) } else { (w, h) };
+        let img = ImageRef::with_stride(w, h, stride, fmt, &data).unwrap();
+        let mut seen = Vec::new();
+        let mut wrong = 0usize;
+        let got = Hasher::new().hash_dihedral_with_top_and_luma(&img, top, &mut |y0, n, block| {
+            seen.push((y0, n));
+            for r in 0..n {
+                let row = &data[(y0 + r) * stride..];
+                for (x, lanes) in block.iter().enumerate() {
+                    let p = |c: usize| f32::from(row[x * fmt.channels() + if fmt.channels() >= 3 { c } else { 0 }]);
+                    let want = 0.299 * p(0) + 0.587 * p(1) + 0.114 * p(2);
+                    wrong += usize::from(lanes[r].to_bits() != want.to_bits());
+                }
+            }
+            assert_eq!(block.len(), w as usize);
+        });
+        prop_assert_eq!(got, Hasher::new().hash_dihedral_with_top(&img, top));
+        prop_assert_eq!(wrong, 0);
+        if w < 5 || h < 5 || (w, h) == (64, 64) {
+            prop_assert!(seen.is_empty());
+        } else {
+            let want: Vec<(usize, usize)> = (0..h as usize).step_by(8).map(|y0| (y0, 8.min(h as usize - y0))).collect();
+            prop_assert_eq!(seen, want);
+        }
+    }
+}
+
 #[test]
 fn exactly_64_by_64_is_taken_as_the_downsample() {
     // Meta's reference skips the blur for a 64×64 input (video frames that
