@@ -69,9 +69,12 @@ fn main() {
     }
     let labels = "identity,crop-all@10%,crop-all@20%,crop-offcentre@20%,pad-pattern@30%,undress-donor@40%,undress-donor@50%,undress-smooth@50%,undress-noise@50%,undress40-donor+caption";
     let trs = select(standard_set(), labels);
-    // (transform, is_true, distances)
+    // (transform, is_true, distances, query image, protected image, whether the pair needs the
+    // small images' score (Params::min_score_for))
     let imgs: Vec<usize> = sp.protected.iter().chain(&dis).copied().collect();
-    let rows: Vec<(usize, bool, Vec<u16>, usize, usize)> = imgs
+    let sig_of: std::collections::HashMap<usize, &consentry_derive::Signature> =
+        sigs.iter().map(|(i, s)| (*i, s)).collect();
+    let rows: Vec<(usize, bool, Vec<u16>, usize, usize, bool)> = imgs
         .par_iter()
         .flat_map(|&i| {
             let im = fit_longest(&decode_rgb(&corpus[i].bytes).unwrap(), 1280);
@@ -84,12 +87,13 @@ fn main() {
                 let f = ex.query(&px(&q));
                 let det = index.search_details(&f);
                 let mut seen = false;
+                let small = |pi: usize| params.min_score_for(sig_of[&pi], &f) > params.min_score;
                 for (pi, d) in det {
                     seen |= pi as usize == i;
-                    out.push((t, pi as usize == i, d, i, pi as usize));
+                    out.push((t, pi as usize == i, d, i, pi as usize, small(pi as usize)));
                 }
                 if !seen && sp.protected.contains(&i) {
-                    out.push((t, true, Vec::new(), i, i));
+                    out.push((t, true, Vec::new(), i, i, small(i)));
                 }
             }
             out
@@ -129,13 +133,14 @@ fn main() {
     let show: usize = std::env::var("TUNE_SHOW").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     for r in top.iter().take(show) {
         println!(
-            "false {} -> {} t{} n={} s={} d={:?}",
+            "false {} -> {} t{} n={} s={} d={:?}{}",
             corpus[r.3].name,
             corpus[r.4].name,
             r.0,
             r.2.len(),
             sc(&r.2),
-            r.2
+            r.2,
+            if r.5 { " (small image: needs the small images' score)" } else { "" }
         );
     }
     type Score = Box<dyn Fn(&[u16]) -> f64>;
@@ -188,6 +193,35 @@ fn main() {
             })
             .collect();
         println!("score>={thr:3} ({m:.2}× the top false {top_false}): recall {}", rec.join(" "));
+    }
+    // The same with the small images' rule (Params::min_score_for): pairs where the query or the
+    // protected image is under Params::small_side need small_min_score, so the margin of the usual
+    // threshold is over the top false pair of the other pairs; recall counts a small pair as found
+    // only at small_min_score.
+    let top_usual = rows.iter().filter(|r| !r.1 && !r.5).map(|r| sc(&r.2)).max().unwrap_or(0);
+    let top_small = rows.iter().filter(|r| !r.1 && r.5).map(|r| sc(&r.2)).max().unwrap_or(0);
+    println!(
+        "with the small images' rule (score >= {} where a side is under {} px): top false pair {top_usual} among the other pairs, {top_small} among the small ones",
+        params.small_min_score, params.small_side
+    );
+    for m in [1.0f64, 1.1, 1.22, 1.35, 1.5] {
+        let thr = (f64::from(top_usual) * m).ceil() as u32 + u32::from(m == 1.0);
+        let rec: Vec<String> = (0..trs.len())
+            .map(|t| {
+                let hit = rows
+                    .iter()
+                    .filter(|r| {
+                        r.0 == t && r.1 && sc(&r.2) >= if r.5 { thr.max(params.small_min_score) } else { thr }
+                    })
+                    .count();
+                format!("{:.0}", 100.0 * hit as f64 / ntrue[t].max(1) as f64)
+            })
+            .collect();
+        println!(
+            "score>={thr:3} ({m:.2}× the top false {top_usual}; small: >= {}): recall {}",
+            thr.max(params.small_min_score),
+            rec.join(" ")
+        );
     }
     println!("transforms: {labels}");
 }
