@@ -397,15 +397,23 @@ fn hpass_k<'s, const K: usize>(
                 }
             }
         } else {
-            for (j, &kk) in ks[..len - f].iter().enumerate() {
-                let v = src(f + j);
-                for r in 0..B {
-                    s[r] += v[r] * kk;
-                }
-            }
+            s = weighted_sum(f, &ks[..len - f], &src);
         }
         *o = s;
     }
+}
+
+/// Σ_j `src(f + j)` × `ks[j]`, lane by lane, in order.
+#[inline(always)]
+fn weighted_sum<'s>(f: usize, ks: &[f32], src: &impl Fn(usize) -> &'s [f32; B]) -> [f32; B] {
+    let mut s = [0f32; B];
+    for (j, &kk) in ks.iter().enumerate() {
+        let v = src(f + j);
+        for r in 0..B {
+            s[r] += v[r] * kk;
+        }
+    }
+    s
 }
 
 /// [`hpass`] for any number of terms.
@@ -420,14 +428,7 @@ fn hpass_any<'s>(
 ) {
     for ((o, &f), ks) in out.iter_mut().zip(first).zip(taps.chunks_exact(k)) {
         let f = f as usize;
-        let mut s = [0f32; B];
-        for (j, &kk) in ks[..k.min(len - f)].iter().enumerate() {
-            let v = src(f + j);
-            for r in 0..B {
-                s[r] += v[r] * kk;
-            }
-        }
-        *o = s;
+        *o = weighted_sum(f, &ks[..k.min(len - f)], &src);
     }
 }
 
