@@ -1,7 +1,9 @@
 //! Local features: Harris corners on a small pyramid and 256-bit BRIEF
 //! descriptors (fixed, seeded test pairs) of the smoothed patch around each.
 
-use crate::gray::{fit, reduce, smooth, transpose, vsum5, working_luma, Bilinear, Gray, Plan, Reducer, K};
+use crate::gray::{
+    reduce, reduction, smooth, transpose, vsum5, working_luma, Bilinear, Gray, Plan, Reducer, K,
+};
 use crate::{Pixels, WORK_SIDE};
 use consentry_pdq::PixelFormat;
 
@@ -137,16 +139,16 @@ impl Scratch {
     /// a reduction (from PDQ's luminance, which is [`gray`]'s for RGB, fed to
     /// [`Scratch::push_luma`]); `false` (nothing started) otherwise.
     pub fn begin_shared_luma(&mut self, w: usize, h: usize, format: PixelFormat) -> bool {
-        let (tw, th) = fit(w, h, WORK_SIDE);
-        let shared = matches!(format, PixelFormat::Rgb8 | PixelFormat::Rgba8)
-            && w >= 1
-            && h >= 1
-            && tw <= w
-            && th <= h;
-        if shared {
-            self.red.plan.begin((w, h), (tw, th), &mut self.l0);
+        if w == 0 || h == 0 || !matches!(format, PixelFormat::Rgb8 | PixelFormat::Rgba8) {
+            return false;
         }
-        shared
+        match reduction(w, h, WORK_SIDE) {
+            Some(target) => {
+                self.red.plan.begin((w, h), target, &mut self.l0);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Rows `y0..y0 + n` of the luminance of the image [`Scratch::begin_shared_luma`] started,

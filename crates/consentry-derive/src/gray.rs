@@ -495,6 +495,13 @@ pub(crate) fn fit(w: usize, h: usize, side: usize) -> (usize, usize) {
     (((w as f64 * s).round() as usize).max(1), ((h as f64 * s).round() as usize).max(1))
 }
 
+/// The size a `w`×`h` image is reduced to for a longest side of `side` ([`fit`]), when that is a
+/// reduction (no side grows); `None` when it would be enlarged instead.
+pub(crate) fn reduction(w: usize, h: usize, side: usize) -> Option<(usize, usize)> {
+    let (tw, th) = fit(w, h, side);
+    (tw <= w && th <= h).then_some((tw, th))
+}
+
 /// Area-averaged reduction of a grey image to `tw`×`th` (`tw ≤ w`, `th ≤ h`)
 /// into `out`; `src_t`: the image transposed ([`transpose`]).
 #[inline(always)]
@@ -520,10 +527,10 @@ pub(crate) fn working_luma(
     red: &mut Reducer,
     bil: &mut Bilinear,
 ) {
-    let (tw, th) = fit(w, h, side);
-    if tw <= w && th <= h {
+    if let Some((tw, th)) = reduction(w, h, side) {
         red.reduce((w, h), (tw, th), out, LumaRows { w, format, data, stride });
     } else {
+        let (tw, th) = fit(w, h, side);
         full.reset(w, h);
         for y in 0..h {
             luma_row(format, &data[y * stride..], &mut full.px[y * w..(y + 1) * w]);

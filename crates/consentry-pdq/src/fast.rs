@@ -358,35 +358,21 @@ fn downsample_64_generic(
 ) -> ([[f32; 64]; 64], Option<[[f32; 64]; 64]>) {
     let (w, h) = (img.width() as usize, img.height() as usize);
     debug_assert!(top <= h);
-    let top_image = || ImageRef { height: top as u32, ..*img };
-    if w == 64 && (h == 64 || top == 64) {
-        // The reference takes a 64×64 luminance as the downsample itself: no shared pass.
-        let whole = if h == 64 { luma_64(img) } else { first_pass_and_rest(img, h, bufs, luma) };
-        let top = (top > 0).then(|| {
-            if top == 64 {
-                luma_64(&top_image())
-            } else {
-                first_pass_and_rest(img, top, bufs, None)
-            }
-        });
-        return (whole, top);
+    // The reference takes a 64×64 luminance as the downsample itself, unfiltered.
+    let unfiltered = |rows: usize| w == 64 && rows == 64;
+    if !unfiltered(h) || (top > 0 && !unfiltered(top)) {
+        // (The luminance goes out only with the whole image's own filtering.)
+        first_pass(img, bufs, if unfiltered(h) { None } else { luma });
     }
-    let whole = first_pass_and_rest(img, h, bufs, luma);
-    let top = (top > 0).then(|| rest(w, top, bufs));
+    let whole = if unfiltered(h) { luma_64(img) } else { rest(w, h, bufs) };
+    let top = (top > 0).then(|| {
+        if unfiltered(top) {
+            luma_64(&ImageRef { height: top as u32, ..*img })
+        } else {
+            rest(w, top, bufs)
+        }
+    });
     (whole, top)
-}
-
-/// The first pass over every row of `img` (into `bufs.rows1`), then the rest over its first
-/// `rows` rows.
-#[inline(always)]
-fn first_pass_and_rest(
-    img: &ImageRef<'_>,
-    rows: usize,
-    bufs: &mut Buffers,
-    luma: Option<LumaSink<'_>>,
-) -> [[f32; 64]; 64] {
-    first_pass(img, bufs, luma);
-    rest(img.width() as usize, rows, bufs)
 }
 
 /// Pass 1 (along the rows) over all of `img`, into `bufs.rows1`; each block of rows' luminance

@@ -327,18 +327,17 @@ impl Hasher {
     ) -> (PdqDihedral, PdqDihedral) {
         let top_rows = top_rows.min(img.height);
         let top_img = ImageRef { height: top_rows, ..*img };
-        if !hashable(img) || !hashable(&top_img) {
-            if hashable(img) {
-                // The whole image alone (and its luminance), the top not hashable.
-                let (whole, _) = fast::downsample_64_and_top(img, 0, &mut self.bufs, luma);
-                let top = self.hash_dihedral(&top_img);
-                return (self.dihedral_of(&whole), top);
-            }
+        if !hashable(img) {
             return (self.hash_dihedral(img), self.hash_dihedral(&top_img));
         }
-        let (whole, top) = fast::downsample_64_and_top(img, top_rows as usize, &mut self.bufs, luma);
-        let top = top.expect("top rows asked for");
-        (self.dihedral_of(&whole), self.dihedral_of(&top))
+        // Top rows too few to hash are not filtered with the whole (their hash is the zero one).
+        let shared = if hashable(&top_img) { top_rows as usize } else { 0 };
+        let (whole, top) = fast::downsample_64_and_top(img, shared, &mut self.bufs, luma);
+        let top = match top {
+            Some(b64) => self.dihedral_of(&b64),
+            None => self.hash_dihedral(&top_img),
+        };
+        (self.dihedral_of(&whole), top)
     }
 
     /// The dihedral hashes of a 64×64 downsample.
