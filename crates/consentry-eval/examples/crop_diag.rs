@@ -5,7 +5,9 @@
 //! hypothesis's inliers and score. Split by found / missed, and Endless Sky's landscape photos
 //! (package `endless-sky-high-dpi` in the corpus manifest) apart from the rest.
 //!
-//! `[SEED=7] cargo run --release -p consentry-eval --example crop_diag -- CORPUS [FRACTION]`
+//! `[SEED=7] [OFFCENTRE=U,V] [ONLY=NAME,...] cargo run --release -p consentry-eval --example crop_diag -- CORPUS [FRACTION]`
+//! (`OFFCENTRE`: the window starts at U·2f, V·2f instead of centred, as the harness's off-centre crops do;
+//! `ONLY`: these photos of the split only)
 use consentry_derive::{inlier_distances, match_pair, Params};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::transforms::{decode_rgb, fit_longest, telegram_recompress};
@@ -20,16 +22,28 @@ fn main() {
     let seed: u64 = std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
     let sp = split(corpus.len(), 200, seed);
     let p = Params::default();
+    // OFFCENTRE=U,V: the window starts at U·2f, V·2f (the harness's off-centre crops: U, V in
+    // [0, 0.25] or [0.75, 1]); centred (all sides) by default
+    let corner: (f32, f32) = std::env::var("OFFCENTRE")
+        .ok()
+        .and_then(|v| v.split_once(',').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())))
+        .unwrap_or((0.5, 0.5));
+    let only: Option<Vec<String>> =
+        std::env::var("ONLY").ok().map(|v| v.split(',').map(String::from).collect());
     let rows: Vec<_> = sp
         .protected
         .par_iter()
+        .filter(|&&i| only.as_ref().map_or(true, |o| o.contains(&corpus[i].name)))
         .map(|&i| {
             let im = decode_rgb(&corpus[i].bytes).unwrap();
             let sig = consentry_eval::derive_matcher::example_extractor().signature(&px(&im));
             let big = fit_longest(&im, 1280);
             let (w, h) = (big.width(), big.height());
             let (cx, cy) = ((w as f32 * f).round() as u32, (h as f32 * f).round() as u32);
-            let c = imageops::crop_imm(&big, cx, cy, w - 2 * cx, h - 2 * cy).to_image();
+            // where the window starts, as a fraction of the 2·f removed per axis (½: centred)
+            let (ux, uy) = corner;
+            let (x0, y0) = (((2 * cx) as f32 * ux).round() as u32, ((2 * cy) as f32 * uy).round() as u32);
+            let c = imageops::crop_imm(&big, x0, y0, w - 2 * cx, h - 2 * cy).to_image();
             let qi = decode_rgb(&telegram_recompress(&c)).unwrap();
             let q = consentry_eval::derive_matcher::example_extractor().query(&px(&qi));
             let (ow, oh) = (im.width() as f32, im.height() as f32);
@@ -40,7 +54,7 @@ fn main() {
             let (mut inwin, mut near, mut d31, mut d20) = (0, 0, 0, 0);
             for k in &sig.keypoints {
                 let (fx, fy) = (f32::from(k.x) / 8.0 / (s0 * ow), f32::from(k.y) / 8.0 / (s0 * oh));
-                let (gx, gy) = ((fx - f) / (1.0 - 2.0 * f), (fy - f) / (1.0 - 2.0 * f));
+                let (gx, gy) = ((fx - 2.0 * f * ux) / (1.0 - 2.0 * f), (fy - 2.0 * f * uy) / (1.0 - 2.0 * f));
                 if !(0.02..0.98).contains(&gx) || !(0.02..0.98).contains(&gy) {
                     continue;
                 }
