@@ -16,8 +16,9 @@ use consentry_index::Match;
 use consentry_media::{HashOptions, ImageFormat};
 use consentry_pdq::{Dihedral, Hash256, Hasher};
 use consentry_store::{
-    Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind, NewBank, NewCase,
-    NewEntry, Scope, SignalType, SignalValue, StoreError,
+    day_of, Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind, NewBank,
+    NewCase, NewEntry, Scope, SignalType, SignalValue, StatsGroup, StatsKey, StatsQuery, StoreError,
+    Timestamp,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,6 +58,7 @@ pub(crate) fn routes() -> Routes {
         .add("/v1/cases", &["POST"], post(create_case))
         .add("/v1/cases/{number}/status", &["POST"], post(case_status))
         .add("/v1/cases/{number}/withdraw", &["POST"], post(withdraw_case))
+        .add("/v1/stats/matches", &["GET"], get(match_stats))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -258,6 +260,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
             state.inner.derive.applied_seq.load(Ordering::Acquire) as f64,
         ),
     ]);
+    let mut text = text;
+    text.push_str(
+        "# HELP consentry_matches_total Matches reported by lookups since start, by bank and signal.\n\
+         # TYPE consentry_matches_total counter\n",
+    );
+    for ((bank, signal), n) in state.inner.tally.totals() {
+        text.push_str(&format!(
+            "consentry_matches_total{{bank=\"{}\",signal=\"{}\"}} {n}\n",
+            crate::metrics::escape(&bank),
+            crate::metrics::escape(&signal)
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
@@ -399,6 +413,7 @@ async fn hash_image(
 /// are read are dropped, so a disable is effective here even before the index catches up.
 async fn lookup_many(
     state: &AppState,
+    auth: &Auth,
     queries: Vec<Vec<Hash256>>,
     radius: u32,
 ) -> ApiResult<Vec<(Vec<Value>, bool)>> {
@@ -408,6 +423,9 @@ async fn lookup_many(
     let total = out.iter().map(|(l, _)| l.len()).sum();
     state.inner.metrics.observe_lookup(started.elapsed(), total);
     if total > 0 {
+        for (m, _) in &out {
+            state.inner.tally.add_reply(&auth.0.name, m);
+        }
         // Persisted before the lookup is answered: a crash after the answer loses no event.
         crate::webhooks::enqueue_matches(state, &firsts, &out).await?;
     }
@@ -576,7 +594,7 @@ async fn lookup_get(
         return Err(ApiError::invalid_hash("the `hash` query parameter is empty"));
     }
     let radius = check_radius(&state, p.radius)?;
-    let mut res = lookup_many(&state, vec![hashes.clone()], radius).await?;
+    let mut res = lookup_many(&state, &auth, vec![hashes.clone()], radius).await?;
     let (matches, truncated) = res.pop().unwrap_or_default();
     tracing::info!(hash = %hashes[0].to_hex(), radius, matches = matches.len(), "lookup");
     let mut q = json!({ "hash": hashes[0].to_hex(), "radius": radius, "dihedral": p.dihedral });
@@ -695,7 +713,7 @@ async fn lookup_post(
         return Err(not_a_hash(&format!("hashes[{i}]"), &e));
     }
     let hashes = list.hashes;
-    let res = lookup_many(&state, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
+    let res = lookup_many(&state, &auth, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
     let n_matched = res.iter().filter(|(m, _)| !m.is_empty()).count();
     tracing::info!(hashes = hashes.len(), matched = n_matched, radius, "batch lookup");
     let results = hashes
@@ -737,7 +755,7 @@ async fn lookup_image(
         matches.extend(d);
         truncated |= t;
     }
-    let (matches, truncated) = finish_lookup(&state, started, h.pdq, matches, truncated).await?;
+    let (matches, truncated) = finish_lookup(&state, &auth, started, h.pdq, matches, truncated).await?;
     tracing::info!(
         pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(),
         derive_matches = matches.len() - n_pdq, "image lookup"
@@ -762,6 +780,7 @@ async fn lookup_image(
 /// queues a webhook event naming the image's PDQ hash.
 async fn finish_lookup(
     state: &AppState,
+    auth: &Auth,
     started: Instant,
     pdq: Hash256,
     matches: Vec<Value>,
@@ -770,6 +789,7 @@ async fn finish_lookup(
     state.inner.metrics.observe_lookup(started.elapsed(), matches.len());
     let out = vec![(matches, truncated)];
     if !out[0].0.is_empty() {
+        state.inner.tally.add_reply(&auth.0.name, &out[0].0);
         crate::webhooks::enqueue_matches(state, &[pdq], &out).await?;
     }
     Ok(out.into_iter().next().unwrap_or_default())
@@ -800,7 +820,7 @@ async fn lookup_features(
     let derive_entries = state.inner.derive.len();
     let (matches, truncated) =
         if derive_entries == 0 { (Vec::new(), false) } else { lookup_derive(&state, q).await? };
-    let (matches, truncated) = finish_lookup(&state, started, pdq, matches, truncated).await?;
+    let (matches, truncated) = finish_lookup(&state, &auth, started, pdq, matches, truncated).await?;
     tracing::info!(pdq = %pdq.to_hex(), keypoints, matches = matches.len(), "features lookup");
     Ok(Json(json!({
         "query": { "hash": pdq.to_hex(), "keypoints": keypoints },
@@ -1296,5 +1316,106 @@ async fn withdraw_case(
         "case_number": case.display_number(),
         "status": case.status.as_str(),
         "withdrawn_at": case.withdrawn_at.map(|t| t.as_millis()),
+    })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Match counts
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsParams {
+    by: Option<String>,
+    bank: Option<String>,
+    entry: Option<i64>,
+    source: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Days shown when `since` is not given.
+const STATS_DEFAULT_DAYS: i64 = 30;
+/// Most rows in one reply.
+const STATS_MAX_ROWS: u32 = 10_000;
+
+/// `GET /v1/stats/matches?by=bank|entry|source|day|signal[&bank=NAME][&entry=ID][&source=S]
+/// [&since=YYYY-MM-DD][&until=YYYY-MM-DD][&limit=N]`: how often entries matched, summed per
+/// bank, entry, source (the API key's name, or `telegram:<chat id>` for the bot), UTC day or
+/// signal, over a range of days (the last 30 by default). The counts this process has not yet
+/// written are written first, so a lookup answered before this request is counted in it.
+async fn match_stats(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Result<Query<StatsParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Curate)?;
+    let p = query(params)?;
+    let group: StatsGroup = p.by.as_deref().unwrap_or("bank").parse().map_err(|e: StoreError| match e {
+        StoreError::InvalidInput(m) => ApiError::bad_request(format!("`by`: {m}")),
+        e => ApiError::internal(e),
+    })?;
+    let today = day_of(Timestamp::now());
+    let day = |text: &Option<String>, name: &str, default: i64| -> ApiResult<i64> {
+        match text {
+            None => Ok(default),
+            Some(t) => crate::tally::parse_day(t).ok_or_else(|| {
+                ApiError::bad_request(format!("`{name}` is not a date written YYYY-MM-DD: `{t}`"))
+            }),
+        }
+    };
+    let until = day(&p.until, "until", today)?;
+    let since = day(&p.since, "since", until - (STATS_DEFAULT_DAYS - 1))?;
+    if since > until {
+        return Err(ApiError::bad_request("`since` is after `until`"));
+    }
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > STATS_MAX_ROWS {
+        return Err(ApiError::bad_request(format!("`limit` must be 1 to {STATS_MAX_ROWS}")));
+    }
+    let bank_id = match &p.bank {
+        Some(name) => Some(bank_by_name(&state, name).await?.id),
+        None => None,
+    };
+    if let Err(e) = state.flush_match_counts().await {
+        tracing::warn!(error = %e, "match counts not written before a stats request");
+    }
+    let q = StatsQuery {
+        group,
+        bank_id,
+        entry_id: p.entry,
+        source: p.source.clone(),
+        since_day: since,
+        until_day: until,
+        limit,
+    };
+    let rows = state.inner.store.match_stats(&q).await?;
+    let names: HashMap<i64, String> =
+        state.inner.store.list_banks().await?.into_iter().map(|b| (b.id, b.name)).collect();
+    let bank_name = |id: i64| names.get(&id).map_or(Value::Null, |n| json!(n));
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let mut v = match r.key {
+                StatsKey::Bank(id) => json!({ "bank": bank_name(id) }),
+                StatsKey::Entry { id, bank_id } => json!({ "entry_id": id, "bank": bank_name(bank_id) }),
+                StatsKey::Source(s) => json!({ "source": s }),
+                StatsKey::Day(d) => json!({ "day": crate::tally::format_day(d) }),
+                StatsKey::Signal(s) => json!({ "signal": s.as_str() }),
+            };
+            v["matches"] = json!(r.matches);
+            v["entries"] = json!(r.entries);
+            v["sources"] = json!(r.sources);
+            v["days"] = json!(r.days);
+            v["first_at"] = json!(r.first_at.as_millis());
+            v["last_at"] = json!(r.last_at.as_millis());
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "by": group.as_str(),
+        "since": crate::tally::format_day(since),
+        "until": crate::tally::format_day(until),
+        "rows": rows,
     })))
 }

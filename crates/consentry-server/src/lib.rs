@@ -42,6 +42,7 @@ mod openapi;
 pub mod protect;
 mod ratelimit;
 mod sync;
+mod tally;
 pub mod webhooks;
 
 pub use derive_sync::DeriveMirror;
@@ -100,6 +101,9 @@ pub struct ServerConfig {
     /// stop more common descriptor keys (`stop_keys`) or leave out the mirrored keypoints
     /// (`mirrored`) to trade a little recall for speed.
     pub derive_params: consentry_derive::Params,
+    /// How often the match counts kept in memory are added to the store's (at most this much
+    /// of them is lost if the process is killed).
+    pub match_count_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_import_bytes: 4 << 30,
             derive_params: consentry_derive::Params::default(),
+            match_count_interval: Duration::from_secs(1),
         }
     }
 }
@@ -143,6 +148,7 @@ pub(crate) struct Inner {
     pub(crate) case_limiter: ratelimit::Limiter<std::net::IpAddr>,
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
     pub(crate) details: details::DetailsCache,
+    pub(crate) tally: tally::Tally,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -188,8 +194,10 @@ impl AppState {
             case_limiter: ratelimit::Limiter::new(config.case_rate_limit),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
             details: details::DetailsCache::new(),
+            tally: tally::Tally::default(),
             config,
         });
+        tokio::spawn(tally::run(Arc::downgrade(&inner), store.clone(), inner.config.match_count_interval));
         let poll = inner.config.poll_interval;
         if inner.config.webhooks.run_sender {
             tokio::spawn(webhooks::run(
@@ -236,6 +244,17 @@ impl AppState {
     /// The index sync status (last applied seq, ...).
     pub fn sync_status(&self) -> &SyncStatus {
         &self.inner.sync
+    }
+    /// Counts one match of each of `entry_ids` for `source` (e.g. `telegram:<chat id>`) in the
+    /// match counts (`GET /v1/stats/matches`); the lookup endpoints count theirs under the API
+    /// key's name. Written to the store within `match_count_interval`.
+    pub fn count_matches(&self, source: &str, entry_ids: impl IntoIterator<Item = i64>) {
+        self.inner.tally.add(source, entry_ids, consentry_store::Timestamp::now());
+    }
+    /// Writes the match counts not yet written (done every `match_count_interval`, and at
+    /// shutdown by [`serve`]); on failure they are kept for the next attempt.
+    pub async fn flush_match_counts(&self) -> Result<usize, StoreError> {
+        self.inner.tally.flush(&self.inner.store).await
     }
 }
 
@@ -429,6 +448,9 @@ pub async fn serve(
         tracing::warn!("requests still running after the drain period; closing");
     }
     state.flush_webhooks(Duration::from_secs(5)).await;
+    if let Err(e) = state.flush_match_counts().await {
+        tracing::warn!(error = %e, "match counts of the last second not written");
+    }
     Ok(())
 }
 

@@ -26,7 +26,7 @@ const NONE: &str = "";
 const OPS: &[Op] = &[
     Op { method: "GET", path: "/health", scope: "", summary: "Liveness: the process answers.", body: NONE, ok: 200, errors: &[] },
     Op { method: "GET", path: "/ready", scope: "", summary: "Readiness: the store answers and the PDQ index is loaded.", body: NONE, ok: 200, errors: &[503] },
-    Op { method: "GET", path: "/metrics", scope: "", summary: "Prometheus metrics (text): requests by route and status, lookup latency histogram, index size, segments and compactions, last applied change seq, match-details cache hits and misses.", body: NONE, ok: 200, errors: &[] },
+    Op { method: "GET", path: "/metrics", scope: "", summary: "Prometheus metrics (text): requests by route and status, lookup latency histogram, matches by bank and signal, index size, segments and compactions, last applied change seq, match-details cache hits and misses.", body: NONE, ok: 200, errors: &[] },
     Op { method: "GET", path: "/openapi.json", scope: "", summary: "This document.", body: NONE, ok: 200, errors: &[] },
     Op { method: "POST", path: "/v1/hash", scope: "lookup", summary: "PDQ-hash an image (raw body or multipart field `file`; `?dihedral=true` adds the 8 dihedral hashes; `?signal=derive` adds `derive.signature`, the base64 derivative signature to protect the image with). The image is never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
     Op { method: "GET", path: "/v1/lookup", scope: "lookup", summary: "Look up one hash (`?hash=HEX[&radius=N]`), or the 8 dihedral hashes of one image (`?hash=H1,...,H8&dihedral=true`).", body: NONE, ok: 200, errors: &[400] },
@@ -49,6 +49,7 @@ const OPS: &[Op] = &[
     Op { method: "POST", path: "/v1/entries/{id}/enable", scope: "curate", summary: "Enable an entry again (refused for entries of withdrawn cases).", body: NONE, ok: 200, errors: &[404, 409] },
     Op { method: "POST", path: "/v1/cases", scope: "", summary: "A survivor submits hashes or derivative signatures (`{hash, signal: \"derive\"}`; never images: image data is refused). Returns the case number and the PIN, shown only this once.", body: "CreateCase", ok: 201, errors: &[400, 413] },
     Op { method: "POST", path: "/v1/cases/{number}/status", scope: "", summary: "A case's status and hashes (each with its signal, pdq or derive, and whether it is active), with its number and PIN. Wrong number or PIN: 401 (never says which); too many wrong PINs: 429.", body: "Pin", ok: 200, errors: &[400, 401, 429] },
+    Op { method: "GET", path: "/v1/stats/matches", scope: "curate", summary: "How often entries matched (`?by=bank|entry|source|day|signal`, default bank; filters `bank=NAME`, `entry=ID`, `source=S`; `since`/`until` as YYYY-MM-DD, UTC, the last 30 days by default; `limit` 1–10,000, default 100, the most matches first, days oldest first). A source is the name of the API key that looked the image up, or `telegram:<chat id>` for the bot. Each row: `matches`, distinct `entries`, `sources` and `days`, `first_at` and `last_at` (ms). Only ids, names and counts are kept, never a hash or an image.", body: NONE, ok: 200, errors: &[400, 404] },
     Op { method: "POST", path: "/v1/cases/{number}/withdraw", scope: "", summary: "Withdraw a case with its number and PIN: its hashes stop matching within a second.", body: "Pin", ok: 200, errors: &[400, 401, 409, 429] },
 ];
 

@@ -608,3 +608,136 @@ async fn case_lockout_after_wrong_pins() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::TOO_MANY_REQUESTS, codes::CASE_LOCKED));
 }
+
+async fn metrics_text(app: &TestApp) -> String {
+    let req = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req).await.unwrap();
+    String::from_utf8(http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes().to_vec())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_counts_by_bank_entry_source_day_and_signal() {
+    let (_db, app) = sqlite_app().await;
+    app.create_bank("known").await;
+    app.create_bank("other").await;
+    let (h1, h2) = (random_pdq(), random_pdq());
+    let e1 = app.add_entry("known", &h1, json!({})).await;
+    let e2 = app.add_entry("other", &h2, json!({})).await;
+    assert!(within(SYNC, || async { app.state.index().len() == 2 }).await.is_some());
+
+    // Two single lookups with the lookup key, one batch with the admin key (one hash matching
+    // nothing), one lookup that matches nothing.
+    for _ in 0..2 {
+        let (s, v) = app
+            .call(Method::GET, &format!("/v1/lookup?hash={}", flip(&h1, 3).to_hex()), Some(&app.lookup), None)
+            .await;
+        assert_eq!((s, v["matches"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{v}");
+    }
+    let batch = json!({ "hashes": [h1.to_hex(), h2.to_hex(), random_pdq().to_hex()] });
+    let (s, _) = app.call(Method::POST, "/v1/lookup", Some(&app.admin), Some(batch)).await;
+    assert_eq!(s, StatusCode::OK);
+    app.call(Method::GET, &format!("/v1/lookup?hash={}", random_pdq().to_hex()), Some(&app.lookup), None)
+        .await;
+
+    // Written to the store in the background within a second, without anyone asking.
+    let today = consentry_store::day_of(consentry_store::Timestamp::now());
+    let q = consentry_store::StatsQuery {
+        group: consentry_store::StatsGroup::Entry,
+        bank_id: None,
+        entry_id: None,
+        source: None,
+        since_day: today - 1,
+        until_day: today + 1,
+        limit: 10,
+    };
+    let store = app.state.store().clone();
+    let written = within(Duration::from_secs(3), || {
+        let (store, q) = (store.clone(), q.clone());
+        async move { store.match_stats(&q).await.unwrap().iter().map(|r| r.matches).sum::<i64>() == 4 }
+    })
+    .await;
+    assert!(written.is_some(), "the counts reach the store by themselves");
+
+    let stats = |query: &str| {
+        let uri = format!("/v1/stats/matches{query}");
+        let app = &app;
+        async move {
+            let (s, v) = app.call(Method::GET, &uri, Some(&app.curate), None).await;
+            assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+            v
+        }
+    };
+    let v = stats("?by=entry").await;
+    assert_eq!(v["by"], "entry");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(
+        (
+            rows[0]["entry_id"].as_i64(),
+            rows[0]["bank"].as_str(),
+            rows[0]["matches"].as_i64(),
+            rows[0]["sources"].as_i64()
+        ),
+        (Some(e1), Some("known"), Some(3), Some(2))
+    );
+    assert_eq!((rows[1]["entry_id"].as_i64(), rows[1]["matches"].as_i64()), (Some(e2), Some(1)));
+    assert!(rows[0]["first_at"].as_i64().unwrap() <= rows[0]["last_at"].as_i64().unwrap());
+
+    let by = |v: &Value, key: &str| -> Vec<(String, i64)> {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[key].as_str().unwrap_or("?").to_owned(), r["matches"].as_i64().unwrap()))
+            .collect()
+    };
+    // The default grouping is by bank.
+    assert_eq!(by(&stats("").await, "bank"), vec![("known".into(), 3), ("other".into(), 1)]);
+    assert_eq!(by(&stats("?by=source").await, "source"), vec![("admin".into(), 2), ("lookup".into(), 2)]);
+    assert_eq!(by(&stats("?by=signal").await, "signal"), vec![("pdq".into(), 4)]);
+    let days = stats("?by=day").await;
+    assert_eq!(days["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(days["rows"][0]["day"], days["until"], "today, UTC");
+    assert_eq!(
+        by(&stats("?by=source&bank=known").await, "source"),
+        vec![("lookup".into(), 2), ("admin".into(), 1)]
+    );
+    assert_eq!(by(&stats(&format!("?by=source&entry={e2}")).await, "source"), vec![("admin".into(), 1)]);
+    assert_eq!(by(&stats("?by=entry&source=admin&limit=1").await, "bank").len(), 1);
+    assert!(stats("?since=2099-01-01&until=2099-12-31").await["rows"].as_array().unwrap().is_empty());
+
+    // Prometheus: matches by bank and signal since start.
+    let text = metrics_text(&app).await;
+    assert!(text.contains("consentry_matches_total{bank=\"known\",signal=\"pdq\"} 3"), "{text}");
+    assert!(text.contains("consentry_matches_total{bank=\"other\",signal=\"pdq\"} 1"), "{text}");
+
+    // A lookup answered just before a stats request is in it (the request writes what is pending).
+    app.call(Method::GET, &format!("/v1/lookup?hash={}", h2.to_hex()), Some(&app.lookup), None).await;
+    assert_eq!(by(&stats("?by=bank").await, "bank"), vec![("known".into(), 3), ("other".into(), 2)]);
+
+    // The counts outlive a removed entry.
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/entries/{e2}"), Some(&app.curate), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(stats("?by=entry").await["rows"].as_array().unwrap().len(), 2);
+
+    // Bad requests, and who may ask.
+    for bad in [
+        "?by=everything",
+        "?since=2026-02-30",
+        "?until=yesterday",
+        "?since=2026-12-02&until=2026-12-01",
+        "?limit=0",
+        "?limit=10001",
+        "?colour=red",
+    ] {
+        let (s, v) = app.call(Method::GET, &format!("/v1/stats/matches{bad}"), Some(&app.curate), None).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST), "{bad}: {v}");
+    }
+    let (s, _) = app.call(Method::GET, "/v1/stats/matches?bank=nobank", Some(&app.curate), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app.call(Method::GET, "/v1/stats/matches", Some(&app.lookup), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app.call(Method::GET, "/v1/stats/matches", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

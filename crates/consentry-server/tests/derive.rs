@@ -191,6 +191,22 @@ async fn run(db: TestDb) {
     // An unrelated benign image matches nothing.
     assert!(lookup(&app, &unrelated).await.is_empty());
 
+    // The match counts so far, by signal and by entry: the derivative, the photo, the undressed
+    // copy, the mirrored derivative and the client's features matched the derive entry; the
+    // photo also the PDQ entry.
+    let (s, v) = app.call(Method::GET, "/v1/stats/matches?by=signal", Some(&app.curate), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rows: Vec<(&str, i64)> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["signal"].as_str().unwrap(), r["matches"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(rows, vec![("derive", 5), ("pdq", 1)], "{v}");
+    let (_, v) = app.call(Method::GET, "/v1/stats/matches?by=entry", Some(&app.curate), None).await;
+    assert_eq!(v["rows"][0]["entry_id"].as_i64(), Some(derive_id), "{v}");
+    assert_eq!(v["rows"][0]["bank"], "protected", "{v}");
+
     // Bad signatures are refused with a clear message.
     let (s, v) = app
         .call(

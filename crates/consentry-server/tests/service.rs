@@ -198,6 +198,8 @@ async fn slow_clients_are_cut_off_and_graceful_shutdown_finishes_requests() {
     let cfg = ServerConfig {
         header_read_timeout: Duration::from_millis(300),
         body_idle_timeout: Duration::from_millis(300),
+        // only the shutdown writes the match counts
+        match_count_interval: Duration::from_secs(3600),
         ..test_config()
     };
     let (_db, app, addr, stop, task) = socket_server(cfg).await;
@@ -225,7 +227,9 @@ async fn slow_clients_are_cut_off_and_graceful_shutdown_finishes_requests() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout") && text.contains("through line 1"), "{text}");
 
-    // Graceful shutdown: a request in flight completes.
+    // Graceful shutdown: a request in flight completes (a lookup that matches the imported hash),
+    // and its match is counted in the store before `serve` returns.
+    assert!(within(Duration::from_secs(2), || async { app.state.index().len() == 1 }).await.is_some());
     let c = reqwest::Client::new();
     let url = format!("http://{addr}/v1/lookup?hash={}", h.to_hex());
     let pending = tokio::spawn({
@@ -237,6 +241,21 @@ async fn slow_clients_are_cut_off_and_graceful_shutdown_finishes_requests() {
     assert_eq!(pending.await.unwrap().unwrap(), 200);
     tokio::time::timeout(Duration::from_secs(10), task).await.expect("serve returns after shutdown").unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "no longer listening");
+    let today = consentry_store::day_of(consentry_store::Timestamp::now());
+    let q = consentry_store::StatsQuery {
+        group: consentry_store::StatsGroup::Source,
+        bank_id: None,
+        entry_id: None,
+        source: None,
+        since_day: today - 1,
+        until_day: today,
+        limit: 10,
+    };
+    let rows = app.state.store().match_stats(&q).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| (r.key.clone(), r.matches)).collect::<Vec<_>>(),
+        vec![(consentry_store::StatsKey::Source("lookup".into()), 1)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

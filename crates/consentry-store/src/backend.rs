@@ -56,10 +56,12 @@ pub(crate) enum PinStart {
 pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, "feed_pruning", include_str!("../migrations/sqlite/0002_feed_pruning.sql")),
+    (3, "match_counts", include_str!("../migrations/sqlite/0003_match_counts.sql")),
 ];
 pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/postgres/0001_initial.sql")),
     (2, "feed_pruning", include_str!("../migrations/postgres/0002_feed_pruning.sql")),
+    (3, "match_counts", include_str!("../migrations/postgres/0003_match_counts.sql")),
 ];
 
 pub(crate) mod sqlite {

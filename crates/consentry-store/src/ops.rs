@@ -1348,3 +1348,93 @@ pub(crate) async fn mark_webhook_failed(
     .rows_affected();
     Ok(n == 1)
 }
+
+// -------------------------------------------------------------------------------------------------
+// Match counts
+
+/// Adds `t` to its (entry, day, source) row; the entry's bank and signal are read from `entries`.
+/// Returns false (and counts nothing) when the entry no longer exists.
+pub(crate) async fn record_match(c: &mut Conn, t: &MatchTally) -> Result<bool> {
+    let n = sqlx::query::<Db>(
+        "INSERT INTO match_counts (entry_id, bank_id, signal_type, day, source, matches, first_at, last_at)
+         SELECT id, bank_id, signal_type, $2, $3, $4, $5, $6 FROM entries WHERE id = $1
+         ON CONFLICT (entry_id, day, source) DO UPDATE SET
+             matches = match_counts.matches + excluded.matches,
+             first_at = CASE WHEN excluded.first_at < match_counts.first_at
+                             THEN excluded.first_at ELSE match_counts.first_at END,
+             last_at = CASE WHEN excluded.last_at > match_counts.last_at
+                            THEN excluded.last_at ELSE match_counts.last_at END",
+    )
+    .bind(t.entry_id)
+    .bind(t.day)
+    .bind(&t.source)
+    .bind(t.matches)
+    .bind(t.first_at.0)
+    .bind(t.last_at.0)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// The sums of `q` (see `Store::match_stats`).
+pub(crate) async fn match_stats(c: &mut Conn, q: &StatsQuery) -> Result<Vec<StatsRow>> {
+    let (key, order) = match q.group {
+        StatsGroup::Bank => ("bank_id", "matches DESC, bank_id"),
+        StatsGroup::Entry => ("entry_id, bank_id", "matches DESC, entry_id"),
+        StatsGroup::Source => ("source", "matches DESC, source"),
+        StatsGroup::Day => ("day", "day"),
+        StatsGroup::Signal => ("signal_type", "matches DESC, signal_type"),
+    };
+    // Optional filters as `$n IS NULL OR ...` would leave PostgreSQL guessing the parameter's
+    // type; the clauses are added only when set, numbered in bind order.
+    let mut filters = String::from("day >= $1 AND day <= $2");
+    let mut n = 2;
+    for (set, col) in [(q.bank_id.is_some(), "bank_id"), (q.entry_id.is_some(), "entry_id"), (q.source.is_some(), "source")] {
+        if set {
+            n += 1;
+            filters.push_str(&format!(" AND {col} = ${n}"));
+        }
+    }
+    let sql = format!(
+        "SELECT {key}, CAST(SUM(matches) AS BIGINT) AS matches, COUNT(DISTINCT entry_id) AS entries,
+                COUNT(DISTINCT source) AS sources, COUNT(DISTINCT day) AS days,
+                MIN(first_at) AS first_at, MAX(last_at) AS last_at
+         FROM match_counts WHERE {filters}
+         GROUP BY {key} ORDER BY {order} LIMIT ${}",
+        n + 1
+    );
+    let mut query = sqlx::query::<Db>(&sql).bind(q.since_day).bind(q.until_day);
+    if let Some(b) = q.bank_id {
+        query = query.bind(b);
+    }
+    if let Some(e) = q.entry_id {
+        query = query.bind(e);
+    }
+    if let Some(s) = &q.source {
+        query = query.bind(s);
+    }
+    let rows = query.bind(i64::from(q.limit)).fetch_all(&mut *c).await?;
+    rows.iter()
+        .map(|r| {
+            let key = match q.group {
+                StatsGroup::Bank => StatsKey::Bank(r.try_get("bank_id")?),
+                StatsGroup::Entry => StatsKey::Entry { id: r.try_get("entry_id")?, bank_id: r.try_get("bank_id")? },
+                StatsGroup::Source => StatsKey::Source(r.try_get("source")?),
+                StatsGroup::Day => StatsKey::Day(r.try_get("day")?),
+                StatsGroup::Signal => {
+                    StatsKey::Signal(r.try_get::<String, _>("signal_type")?.parse().map_err(internal)?)
+                }
+            };
+            Ok(StatsRow {
+                key,
+                matches: r.try_get("matches")?,
+                entries: r.try_get("entries")?,
+                sources: r.try_get("sources")?,
+                days: r.try_get("days")?,
+                first_at: ts(r.try_get("first_at")?),
+                last_at: ts(r.try_get("last_at")?),
+            })
+        })
+        .collect()
+}

@@ -698,6 +698,40 @@ impl Store {
     }
 
     // -----------------------------------------------------------------------------------------
+    // Match counts
+
+    /// Adds match counts (one transaction; rows in key order, so that concurrent writers on
+    /// PostgreSQL never wait on each other in a cycle). A tally whose entry no longer exists is
+    /// dropped; the number of tallies counted is returned. Sources longer than 200 characters are
+    /// cut there.
+    pub async fn record_matches(&self, tallies: &[MatchTally]) -> Result<usize> {
+        let mut sorted: Vec<MatchTally> = tallies
+            .iter()
+            .filter(|t| t.matches > 0)
+            .map(|t| MatchTally { source: t.source.chars().take(200).collect(), ..t.clone() })
+            .collect();
+        if sorted.is_empty() {
+            return Ok(0);
+        }
+        sorted.sort_by(|a, b| (a.entry_id, a.day, &a.source).cmp(&(b.entry_id, b.day, &b.source)));
+        write_tx!(self, |c, ops| {
+            let mut counted = 0;
+            for t in &sorted {
+                counted += usize::from(ops::record_match(c, t).await?);
+            }
+            Ok(counted)
+        })
+    }
+
+    /// Match counts summed by bank, entry, source, day or signal over a range of days.
+    pub async fn match_stats(&self, q: &StatsQuery) -> Result<Vec<StatsRow>> {
+        if q.since_day > q.until_day {
+            return Err(StoreError::InvalidInput("the first day is after the last".into()));
+        }
+        read_conn!(self, |c, ops| ops::match_stats(c, q).await)
+    }
+
+    // -----------------------------------------------------------------------------------------
     // Webhook outbox
 
     /// Persists webhook events for delivery; returns their ids.

@@ -617,6 +617,128 @@ pub struct Webhook {
     pub last_error: Option<String>,
 }
 
+/// The UTC day of `t`, as days since 1970-01-01: the unit match counts are kept in.
+pub fn day_of(t: Timestamp) -> i64 {
+    t.0.div_euclid(86_400_000)
+}
+
+/// Matches of one entry by one source on one day, added to the stored counts by
+/// [`Store::record_matches`](crate::Store::record_matches).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchTally {
+    /// The entry that matched.
+    pub entry_id: i64,
+    /// Who looked it up: an API key's name, `telegram:<chat id>`, ... (at most 200 characters).
+    pub source: String,
+    /// [`day_of`] the matches.
+    pub day: i64,
+    /// How many lookups matched it.
+    pub matches: i64,
+    /// The first of them.
+    pub first_at: Timestamp,
+    /// The last of them.
+    pub last_at: Timestamp,
+}
+
+/// What [`Store::match_stats`](crate::Store::match_stats) sums the counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatsGroup {
+    /// One row per bank.
+    Bank,
+    /// One row per entry.
+    Entry,
+    /// One row per source.
+    Source,
+    /// One row per UTC day, oldest first.
+    Day,
+    /// One row per signal type.
+    Signal,
+}
+
+impl StatsGroup {
+    /// Every grouping, in the order of their names.
+    pub const ALL: [StatsGroup; 5] =
+        [StatsGroup::Bank, StatsGroup::Day, StatsGroup::Entry, StatsGroup::Signal, StatsGroup::Source];
+
+    /// The name (`bank`, `entry`, `source`, `day`, `signal`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsGroup::Bank => "bank",
+            StatsGroup::Entry => "entry",
+            StatsGroup::Source => "source",
+            StatsGroup::Day => "day",
+            StatsGroup::Signal => "signal",
+        }
+    }
+}
+
+impl FromStr for StatsGroup {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        StatsGroup::ALL.into_iter().find(|g| g.as_str() == s).ok_or_else(|| {
+            StoreError::InvalidInput(format!("unknown grouping `{s}` (bank, day, entry, signal or source)"))
+        })
+    }
+}
+
+/// Which match counts [`Store::match_stats`](crate::Store::match_stats) sums, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsQuery {
+    /// One row per what.
+    pub group: StatsGroup,
+    /// Only this bank's entries.
+    pub bank_id: Option<i64>,
+    /// Only this entry.
+    pub entry_id: Option<i64>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// First day counted ([`day_of`]), inclusive.
+    pub since_day: i64,
+    /// Last day counted, inclusive.
+    pub until_day: i64,
+    /// At most this many rows (the most matches first; days oldest first).
+    pub limit: u32,
+}
+
+/// What a row of [`StatsRow`] is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatsKey {
+    /// A bank (by id: the bank may have been renamed or deleted since).
+    Bank(i64),
+    /// An entry, with its bank.
+    Entry {
+        /// The entry.
+        id: i64,
+        /// Its bank.
+        bank_id: i64,
+    },
+    /// A source.
+    Source(String),
+    /// A UTC day ([`day_of`]).
+    Day(i64),
+    /// A signal type.
+    Signal(SignalType),
+}
+
+/// Summed match counts of one bank, entry, source, day or signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsRow {
+    /// What the row is about.
+    pub key: StatsKey,
+    /// Lookups that matched.
+    pub matches: i64,
+    /// Distinct entries matched.
+    pub entries: i64,
+    /// Distinct sources that matched them.
+    pub sources: i64,
+    /// Distinct days with a match.
+    pub days: i64,
+    /// The first match.
+    pub first_at: Timestamp,
+    /// The last match.
+    pub last_at: Timestamp,
+}
+
 pub(crate) fn scopes_to_text(scopes: &BTreeSet<Scope>) -> String {
     scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }

@@ -37,6 +37,7 @@ backend_tests!(
     large_bulk_adds_map_every_line_to_its_entry,
     active_set_pages_equal_the_whole_active_set,
     details_generation_moves_on_changes_to_existing_rows,
+    match_counts_add_up_by_bank_entry_source_day_and_signal,
 );
 
 fn admin() -> Actor {
@@ -85,14 +86,14 @@ async fn active_map(store: &Store) -> (i64, BTreeMap<i64, SignalValue>) {
 }
 
 async fn migrations_are_applied_once(db: TestDb) {
-    assert_eq!(db.store.schema_version().await.unwrap(), 2);
+    assert_eq!(db.store.schema_version().await.unwrap(), 3);
     // Opening again (another process) finds the schema in place and changes nothing.
     let b = bank(&db.store, "one", BankPurpose::Other).await;
     let again = db.open_another().await;
-    assert_eq!(again.schema_version().await.unwrap(), 2);
+    assert_eq!(again.schema_version().await.unwrap(), 3);
     assert_eq!(again.get_bank(b.id).await.unwrap(), b);
     let versions = db.raw_texts("SELECT name FROM schema_migrations ORDER BY version").await.unwrap();
-    assert_eq!(versions, vec!["initial".to_string(), "feed_pruning".to_string()]);
+    assert_eq!(versions, vec!["initial".to_string(), "feed_pruning".to_string(), "match_counts".to_string()]);
     // A database written by a newer build is refused, with a clear message.
     db.raw_exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)")
         .await
@@ -143,7 +144,7 @@ async fn upgrades_a_version_1_database(db: TestDb) {
     };
     let _guard = common::SchemaGuard(fresh.2.clone());
     let store = Store::open(fresh.0.clone(), StoreOptions::default()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let b = store.get_bank_by_name("legacy").await.unwrap();
     assert_eq!(b.purpose, BankPurpose::KnownAbuse);
     assert_eq!(store.current_seq().await.unwrap(), 0);
@@ -1451,4 +1452,120 @@ async fn details_generation_moves_on_changes_to_existing_rows(db: TestDb) {
     // A failed write moves it too (harmless; a cache just reads again).
     assert!(s.disable_entry(&admin(), e.id).await.is_err());
     moved("a failed disable_entry");
+}
+
+async fn match_counts_add_up_by_bank_entry_source_day_and_signal(db: TestDb) {
+    let s = &db.store;
+    let known = bank(s, "known", BankPurpose::KnownAbuse).await;
+    let cases = bank(s, "cases", BankPurpose::SurvivorProtected).await;
+    let a = s.add_entry(&admin(), pdq_entry(known.id, random_pdq())).await.unwrap();
+    let b = s.add_entry(&admin(), pdq_entry(known.id, random_pdq())).await.unwrap();
+    let d = s.add_entry(&admin(), derive_entry(cases.id, &derive_sig(20))).await.unwrap();
+    let gone = s.add_entry(&admin(), pdq_entry(cases.id, random_pdq())).await.unwrap();
+    s.remove_entry(&admin(), gone.id).await.unwrap();
+    let day = 20_000; // 2024-10-04
+    let t = |entry_id, source: &str, day: i64, matches, first: i64, last: i64| MatchTally {
+        entry_id,
+        source: source.into(),
+        day,
+        matches,
+        first_at: Timestamp(day * 86_400_000 + first),
+        last_at: Timestamp(day * 86_400_000 + last),
+    };
+    // Two batches; the same (entry, day, source) adds up, keeping the earliest first and the
+    // latest last match; a removed entry's tally is dropped.
+    let first = [
+        t(a.id, "platform-x", day, 2, 500, 900),
+        t(b.id, "telegram:-100", day, 1, 50, 50),
+        t(gone.id, "x", day, 7, 0, 0),
+    ];
+    assert_eq!(s.record_matches(&first).await.unwrap(), 2);
+    let second = [
+        t(a.id, "platform-x", day, 3, 100, 1_000),
+        t(a.id, "telegram:-100", day + 1, 1, 10, 10),
+        t(d.id, "platform-x", day + 2, 4, 0, 5),
+        t(b.id, "platform-x", day, 0, 0, 0),
+    ];
+    assert_eq!(s.record_matches(&second).await.unwrap(), 3);
+    assert_eq!(s.record_matches(&[]).await.unwrap(), 0);
+
+    let q = |group| StatsQuery {
+        group,
+        bank_id: None,
+        entry_id: None,
+        source: None,
+        since_day: day,
+        until_day: day + 2,
+        limit: 100,
+    };
+    let ms = |d: i64, off: i64| Timestamp(d * 86_400_000 + off);
+    let row = |key, matches, entries, sources, days, first_at, last_at| StatsRow {
+        key,
+        matches,
+        entries,
+        sources,
+        days,
+        first_at,
+        last_at,
+    };
+    assert_eq!(
+        s.match_stats(&q(StatsGroup::Entry)).await.unwrap(),
+        vec![
+            row(StatsKey::Entry { id: a.id, bank_id: known.id }, 6, 1, 2, 2, ms(day, 100), ms(day + 1, 10)),
+            row(StatsKey::Entry { id: d.id, bank_id: cases.id }, 4, 1, 1, 1, ms(day + 2, 0), ms(day + 2, 5)),
+            row(StatsKey::Entry { id: b.id, bank_id: known.id }, 1, 1, 1, 1, ms(day, 50), ms(day, 50)),
+        ]
+    );
+    assert_eq!(
+        s.match_stats(&q(StatsGroup::Bank)).await.unwrap(),
+        vec![
+            row(StatsKey::Bank(known.id), 7, 2, 2, 2, ms(day, 50), ms(day + 1, 10)),
+            row(StatsKey::Bank(cases.id), 4, 1, 1, 1, ms(day + 2, 0), ms(day + 2, 5)),
+        ]
+    );
+    assert_eq!(
+        s.match_stats(&q(StatsGroup::Source)).await.unwrap(),
+        vec![
+            row(StatsKey::Source("platform-x".into()), 9, 2, 1, 2, ms(day, 100), ms(day + 2, 5)),
+            row(StatsKey::Source("telegram:-100".into()), 2, 2, 1, 2, ms(day, 50), ms(day + 1, 10)),
+        ]
+    );
+    let days: Vec<(StatsKey, i64)> =
+        s.match_stats(&q(StatsGroup::Day)).await.unwrap().into_iter().map(|r| (r.key, r.matches)).collect();
+    assert_eq!(days, vec![(StatsKey::Day(day), 6), (StatsKey::Day(day + 1), 1), (StatsKey::Day(day + 2), 4)]);
+    let signals: Vec<(StatsKey, i64)> = s
+        .match_stats(&q(StatsGroup::Signal))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.matches))
+        .collect();
+    assert_eq!(
+        signals,
+        vec![(StatsKey::Signal(SignalType::Pdq), 7), (StatsKey::Signal(SignalType::Derive), 4)]
+    );
+
+    // Filters and limits.
+    let only_known_day1 = StatsQuery { bank_id: Some(known.id), until_day: day, ..q(StatsGroup::Source) };
+    let r = s.match_stats(&only_known_day1).await.unwrap();
+    assert_eq!(r.iter().map(|r| r.matches).collect::<Vec<_>>(), vec![5, 1]);
+    let one_entry = StatsQuery { entry_id: Some(a.id), ..q(StatsGroup::Day) };
+    assert_eq!(s.match_stats(&one_entry).await.unwrap().len(), 2);
+    let one_source = StatsQuery { source: Some("telegram:-100".into()), ..q(StatsGroup::Entry) };
+    assert_eq!(s.match_stats(&one_source).await.unwrap().len(), 2);
+    let top = StatsQuery { limit: 1, ..q(StatsGroup::Entry) };
+    assert_eq!(s.match_stats(&top).await.unwrap()[0].key, StatsKey::Entry { id: a.id, bank_id: known.id });
+    let later = StatsQuery { since_day: day + 3, until_day: day + 9, ..q(StatsGroup::Bank) };
+    assert!(s.match_stats(&later).await.unwrap().is_empty());
+    let backwards = StatsQuery { since_day: day + 1, until_day: day, ..q(StatsGroup::Bank) };
+    assert!(matches!(s.match_stats(&backwards).await, Err(StoreError::InvalidInput(_))));
+    assert_eq!("entry".parse::<StatsGroup>().unwrap(), StatsGroup::Entry);
+    assert!("everything".parse::<StatsGroup>().is_err());
+    assert_eq!(day_of(Timestamp(day * 86_400_000 + 86_399_999)), day);
+    assert_eq!(day_of(Timestamp(-1)), -1);
+
+    // The counts outlive their entry, and another process sees them.
+    s.remove_entry(&admin(), d.id).await.unwrap();
+    let again = db.open_another().await;
+    assert_eq!(again.match_stats(&q(StatsGroup::Entry)).await.unwrap().len(), 3);
 }

@@ -399,6 +399,9 @@ impl Ctx {
                 best = self.matcher.lookup_derive(q).await?;
             }
         }
+        if let Some(id) = best.as_ref().and_then(|h| h.entry_id) {
+            self.matcher.count_match(chat, id);
+        }
         Ok(best)
     }
 

@@ -362,6 +362,15 @@ impl Matcher {
         Ok(out)
     }
 
+    /// Counts a match of entry `id` in chat `chat` in the server's match counts
+    /// (`GET /v1/stats/matches`, source `telegram:<chat id>`). Embedded mode only: a remote
+    /// server counts the bot's lookups itself, under the name of the bot's API key.
+    pub fn count_match(&self, chat: i64, id: i64) {
+        if let Matcher::Embedded(state) = self {
+            state.count_matches(&format!("telegram:{chat}"), [id]);
+        }
+    }
+
     /// Entries in the in-memory index (embedded mode).
     pub fn index_size(&self) -> Option<usize> {
         match self {

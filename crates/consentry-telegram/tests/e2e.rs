@@ -317,6 +317,24 @@ async fn protected_photos_are_deleted_reported_and_repeat_posters_escalated() {
         f.calls_to("download").iter().filter(|p| p["path"].as_str().unwrap().contains("bridge-1")).count(),
         1
     );
+    // The server's match counts have the four matches under this chat.
+    env.app.flush_match_counts().await.unwrap();
+    let today = consentry_store::day_of(consentry_store::Timestamp::now());
+    let q = consentry_store::StatsQuery {
+        group: consentry_store::StatsGroup::Source,
+        bank_id: None,
+        entry_id: None,
+        source: None,
+        since_day: today - 1,
+        until_day: today,
+        limit: 10,
+    };
+    let rows = env.app.store().match_stats(&q).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].key.clone(), rows[0].matches),
+        (consentry_store::StatsKey::Source(format!("telegram:{GROUP}")), 4)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,6 +266,11 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
                 .with_context(|| format!("cannot open the state file {}", state_path.display()))?,
         );
         tracing::info!(state = %state_path.display(), offset = state.with(|p| p.offset), "state loaded");
+        // Embedded: the match counts of the last second are written at exit.
+        let embedded = match &matcher {
+            Matcher::Embedded(s) => Some(s.clone()),
+            Matcher::Remote(_) => None,
+        };
         match webhook {
             None => {
                 consentry_telegram::run(api, matcher, state, config, consentry_server::shutdown_signal())
@@ -285,6 +290,11 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
                     consentry_server::shutdown_signal(),
                 )
                 .await?
+            }
+        }
+        if let Some(app) = embedded {
+            if let Err(e) = app.flush_match_counts().await {
+                tracing::warn!(error = %e, "match counts of the last second not written");
             }
         }
         if let Some(s) = store_to_close {

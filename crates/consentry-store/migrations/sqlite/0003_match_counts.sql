@@ -1,0 +1,16 @@
+-- How often each entry matched, per UTC day and per source (the API key or bot chat that looked
+-- it up). No image, hash or query is kept: entry ids, names and counts only. The entry is not a
+-- foreign key: the counts outlive a removed entry (what was caught stays measurable).
+CREATE TABLE match_counts (
+    entry_id    INTEGER NOT NULL,
+    bank_id     INTEGER NOT NULL,
+    signal_type TEXT    NOT NULL,
+    day         INTEGER NOT NULL,
+    source      TEXT    NOT NULL,
+    matches     INTEGER NOT NULL,
+    first_at    INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    PRIMARY KEY (entry_id, day, source)
+);
+CREATE INDEX match_counts_day ON match_counts (day);
+CREATE INDEX match_counts_bank ON match_counts (bank_id, day);
