@@ -8,17 +8,9 @@
 //! toolchain, and the hostile-input tests, which use small generated files.
 //!
 //! `[SEED=N] [ONLY=NAME] [OUT=DIR] cargo run --release -p consentry-eval --example hostile_corpus -- CORPUS [N]`
+use consentry_eval::rng::Rng;
 use std::time::Instant;
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+
 /// Reads the N of the command line (copies per file, default 20).
 fn main() {
     let dir = std::env::args().nth(1).unwrap();
@@ -31,7 +23,7 @@ fn main() {
         .collect();
     files.sort();
     std::panic::set_hook(Box::new(|_| {}));
-    let mut rng = Rng(std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(12345));
+    let mut rng = Rng::new(std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(12345));
     let only = std::env::var("ONLY").ok();
     let out_dir = std::env::var_os("OUT").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     let (mut ok, mut err, mut panics, mut slow) = (0, 0, 0, 0.0f64);
@@ -48,26 +40,26 @@ fn main() {
             let mut b = bytes.clone();
             match i % 4 {
                 0 => {
-                    for _ in 0..1 + rng.next() % 16 {
-                        let p = (rng.next() as usize) % b.len();
-                        b[p] = rng.next() as u8;
+                    for _ in 0..1 + rng.next_u64() % 16 {
+                        let p = (rng.next_u64() as usize) % b.len();
+                        b[p] = rng.next_u64() as u8;
                     }
                 }
                 1 => {
-                    let p = 16 + (rng.next() as usize) % (b.len() - 16);
+                    let p = 16 + (rng.next_u64() as usize) % (b.len() - 16);
                     b.truncate(p);
                 }
                 2 => {
-                    let p = (rng.next() as usize) % b.len();
-                    let l = (rng.next() as usize % 256).min(b.len() - p);
+                    let p = (rng.next_u64() as usize) % b.len();
+                    let l = (rng.next_u64() as usize % 256).min(b.len() - p);
                     let s: Vec<u8> = b[p..p + l].to_vec();
-                    let q = (rng.next() as usize) % b.len();
+                    let q = (rng.next_u64() as usize) % b.len();
                     b.splice(q..q, s);
                 }
                 _ => {
-                    for _ in 0..1 + rng.next() % 4 {
-                        let p = (rng.next() as usize) % 2048.min(b.len());
-                        b[p] ^= 1 << (rng.next() % 8);
+                    for _ in 0..1 + rng.next_u64() % 4 {
+                        let p = (rng.next_u64() as usize) % 2048.min(b.len());
+                        b[p] ^= 1 << (rng.next_u64() % 8);
                     }
                 }
             }

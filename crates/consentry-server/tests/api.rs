@@ -642,15 +642,7 @@ async fn match_counts_by_bank_entry_source_day_and_signal() {
 
     // Written to the store in the background within a second, without anyone asking.
     let today = consentry_store::day_of(consentry_store::Timestamp::now());
-    let q = consentry_store::StatsQuery {
-        group: consentry_store::StatsGroup::Entry,
-        bank_id: None,
-        entry_id: None,
-        source: None,
-        since_day: today - 1,
-        until_day: today + 1,
-        limit: 10,
-    };
+    let q = consentry_store::StatsQuery::over(consentry_store::StatsGroup::Entry, today - 1, today + 1);
     let store = app.state.store().clone();
     let written = within(Duration::from_secs(3), || {
         let (store, q) = (store.clone(), q.clone());

@@ -242,15 +242,7 @@ async fn slow_clients_are_cut_off_and_graceful_shutdown_finishes_requests() {
     tokio::time::timeout(Duration::from_secs(10), task).await.expect("serve returns after shutdown").unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "no longer listening");
     let today = consentry_store::day_of(consentry_store::Timestamp::now());
-    let q = consentry_store::StatsQuery {
-        group: consentry_store::StatsGroup::Source,
-        bank_id: None,
-        entry_id: None,
-        source: None,
-        since_day: today - 1,
-        until_day: today,
-        limit: 10,
-    };
+    let q = consentry_store::StatsQuery::over(consentry_store::StatsGroup::Source, today - 1, today);
     let rows = app.state.store().match_stats(&q).await.unwrap();
     assert_eq!(
         rows.iter().map(|r| (r.key.clone(), r.matches)).collect::<Vec<_>>(),

@@ -700,6 +700,14 @@ pub struct StatsQuery {
     pub limit: u32,
 }
 
+impl StatsQuery {
+    /// Every count from day `since_day` to `until_day` (inclusive), summed by `group`, no filter,
+    /// at most 100 rows.
+    pub fn over(group: StatsGroup, since_day: i64, until_day: i64) -> StatsQuery {
+        StatsQuery { group, bank_id: None, entry_id: None, source: None, since_day, until_day, limit: 100 }
+    }
+}
+
 /// What a row of [`StatsRow`] is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StatsKey {

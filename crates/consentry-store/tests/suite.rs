@@ -1489,15 +1489,7 @@ async fn match_counts_add_up_by_bank_entry_source_day_and_signal(db: TestDb) {
     assert_eq!(s.record_matches(&second).await.unwrap(), 3);
     assert_eq!(s.record_matches(&[]).await.unwrap(), 0);
 
-    let q = |group| StatsQuery {
-        group,
-        bank_id: None,
-        entry_id: None,
-        source: None,
-        since_day: day,
-        until_day: day + 2,
-        limit: 100,
-    };
+    let q = |group| StatsQuery::over(group, day, day + 2);
     let ms = |d: i64, off: i64| Timestamp(d * 86_400_000 + off);
     let row = |key, matches, entries, sources, days, first_at, last_at| StatsRow {
         key,

@@ -320,15 +320,7 @@ async fn protected_photos_are_deleted_reported_and_repeat_posters_escalated() {
     // The server's match counts have the four matches under this chat.
     env.app.flush_match_counts().await.unwrap();
     let today = consentry_store::day_of(consentry_store::Timestamp::now());
-    let q = consentry_store::StatsQuery {
-        group: consentry_store::StatsGroup::Source,
-        bank_id: None,
-        entry_id: None,
-        source: None,
-        since_day: today - 1,
-        until_day: today,
-        limit: 10,
-    };
+    let q = consentry_store::StatsQuery::over(consentry_store::StatsGroup::Source, today - 1, today);
     let rows = env.app.store().match_stats(&q).await.unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(
