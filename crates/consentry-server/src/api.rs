@@ -410,10 +410,11 @@ async fn hash_image(
 
 /// Looks up each query (one hash, or the 8 dihedral hashes of one image searched together) and
 /// describes the matches. Entries found disabled (or whose bank is disabled) when their details
-/// are read are dropped, so a disable is effective here even before the index catches up.
+/// are read are dropped, so a disable is effective here even before the index catches up. The
+/// matches are counted for `source` (the API key's name) in the match counts.
 async fn lookup_many(
     state: &AppState,
-    auth: &Auth,
+    source: &str,
     queries: Vec<Vec<Hash256>>,
     radius: u32,
 ) -> ApiResult<Vec<(Vec<Value>, bool)>> {
@@ -424,7 +425,7 @@ async fn lookup_many(
     state.inner.metrics.observe_lookup(started.elapsed(), total);
     if total > 0 {
         for (m, _) in &out {
-            state.inner.tally.add_reply(&auth.0.name, m);
+            state.inner.tally.add_reply(source, m);
         }
         // Persisted before the lookup is answered: a crash after the answer loses no event.
         crate::webhooks::enqueue_matches(state, &firsts, &out).await?;
@@ -594,7 +595,7 @@ async fn lookup_get(
         return Err(ApiError::invalid_hash("the `hash` query parameter is empty"));
     }
     let radius = check_radius(&state, p.radius)?;
-    let mut res = lookup_many(&state, &auth, vec![hashes.clone()], radius).await?;
+    let mut res = lookup_many(&state, &auth.0.name, vec![hashes.clone()], radius).await?;
     let (matches, truncated) = res.pop().unwrap_or_default();
     tracing::info!(hash = %hashes[0].to_hex(), radius, matches = matches.len(), "lookup");
     let mut q = json!({ "hash": hashes[0].to_hex(), "radius": radius, "dihedral": p.dihedral });
@@ -713,7 +714,7 @@ async fn lookup_post(
         return Err(not_a_hash(&format!("hashes[{i}]"), &e));
     }
     let hashes = list.hashes;
-    let res = lookup_many(&state, &auth, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
+    let res = lookup_many(&state, &auth.0.name, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
     let n_matched = res.iter().filter(|(m, _)| !m.is_empty()).count();
     tracing::info!(hashes = hashes.len(), matched = n_matched, radius, "batch lookup");
     let results = hashes
@@ -755,7 +756,8 @@ async fn lookup_image(
         matches.extend(d);
         truncated |= t;
     }
-    let (matches, truncated) = finish_lookup(&state, &auth, started, h.pdq, matches, truncated).await?;
+    let (matches, truncated) =
+        finish_lookup(&state, &auth.0.name, started, h.pdq, matches, truncated).await?;
     tracing::info!(
         pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(),
         derive_matches = matches.len() - n_pdq, "image lookup"
@@ -776,11 +778,11 @@ async fn lookup_image(
     Ok(Json(json!({ "query": q, "matches": matches, "truncated": truncated })))
 }
 
-/// The end of a one-image lookup: its latency and match count go to the metrics, and a match
-/// queues a webhook event naming the image's PDQ hash.
+/// The end of a one-image lookup: its latency and match count go to the metrics, its matches to
+/// the match counts under `source`, and a match queues a webhook event naming the image's PDQ hash.
 async fn finish_lookup(
     state: &AppState,
-    auth: &Auth,
+    source: &str,
     started: Instant,
     pdq: Hash256,
     matches: Vec<Value>,
@@ -789,7 +791,7 @@ async fn finish_lookup(
     state.inner.metrics.observe_lookup(started.elapsed(), matches.len());
     let out = vec![(matches, truncated)];
     if !out[0].0.is_empty() {
-        state.inner.tally.add_reply(&auth.0.name, &out[0].0);
+        state.inner.tally.add_reply(source, &out[0].0);
         crate::webhooks::enqueue_matches(state, &[pdq], &out).await?;
     }
     Ok(out.into_iter().next().unwrap_or_default())
@@ -820,7 +822,7 @@ async fn lookup_features(
     let derive_entries = state.inner.derive.len();
     let (matches, truncated) =
         if derive_entries == 0 { (Vec::new(), false) } else { lookup_derive(&state, q).await? };
-    let (matches, truncated) = finish_lookup(&state, &auth, started, pdq, matches, truncated).await?;
+    let (matches, truncated) = finish_lookup(&state, &auth.0.name, started, pdq, matches, truncated).await?;
     tracing::info!(pdq = %pdq.to_hex(), keypoints, matches = matches.len(), "features lookup");
     Ok(Json(json!({
         "query": { "hash": pdq.to_hex(), "keypoints": keypoints },
@@ -1384,7 +1386,7 @@ async fn match_stats(
         group,
         bank_id,
         entry_id: p.entry,
-        source: p.source.clone(),
+        source: p.source,
         since_day: since,
         until_day: until,
         limit,

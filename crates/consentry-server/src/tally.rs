@@ -22,7 +22,7 @@ pub(crate) struct Tally {
     /// count is added without allocating once the source has been seen.
     pending: Mutex<HashMap<String, Counts>>,
     /// Matches since the process started, by bank name, then signal: the `/metrics` counter.
-    totals: Mutex<HashMap<String, BTreeMap<String, u64>>>,
+    totals: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
 
 /// The map under `key`, inserted if missing (allocating the key only then).
@@ -54,13 +54,7 @@ impl Tally {
         {
             let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
             for &(_, bank, signal) in &ids {
-                let by_signal = slot(&mut totals, bank);
-                match by_signal.get_mut(signal) {
-                    Some(n) => *n += 1,
-                    None => {
-                        by_signal.insert(signal.to_owned(), 1);
-                    }
-                }
+                *slot(slot(&mut totals, bank), signal) += 1;
             }
         }
         self.add(source, ids.into_iter().map(|(id, _, _)| id), now);
