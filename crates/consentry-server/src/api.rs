@@ -16,8 +16,8 @@ use consentry_index::Match;
 use consentry_media::{HashOptions, ImageFormat};
 use consentry_pdq::{Dihedral, Hash256, Hasher};
 use consentry_store::{
-    day_of, Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind, NewBank,
-    NewCase, NewEntry, Scope, SignalType, SignalValue, StatsGroup, StatsKey, StatsQuery, StoreError,
+    day_of, format_day, Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind,
+    NewBank, NewCase, NewEntry, Scope, SignalType, SignalValue, StatsGroup, StatsKey, StatsQuery, StoreError,
     Timestamp,
 };
 use serde::Deserialize;
@@ -1336,11 +1336,6 @@ struct StatsParams {
     limit: Option<u32>,
 }
 
-/// Days shown when `since` is not given.
-const STATS_DEFAULT_DAYS: i64 = 30;
-/// Most rows in one reply.
-const STATS_MAX_ROWS: u32 = 10_000;
-
 /// `GET /v1/stats/matches?by=bank|entry|source|day|signal[&bank=NAME][&entry=ID][&source=S]
 /// [&since=YYYY-MM-DD][&until=YYYY-MM-DD][&limit=N]`: how often entries matched, summed per
 /// bank, entry, source (the API key's name, or `telegram:<chat id>` for the bot), UTC day or
@@ -1353,44 +1348,18 @@ async fn match_stats(
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Curate)?;
     let p = query(params)?;
-    let group: StatsGroup = p.by.as_deref().unwrap_or("bank").parse().map_err(|e: StoreError| match e {
-        StoreError::InvalidInput(m) => ApiError::bad_request(format!("`by`: {m}")),
-        e => ApiError::internal(e),
-    })?;
-    let today = day_of(Timestamp::now());
-    let day = |text: &Option<String>, name: &str, default: i64| -> ApiResult<i64> {
-        match text {
-            None => Ok(default),
-            Some(t) => crate::tally::parse_day(t).ok_or_else(|| {
-                ApiError::bad_request(format!("`{name}` is not a date written YYYY-MM-DD: `{t}`"))
-            }),
-        }
-    };
-    let until = day(&p.until, "until", today)?;
-    let since = day(&p.since, "since", until - (STATS_DEFAULT_DAYS - 1))?;
-    if since > until {
-        return Err(ApiError::bad_request("`since` is after `until`"));
+    let group: StatsGroup = p.by.as_deref().unwrap_or("bank").parse()?;
+    let mut q =
+        StatsQuery::for_days(group, p.since.as_deref(), p.until.as_deref(), day_of(Timestamp::now()))?;
+    q.limit = p.limit.unwrap_or(q.limit);
+    q.entry_id = p.entry;
+    q.source = p.source;
+    if let Some(name) = &p.bank {
+        q.bank_id = Some(bank_by_name(&state, name).await?.id);
     }
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > STATS_MAX_ROWS {
-        return Err(ApiError::bad_request(format!("`limit` must be 1 to {STATS_MAX_ROWS}")));
-    }
-    let bank_id = match &p.bank {
-        Some(name) => Some(bank_by_name(&state, name).await?.id),
-        None => None,
-    };
     if let Err(e) = state.flush_match_counts().await {
         tracing::warn!(error = %e, "match counts not written before a stats request");
     }
-    let q = StatsQuery {
-        group,
-        bank_id,
-        entry_id: p.entry,
-        source: p.source,
-        since_day: since,
-        until_day: until,
-        limit,
-    };
     let rows = state.inner.store.match_stats(&q).await?;
     let names: HashMap<i64, String> =
         state.inner.store.list_banks().await?.into_iter().map(|b| (b.id, b.name)).collect();
@@ -1402,7 +1371,7 @@ async fn match_stats(
                 StatsKey::Bank(id) => json!({ "bank": bank_name(id) }),
                 StatsKey::Entry { id, bank_id } => json!({ "entry_id": id, "bank": bank_name(bank_id) }),
                 StatsKey::Source(s) => json!({ "source": s }),
-                StatsKey::Day(d) => json!({ "day": crate::tally::format_day(d) }),
+                StatsKey::Day(d) => json!({ "day": format_day(d) }),
                 StatsKey::Signal(s) => json!({ "signal": s.as_str() }),
             };
             v["matches"] = json!(r.matches);
@@ -1416,8 +1385,8 @@ async fn match_stats(
         .collect();
     Ok(Json(json!({
         "by": group.as_str(),
-        "since": crate::tally::format_day(since),
-        "until": crate::tally::format_day(until),
+        "since": format_day(q.since_day),
+        "until": format_day(q.until_day),
         "rows": rows,
     })))
 }

@@ -145,82 +145,10 @@ pub(crate) async fn run(inner: Weak<crate::Inner>, store: Store, every: Duration
     }
 }
 
-/// The day number ([`day_of`]) of a `YYYY-MM-DD` date (proleptic Gregorian, UTC).
-pub(crate) fn parse_day(text: &str) -> Option<i64> {
-    let mut parts = text.trim().splitn(3, '-');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if y.len() != 4
-        || m.len() != 2
-        || d.len() != 2
-        || !(y.chars().chain(m.chars()).chain(d.chars())).all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month[(m - 1) as usize] {
-        return None;
-    }
-    // Days from 1970-01-01 of a civil date (H. Hinnant's algorithm, March-based years).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
-
-/// `YYYY-MM-DD` of a day number ([`day_of`]).
-pub(crate) fn format_day(day: i64) -> String {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn dates_and_day_numbers_agree() {
-        assert_eq!(parse_day("1970-01-01"), Some(0));
-        assert_eq!(parse_day("2026-12-06"), Some(20_793));
-        assert_eq!(parse_day("2000-02-29"), Some(11_016));
-        assert_eq!(parse_day("1969-12-31"), Some(-1));
-        for bad in [
-            "2026-02-29",
-            "2026-13-01",
-            "2026-00-10",
-            "2026-1-01",
-            "26-01-01",
-            "2026-01-32",
-            "x",
-            "",
-            "2026-01-01-2",
-            "+026-01-01",
-        ] {
-            assert_eq!(parse_day(bad), None, "{bad}");
-        }
-        // Every day of four centuries goes there and back, one day after the other.
-        let mut last = parse_day("1899-12-31").unwrap();
-        for day in last + 1..last + 146_097 {
-            let text = format_day(day);
-            assert_eq!(parse_day(&text), Some(day), "{text}");
-            assert_eq!(day, last + 1);
-            last = day;
-        }
-        assert_eq!(format_day(day_of(Timestamp(1_765_000_000_000))), "2025-12-06");
-    }
 
     #[test]
     fn counts_add_up_per_entry_day_and_source_and_survive_a_failed_write() {

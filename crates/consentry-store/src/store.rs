@@ -728,6 +728,9 @@ impl Store {
         if q.since_day > q.until_day {
             return Err(StoreError::InvalidInput("the first day is after the last".into()));
         }
+        if q.limit == 0 || q.limit > STATS_MAX_ROWS {
+            return Err(StoreError::InvalidInput(format!("`limit` must be 1 to {STATS_MAX_ROWS}")));
+        }
         read_conn!(self, |c, ops| ops::match_stats(c, q).await)
     }
 

@@ -622,6 +622,50 @@ pub fn day_of(t: Timestamp) -> i64 {
     t.0.div_euclid(86_400_000)
 }
 
+/// The day number ([`day_of`]) of a `YYYY-MM-DD` date (proleptic Gregorian, UTC); `None` for
+/// anything else.
+pub fn parse_day(text: &str) -> Option<i64> {
+    let mut parts = text.trim().splitn(3, '-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|c| c.is_ascii_digit());
+    if !(digits(y, 4) && digits(m, 2) && digits(d, 2)) {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month[(m - 1) as usize] {
+        return None;
+    }
+    // Days from 1970-01-01 of a civil date (H. Hinnant's algorithm, years starting in March).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// `YYYY-MM-DD` of a day number ([`day_of`]).
+pub fn format_day(day: i64) -> String {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Most rows [`Store::match_stats`](crate::Store::match_stats) returns at once.
+pub const STATS_MAX_ROWS: u32 = 10_000;
+
+/// Days a [`StatsQuery::for_days`] covers when it is not given its first day.
+pub const STATS_DEFAULT_DAYS: i64 = 30;
+
 /// Matches of one entry by one source on one day, added to the stored counts by
 /// [`Store::record_matches`](crate::Store::record_matches).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -706,6 +750,30 @@ impl StatsQuery {
     pub fn over(group: StatsGroup, since_day: i64, until_day: i64) -> StatsQuery {
         StatsQuery { group, bank_id: None, entry_id: None, source: None, since_day, until_day, limit: 100 }
     }
+
+    /// [`over`](Self::over) the days from `since` to `until`, written `YYYY-MM-DD` (UTC,
+    /// inclusive): `until` is `today` ([`day_of`]) when not given, `since` the first of the
+    /// [`STATS_DEFAULT_DAYS`] days ending at `until`. A text that is not a date, or a range that
+    /// ends before it starts, is `InvalidInput` saying which.
+    pub fn for_days(
+        group: StatsGroup,
+        since: Option<&str>,
+        until: Option<&str>,
+        today: i64,
+    ) -> Result<StatsQuery, StoreError> {
+        let day = |text: Option<&str>, name: &str, default: i64| match text {
+            None => Ok(default),
+            Some(t) => parse_day(t).ok_or_else(|| {
+                StoreError::InvalidInput(format!("`{name}` is not a date written YYYY-MM-DD: `{t}`"))
+            }),
+        };
+        let until = day(until, "until", today)?;
+        let since = day(since, "since", until - (STATS_DEFAULT_DAYS - 1))?;
+        if since > until {
+            return Err(StoreError::InvalidInput("`since` is after `until`".into()));
+        }
+        Ok(StatsQuery::over(group, since, until))
+    }
 }
 
 /// What a row of [`StatsRow`] is about.
@@ -753,4 +821,66 @@ pub(crate) fn scopes_to_text(scopes: &BTreeSet<Scope>) -> String {
 
 pub(crate) fn scopes_from_text(text: &str) -> Result<BTreeSet<Scope>, StoreError> {
     text.split(',').filter(|s| !s.is_empty()).map(Scope::from_str).collect()
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_day_numbers_agree() {
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        assert_eq!(parse_day("2026-12-06"), Some(20_793));
+        assert_eq!(parse_day("2000-02-29"), Some(11_016));
+        assert_eq!(parse_day("1969-12-31"), Some(-1));
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-1-01",
+            "26-01-01",
+            "2026-01-32",
+            "x",
+            "",
+            "2026-01-01-2",
+            "+026-01-01",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+        // Every day of four centuries goes there and back, one day after the other.
+        let mut last = parse_day("1899-12-31").unwrap();
+        for day in last + 1..last + 146_097 {
+            let text = format_day(day);
+            assert_eq!(parse_day(&text), Some(day), "{text}");
+            assert_eq!(day, last + 1);
+            last = day;
+        }
+        assert_eq!(format_day(day_of(Timestamp(1_765_000_000_000))), "2025-12-06");
+    }
+
+    #[test]
+    fn a_range_of_days_from_dates_with_defaults() {
+        let today = parse_day("2026-12-06").unwrap();
+        let q = StatsQuery::for_days(StatsGroup::Entry, None, None, today).unwrap();
+        assert_eq!((q.group, q.since_day, q.until_day, q.limit), (StatsGroup::Entry, today - 29, today, 100));
+        let q = StatsQuery::for_days(StatsGroup::Day, None, Some("2026-01-31"), today).unwrap();
+        assert_eq!(
+            (format_day(q.since_day), format_day(q.until_day)),
+            ("2026-01-02".into(), "2026-01-31".into())
+        );
+        let q =
+            StatsQuery::for_days(StatsGroup::Bank, Some("2026-12-06"), Some("2026-12-06"), today).unwrap();
+        assert_eq!(q.since_day, q.until_day);
+        let msg = |r: Result<StatsQuery, StoreError>| match r {
+            Err(StoreError::InvalidInput(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            msg(StatsQuery::for_days(StatsGroup::Bank, Some("2026-02-30"), None, today)).contains("`since`")
+        );
+        assert!(msg(StatsQuery::for_days(StatsGroup::Bank, None, Some("today"), today)).contains("`until`"));
+        assert!(
+            msg(StatsQuery::for_days(StatsGroup::Bank, Some("2026-12-07"), None, today)).contains("after")
+        );
+    }
 }

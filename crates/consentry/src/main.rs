@@ -32,6 +32,8 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Manage the API keys of a store (the first admin key comes from here).
     Keys(serve_cmd::KeysArgs),
+    /// How often protected hashes matched, from a store's match counts (TSV).
+    Stats(serve_cmd::StatsArgs),
     /// Run the Telegram moderation bot (token in $CONSENTRY_TELEGRAM_TOKEN).
     Telegram(Box<telegram_cmd::TelegramArgs>),
 }
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Match(args) => match_cmd::run(args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Keys(args) => serve_cmd::run_keys(args),
+        Command::Stats(args) => serve_cmd::run_stats(args),
         Command::Telegram(args) => telegram_cmd::run(*args),
     };
     match result {

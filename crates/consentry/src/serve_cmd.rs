@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use consentry_server::{AppState, RateLimit, ServerConfig, WebhookConfig};
-use consentry_store::{Actor, Scope, Store, StoreLocation, StoreOptions};
+use consentry_store::{
+    day_of, format_day, Actor, Scope, StatsGroup, StatsKey, StatsQuery, Store, StoreLocation, StoreOptions,
+    Timestamp,
+};
 
 /// Where the store is (shared by `serve` and `keys`).
 #[derive(Debug, clap::Args)]
@@ -290,6 +293,82 @@ pub fn run_keys(args: KeysArgs) -> Result<ExitCode> {
                 st.close().await;
                 eprintln!("API key {} `{}` revoked", k.id, k.name);
             }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `consentry stats`: the match counts that `consentry serve` and the embedded bot keep (how often
+/// each entry matched, per UTC day and source), summed, as `GET /v1/stats/matches` does, read
+/// straight from the store (a running server writes its counts once a second).
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Sum by bank, entry, source (API key name or telegram:<chat id>), day or signal.
+    #[arg(long, default_value = "bank")]
+    by: String,
+    /// Only this bank's entries.
+    #[arg(long)]
+    bank: Option<String>,
+    /// Only this entry.
+    #[arg(long)]
+    entry: Option<i64>,
+    /// Only this source.
+    #[arg(long)]
+    source: Option<String>,
+    /// First day, YYYY-MM-DD (UTC); default: 30 days ending with --until.
+    #[arg(long)]
+    since: Option<String>,
+    /// Last day, YYYY-MM-DD (UTC); default: today.
+    #[arg(long)]
+    until: Option<String>,
+    /// Most rows (the most matches first; days oldest first).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+pub fn run_stats(args: StatsArgs) -> Result<ExitCode> {
+    let group: StatsGroup = args.by.parse()?;
+    let mut q =
+        StatsQuery::for_days(group, args.since.as_deref(), args.until.as_deref(), day_of(Timestamp::now()))?;
+    q.limit = args.limit;
+    q.entry_id = args.entry;
+    q.source = args.source;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let st = args.store.open().await?;
+        if let Some(name) = &args.bank {
+            q.bank_id = Some(st.get_bank_by_name(name).await.with_context(|| format!("bank `{name}`"))?.id);
+        }
+        let rows = st.match_stats(&q).await;
+        let banks = st.list_banks().await;
+        st.close().await;
+        let (rows, banks) = (rows?, banks?);
+        let bank_name =
+            |id: i64| banks.iter().find(|b| b.id == id).map_or("-".to_owned(), |b| b.name.clone());
+        let key_columns = match group {
+            StatsGroup::Entry => "entry_id\tbank",
+            g => g.as_str(),
+        };
+        println!("{key_columns}\tmatches\tentries\tsources\tdays\tfirst\tlast");
+        for r in rows {
+            let key = match r.key {
+                StatsKey::Bank(id) => bank_name(id),
+                StatsKey::Entry { id, bank_id } => format!("{id}\t{}", bank_name(bank_id)),
+                StatsKey::Source(s) => s,
+                StatsKey::Day(d) => format_day(d),
+                StatsKey::Signal(s) => s.as_str().to_owned(),
+            };
+            println!(
+                "{key}\t{}\t{}\t{}\t{}\t{}\t{}",
+                r.matches,
+                r.entries,
+                r.sources,
+                r.days,
+                format_day(day_of(r.first_at)),
+                format_day(day_of(r.last_at))
+            );
         }
         Ok(ExitCode::SUCCESS)
     })

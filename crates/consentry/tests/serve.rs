@@ -236,6 +236,43 @@ async fn serve_defaults_import_export_cases_and_sigterm_over_a_real_socket() {
         .expect("exit after SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
+
+    // What was caught, from the CLI: the lookups above matched the imported hash and the case's
+    // (each polled until it matched), all with the key named `test`.
+    let stats = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("stats")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run consentry stats");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = stats(&["--by", "bank"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines[0], vec!["bank", "matches", "entries", "sources", "days", "first", "last"]);
+    let banks: Vec<&str> = lines[1..].iter().map(|l| l[0]).collect();
+    assert_eq!(banks.len(), 2, "{text}");
+    assert!(banks.contains(&"known") && banks.contains(&"survivors"), "{text}");
+    assert!(
+        lines[1..].iter().all(|l| l[1].parse::<u64>().unwrap() >= 1 && l[2] == "1" && l[3] == "1"),
+        "{text}"
+    );
+    let (code, text, err) = stats(&["--by", "source", "--bank", "known"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(text.lines().nth(1).map(|l| l.split('\t').next()), Some(Some("test")), "{text}");
+    let (code, _, err) = stats(&["--by", "everything"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown grouping"), "{err}");
+    let (code, _, err) = stats(&["--since", "2026-02-30"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`since` is not a date"), "{err}");
 }
 
 fn send_signal(pid: i32, sig: i32) -> i32 {
