@@ -30,24 +30,14 @@ done
 shuf -n 1000 --random-source=<(yes) "$WORK/hashes.txt" | python3 $HERE/near.py 5 9 > "$WORK/hit.txt"
 KEY=$("$A" keys create --data-dir "$D" --scope admin --name bench 2>/dev/null)
 
-start() {
-  "$1" serve --data-dir "$D" --listen 127.0.0.1:$PORT --case-rate-limit 0 > "$WORK/serve.out" 2> "$WORK/serve.log" &
-  SERVER=$!
-  for _ in $(seq 1 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && return; sleep 0.2; done
-  echo "server did not start" >&2; cat "$WORK/serve.log" >&2; exit 1
-}
-stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; rm -f "$WORK/serve.out"; }
-rps() { # hashes file
-  HASHES=$1 KEY=$KEY wrk -t2 -c64 -d"${DURATION}s" --latency -s "$HERE/lookup.lua" "http://127.0.0.1:$PORT" \
-    | awk '/Requests\/sec/ {r=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} END {printf "%s req/s (p50 %s, p99 %s)", r, p50, p99}'
-}
+. "$HERE/ab_lib.sh"
 
 hps() { # radius: hashes/s through the batch endpoint
   BODY=$WORK/batch$1.json KEY=$KEY wrk -t2 -c2 -d"${DURATION}s" --timeout 60s --latency -s "$HERE/batch.lua" "http://127.0.0.1:$PORT" \
     | awk '/Requests\/sec/ {r=$2} / 50%/ {p50=$2} END {printf "%\047.0f hashes/s (p50 %s)", r * 10000, p50}'
 }
 
-start "$A"
+start "$A" "$D"
 curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' -d '{"name":"bench"}' "http://127.0.0.1:$PORT/v1/banks" > /dev/null
 curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -X POST -T "$WORK/hashes.txt" \
   "http://127.0.0.1:$PORT/v1/banks/bench/import" > /dev/null
@@ -62,7 +52,7 @@ fi
 for r in $(seq 1 "$ROUNDS"); do
   for which in A B; do
     if [ $which = A ]; then bin=$A; else bin=$B; fi
-    start "$bin"
+    start "$bin" "$D"
     if [ "${MODE:-single}" = batch ]; then
       row=""; for rad in ${RADII:-0 8 31}; do row="$row $(hps "$rad") |"; done
       stop

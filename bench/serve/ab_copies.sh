@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OLD=$1 NEW=$2 N=${3:-1000000} ROUNDS=${4:-4}
 DURATION=${DURATION:-10}
-W=${WORK:-/tmp/consentry-bench-ab-copies}
+WORK=${WORK:-/tmp/consentry-bench-ab-copies}
+W=$WORK
 PORT=${PORT:-18082}
 HERE=bench/serve
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -18,25 +19,15 @@ python3 $HERE/gen.py 1000 7 > "$W/miss.txt"
 python3 $HERE/gen.py "$N" 1 > "$W/hashes.txt"
 shuf -n 1000 --random-source=<(yes) "$W/hashes.txt" | python3 $HERE/near.py 5 9 > "$W/hit.txt"
 KEY=$("$OLD" keys create --data-dir "$W/old" --scope admin --name bench 2>/dev/null)
-start() {
-  "$1" serve --data-dir "$2" --listen 127.0.0.1:$PORT --case-rate-limit 0 > "$W/serve.out" 2> "$W/serve.log" &
-  SERVER=$!
-  for _ in $(seq 1 600); do grep -q listening "$W/serve.out" 2>/dev/null && return; sleep 0.2; done
-  echo "server did not start" >&2; cat "$W/serve.log" >&2; exit 1
-}
-stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; rm -f "$W/serve.out"; }
-rps() {
-  HASHES=$1 KEY=$KEY wrk -t2 -c64 -d"${DURATION}s" --latency -s "$HERE/lookup.lua" "http://127.0.0.1:$PORT" \
-    | awk '/Requests\/sec/ {r=$2} END {printf "%s", r}'
-}
+. "$HERE/ab_lib.sh"
 start "$OLD" "$W/old"
 curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' -d '{"name":"bench"}' "http://127.0.0.1:$PORT/v1/banks" > /dev/null
 curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -X POST -T "$W/hashes.txt" \
   "http://127.0.0.1:$PORT/v1/banks/bench/import" > /dev/null
 stop
 cp -a "$W/old" "$W/new"
-echo "| round | binary | no match, req/s | every request matches, req/s |"
-echo "|---|---|---:|---:|"
+echo "| round | binary | no match | every request matches |"
+echo "|---|---|---|---|"
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then order="new old"; else order="old new"; fi
   for which in $order; do
