@@ -25,6 +25,14 @@ pub(crate) struct Tally {
     totals: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
 
+/// Adds `matches` between `first` and `last` to the count of `key`.
+fn merge(counts: &mut Counts, key: (i64, i64), matches: i64, first: Timestamp, last: Timestamp) {
+    let e = counts.entry(key).or_insert((0, first, last));
+    e.0 += matches;
+    e.1 = e.1.min(first);
+    e.2 = e.2.max(last);
+}
+
 /// The map under `key`, inserted if missing (allocating the key only then).
 fn slot<'a, V: Default>(m: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
     if !m.contains_key(key) {
@@ -66,10 +74,7 @@ impl Tally {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let by_entry = slot(&mut p, source);
         for id in entry_ids {
-            let e = by_entry.entry((id, day)).or_insert((0, at, at));
-            e.0 += 1;
-            e.1 = e.1.min(at);
-            e.2 = e.2.max(at);
+            merge(by_entry, (id, day), 1, at, at);
         }
     }
 
@@ -101,10 +106,7 @@ impl Tally {
     fn put_back(&self, tallies: Vec<MatchTally>) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for t in tallies {
-            let e = slot(&mut p, &t.source).entry((t.entry_id, t.day)).or_insert((0, t.first_at, t.last_at));
-            e.0 += t.matches;
-            e.1 = e.1.min(t.first_at);
-            e.2 = e.2.max(t.last_at);
+            merge(slot(&mut p, &t.source), (t.entry_id, t.day), t.matches, t.first_at, t.last_at);
         }
     }
 
