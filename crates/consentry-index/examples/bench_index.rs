@@ -329,7 +329,45 @@ fn profile(args: &[String]) {
         }
     }
     let s = t.elapsed().as_secs_f64();
-    println!("{mode}: {:.0} q/s ({found} matches)", (reps * queries.len()) as f64 / s);
+    let c = consentry_index::take_search_counters();
+    let per = |x: u64| x as f64 / (reps * queries.len()) as f64;
+    println!(
+        "{mode}: {:.0} q/s ({found} matches; per query {:.0} probes, {:.0} non-empty buckets, {:.0} candidates)",
+        (reps * queries.len()) as f64 / s,
+        per(c[0]),
+        per(c[1]),
+        per(c[2])
+    );
+}
+
+/// `bench_index ab DIR_A DIR_B N REPS`: loads `index_N.snap` from both
+/// directories (written by `profile`) and searches the queries of DIR_A one at a time, blocks of
+/// 50 queries alternating between the two indexes (and orders), so that a shared machine's drift
+/// falls on both alike; prints each one's q/s and the ratio.
+fn ab(args: &[String]) {
+    let (da, db, n, reps) = (&args[0], &args[1], &args[2], args[3].parse::<usize>().unwrap());
+    let queries = read_hashes(&format!("{da}/queries_{n}.u8"));
+    let config = IndexConfig { degenerate: DegeneratePolicy::Accept };
+    let ia = Index::load(format!("{da}/index_{n}.snap"), config).unwrap();
+    let ib = Index::load(format!("{db}/index_{n}.snap"), config).unwrap();
+    let mut time = [0f64; 2];
+    let mut found = [0usize; 2];
+    for rep in 0..reps {
+        for (bi, block) in queries.chunks(50).enumerate() {
+            let order = if (rep + bi) % 2 == 0 { [0, 1] } else { [1, 0] };
+            for which in order {
+                let idx = if which == 0 { &ia } else { &ib };
+                let t = Instant::now();
+                for q in block {
+                    found[which] += idx.search(q, 31).len();
+                }
+                time[which] += t.elapsed().as_secs_f64();
+            }
+        }
+    }
+    assert_eq!(found[0], found[1], "both indexes must find the same matches");
+    let qs = |w: usize| (reps * queries.len()) as f64 / time[w];
+    println!("A {da}: {:.0} q/s; B {db}: {:.0} q/s; A/B {:.3}", qs(0), qs(1), qs(0) / qs(1));
 }
 
 /// `bench_index load OUTDIR N REPS`: loads `OUTDIR/index_N.snap` (written by `profile` or a build if absent)
@@ -358,6 +396,7 @@ fn main() {
         Some("run") => run(&args[2..]),
         Some("profile") => profile(&args[2..]),
         Some("load") => load(&args[2..]),
+        Some("ab") => ab(&args[2..]),
         _ => {
             eprintln!("usage: bench_index gen CORPUS.tsv N Q OUTDIR | run OUTDIR N [--truth K] [--zeros Z] [--st-queries K] | profile OUTDIR N MODE REPS | load OUTDIR N REPS");
             std::process::exit(2);

@@ -44,7 +44,7 @@ const MAGIC: &[u8; 8] = b"CNSXIDX\0";
 const END_MAGIC: &[u8; 8] = b"CNSXEND\0";
 const LOG_MAGIC: &[u8; 8] = b"CNSXLOG\0";
 /// Snapshot format written (the reader also takes [`OLDEST_VERSION`]..).
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const OLDEST_VERSION: u32 = 1;
 /// Journal format (unchanged since the first snapshot version).
 const LOG_VERSION: u32 = 1;
@@ -317,6 +317,8 @@ impl Index {
                         match &t.positions {
                             Positions::U32(v) => w.tagged(0, &[bytes(v)])?,
                             Positions::U24(b) => w.tagged(1, &[b])?,
+                            Positions::S24(b) => w.tagged(2, &[b])?,
+                            Positions::S32(b) => w.tagged(3, &[b])?,
                         }
                     }
                 }
@@ -440,6 +442,16 @@ impl Index {
                             r.pad4()?;
                             b
                         }
+                        2 if version >= 3 => {
+                            let b = Positions::S24(r.vec(5 * n)?);
+                            r.pad4()?;
+                            b
+                        }
+                        3 if version >= 3 => {
+                            let b = Positions::S32(r.vec(6 * n)?);
+                            r.pad4()?;
+                            b
+                        }
                         f => {
                             return Err(LoadError::Corrupt(format!(
                                 "segment {s}: table {t}: position form {f}"
@@ -493,6 +505,13 @@ impl Index {
             segments.par_iter().enumerate().try_for_each(|(i, s)| {
                 s.seg.validate().map_err(|e| LoadError::Corrupt(format!("segment {i}: {e}")))
             })?;
+        }
+        // Tables of earlier versions get their sketches now (searches are exact without them,
+        // only slower); the next save writes them.
+        for sr in &mut segments {
+            if sr.seg.needs_sketches() {
+                Arc::make_mut(&mut sr.seg).add_sketches();
+            }
         }
         let st = State { segments, buffer: Arc::new(bids.into_iter().zip(bh).collect()) };
         let idx = Index::with_config(config);

@@ -7,15 +7,23 @@
 //! * for every chunk `t`: a CSR directory of `2^width + 1` bucket starts ([`Dir`]:
 //!   one u32 per block of 256 buckets plus one u16 per bucket, or plain u32
 //!   where a block holds more than 65,535 entries) and, for `t > 0`,
-//!   `positions[t]` (`n` entry indices grouped by key, 3 bytes each up to 2^24 entries).
+//!   `positions[t]` (`n` entry indices grouped by key, 3 bytes each up to 2^24 entries),
+//!   each followed by the entry's **sketch**: the low 16 bits of its key in the next
+//!   table (table 0 after the last), 5 bytes per record in all.
 //!
 //! Search is exact by the generalised pigeonhole principle: the 256 bits are
 //! partitioned into `m` chunks; if the chunk radii `rho_t` satisfy
-//! `sum(rho_t + 1) >= r + 1`, any entry within distance `r` of the query is
+//! `sum(rho_t + 1) = r + 1`, any entry within distance `r` of the query is
 //! within `rho_t` of the query on at least one chunk `t`, so it is in one of
-//! the probed buckets. A candidate found through table `t` is reported only
-//! if no earlier table would also have found it, so results need no
-//! de-duplication set.
+//! the probed buckets. The stronger "pigeonring" form of the principle (Qin et
+//! al., VLDB 2018) holds too: there is a chunk `t` from which every run of
+//! consecutive chunks around the ring satisfies `sum(d_j) <= sum(rho_j + 1) - 1`;
+//! [`ring_start`] names one such chunk for each entry. Taking runs of one and two
+//! chunks: the entry is in table `t`'s probed buckets, and `d_t + d_{t+1} <=
+//! rho_t + rho_{t+1} + 1`. The sketch gives a lower bound of `d_{t+1}` without
+//! reading the entry's hash, so most candidates (random ones: all but ~1 %) are
+//! dropped in the list they sit in, and the entry is reported only through its
+//! ring start, so results need no de-duplication set.
 
 use crate::scan;
 
@@ -27,6 +35,14 @@ pub(crate) struct H(pub [u64; 4]);
 /// `CONSENTRY_INDEX_NO_THP=1` turns the huge-page advice off (for benchmarks).
 static NO_THP: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_INDEX_NO_THP").is_some_and(|v| v == "1"));
+
+/// How many probes ahead the search pipeline reads (see `search_mih_generic`): 8 to 24 measured
+/// alike at 10 M entries; about 2 × `AHEAD` cache lines are then in flight.
+const AHEAD: usize = 16;
+
+/// `CONSENTRY_INDEX_NO_SKETCH=1` builds tables without sketches (for A/B benchmarks).
+static NO_SKETCH: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("CONSENTRY_INDEX_NO_SKETCH").is_some_and(|v| v == "1"));
 
 /// `CONSENTRY_INDEX_WIDE_DIR=1` keeps directories, positions and ids in their plain u32 / u64
 /// forms (for A/B benchmarks of the narrow ones).
@@ -110,7 +126,14 @@ impl ChunkPlan {
     /// `log2(n)` (about one entry per bucket), capped by [`MAX_WIDTH`].
     pub fn for_len(n: usize) -> ChunkPlan {
         let lg = (n.max(2) as f64).log2().round() as u32;
-        let target = lg.clamp(MIN_WIDTH, MAX_WIDTH);
+        // With sketches a bucket's entries cost little beyond its first cache line, so keys are
+        // narrower than log2(n): fewer probes, more entries per bucket. Measured (bench_index,
+        // 2026-12-06): up to 2^21 entries 16-bit keys, whose directories stay in the cache
+        // (1 M: 16 chunks 1.33× 14, 1.4× 17; 100 k: 1.5× 15), log2(n) below 2^16 entries (where
+        // 16-bit directories would outweigh the entries); beyond 2^21, log2(n) - 2 (10 M:
+        // 12 chunks 1.04–1.08× 11, 1.07× 13, 1.2–1.3× 14 or 16).
+        let target = if n <= 1 << 21 { lg.min(16) } else { lg.saturating_sub(2) };
+        let target = target.clamp(MIN_WIDTH, MAX_WIDTH);
         let mut m = (256.0 / f64::from(target)).round() as usize;
         // never wider than MAX_WIDTH
         while 256usize.div_ceil(m) > MAX_WIDTH as usize {
@@ -132,7 +155,10 @@ impl ChunkPlan {
         let extra = total % m;
         let mut out = [-1i32; MAX_CHUNKS];
         for (i, o) in out.iter_mut().enumerate().take(m as usize) {
-            *o = base - 1 + i32::from((i as u32) < extra);
+            // the larger radii go to chunks 1..=extra: table 0's lists are the hashes themselves
+            // and carry no sketches, so it takes the smaller ball
+            let j = if extra < m { (i as u32 + m - 1) % m } else { i as u32 };
+            *o = base - 1 + i32::from(j < extra);
         }
         out
     }
@@ -141,6 +167,33 @@ impl ChunkPlan {
     pub fn key(&self, h: &[u64; 4], t: usize) -> u32 {
         extract(h, self.starts[t], self.widths[t])
     }
+}
+
+/// The table through which an entry within the search radius is reported: with `d_j` its
+/// distance to the query on chunk `j` and `S_k = sum over j < k of (d_j - rho_j - 1)`, the
+/// last `k` in `0..m` where `S_k` is largest.
+///
+/// Since `sum(rho_j + 1) = r + 1` and the entry is within `r`, every run of consecutive chunks
+/// (around the ring) starting there has `sum(d_j) <= sum(rho_j + 1) - 1` (the "pigeonring"
+/// principle): for one chunk that is `d <= rho`, so that table's probes find the entry, and
+/// for two chunks `d_t + d_{t+1} <= rho_t + rho_{t+1} + 1`, the condition the sketches check.
+#[inline(always)]
+pub(crate) fn ring_start(
+    plan: &ChunkPlan,
+    h: &[u64; 4],
+    qkeys: &[u32; MAX_CHUNKS],
+    rhos: &[i32; MAX_CHUNKS],
+) -> usize {
+    let (mut sum, mut best, mut start) = (0i32, 0i32, 0usize);
+    for k in 1..plan.len() {
+        let j = k - 1;
+        sum += (plan.key(h, j) ^ qkeys[j]).count_ones() as i32 - rhos[j] - 1;
+        if sum >= best {
+            best = sum;
+            start = k;
+        }
+    }
+    start
 }
 
 /// Number of keys within Hamming distance `rho` of a `width`-bit key.
@@ -238,6 +291,20 @@ fn csr(hashes: &[H], plan: &ChunkPlan, t: usize) -> (Vec<u32>, Vec<u32>) {
     }
     offsets[1usize << w] = n as u32;
     (offsets, positions)
+}
+
+/// The sketch of an entry in table `t`: the low [`SKETCH_BITS`] of its key in the next table
+/// (table 0 after the last).
+#[inline(always)]
+pub(crate) fn sketch_of(plan: &ChunkPlan, h: &[u64; 4], t: usize) -> u32 {
+    plan.key(h, (t + 1) % plan.len()) & ((1 << SKETCH_BITS) - 1)
+}
+
+/// Table `t`'s positions with each entry's sketch beside it. The sketches are computed in entry
+/// order first (a sequential pass), then gathered in list order from that 2-byte array.
+fn sketch_positions(hashes: &[H], plan: &ChunkPlan, t: usize, positions: Vec<u32>) -> Positions {
+    let sk: Vec<u16> = hashes.iter().map(|h| sketch_of(plan, &h.0, t) as u16).collect();
+    Positions::with_sketches(positions, |p| sk[p as usize])
 }
 
 /// log2 of the buckets per block of a compact directory.
@@ -374,18 +441,47 @@ impl Dir {
 }
 
 /// A table's entry indices grouped by key: 3 bytes each when the segment has at most 2^24
-/// entries (every segment up to 16.7 M entries), else 4.
+/// entries (every segment up to 16.7 M entries), else 4; each followed by the entry's
+/// sketch (see the module documentation) in the `S` forms (the forms a segment is built with).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Positions {
     U32(Vec<u32>),
     /// Little-endian 3-byte indices, then one zero byte so that a 4-byte read of the last one
     /// stays in bounds.
     U24(Vec<u8>),
+    /// 5-byte records: a little-endian 3-byte index, then the 2-byte sketch.
+    S24(Vec<u8>),
+    /// 6-byte records: a little-endian 4-byte index, then the 2-byte sketch.
+    S32(Vec<u8>),
 }
+
+/// Bits of the next table's key kept beside each position (the sketch).
+pub(crate) const SKETCH_BITS: u32 = 16;
 
 impl Positions {
     pub fn none() -> Positions {
         Positions::U32(Vec::new())
+    }
+
+    /// The sketched form of `v`, each index `p` followed by `sketch(p)`: 5-byte records when
+    /// every index fits 24 bits, else 6. `CONSENTRY_INDEX_NO_SKETCH=1` (benchmarks) and
+    /// `CONSENTRY_INDEX_WIDE_DIR=1` keep the plain forms.
+    pub fn with_sketches(v: Vec<u32>, sketch: impl Fn(u32) -> u16) -> Positions {
+        if *NO_SKETCH || *WIDE_DIR {
+            return Positions::from_u32(v);
+        }
+        let narrow = v.len() <= 1 << 24 && v.iter().all(|&p| p < 1 << 24);
+        let stride = if narrow { 5 } else { 6 };
+        let mut b = huge_vec(v.len() * stride, 0u8);
+        for (c, &p) in b.chunks_exact_mut(stride).zip(&v) {
+            c[..stride - 2].copy_from_slice(&p.to_le_bytes()[..stride - 2]);
+            c[stride - 2..].copy_from_slice(&sketch(p).to_le_bytes());
+        }
+        if narrow {
+            Positions::S24(b)
+        } else {
+            Positions::S32(b)
+        }
     }
 
     /// The narrow form when every index fits 24 bits.
@@ -404,19 +500,22 @@ impl Positions {
         match self {
             Positions::U32(v) => v.len(),
             Positions::U24(b) => b.len().saturating_sub(1) / 3,
+            Positions::S24(b) => b.len() / 5,
+            Positions::S32(b) => b.len() / 6,
         }
+    }
+
+    /// Whether the records carry sketches.
+    pub fn sketched(&self) -> bool {
+        matches!(self, Positions::S24(_) | Positions::S32(_))
     }
 
     /// The largest index held (`None` when empty).
     pub fn max(&self) -> Option<u32> {
         match self {
             Positions::U32(v) => v.iter().copied().max(),
-            Positions::U24(b) => {
-                let n = self.len();
-                b[..3 * n]
-                    .chunks_exact(3)
-                    .map(|c| u32::from(c[0]) | u32::from(c[1]) << 8 | u32::from(c[2]) << 16)
-                    .max()
+            Positions::U24(_) | Positions::S24(_) | Positions::S32(_) => {
+                (0..self.len()).map(|i| self.get(i)).max()
             }
         }
     }
@@ -426,6 +525,25 @@ impl Positions {
         match self {
             Positions::U32(v) => v[i],
             Positions::U24(b) => u32::from_le_bytes(b[3 * i..3 * i + 4].try_into().unwrap()) & 0xff_ffff,
+            Positions::S24(b) => u32::from_le_bytes(b[5 * i..5 * i + 4].try_into().unwrap()) & 0xff_ffff,
+            Positions::S32(b) => u32::from_le_bytes(b[6 * i..6 * i + 4].try_into().unwrap()),
+        }
+    }
+
+    /// Index and sketch of slot `i` (sketch 0 in the plain forms: callers check [`Self::sketched`]).
+    #[inline(always)]
+    pub fn get_sketched(&self, i: usize) -> (u32, u32) {
+        match self {
+            Positions::S24(b) => {
+                let x = u64::from(u32::from_le_bytes(b[5 * i..5 * i + 4].try_into().unwrap()))
+                    | u64::from(b[5 * i + 4]) << 32;
+                ((x & 0xff_ffff) as u32, (x >> 24) as u32)
+            }
+            Positions::S32(b) => (
+                u32::from_le_bytes(b[6 * i..6 * i + 4].try_into().unwrap()),
+                u32::from(u16::from_le_bytes(b[6 * i + 4..6 * i + 6].try_into().unwrap())),
+            ),
+            _ => (self.get(i), 0),
         }
     }
 
@@ -435,13 +553,15 @@ impl Positions {
         match self {
             Positions::U32(v) => v.as_ptr().wrapping_add(i) as *const u8,
             Positions::U24(b) => b.as_ptr().wrapping_add(3 * i),
+            Positions::S24(b) => b.as_ptr().wrapping_add(5 * i),
+            Positions::S32(b) => b.as_ptr().wrapping_add(6 * i),
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
         match self {
             Positions::U32(v) => v.capacity() * 4,
-            Positions::U24(b) => b.capacity(),
+            Positions::U24(b) | Positions::S24(b) | Positions::S32(b) => b.capacity(),
         }
     }
 }
@@ -534,7 +654,8 @@ thread_local! {
 #[derive(Default)]
 pub(crate) struct Scratch {
     probes: Vec<(u32, u32)>,
-    ranges: Vec<(u32, u32, u32)>,
+    /// (table, start, end, the probe's distance on the table's chunk, pipeline step)
+    ranges: Vec<(u32, u32, u32, i32, u32)>,
     cands: Vec<(u32, u32)>,
 }
 
@@ -586,7 +707,10 @@ impl Segment {
                 .into_par_iter()
                 .map(|t| {
                     let (offsets, positions) = csr(&hashes, &plan, t);
-                    Table { dir: Dir::from_offsets(offsets), positions: Positions::from_u32(positions) }
+                    Table {
+                        dir: Dir::from_offsets(offsets),
+                        positions: sketch_positions(&hashes, &plan, t, positions),
+                    }
                 })
                 .collect()
         };
@@ -595,6 +719,25 @@ impl Segment {
             eprintln!("build: all tables {:?}", t0.elapsed());
         }
         Segment { hashes, ids: Ids::from_u64(ids), plan: Some(plan), tables }
+    }
+
+    /// Whether a table lacks the sketches this build would give it (a snapshot of version 2 or
+    /// earlier).
+    pub fn needs_sketches(&self) -> bool {
+        !*NO_SKETCH && !*WIDE_DIR && self.tables.iter().skip(1).any(|t| !t.positions.sketched())
+    }
+
+    /// Gives every table after the first its sketches.
+    pub fn add_sketches(&mut self) {
+        let Some(plan) = &self.plan else { return };
+        let hashes = &self.hashes;
+        use rayon::prelude::*;
+        self.tables.par_iter_mut().enumerate().skip(1).for_each(|(t, tab)| {
+            if !tab.positions.sketched() {
+                let v: Vec<u32> = (0..tab.positions.len()).map(|i| tab.positions.get(i)).collect();
+                tab.positions = sketch_positions(hashes, plan, t, v);
+            }
+        });
     }
 
     /// Bytes of heap memory held.
@@ -667,43 +810,73 @@ impl Segment {
         for (t, k) in qkeys.iter_mut().enumerate().take(m) {
             *k = plan.key(q, t);
         }
-        // Stage 1: all probe keys, prefetching their directory slots.
         let Scratch { probes, ranges, cands } = scratch;
         probes.clear();
         ranges.clear();
         cands.clear();
         for t in 0..m {
-            let dir = &self.tables[t].dir;
-            for_ball(qkeys[t], plan.widths[t], rhos[t], &mut |k| {
-                prefetch(dir.slot_ptr(k as usize));
-                probes.push((t as u32, k));
-            });
+            for_ball(qkeys[t], plan.widths[t], rhos[t], &mut |k| probes.push((t as u32, k)));
         }
-        // Stage 2: non-empty buckets, prefetching their first slots.
-        for &(t, k) in probes.iter() {
-            let tab = &self.tables[t as usize];
-            let (s, e) = tab.dir.range(k as usize);
-            if s < e {
-                if t == 0 {
-                    prefetch(self.hashes.as_ptr().wrapping_add(s as usize));
-                } else {
-                    prefetch(tab.positions.slot_ptr(s as usize));
-                }
-                ranges.push((t, s, e));
+        let mut qsk = [0u32; MAX_CHUNKS];
+        for (t, x) in qsk.iter_mut().enumerate().take(m) {
+            *x = sketch_of(plan, q, t);
+        }
+        // A software pipeline over the probes, a fixed number of reads ahead: at step `i` the
+        // directory slot of probe `i` is prefetched, probe `i - AHEAD`'s bucket is read from its
+        // directory (its list prefetched), and the lists read at least `AHEAD` steps ago are
+        // expanded into candidates (their hashes prefetched). Prefetching every probe of the
+        // query first would overflow the L1 cache and the CPU's miss buffers in bursts.
+        let np = probes.len();
+        let d_ahead = AHEAD.min(np.max(1));
+        let mut next_range = 0;
+        for i in 0..np + 2 * d_ahead {
+            if let Some(&(t, k)) = probes.get(i) {
+                prefetch(self.tables[t as usize].dir.slot_ptr(k as usize));
             }
-        }
-        // Stage 3: candidate entries, prefetching their hashes.
-        for &(t, s, e) in ranges.iter() {
-            if t == 0 {
-                for p in s..e {
-                    cands.push((0, p));
+            if i >= d_ahead {
+                if let Some(&(t, k)) = probes.get(i - d_ahead) {
+                    let tab = &self.tables[t as usize];
+                    let (s, e) = tab.dir.range(k as usize);
+                    if s < e {
+                        if t == 0 {
+                            prefetch(self.hashes.as_ptr().wrapping_add(s as usize));
+                        } else {
+                            prefetch(tab.positions.slot_ptr(s as usize));
+                        }
+                        ranges.push((t, s, e, (k ^ qkeys[t as usize]).count_ones() as i32, i as u32));
+                    }
                 }
-            } else {
-                let pos = &self.tables[t as usize].positions;
-                for i in s as usize..e as usize {
-                    let p = pos.get(i);
-                    prefetch(self.hashes.as_ptr().wrapping_add(p as usize));
-                    cands.push((t, p));
+            }
+            while let Some(&(t, s, e, d, at)) = ranges.get(next_range) {
+                if at as usize + d_ahead > i && i < np + d_ahead {
+                    break;
+                }
+                next_range += 1;
+                // In a sketched table an entry goes on only if the two-chunk condition can
+                // hold (the sketch's distance is at most the next chunk's).
+                let t = t as usize;
+                if t == 0 {
+                    for p in s..e {
+                        cands.push((0, p));
+                    }
+                    continue;
+                }
+                let pos = &self.tables[t].positions;
+                if pos.sketched() {
+                    let allow = rhos[t] + rhos[(t + 1) % m] + 1 - d;
+                    for j in s as usize..e as usize {
+                        let (p, sk) = pos.get_sketched(j);
+                        if (sk ^ qsk[t]).count_ones() as i32 <= allow {
+                            prefetch(self.hashes.as_ptr().wrapping_add(p as usize));
+                            cands.push((t as u32, p));
+                        }
+                    }
+                } else {
+                    for j in s as usize..e as usize {
+                        let p = pos.get(j);
+                        prefetch(self.hashes.as_ptr().wrapping_add(p as usize));
+                        cands.push((t as u32, p));
+                    }
                 }
             }
         }
@@ -714,16 +887,12 @@ impl Segment {
             v[2] += cands.len() as u64;
             st.set(v);
         });
-        // Stage 4: verify; report each entry through the first table that holds it.
+        // Stage 4: verify; report each entry through its ring start (one table per entry).
         for &(t, p) in cands.iter() {
             let h = &self.hashes[p as usize].0;
             let d = scan::dist(q, h);
-            if d <= r {
-                let first = (0..t as usize)
-                    .all(|j| rhos[j] < 0 || ((plan.key(h, j) ^ qkeys[j]).count_ones() as i32) > rhos[j]);
-                if first {
-                    out(p, d);
-                }
+            if d <= r && ring_start(plan, h, &qkeys, &rhos) == t as usize {
+                out(p, d);
             }
         }
     }
@@ -938,6 +1107,140 @@ mod tests {
         let mut bad = good.clone();
         bad.hashes.swap(a, b);
         assert_eq!(bad.validate().unwrap_err(), "entries not sorted by chunk 0");
+    }
+
+    /// splitmix64 for the tests below.
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    fn flip(h: &[u64; 4], k: u32, next: &mut impl FnMut() -> u64) -> [u64; 4] {
+        let mut out = *h;
+        let mut done = 0;
+        while done < k {
+            let b = (next() % 256) as usize;
+            let bit = 1u64 << (63 - b % 64);
+            if out[b / 64] & bit == h[b / 64] & bit {
+                out[b / 64] ^= bit;
+                done += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_ring_start_finds_the_entry_and_passes_every_run_condition() {
+        let mut next = rng(5);
+        for m in [10, 11, 13, 16, 26] {
+            let plan = ChunkPlan::with_chunks(m);
+            for r in 0..=64u32 {
+                let rhos = plan.rhos(r);
+                for _ in 0..60 {
+                    let q = [next(), next(), next(), next()];
+                    let h = flip(&q, (next() % u64::from(r + 1)) as u32, &mut next);
+                    let mut qkeys = [0u32; MAX_CHUNKS];
+                    for (t, k) in qkeys.iter_mut().enumerate().take(m) {
+                        *k = plan.key(&q, t);
+                    }
+                    let d = |j: usize| (plan.key(&h, j % m) ^ qkeys[j % m]).count_ones() as i32;
+                    let i = ring_start(&plan, &h, &qkeys, &rhos);
+                    assert!(i < m);
+                    // every run of consecutive chunks from the start, around the ring
+                    let mut sum = 0;
+                    for l in 0..m {
+                        sum += d(i + l) - rhos[(i + l) % m] - 1;
+                        assert!(sum <= -1, "m {m} r {r} start {i} run {}", l + 1);
+                    }
+                    // so the start's probes hold it, and its sketch check lets it through
+                    assert!(d(i) <= rhos[i]);
+                    let sk = (sketch_of(&plan, &h, i) ^ sketch_of(&plan, &q, i)).count_ones() as i32;
+                    assert!(d(i) + sk <= rhos[i] + rhos[(i + 1) % m] + 1);
+                }
+            }
+        }
+    }
+
+    /// A copy of `seg` whose tables listed in `plain` keep positions without sketches.
+    fn without_sketches(seg: &Segment, plain: impl Fn(usize) -> bool) -> Segment {
+        let mut out = seg.clone();
+        for (t, tab) in out.tables.iter_mut().enumerate().skip(1) {
+            if plain(t) {
+                let v: Vec<u32> = (0..tab.positions.len()).map(|i| tab.positions.get(i)).collect();
+                tab.positions = Positions::from_u32(v);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sketched_tables_find_the_same_entries_from_far_fewer_candidates() {
+        let mut next = rng(11);
+        let n = 40_000;
+        let mut hashes: Vec<H> = (0..n / 2).map(|_| H([next(), next(), next(), next()])).collect();
+        // clusters of near-duplicates
+        for _ in 0..n / 2 {
+            let base = hashes[(next() % 500) as usize].0;
+            let k = (next() % 40) as u32;
+            hashes.push(H(flip(&base, k, &mut next)));
+        }
+        let seg = Segment::build((0..n as u64).collect(), hashes.clone());
+        let m = seg.plan.as_ref().unwrap().len();
+        assert!(seg.tables.iter().skip(1).all(|t| t.positions.sketched()));
+        assert!(!seg.needs_sketches());
+        let plain = without_sketches(&seg, |_| true);
+        let mixed = without_sketches(&seg, |t| t % 2 == 1);
+        assert!(plain.needs_sketches());
+        let mut readded = mixed.clone();
+        readded.add_sketches();
+        assert_eq!(
+            readded.tables.iter().map(|t| &t.positions).collect::<Vec<_>>(),
+            seg.tables.iter().map(|t| &t.positions).collect::<Vec<_>>()
+        );
+
+        let mut queries: Vec<[u64; 4]> = (0..20).map(|_| [next(), next(), next(), next()]).collect();
+        for _ in 0..60 {
+            let base = seg.hashes[(next() % n as u64) as usize].0;
+            let k = (next() % 48) as u32;
+            queries.push(flip(&base, k, &mut next));
+        }
+        let mut scratch = Scratch::default();
+        let mut run = |s: &Segment, q: &[u64; 4], r: u32| {
+            let mut got = Vec::new();
+            s.search_mih(q, r, &mut scratch, &mut |p, d| got.push((s.ids.get(p as usize), d)));
+            got.sort_unstable();
+            got
+        };
+        let mut cands = [0u64; 3];
+        for q in &queries {
+            for r in [0, 5, 10, 16, 24, 31, 40, 64] {
+                let mut want: Vec<(u64, u32)> = hashes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, h)| {
+                        let d = scan::dist(q, &h.0);
+                        (d <= r).then_some((i as u64, d))
+                    })
+                    .collect();
+                want.sort_unstable();
+                for (k, s) in [&seg, &plain, &mixed].into_iter().enumerate() {
+                    STATS.with(|st| st.set([0; 3]));
+                    assert_eq!(run(s, q, r), want, "segment {k} radius {r} ({m} chunks)");
+                    if r == 31 {
+                        cands[k] += STATS.with(|st| st.get())[2];
+                    }
+                }
+            }
+        }
+        // at radius 31 the sketches leave table 0's candidates and a few others
+        assert!(cands[0] * 4 < cands[1], "candidates sketched {} plain {}", cands[0], cands[1]);
+        assert!(cands[0] < cands[2] && cands[2] < cands[1], "{cands:?}");
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! * `v2.snap`: format version 2 (a form field per directory; compact directories
 //!   of u32 block starts and u16 bucket starts), written by the commit that
 //!   introduced it.
+//! * `v3.snap`: format version 3 (position forms 2 and 3: each entry index followed
+//!   by its 2-byte sketch), written by the commit that
+//!   introduced it. Loading v1 and v2 files gives their tables sketches.
 
 use consentry_index::{DegeneratePolicy, Hash256, Index, IndexConfig, Match};
 use std::path::PathBuf;
@@ -109,6 +112,11 @@ fn v1_snapshot_loads_and_searches_exactly() {
 #[test]
 fn v2_snapshot_loads_and_searches_exactly() {
     check_fixture("v2.snap", 2);
+}
+
+#[test]
+fn v3_snapshot_loads_and_searches_exactly() {
+    check_fixture("v3.snap", 3);
 }
 
 fn check_fixture(name: &str, version: u32) {
