@@ -301,6 +301,8 @@ fn run(args: &[String]) {
 fn profile(args: &[String]) {
     let (dir, n, mode, reps) = (&args[0], &args[1], args[2].as_str(), args[3].parse::<usize>().unwrap());
     let queries = read_hashes(&format!("{dir}/queries_{n}.u8"));
+    // RADIUS=r searches at another radius than PDQ's 31
+    let radius: u32 = std::env::var("RADIUS").ok().and_then(|v| v.parse().ok()).unwrap_or(31);
     let snap = format!("{dir}/index_{n}.snap");
     let config = IndexConfig { degenerate: DegeneratePolicy::Accept };
     let idx = match Index::load(&snap, config) {
@@ -319,11 +321,12 @@ fn profile(args: &[String]) {
         match mode {
             "single" => {
                 for q in &queries {
-                    found += idx.search(q, 31).len();
+                    found += idx.search(q, radius).len();
                 }
             }
             "batch1" => {
-                found += pool1.install(|| idx.search_batch(&queries, 31)).iter().map(Vec::len).sum::<usize>()
+                found +=
+                    pool1.install(|| idx.search_batch(&queries, radius)).iter().map(Vec::len).sum::<usize>()
             }
             m => panic!("unknown mode {m}"),
         }

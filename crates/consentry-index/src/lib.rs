@@ -3,11 +3,14 @@
 //! [`Index`] returns **every** entry within a radius (0..=256, PDQ's match
 //! threshold is 31) of a query, with its distance — no approximation. It uses
 //! multi-index hashing (Norouzi, Punjani & Fleet): the 256 bits are cut into
-//! `m` chunks of about `log2(n)` bits; by the generalised pigeonhole principle
-//! an entry within `r` agrees with the query within `rho_t` bits on some chunk
-//! `t`, where `sum(rho_t + 1) = r + 1`; those buckets are probed and every
-//! candidate is verified with a popcount. When probing would cost more than a
-//! scan (large radius, small segment), the segment is scanned linearly.
+//! `m` chunks of 16 bits up to 2^21 entries, `log2(n) - 2` beyond; by the
+//! generalised pigeonhole principle an entry within `r` agrees with the query
+//! within `rho_t` bits on some chunk `t`, where `sum(rho_t + 1) = r + 1`; those
+//! buckets are probed. By its "pigeonring" form (Qin et al.) the entry's next
+//! chunk is then close too, which a 16-bit sketch stored beside each list entry
+//! checks before the entry's hash is read; the candidates left are verified with
+//! a popcount. When probing would cost more than a scan (large radius, small
+//! segment), the segment is scanned linearly.
 //!
 //! Concurrency: the index is a list of immutable segments plus a small
 //! insert buffer, published as one `Arc`. Readers clone the `Arc` (a lock held

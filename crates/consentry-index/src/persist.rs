@@ -468,13 +468,7 @@ impl Index {
                         widths.iter().sum::<u32>()
                     )));
                 }
-                let mut starts = Vec::new();
-                let mut acc = 0;
-                for &w in &widths {
-                    starts.push(acc);
-                    acc += w;
-                }
-                Some(ChunkPlan { widths, starts })
+                Some(ChunkPlan::from_widths(widths))
             } else {
                 None
             };
@@ -483,7 +477,7 @@ impl Index {
             if del.iter().any(|&p| u64::from(p) >= n) {
                 return Err(LoadError::Corrupt(format!("segment {s}: deleted position out of range")));
             }
-            let seg = Segment { hashes, ids, plan, tables };
+            let seg = Segment::assemble(hashes, ids, plan, tables);
             segments.push(SegRef {
                 seg: Arc::new(seg),
                 deleted: Arc::new(del.into_iter().collect::<HashSet<u32>>()),

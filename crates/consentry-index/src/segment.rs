@@ -113,13 +113,7 @@ impl ChunkPlan {
         let extra = 256 % m as u32;
         let widths: Vec<u32> = (0..m as u32).map(|i| base + u32::from(i < extra)).collect();
         assert!(widths.iter().all(|&w| (1..=MAX_WIDTH).contains(&w)), "chunks wider than MAX_WIDTH");
-        let mut starts = Vec::with_capacity(m);
-        let mut s = 0;
-        for &w in &widths {
-            starts.push(s);
-            s += w;
-        }
-        ChunkPlan { widths, starts }
+        ChunkPlan::from_widths(widths)
     }
 
     /// The plan used for a segment of `n` entries: key width close to
@@ -140,6 +134,18 @@ impl ChunkPlan {
             m += 1;
         }
         ChunkPlan::with_chunks(m.clamp(1, MAX_CHUNKS))
+    }
+
+    /// The plan of these chunk widths (they must add up to 256).
+    pub(crate) fn from_widths(widths: Vec<u32>) -> ChunkPlan {
+        let mut starts = Vec::with_capacity(widths.len());
+        let mut s = 0;
+        for &w in &widths {
+            starts.push(s);
+            s += w;
+        }
+        debug_assert_eq!(s, 256);
+        ChunkPlan { widths, starts }
     }
 
     pub fn len(&self) -> usize {
@@ -630,6 +636,10 @@ pub(crate) struct Segment {
     /// `None` for a scan-only segment.
     pub plan: Option<ChunkPlan>,
     pub tables: Vec<Table>,
+    /// The smallest radius from which a scan is expected to be cheaper than probing
+    /// ([`Segment::scan_is_cheaper`], computed once: it costs ~100 ns, a fifth of a search at
+    /// radius 0).
+    scan_from: u32,
 }
 
 /// Asks the CPU to bring the cache line at `p` closer (a hint: any address is fine). Shared
@@ -664,6 +674,13 @@ impl Segment {
         self.ids.len()
     }
 
+    /// A segment of these parts (the search's scan threshold computed here).
+    pub fn assemble(hashes: Vec<H>, ids: Ids, plan: Option<ChunkPlan>, tables: Vec<Table>) -> Segment {
+        let mut seg = Segment { hashes, ids, plan, tables, scan_from: 0 };
+        seg.scan_from = (0..=256).find(|&r| seg.scan_is_cheaper(r)).unwrap_or(257);
+        seg
+    }
+
     /// Builds a segment from entries (any order).
     pub fn build(ids: Vec<u64>, hashes: Vec<H>) -> Segment {
         let n = ids.len();
@@ -677,7 +694,7 @@ impl Segment {
         let n = ids.len();
         assert!(n < u32::MAX as usize, "a segment holds fewer than 2^32 entries");
         let Some(plan) = plan else {
-            return Segment { hashes, ids: Ids::from_u64(ids), plan: None, tables: Vec::new() };
+            return Segment::assemble(hashes, Ids::from_u64(ids), None, Vec::new());
         };
         let trace = std::env::var_os("CONSENTRY_INDEX_TRACE").is_some();
         let t0 = std::time::Instant::now();
@@ -718,7 +735,7 @@ impl Segment {
         if trace {
             eprintln!("build: all tables {:?}", t0.elapsed());
         }
-        Segment { hashes, ids: Ids::from_u64(ids), plan: Some(plan), tables }
+        Segment::assemble(hashes, Ids::from_u64(ids), Some(plan), tables)
     }
 
     /// Whether a table lacks the sketches this build would give it (a snapshot of version 2 or
@@ -747,8 +764,15 @@ impl Segment {
             + self.tables.iter().map(|t| t.dir.heap_bytes() + t.positions.heap_bytes()).sum::<usize>()
     }
 
-    /// Estimated cost of a multi-index search vs a scan; true when scanning is cheaper.
+    /// Whether a search at radius `r` scans the segment instead of probing its tables.
+    #[inline]
     pub fn prefers_scan(&self, r: u32) -> bool {
+        r >= self.scan_from
+    }
+
+    /// Estimated cost of a multi-index search vs a scan; true when scanning is cheaper (the cost
+    /// grows with the radius, so this holds from one radius on).
+    fn scan_is_cheaper(&self, r: u32) -> bool {
         let Some(plan) = &self.plan else { return true };
         let rhos = plan.rhos(r);
         let n = self.len() as f64;
@@ -819,7 +843,7 @@ impl Segment {
         }
         let mut qsk = [0u32; MAX_CHUNKS];
         for (t, x) in qsk.iter_mut().enumerate().take(m) {
-            *x = sketch_of(plan, q, t);
+            *x = qkeys[(t + 1) % m] & ((1 << SKETCH_BITS) - 1);
         }
         // A software pipeline over the probes, a fixed number of reads ahead: at step `i` the
         // directory slot of probe `i` is prefetched, probe `i - AHEAD`'s bucket is read from its
@@ -838,10 +862,14 @@ impl Segment {
                     let tab = &self.tables[t as usize];
                     let (s, e) = tab.dir.range(k as usize);
                     if s < e {
+                        // the bucket's first and last lines (a list of 16-bit keys holds ~15
+                        // records at 1 M entries: 75 bytes, often across two lines)
                         if t == 0 {
                             prefetch(self.hashes.as_ptr().wrapping_add(s as usize));
+                            prefetch(self.hashes.as_ptr().wrapping_add(e as usize - 1));
                         } else {
                             prefetch(tab.positions.slot_ptr(s as usize));
+                            prefetch(tab.positions.slot_ptr(e as usize - 1).wrapping_add(4));
                         }
                         ranges.push((t, s, e, (k ^ qkeys[t as usize]).count_ones() as i32, i as u32));
                     }
