@@ -536,8 +536,9 @@ impl Positions {
         }
     }
 
-    /// Index and sketch of slot `i` (sketch 0 in the plain forms: callers check [`Self::sketched`]).
-    #[inline(always)]
+    /// Index and sketch of slot `i` (sketch 0 in the plain forms; for tests: the search decodes
+    /// the records in a loop per form).
+    #[cfg(test)]
     pub fn get_sketched(&self, i: usize) -> (u32, u32) {
         match self {
             Positions::S24(b) => {
@@ -890,20 +891,40 @@ impl Segment {
                     continue;
                 }
                 let pos = &self.tables[t].positions;
-                if pos.sketched() {
-                    let allow = rhos[t] + rhos[(t + 1) % m] + 1 - d;
-                    for j in s as usize..e as usize {
-                        let (p, sk) = pos.get_sketched(j);
-                        if (sk ^ qsk[t]).count_ones() as i32 <= allow {
-                            prefetch(self.hashes.as_ptr().wrapping_add(p as usize));
-                            cands.push((t as u32, p));
+                let (s, e) = (s as usize, e as usize);
+                let allow = rhos[t] + rhos[(t + 1) % m] + 1 - d;
+                let qs = qsk[t];
+                let hashes = &self.hashes;
+                let mut keep = |p: u32, sk: u32| {
+                    if (sk ^ qs).count_ones() as i32 <= allow {
+                        prefetch(hashes.as_ptr().wrapping_add(p as usize));
+                        cands.push((t as u32, p));
+                    }
+                };
+                // one loop per form, so that the records are decoded without a branch each
+                match pos {
+                    Positions::S24(b) => {
+                        for r in b[5 * s..5 * e].chunks_exact(5) {
+                            keep(
+                                u32::from_le_bytes([r[0], r[1], r[2], 0]),
+                                u32::from(u16::from_le_bytes([r[3], r[4]])),
+                            );
                         }
                     }
-                } else {
-                    for j in s as usize..e as usize {
-                        let p = pos.get(j);
-                        prefetch(self.hashes.as_ptr().wrapping_add(p as usize));
-                        cands.push((t as u32, p));
+                    Positions::S32(b) => {
+                        for r in b[6 * s..6 * e].chunks_exact(6) {
+                            keep(
+                                u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+                                u32::from(u16::from_le_bytes([r[4], r[5]])),
+                            );
+                        }
+                    }
+                    _ => {
+                        for j in s..e {
+                            let p = pos.get(j);
+                            prefetch(hashes.as_ptr().wrapping_add(p as usize));
+                            cands.push((t as u32, p));
+                        }
                     }
                 }
             }
@@ -1072,6 +1093,30 @@ mod tests {
         let wide = Ids::from_u64(big.clone());
         assert!(matches!(wide, Ids::U64(_)));
         assert_eq!(wide.iter().collect::<Vec<_>>(), big);
+    }
+
+    #[test]
+    fn sketched_positions_hold_each_index_and_its_sketch() {
+        let v: Vec<u32> = (0..5000u32).map(|i| i.wrapping_mul(2_654_435_761) % (1 << 24)).collect();
+        let sk = |p: u32| (p ^ (p >> 7)) as u16;
+        let narrow = Positions::with_sketches(v.clone(), sk);
+        assert!(matches!(narrow, Positions::S24(_)) && narrow.sketched());
+        assert_eq!(narrow.len(), v.len());
+        assert_eq!(narrow.heap_bytes(), 5 * v.len());
+        assert!((0..v.len())
+            .all(|i| narrow.get(i) == v[i] && narrow.get_sketched(i) == (v[i], u32::from(sk(v[i])))));
+        // an index of 2^24 or more: 6-byte records
+        let mut w = v.clone();
+        w[17] = (1 << 24) + 5;
+        w[4999] = u32::MAX - 1;
+        let wide = Positions::with_sketches(w.clone(), sk);
+        assert!(matches!(wide, Positions::S32(_)) && wide.sketched());
+        assert_eq!(wide.len(), w.len());
+        assert!(
+            (0..w.len()).all(|i| wide.get(i) == w[i] && wide.get_sketched(i) == (w[i], u32::from(sk(w[i]))))
+        );
+        assert_eq!(wide.max(), Some(u32::MAX - 1));
+        assert!(!Positions::from_u32(v).sketched());
     }
 
     #[test]
