@@ -477,6 +477,11 @@ impl Positions {
             return Positions::from_u32(v);
         }
         let narrow = v.len() <= 1 << 24 && v.iter().all(|&p| p < 1 << 24);
+        Positions::sketched_form(v, sketch, narrow)
+    }
+
+    /// `v` with sketches in 5-byte (`narrow`: every index below 2^24) or 6-byte records.
+    fn sketched_form(v: Vec<u32>, sketch: impl Fn(u32) -> u16, narrow: bool) -> Positions {
         let stride = if narrow { 5 } else { 6 };
         let mut b = huge_vec(v.len() * stride, 0u8);
         for (c, &p) in b.chunks_exact_mut(stride).zip(&v) {
@@ -1269,6 +1274,15 @@ mod tests {
         assert!(!seg.needs_sketches());
         let plain = without_sketches(&seg, |_| true);
         let mixed = without_sketches(&seg, |t| t % 2 == 1);
+        // the 6-byte records of segments above 2^24 entries, on this small one
+        let mut wide = seg.clone();
+        let plan = seg.plan.clone().unwrap();
+        for (t, tab) in wide.tables.iter_mut().enumerate().skip(1) {
+            let v: Vec<u32> = (0..tab.positions.len()).map(|i| tab.positions.get(i)).collect();
+            let sk = |p: u32| sketch_of(&plan, &seg.hashes[p as usize].0, t) as u16;
+            tab.positions = Positions::sketched_form(v, sk, false);
+            assert!(matches!(tab.positions, Positions::S32(_)));
+        }
         assert!(plain.needs_sketches());
         let mut readded = mixed.clone();
         readded.add_sketches();
@@ -1290,7 +1304,7 @@ mod tests {
             got.sort_unstable();
             got
         };
-        let mut cands = [0u64; 3];
+        let mut cands = [0u64; 4];
         for q in &queries {
             for r in [0, 5, 10, 16, 24, 31, 40, 64] {
                 let mut want: Vec<(u64, u32)> = hashes
@@ -1302,7 +1316,7 @@ mod tests {
                     })
                     .collect();
                 want.sort_unstable();
-                for (k, s) in [&seg, &plain, &mixed].into_iter().enumerate() {
+                for (k, s) in [&seg, &plain, &mixed, &wide].into_iter().enumerate() {
                     STATS.with(|st| st.set([0; 3]));
                     assert_eq!(run(s, q, r), want, "segment {k} radius {r} ({m} chunks)");
                     if r == 31 {
@@ -1314,6 +1328,7 @@ mod tests {
         // at radius 31 the sketches leave table 0's candidates and a few others
         assert!(cands[0] * 4 < cands[1], "candidates sketched {} plain {}", cands[0], cands[1]);
         assert!(cands[0] < cands[2] && cands[2] < cands[1], "{cands:?}");
+        assert_eq!(cands[3], cands[0], "the 6-byte records filter alike");
     }
 
     #[test]
