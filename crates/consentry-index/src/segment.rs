@@ -116,8 +116,8 @@ impl ChunkPlan {
         ChunkPlan::from_widths(widths)
     }
 
-    /// The plan used for a segment of `n` entries: key width close to
-    /// `log2(n)` (about one entry per bucket), capped by [`MAX_WIDTH`].
+    /// The plan used for a segment of `n` entries: keys of 16 bits up to 2^21 entries (of
+    /// `log2(n)` bits below 2^16), of `log2(n) - 2` bits beyond, capped by [`MAX_WIDTH`].
     pub fn for_len(n: usize) -> ChunkPlan {
         let lg = (n.max(2) as f64).log2().round() as u32;
         // With sketches a bucket's entries cost little beyond its first cache line, so keys are
@@ -152,8 +152,8 @@ impl ChunkPlan {
         self.widths.len()
     }
 
-    /// Chunk radii for search radius `r`: `sum(rho + 1) = r + 1` (`-1` = not probed).
-    /// The larger radii go to the wider chunks (fewer candidates per probe).
+    /// Chunk radii for search radius `r`: `sum(rho + 1) = r + 1` (`-1` = not probed). When
+    /// they differ, the larger go to chunks `1..`, so that table 0 takes the smaller ball.
     pub fn rhos(&self, r: u32) -> [i32; MAX_CHUNKS] {
         let m = self.len() as u32;
         let total = r + 1;
