@@ -3,7 +3,7 @@
 //! [`Index`] returns **every** entry within a radius (0..=256, PDQ's match
 //! threshold is 31) of a query, with its distance — no approximation. It uses
 //! multi-index hashing (Norouzi, Punjani & Fleet): the 256 bits are cut into
-//! `m` chunks of 16 bits up to 2^21 entries, `log2(n) - 2` beyond; by the
+//! `m` chunks of 16 bits up to 2^21 entries, `log2(n) - 2` (at most 23) beyond; by the
 //! generalised pigeonhole principle an entry within `r` agrees with the query
 //! within `rho_t` bits on some chunk `t`, where `sum(rho_t + 1) = r + 1`; those
 //! buckets are probed. By its "pigeonring" form (Qin et al.) the entry's next

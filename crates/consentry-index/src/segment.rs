@@ -117,7 +117,7 @@ impl ChunkPlan {
     }
 
     /// The plan used for a segment of `n` entries: keys of 16 bits up to 2^21 entries (of
-    /// `log2(n)` bits below 2^16), of `log2(n) - 2` bits beyond, capped by [`MAX_WIDTH`].
+    /// `log2(n)` bits below 2^16), of `log2(n) - 2` bits beyond, at most 23.
     pub fn for_len(n: usize) -> ChunkPlan {
         let lg = (n.max(2) as f64).log2().round() as u32;
         // With sketches a bucket's entries cost little beyond its first cache line, so keys are
@@ -125,8 +125,9 @@ impl ChunkPlan {
         // 2026-12-06): up to 2^21 entries 16-bit keys, whose directories stay in the cache
         // (1 M: 16 chunks 1.33× 14, 1.4× 17; 100 k: 1.5× 15), log2(n) below 2^16 entries (where
         // 16-bit directories would outweigh the entries); beyond 2^21, log2(n) - 2 (10 M:
-        // 12 chunks 1.04–1.08× 11, 1.07× 13, 1.2–1.3× 14 or 16).
-        let target = if n <= 1 << 21 { lg.min(16) } else { lg.saturating_sub(2) };
+        // 12 chunks 1.04–1.08× 11, 1.07× 13, 1.2–1.3× 14 or 16), at most 23 bits (100 M: 11 chunks
+        // 1.4–1.9× the 10 of 26 bits, whose radius-3 balls made ~8,600 probes; 1.2× 12 chunks).
+        let target = if n <= 1 << 21 { lg.min(16) } else { lg.saturating_sub(2).min(23) };
         let target = target.clamp(MIN_WIDTH, MAX_WIDTH);
         let mut m = (256.0 / f64::from(target)).round() as usize;
         // never wider than MAX_WIDTH
