@@ -517,6 +517,11 @@ impl Positions {
         }
     }
 
+    /// The indices as a plain vector.
+    pub fn to_vec(&self) -> Vec<u32> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
+
     /// Whether the records carry sketches.
     pub fn sketched(&self) -> bool {
         matches!(self, Positions::S24(_) | Positions::S32(_))
@@ -758,8 +763,7 @@ impl Segment {
         use rayon::prelude::*;
         self.tables.par_iter_mut().enumerate().skip(1).for_each(|(t, tab)| {
             if !tab.positions.sketched() {
-                let v: Vec<u32> = (0..tab.positions.len()).map(|i| tab.positions.get(i)).collect();
-                tab.positions = sketch_positions(hashes, plan, t, v);
+                tab.positions = sketch_positions(hashes, plan, t, tab.positions.to_vec());
             }
         });
     }
@@ -1014,6 +1018,7 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::Rng;
 
     #[test]
     fn extract_matches_bit_by_bit() {
@@ -1172,7 +1177,7 @@ mod tests {
         let plan = good.plan.clone().unwrap();
         for wide in [false, true] {
             for t in 1..plan.len() {
-                let mut v: Vec<u32> = (0..n).map(|i| good.tables[t].positions.get(i)).collect();
+                let mut v = good.tables[t].positions.to_vec();
                 v[n / 2] = n as u32; // one past the last entry
                 let mut bad = good.clone();
                 bad.tables[t].positions = if wide { Positions::U32(v) } else { Positions::from_u32(v) };
@@ -1188,42 +1193,21 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err(), "entries not sorted by chunk 0");
     }
 
-    /// splitmix64 for the tests below.
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed;
-        move || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
-
-    fn flip(h: &[u64; 4], k: u32, next: &mut impl FnMut() -> u64) -> [u64; 4] {
-        let mut out = *h;
-        let mut done = 0;
-        while done < k {
-            let b = (next() % 256) as usize;
-            let bit = 1u64 << (63 - b % 64);
-            if out[b / 64] & bit == h[b / 64] & bit {
-                out[b / 64] ^= bit;
-                done += 1;
-            }
-        }
-        out
+    /// `h` with exactly `k` bits flipped (the crate's test generator works on `Hash256`).
+    fn flip(h: &[u64; 4], k: u32, rng: &mut Rng) -> [u64; 4] {
+        rng.flip(&crate::Hash256::from_words(*h), k).words()
     }
 
     #[test]
     fn the_ring_start_finds_the_entry_and_passes_every_run_condition() {
-        let mut next = rng(5);
+        let mut rng = Rng(5);
         for m in [10, 11, 13, 16, 26] {
             let plan = ChunkPlan::with_chunks(m);
             for r in 0..=64u32 {
                 let rhos = plan.rhos(r);
                 for _ in 0..60 {
-                    let q = [next(), next(), next(), next()];
-                    let h = flip(&q, (next() % u64::from(r + 1)) as u32, &mut next);
+                    let q = rng.hash().words();
+                    let h = flip(&q, rng.below(u64::from(r + 1)) as u32, &mut rng);
                     let mut qkeys = [0u32; MAX_CHUNKS];
                     for (t, k) in qkeys.iter_mut().enumerate().take(m) {
                         *k = plan.key(&q, t);
@@ -1251,8 +1235,7 @@ mod tests {
         let mut out = seg.clone();
         for (t, tab) in out.tables.iter_mut().enumerate().skip(1) {
             if plain(t) {
-                let v: Vec<u32> = (0..tab.positions.len()).map(|i| tab.positions.get(i)).collect();
-                tab.positions = Positions::from_u32(v);
+                tab.positions = Positions::from_u32(tab.positions.to_vec());
             }
         }
         out
@@ -1260,14 +1243,14 @@ mod tests {
 
     #[test]
     fn sketched_tables_find_the_same_entries_from_far_fewer_candidates() {
-        let mut next = rng(11);
+        let mut rng = Rng(11);
         let n = 40_000;
-        let mut hashes: Vec<H> = (0..n / 2).map(|_| H([next(), next(), next(), next()])).collect();
+        let mut hashes: Vec<H> = (0..n / 2).map(|_| H(rng.hash().words())).collect();
         // clusters of near-duplicates
         for _ in 0..n / 2 {
-            let base = hashes[(next() % 500) as usize].0;
-            let k = (next() % 40) as u32;
-            hashes.push(H(flip(&base, k, &mut next)));
+            let base = hashes[rng.below(500) as usize].0;
+            let k = rng.below(40) as u32;
+            hashes.push(H(flip(&base, k, &mut rng)));
         }
         let seg = Segment::build((0..n as u64).collect(), hashes.clone());
         let m = seg.plan.as_ref().unwrap().len();
@@ -1279,9 +1262,8 @@ mod tests {
         let mut wide = seg.clone();
         let plan = seg.plan.clone().unwrap();
         for (t, tab) in wide.tables.iter_mut().enumerate().skip(1) {
-            let v: Vec<u32> = (0..tab.positions.len()).map(|i| tab.positions.get(i)).collect();
             let sk = |p: u32| sketch_of(&plan, &seg.hashes[p as usize].0, t) as u16;
-            tab.positions = Positions::sketched_form(v, sk, false);
+            tab.positions = Positions::sketched_form(tab.positions.to_vec(), sk, false);
             assert!(matches!(tab.positions, Positions::S32(_)));
         }
         assert!(plain.needs_sketches());
@@ -1292,11 +1274,11 @@ mod tests {
             seg.tables.iter().map(|t| &t.positions).collect::<Vec<_>>()
         );
 
-        let mut queries: Vec<[u64; 4]> = (0..20).map(|_| [next(), next(), next(), next()]).collect();
+        let mut queries: Vec<[u64; 4]> = (0..20).map(|_| rng.hash().words()).collect();
         for _ in 0..60 {
-            let base = seg.hashes[(next() % n as u64) as usize].0;
-            let k = (next() % 48) as u32;
-            queries.push(flip(&base, k, &mut next));
+            let base = seg.hashes[rng.below(n as u64) as usize].0;
+            let k = rng.below(48) as u32;
+            queries.push(flip(&base, k, &mut rng));
         }
         let mut scratch = Scratch::default();
         let mut run = |s: &Segment, q: &[u64; 4], r: u32| {
