@@ -17,6 +17,9 @@ for r in rows:
     build = f(r.get('build_s'), '{:.2f}') + (f" ({r['build_cpu_s']:.2f})" if 'build_cpu_s' in r else "")
     print(f"| {n} | {eng} | {build} | {f(r.get('load_s'), '{:.2f}')} | {f(bpe, '{:.0f}')} "
           f"| {f(r['qps_1t'])} | {f(r['p50_us'])} | {f(r['p99_us'])} | {f(r['qps_mt'])} | {r['recall']:.4f} | {r['queries']} |")
+    if "qps_batch_1t" in r:
+        print(f"| {n} | consentry-index, the queries as one batch (join) on 1 thread; all threads query by query "
+              f"| — | — | — | {f(r['qps_batch_1t'])} | — | — | {f(r['qps_mt_per_query'])} | — | {r['queries']} |")
     if r["engine"] == "consentry-index" and not r.get("zeros"):
         print(f"| {n} | brute-force scan (Rust, popcount) | — | — | 40 | {f(r['bf_qps_1t'], '{:.1f}')} | {f(r['bf_p50_us'])} "
               f"| {f(r['bf_p99_us'])} | — | 1.0000 | {r['truth_queries']} |")

@@ -233,6 +233,20 @@ fn run(args: &[String]) {
     for (c, b) in counts.iter().zip(&batch) {
         assert_eq!(*c, b.len(), "batch and single search disagree");
     }
+    // the same on all threads query by query (the batch search before the join), and the batch
+    // search on one thread
+    let t = Instant::now();
+    let per_query: usize = {
+        use rayon::prelude::*;
+        queries.par_iter().map(|q| idx.search(q, radius).len()).sum()
+    };
+    let mt_single_s = t.elapsed().as_secs_f64();
+    assert_eq!(per_query, counts.iter().sum::<usize>());
+    let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let t = Instant::now();
+    let one: usize = pool1.install(|| idx.search_batch(&queries, radius)).iter().map(Vec::len).sum();
+    let batch_1t_s = t.elapsed().as_secs_f64();
+    assert_eq!(one, per_query);
     // brute force on a subset: the ground truth and the scan baseline
     let k = truth_k.min(queries.len());
     let mut blat = Vec::with_capacity(k);
@@ -278,6 +292,7 @@ fn run(args: &[String]) {
 \"build_s\":{build_s:.3},\"build_cpu_s\":{build_cpu_s:.3},\"save_s\":{save_s:.3},\"load_s\":{load_s:.3},\"snapshot_bytes\":{snap_bytes},\
 \"heap_bytes_per_entry\":{:.1},\"rss_delta_bytes_per_entry\":{:.1},\"vmhwm_mb\":{},\
 \"segments\":{},\"qps_1t\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\"threads\":{threads},\"qps_mt\":{:.1},\
+\"qps_mt_per_query\":{:.1},\"qps_batch_1t\":{:.1},\
 \"truth_queries\":{k},\"recall\":{:.6},\"bf_qps_1t\":{:.2},\"bf_p50_us\":{:.1},\"bf_p99_us\":{:.1}}}",
         queries.len(),
         stats.heap_bytes as f64 / total as f64,
@@ -288,6 +303,8 @@ fn run(args: &[String]) {
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         queries.len() as f64 / mt_s,
+        queries.len() as f64 / mt_single_s,
+        queries.len() as f64 / batch_1t_s,
         if truth == 0 { 1.0 } else { found as f64 / truth as f64 },
         k as f64 / bf_s,
         pct(&blat, 0.5),
@@ -297,7 +314,8 @@ fn run(args: &[String]) {
 
 /// `bench_index profile OUTDIR N MODE REPS`: builds the index (or loads `OUTDIR/index_N.snap` if present,
 /// writing it otherwise) and runs one search mode REPS times over the queries, for a profiler:
-/// MODE `single` (one query at a time) or `batch1` (one batch on one thread).
+/// MODE `single` (one query at a time) or `batch1` (one batch on one thread; `BATCH=k`: batches
+/// of k queries).
 fn profile(args: &[String]) {
     let (dir, n, mode, reps) = (&args[0], &args[1], args[2].as_str(), args[3].parse::<usize>().unwrap());
     let queries = read_hashes(&format!("{dir}/queries_{n}.u8"));
@@ -325,8 +343,12 @@ fn profile(args: &[String]) {
                 }
             }
             "batch1" => {
-                found +=
-                    pool1.install(|| idx.search_batch(&queries, radius)).iter().map(Vec::len).sum::<usize>()
+                // BATCH=k: batches of k queries (default: all at once)
+                let k = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(queries.len());
+                for qs in queries.chunks(k) {
+                    found +=
+                        pool1.install(|| idx.search_batch(qs, radius)).iter().map(Vec::len).sum::<usize>()
+                }
             }
             m => panic!("unknown mode {m}"),
         }

@@ -565,6 +565,43 @@ impl Positions {
         }
     }
 
+    /// Calls `keep(index)` for every record in slots `s..e` whose sketch is within `allow` bits
+    /// of `qs` (every record in the plain forms, which carry no sketch): in a sketched table an
+    /// entry can be within the radius through this table only if the two-chunk condition can
+    /// hold, and the sketch's distance is at most the next chunk's.
+    #[inline(always)]
+    pub fn filter(&self, s: usize, e: usize, qs: u32, allow: i32, mut keep: impl FnMut(u32)) {
+        let mut check = |p: u32, sk: u32| {
+            if (sk ^ qs).count_ones() as i32 <= allow {
+                keep(p);
+            }
+        };
+        // one loop per form, so that the records are decoded without a branch each
+        match self {
+            Positions::S24(b) => {
+                for r in b[5 * s..5 * e].chunks_exact(5) {
+                    check(
+                        u32::from_le_bytes([r[0], r[1], r[2], 0]),
+                        u32::from(u16::from_le_bytes([r[3], r[4]])),
+                    );
+                }
+            }
+            Positions::S32(b) => {
+                for r in b[6 * s..6 * e].chunks_exact(6) {
+                    check(
+                        u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+                        u32::from(u16::from_le_bytes([r[4], r[5]])),
+                    );
+                }
+            }
+            _ => {
+                for j in s..e {
+                    keep(self.get(j));
+                }
+            }
+        }
+    }
+
     /// Address of slot `i`, for prefetching.
     #[inline(always)]
     pub fn slot_ptr(&self, i: usize) -> *const u8 {
@@ -679,6 +716,84 @@ pub(crate) struct Scratch {
     /// (table, start, end, the probe's distance on the table's chunk, pipeline step)
     ranges: Vec<(u32, u32, u32, i32, u32)>,
     cands: Vec<(u32, u32)>,
+}
+
+/// Scratch buffers for [`Segment::search_join`].
+#[derive(Default)]
+pub(crate) struct JoinScratch {
+    qkeys: Vec<[u32; MAX_CHUNKS]>,
+    pairs: Vec<u64>,
+    tmp: Vec<u64>,
+    cands: Vec<(u32, u32)>,
+}
+
+/// One probe of a batch search packed in a u64, sorted on its key: bits 0..16 the query's
+/// index in the block, 16..32 its sketch of the next table, 32..38 its distance to the probed key
+/// on this table's chunk, 38.. the probed key (at most 26 bits).
+struct JoinProbe;
+
+impl JoinProbe {
+    const KEY_SHIFT: u32 = 38;
+    const MAX_QUERIES: usize = 1 << 16;
+
+    #[inline(always)]
+    fn pack(key: u32, distance: u32, sketch: u32, query: u32) -> u64 {
+        debug_assert!(key < 1 << MAX_WIDTH && distance < 64 && sketch < 1 << 16 && query < 1 << 16);
+        u64::from(key) << Self::KEY_SHIFT
+            | u64::from(distance) << 32
+            | u64::from(sketch) << 16
+            | u64::from(query)
+    }
+    #[inline(always)]
+    fn key(p: u64) -> u32 {
+        (p >> Self::KEY_SHIFT) as u32
+    }
+    #[inline(always)]
+    fn distance(p: u64) -> u32 {
+        (p >> 32) as u32 & 63
+    }
+    #[inline(always)]
+    fn sketch(p: u64) -> u32 {
+        (p >> 16) as u32 & 0xffff
+    }
+    #[inline(always)]
+    fn query(p: u64) -> u32 {
+        p as u32 & 0xffff
+    }
+}
+
+/// Sorts `v` by bits `from..from + bits` of each value (a least-significant-digit radix sort,
+/// one pass per 11 bits or fewer; stable, so equal keys keep their order).
+fn sort_by_bits(v: &mut Vec<u64>, tmp: &mut Vec<u64>, from: u32, bits: u32) {
+    let passes = bits.div_ceil(11).max(1);
+    let digit = bits.div_ceil(passes);
+    let mut count = vec![0usize; 1 << digit];
+    let mut shift = from;
+    let mut left = bits;
+    while left > 0 {
+        let db = digit.min(left);
+        let mask = (1u64 << db) - 1;
+        count[..1 << db].fill(0);
+        for &x in v.iter() {
+            count[((x >> shift) & mask) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in count[..1 << db].iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        // every slot is written below: only growth is zeroed
+        tmp.resize(v.len(), 0);
+        for &x in v.iter() {
+            let b = ((x >> shift) & mask) as usize;
+            tmp[count[b]] = x;
+            count[b] += 1;
+        }
+        std::mem::swap(v, tmp);
+        shift += db;
+        left -= db;
+    }
 }
 
 impl Segment {
@@ -900,43 +1015,12 @@ impl Segment {
                     }
                     continue;
                 }
-                let pos = &self.tables[t].positions;
-                let (s, e) = (s as usize, e as usize);
                 let allow = rhos[t] + rhos[(t + 1) % m] + 1 - d;
-                let qs = qsk[t];
                 let hashes = &self.hashes;
-                let mut keep = |p: u32, sk: u32| {
-                    if (sk ^ qs).count_ones() as i32 <= allow {
-                        prefetch(hashes.as_ptr().wrapping_add(p as usize));
-                        cands.push((t as u32, p));
-                    }
-                };
-                // one loop per form, so that the records are decoded without a branch each
-                match pos {
-                    Positions::S24(b) => {
-                        for r in b[5 * s..5 * e].chunks_exact(5) {
-                            keep(
-                                u32::from_le_bytes([r[0], r[1], r[2], 0]),
-                                u32::from(u16::from_le_bytes([r[3], r[4]])),
-                            );
-                        }
-                    }
-                    Positions::S32(b) => {
-                        for r in b[6 * s..6 * e].chunks_exact(6) {
-                            keep(
-                                u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
-                                u32::from(u16::from_le_bytes([r[4], r[5]])),
-                            );
-                        }
-                    }
-                    _ => {
-                        for j in s..e {
-                            let p = pos.get(j);
-                            prefetch(hashes.as_ptr().wrapping_add(p as usize));
-                            cands.push((t as u32, p));
-                        }
-                    }
-                }
+                self.tables[t].positions.filter(s as usize, e as usize, qsk[t], allow, |p| {
+                    prefetch(hashes.as_ptr().wrapping_add(p as usize));
+                    cands.push((t as u32, p));
+                });
             }
         }
         STATS.with(|st| {
@@ -952,6 +1036,134 @@ impl Segment {
             let d = scan::dist(q, h);
             if d <= r && ring_start(plan, h, &qkeys, &rhos) == t as usize {
                 out(p, d);
+            }
+        }
+    }
+
+    /// Searches for many queries at once (`qs` in storage bit order), calling
+    /// `out(query index, position, distance)` once for every entry within `r` of each — the
+    /// same entries [`Segment::search_mih`] finds for each query alone.
+    ///
+    /// Table by table, the probes of every query are sorted by key, so the directory and the
+    /// lists are read in increasing address order (streamed, where one query's probes are
+    /// random reads), and each list read serves every query that probes it.
+    pub fn search_join(
+        &self,
+        qs: &[[u64; 4]],
+        r: u32,
+        sc: &mut JoinScratch,
+        out: &mut impl FnMut(u32, u32, u32),
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU supports popcnt (checked just above).
+            unsafe { self.search_join_popcnt(qs, r, sc, out) };
+            return;
+        }
+        self.search_join_generic(qs, r, sc, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn search_join_popcnt(
+        &self,
+        qs: &[[u64; 4]],
+        r: u32,
+        sc: &mut JoinScratch,
+        out: &mut impl FnMut(u32, u32, u32),
+    ) {
+        self.search_join_generic(qs, r, sc, out)
+    }
+
+    #[inline(always)]
+    fn search_join_generic(
+        &self,
+        qs: &[[u64; 4]],
+        r: u32,
+        sc: &mut JoinScratch,
+        out: &mut impl FnMut(u32, u32, u32),
+    ) {
+        let plan = self.plan.as_ref().expect("indexed segment");
+        assert!(qs.len() <= JoinProbe::MAX_QUERIES, "at most 2^16 queries at once");
+        let m = plan.len();
+        let rhos = plan.rhos(r);
+        let JoinScratch { qkeys, pairs, tmp, cands } = sc;
+        qkeys.clear();
+        qkeys.extend(qs.iter().map(|q| {
+            let mut k = [0u32; MAX_CHUNKS];
+            for (t, x) in k.iter_mut().enumerate().take(m) {
+                *x = plan.key(q, t);
+            }
+            k
+        }));
+        let hashes = &self.hashes;
+        let mask = (1u32 << SKETCH_BITS) - 1;
+        for t in 0..m {
+            if rhos[t] < 0 {
+                continue;
+            }
+            let width = plan.widths[t];
+            let next = (t + 1) % m;
+            // one u64 per probe, sorted by key: everything the list check needs, so that it reads
+            // nothing else per probe (see `JoinProbe`)
+            pairs.clear();
+            for (qi, k) in qkeys.iter().enumerate() {
+                let qsk = k[next] & mask;
+                for_ball(k[t], width, rhos[t], &mut |key| {
+                    pairs.push(JoinProbe::pack(key, (key ^ k[t]).count_ones(), qsk, qi as u32))
+                });
+            }
+            sort_by_bits(pairs, tmp, JoinProbe::KEY_SHIFT, width);
+            let tab = &self.tables[t];
+            cands.clear();
+            let (mut last, mut s, mut e) = (u32::MAX, 0u32, 0u32);
+            for (i, &pr) in pairs.iter().enumerate() {
+                // the bucket `AHEAD` probes on: its list (or hashes) prefetched; the directory
+                // is read in increasing order, which the hardware prefetches
+                if let Some(&ahead) = pairs.get(i + AHEAD) {
+                    let a = tab.dir.get(JoinProbe::key(ahead) as usize) as usize;
+                    if t == 0 {
+                        prefetch(hashes.as_ptr().wrapping_add(a));
+                    } else {
+                        prefetch(tab.positions.slot_ptr(a));
+                    }
+                }
+                let key = JoinProbe::key(pr);
+                if key != last {
+                    (s, e) = tab.dir.range(key as usize);
+                    last = key;
+                }
+                if s == e {
+                    continue;
+                }
+                let qi = JoinProbe::query(pr);
+                if t == 0 {
+                    // table 0's buckets are ranges of the hashes themselves: verified in place
+                    let q = &qs[qi as usize];
+                    for p in s..e {
+                        let h = &hashes[p as usize].0;
+                        let d = scan::dist(q, h);
+                        if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == 0 {
+                            out(qi, p, d);
+                        }
+                    }
+                    continue;
+                }
+                let allow = rhos[t] + rhos[next] + 1 - JoinProbe::distance(pr) as i32;
+                tab.positions
+                    .filter(s as usize, e as usize, JoinProbe::sketch(pr), allow, |p| cands.push((p, qi)));
+            }
+            // the candidates' hashes are random reads: a pipeline of prefetches ahead
+            for i in 0..cands.len() {
+                if let Some(&(p, _)) = cands.get(i + AHEAD) {
+                    prefetch(hashes.as_ptr().wrapping_add(p as usize));
+                }
+                let (p, qi) = cands[i];
+                let h = &hashes[p as usize].0;
+                let d = scan::dist(&qs[qi as usize], h);
+                if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == t {
+                    out(qi, p, d);
+                }
             }
         }
     }
@@ -1288,8 +1500,10 @@ mod tests {
             got
         };
         let mut cands = [0u64; 4];
+        let radii = [0, 5, 10, 16, 24, 31, 40, 64];
+        let mut wants = Vec::new();
         for q in &queries {
-            for r in [0, 5, 10, 16, 24, 31, 40, 64] {
+            for r in radii {
                 let mut want: Vec<(u64, u32)> = hashes
                     .iter()
                     .enumerate()
@@ -1306,12 +1520,43 @@ mod tests {
                         cands[k] += STATS.with(|st| st.get())[2];
                     }
                 }
+                wants.push(want);
+            }
+        }
+        // the batch search of all the queries at once finds the same, in every record form
+        let mut js = JoinScratch::default();
+        for (k, s) in [&seg, &plain, &mixed, &wide].into_iter().enumerate() {
+            for (ri, &r) in radii.iter().enumerate() {
+                let mut got = vec![Vec::new(); queries.len()];
+                s.search_join(&queries, r, &mut js, &mut |qi, p, d| {
+                    got[qi as usize].push((s.ids.get(p as usize), d))
+                });
+                for (qi, g) in got.iter_mut().enumerate() {
+                    g.sort_unstable();
+                    assert_eq!(g, &wants[qi * radii.len() + ri], "join: segment {k} radius {r} query {qi}");
+                }
             }
         }
         // at radius 31 the sketches leave table 0's candidates and a few others
         assert!(cands[0] * 4 < cands[1], "candidates sketched {} plain {}", cands[0], cands[1]);
         assert!(cands[0] < cands[2] && cands[2] < cands[1], "{cands:?}");
         assert_eq!(cands[3], cands[0], "the 6-byte records filter alike");
+    }
+
+    #[test]
+    fn probes_sort_by_their_key_bits_alone_and_stably() {
+        let mut rng = Rng(5);
+        for bits in [1, 10, 11, 12, 16, 21, 23, 26] {
+            let v: Vec<u64> =
+                (0..5000).map(|i| JoinProbe::pack(rng.below(1 << bits) as u32, 3, 0xabcd, i)).collect();
+            let (mut sorted, mut tmp) = (v.clone(), Vec::new());
+            sort_by_bits(&mut sorted, &mut tmp, JoinProbe::KEY_SHIFT, bits);
+            let mut want = v.clone();
+            want.sort_by_key(|&p| JoinProbe::key(p)); // stable: equal keys keep the query order
+            assert_eq!(sorted, want, "{bits} bits");
+            let p = sorted[17];
+            assert_eq!((JoinProbe::distance(p), JoinProbe::sketch(p)), (3, 0xabcd));
+        }
     }
 
     #[test]

@@ -106,6 +106,26 @@ fn check_segment(
             assert_eq!(got, brute(entries, q, r), "radius {r} query {q}");
         }
     }
+    // all the queries at once (the batch search's join): each reported once, as brute force
+    let words: Vec<[u64; 4]> = queries.iter().map(Hash256::words).collect();
+    let mut js = segment::JoinScratch::default();
+    for &r in radii {
+        let mut got = vec![Vec::new(); queries.len()];
+        seg.search_join(&words, r, &mut js, &mut |qi, p, d| {
+            got[qi as usize].push(Match {
+                id: seg.ids.get(p as usize),
+                hash: Hash256::from_words(seg.hashes[p as usize].0),
+                distance: d,
+            })
+        });
+        for (q, g) in queries.iter().zip(&mut got) {
+            let n = g.len();
+            sort_matches(g);
+            g.dedup();
+            assert_eq!(n, g.len(), "duplicate results (join)");
+            assert_eq!(*g, brute(entries, q, r), "join: radius {r} query {q}");
+        }
+    }
 }
 
 #[test]
@@ -277,6 +297,55 @@ fn dihedral_nearest_and_batch_agree_with_brute_force() {
     for (q, b) in queries.iter().zip(&batch) {
         assert_eq!(b, &brute(&all, q, 31));
         assert_eq!(b, &idx.search_exhaustive(q, 31));
+    }
+}
+
+#[test]
+fn a_batch_large_enough_to_join_agrees_with_brute_force_across_segments_deletions_and_buffer() {
+    let mut rng = Rng(21);
+    let seeds = pdq_vectors();
+    let mut entries: Vec<(u64, Hash256)> = match &seeds {
+        Some(s) => realistic(s, 30_000, &mut rng),
+        None => (0..30_000).map(|i| (i, rng.hash())).collect(),
+    };
+    let idx = Index::build(entries.iter().copied(), IndexConfig::default()).unwrap();
+    // a second segment, removed entries in both, and entries left in the insert buffer
+    let more: Vec<(u64, Hash256)> =
+        (0..8_000u64).map(|i| (100_000 + i, rng.flip(&entries[i as usize].1, 6))).collect();
+    idx.insert_many(more.iter().copied()).unwrap();
+    let buffered: Vec<(u64, Hash256)> =
+        (0..300u64).map(|i| (200_000 + i, rng.flip(&entries[i as usize].1, 3))).collect();
+    idx.insert_many(buffered.iter().copied()).unwrap();
+    entries.extend(more);
+    entries.extend(buffered);
+    let gone: Vec<u64> = (0..400).map(|_| entries[rng.below(entries.len() as u64) as usize].0).collect();
+    idx.remove_many(&gone);
+    entries.retain(|(id, _)| !gone.contains(id));
+    assert!(idx.stats().segments >= 2 && idx.stats().buffered > 0, "{:?}", idx.stats());
+    // enough queries that every thread's block is searched by the join
+    let nq = JOIN_MIN * rayon::current_num_threads() + 7;
+    let queries: Vec<Hash256> = (0..nq)
+        .map(|i| {
+            if i % 3 == 0 {
+                rng.hash()
+            } else {
+                let (k, e) = (rng.below(40) as u32, rng.below(entries.len() as u64) as usize);
+                rng.flip(&entries[e].1, k)
+            }
+        })
+        .collect();
+    for r in [0, 12, 31] {
+        let batch = idx.search_batch(&queries, r);
+        assert_eq!(batch.len(), nq);
+        let mut found = 0;
+        for (q, b) in queries.iter().zip(&batch).step_by(7) {
+            assert_eq!(b, &idx.search(q, r), "radius {r}");
+            found += b.len();
+        }
+        for (q, b) in queries.iter().zip(&batch).step_by(53) {
+            assert_eq!(b, &brute(&entries, q, r), "radius {r}");
+        }
+        assert!(r == 0 || found > nq / 7 / 2, "radius {r}: {found} matches");
     }
 }
 

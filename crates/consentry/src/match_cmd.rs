@@ -185,20 +185,29 @@ pub fn run(args: MatchArgs) -> Result<ExitCode> {
         keep
     });
 
-    let results: Vec<Vec<consentry_index::Match>> = {
+    let searched: Vec<Vec<Hash256>> = queries
+        .iter()
+        .map(|l| {
+            if args.keep_degenerate {
+                l.hashes.clone()
+            } else {
+                l.hashes.iter().copied().filter(|h| !is_degenerate(h)).collect()
+            }
+        })
+        .collect();
+    let results: Vec<Vec<consentry_index::Match>> = if searched.iter().all(|hs| hs.len() == 1) {
+        // one hash per query: the index's batch search takes the whole list at once
+        let flat: Vec<Hash256> = searched.iter().map(|hs| hs[0]).collect();
+        index.search_batch(&flat, args.radius)
+    } else {
         use rayon::prelude::*;
-        queries
+        searched
             .par_iter()
-            .map(|l| {
-                let hs: Vec<Hash256> = if args.keep_degenerate {
-                    l.hashes.clone()
-                } else {
-                    l.hashes.iter().copied().filter(|h| !is_degenerate(h)).collect()
-                };
+            .map(|hs| {
                 if hs.len() == 1 {
                     index.search(&hs[0], args.radius)
                 } else {
-                    index.search_dihedral(&hs, args.radius)
+                    index.search_dihedral(hs, args.radius)
                 }
             })
             .collect()
