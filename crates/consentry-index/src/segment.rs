@@ -719,12 +719,28 @@ pub(crate) struct Scratch {
 }
 
 /// Scratch buffers for [`Segment::search_join`].
-#[derive(Default)]
 pub(crate) struct JoinScratch {
     qkeys: Vec<[u32; MAX_CHUNKS]>,
     pairs: Vec<u64>,
     tmp: Vec<u64>,
     cands: Vec<(u32, u32)>,
+    /// At most this many probes are sorted at once (the queries of a table are taken in runs).
+    pub pair_cap: usize,
+}
+
+/// Probes sorted at once in a batch search: 2^22 (two buffers of 32 MiB).
+const PAIR_CAP: usize = 1 << 22;
+
+impl Default for JoinScratch {
+    fn default() -> Self {
+        JoinScratch {
+            qkeys: Vec::new(),
+            pairs: Vec::new(),
+            tmp: Vec::new(),
+            cands: Vec::new(),
+            pair_cap: PAIR_CAP,
+        }
+    }
 }
 
 /// One probe of a batch search packed in a u64, sorted on its key: bits 0..16 the query's
@@ -1087,7 +1103,7 @@ impl Segment {
         assert!(qs.len() <= JoinProbe::MAX_QUERIES, "at most 2^16 queries at once");
         let m = plan.len();
         let rhos = plan.rhos(r);
-        let JoinScratch { qkeys, pairs, tmp, cands } = sc;
+        let JoinScratch { qkeys, pairs, tmp, cands, pair_cap } = sc;
         qkeys.clear();
         qkeys.extend(qs.iter().map(|q| {
             let mut k = [0u32; MAX_CHUNKS];
@@ -1104,65 +1120,73 @@ impl Segment {
             }
             let width = plan.widths[t];
             let next = (t + 1) % m;
-            // one u64 per probe, sorted by key: everything the list check needs, so that it reads
-            // nothing else per probe (see `JoinProbe`)
-            pairs.clear();
-            for (qi, k) in qkeys.iter().enumerate() {
-                let qsk = k[next] & mask;
-                for_ball(k[t], width, rhos[t], &mut |key| {
-                    pairs.push(JoinProbe::pack(key, (key ^ k[t]).count_ones(), qsk, qi as u32))
-                });
-            }
-            sort_by_bits(pairs, tmp, JoinProbe::KEY_SHIFT, width);
             let tab = &self.tables[t];
-            cands.clear();
-            let (mut last, mut s, mut e) = (u32::MAX, 0u32, 0u32);
-            for (i, &pr) in pairs.iter().enumerate() {
-                // the bucket `AHEAD` probes on: its list (or hashes) prefetched; the directory
-                // is read in increasing order, which the hardware prefetches
-                if let Some(&ahead) = pairs.get(i + AHEAD) {
-                    let a = tab.dir.get(JoinProbe::key(ahead) as usize) as usize;
-                    if t == 0 {
-                        prefetch(hashes.as_ptr().wrapping_add(a));
-                    } else {
-                        prefetch(tab.positions.slot_ptr(a));
-                    }
+            // the queries in runs of at most `pair_cap` probes (a large radius has balls of
+            // thousands of keys: 8,192 queries' probes would take gigabytes)
+            let step = ((*pair_cap as f64 / ball_size(width, rhos[t])) as usize).clamp(1, qkeys.len().max(1));
+            for lo in (0..qkeys.len()).step_by(step) {
+                let run = lo..(lo + step).min(qkeys.len());
+                // one u64 per probe, sorted by key: everything the list check needs, so that it
+                // reads nothing else per probe (see `JoinProbe`)
+                pairs.clear();
+                for (qi, k) in qkeys[run.clone()].iter().enumerate() {
+                    let qsk = k[next] & mask;
+                    let qi = (run.start + qi) as u32;
+                    for_ball(k[t], width, rhos[t], &mut |key| {
+                        pairs.push(JoinProbe::pack(key, (key ^ k[t]).count_ones(), qsk, qi))
+                    });
                 }
-                let key = JoinProbe::key(pr);
-                if key != last {
-                    (s, e) = tab.dir.range(key as usize);
-                    last = key;
-                }
-                if s == e {
-                    continue;
-                }
-                let qi = JoinProbe::query(pr);
-                if t == 0 {
-                    // table 0's buckets are ranges of the hashes themselves: verified in place
-                    let q = &qs[qi as usize];
-                    for p in s..e {
-                        let h = &hashes[p as usize].0;
-                        let d = scan::dist(q, h);
-                        if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == 0 {
-                            out(qi, p, d);
+                sort_by_bits(pairs, tmp, JoinProbe::KEY_SHIFT, width);
+                cands.clear();
+                let (mut last, mut s, mut e) = (u32::MAX, 0u32, 0u32);
+                for (i, &pr) in pairs.iter().enumerate() {
+                    // the bucket `AHEAD` probes on: its list (or hashes) prefetched; the
+                    // directory is read in increasing order, which the hardware prefetches
+                    if let Some(&ahead) = pairs.get(i + AHEAD) {
+                        let a = tab.dir.get(JoinProbe::key(ahead) as usize) as usize;
+                        if t == 0 {
+                            prefetch(hashes.as_ptr().wrapping_add(a));
+                        } else {
+                            prefetch(tab.positions.slot_ptr(a));
                         }
                     }
-                    continue;
+                    let key = JoinProbe::key(pr);
+                    if key != last {
+                        (s, e) = tab.dir.range(key as usize);
+                        last = key;
+                    }
+                    if s == e {
+                        continue;
+                    }
+                    let qi = JoinProbe::query(pr);
+                    if t == 0 {
+                        // table 0's buckets are ranges of the hashes themselves: verified in place
+                        let q = &qs[qi as usize];
+                        for p in s..e {
+                            let h = &hashes[p as usize].0;
+                            let d = scan::dist(q, h);
+                            if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == 0 {
+                                out(qi, p, d);
+                            }
+                        }
+                        continue;
+                    }
+                    let allow = rhos[t] + rhos[next] + 1 - JoinProbe::distance(pr) as i32;
+                    tab.positions.filter(s as usize, e as usize, JoinProbe::sketch(pr), allow, |p| {
+                        cands.push((p, qi))
+                    });
                 }
-                let allow = rhos[t] + rhos[next] + 1 - JoinProbe::distance(pr) as i32;
-                tab.positions
-                    .filter(s as usize, e as usize, JoinProbe::sketch(pr), allow, |p| cands.push((p, qi)));
-            }
-            // the candidates' hashes are random reads: a pipeline of prefetches ahead
-            for i in 0..cands.len() {
-                if let Some(&(p, _)) = cands.get(i + AHEAD) {
-                    prefetch(hashes.as_ptr().wrapping_add(p as usize));
-                }
-                let (p, qi) = cands[i];
-                let h = &hashes[p as usize].0;
-                let d = scan::dist(&qs[qi as usize], h);
-                if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == t {
-                    out(qi, p, d);
+                // the candidates' hashes are random reads: a pipeline of prefetches ahead
+                for i in 0..cands.len() {
+                    if let Some(&(p, _)) = cands.get(i + AHEAD) {
+                        prefetch(hashes.as_ptr().wrapping_add(p as usize));
+                    }
+                    let (p, qi) = cands[i];
+                    let h = &hashes[p as usize].0;
+                    let d = scan::dist(&qs[qi as usize], h);
+                    if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == t {
+                        out(qi, p, d);
+                    }
                 }
             }
         }
@@ -1523,12 +1547,15 @@ mod tests {
                 wants.push(want);
             }
         }
-        // the batch search of all the queries at once finds the same, in every record form
+        // the batch search of all the queries at once finds the same, in every record form, and
+        // with the queries taken in runs of at most 100 probes
         let mut js = JoinScratch::default();
-        for (k, s) in [&seg, &plain, &mixed, &wide].into_iter().enumerate() {
+        let mut capped = JoinScratch { pair_cap: 100, ..JoinScratch::default() };
+        for (k, s) in [&seg, &plain, &mixed, &wide, &seg].into_iter().enumerate() {
+            let js = if k == 4 { &mut capped } else { &mut js };
             for (ri, &r) in radii.iter().enumerate() {
                 let mut got = vec![Vec::new(); queries.len()];
-                s.search_join(&queries, r, &mut js, &mut |qi, p, d| {
+                s.search_join(&queries, r, js, &mut |qi, p, d| {
                     got[qi as usize].push((s.ids.get(p as usize), d))
                 });
                 for (qi, g) in got.iter_mut().enumerate() {
