@@ -185,9 +185,12 @@ impl State {
                 };
                 if seg.plan.is_some() && !seg.prefers_scan(r) && qs.len() >= JOIN_MIN {
                     JOIN_SCRATCH.with(|s| {
-                        seg.search_join(&pqs, r, &mut s.borrow_mut(), &mut |qi, p, d| {
-                            found(qi as usize, p, d)
-                        })
+                        let mut s = s.borrow_mut();
+                        // (a block is at most JOIN_BLOCK hashes unless one query holds more)
+                        for (c, part) in pqs.chunks(JOIN_BLOCK).enumerate() {
+                            let base = c * JOIN_BLOCK;
+                            seg.search_join(part, r, &mut s, &mut |qi, p, d| found(base + qi as usize, p, d))
+                        }
                     });
                 } else {
                     SCRATCH.with(|s| {
@@ -549,24 +552,55 @@ impl Index {
     /// least 512 is searched as one: table by table, the block's probes sorted by key, so the
     /// tables are streamed instead of read at random (see `Segment::search_join`).
     pub fn search_batch(&self, queries: &[Hash256], radius: u32) -> Vec<Vec<Match>> {
-        use rayon::prelude::*;
         let st = self.snapshot();
-        let block = queries.len().div_ceil(rayon::current_num_threads()).clamp(1, JOIN_BLOCK);
-        let blocks: Vec<Vec<Vec<Match>>> = queries
-            .par_chunks(block)
-            .map(|qs| {
-                let words: Vec<[u64; 4]> = qs.iter().map(Hash256::words).collect();
-                let mut res = vec![Vec::new(); qs.len()];
+        in_blocks(
+            queries.len(),
+            |_| 1,
+            |range| {
+                let words: Vec<[u64; 4]> = queries[range].iter().map(Hash256::words).collect();
+                let mut res = vec![Vec::new(); words.len()];
                 st.search_many(&words, radius, &mut |qi, _, id, h, d| {
                     res[qi].push(Match { id, hash: Hash256::from_words(*h), distance: d })
                 });
-                for m in &mut res {
-                    sort_matches(m);
-                }
+                res.iter_mut().for_each(|m| sort_matches(m));
                 res
-            })
-            .collect();
-        blocks.into_iter().flatten().collect()
+            },
+        )
+    }
+
+    /// [`Index::search_dihedral`] for many queries (each a list of hashes, such as an image's 8
+    /// dihedral hashes) on all cores, their hashes searched as one batch as in
+    /// [`Index::search_batch`]; results in query order.
+    pub fn search_batch_dihedral(&self, queries: &[Vec<Hash256>], radius: u32) -> Vec<Vec<Match>> {
+        let st = self.snapshot();
+        in_blocks(
+            queries.len(),
+            |i| queries[i].len(),
+            |range| {
+                let qs = &queries[range];
+                let (mut owner, mut words) = (Vec::new(), Vec::new());
+                for (i, q) in qs.iter().enumerate() {
+                    owner.extend(std::iter::repeat(i).take(q.len()));
+                    words.extend(q.iter().map(Hash256::words));
+                }
+                let mut best: Vec<HashMap<(u32, u32), Match>> = vec![HashMap::new(); qs.len()];
+                st.search_many(&words, radius, &mut |vi, key, id, h, d| {
+                    let m = best[owner[vi]].entry(key).or_insert(Match {
+                        id,
+                        hash: Hash256::from_words(*h),
+                        distance: d,
+                    });
+                    m.distance = m.distance.min(d);
+                });
+                best.into_iter()
+                    .map(|b| {
+                        let mut v: Vec<Match> = b.into_values().collect();
+                        sort_matches(&mut v);
+                        v
+                    })
+                    .collect()
+            },
+        )
     }
 
     /// Brute-force search (linear scan of every entry); the reference for tests and benchmarks.
@@ -602,6 +636,34 @@ impl Index {
         let (ids, hashes) = self.snapshot().entries();
         ids.into_iter().zip(hashes.into_iter().map(|h| Hash256::from_words(perm::unpermute(&h.0)))).collect()
     }
+}
+
+/// Runs `search` over blocks of whole queries (`0..n`, query `i` holding `hashes(i)` hashes), about
+/// one block per thread and at most [`JOIN_BLOCK`] hashes each (more only for a single query that
+/// holds more), in parallel; the blocks' results concatenated in query order.
+fn in_blocks<T: Send>(
+    n: usize,
+    hashes: impl Fn(usize) -> usize,
+    search: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let total: usize = (0..n).map(&hashes).sum();
+    let per = total.div_ceil(rayon::current_num_threads()).clamp(1, JOIN_BLOCK);
+    let mut blocks = Vec::new();
+    let (mut start, mut held) = (0, 0);
+    for i in 0..n {
+        let h = hashes(i);
+        if held > 0 && held + h > per {
+            blocks.push(start..i);
+            (start, held) = (i, 0);
+        }
+        held += h;
+    }
+    if start < n {
+        blocks.push(start..n);
+    }
+    let done: Vec<Vec<T>> = blocks.into_par_iter().map(search).collect();
+    done.into_iter().flatten().collect()
 }
 
 /// Counters of this thread's multi-index searches since the last call:

@@ -347,6 +347,27 @@ fn a_batch_large_enough_to_join_agrees_with_brute_force_across_segments_deletion
         }
         assert!(r == 0 || found > nq / 7 / 2, "radius {r}: {found} matches");
     }
+    // lists of hashes (an image's dihedral hashes), the same hash twice in some: as search_dihedral
+    let lists: Vec<Vec<Hash256>> = (0..nq / 2)
+        .map(|i| {
+            let mut l = queries[i..i + 1 + i % 4].to_vec();
+            if i % 4 == 0 {
+                l.push(l[0]);
+            }
+            l
+        })
+        .collect();
+    assert!(lists.iter().map(Vec::len).sum::<usize>() >= JOIN_MIN * rayon::current_num_threads());
+    for r in [12, 31] {
+        let got = idx.search_batch_dihedral(&lists, r);
+        assert_eq!(got.len(), lists.len());
+        let mut found = 0;
+        for (l, g) in lists.iter().zip(&got) {
+            assert_eq!(g, &idx.search_dihedral(l, r), "radius {r}");
+            found += g.len();
+        }
+        assert!(found > lists.len() / 2, "radius {r}: {found} matches");
+    }
 }
 
 #[test]

@@ -200,17 +200,8 @@ pub fn run(args: MatchArgs) -> Result<ExitCode> {
         let flat: Vec<Hash256> = searched.iter().map(|hs| hs[0]).collect();
         index.search_batch(&flat, args.radius)
     } else {
-        use rayon::prelude::*;
-        searched
-            .par_iter()
-            .map(|hs| {
-                if hs.len() == 1 {
-                    index.search(&hs[0], args.radius)
-                } else {
-                    index.search_dihedral(hs, args.radius)
-                }
-            })
-            .collect()
+        // with their dihedral variants: every variant of every query in one batch
+        index.search_batch_dihedral(&searched, args.radius)
     };
 
     let any = results.iter().any(|m| !m.is_empty());
