@@ -41,6 +41,7 @@ mod metrics;
 mod openapi;
 pub mod protect;
 mod ratelimit;
+mod retention;
 mod sync;
 mod tally;
 pub mod webhooks;
@@ -104,6 +105,13 @@ pub struct ServerConfig {
     /// How often the match counts kept in memory are added to the store's (at most this much
     /// of them is lost if the process is killed).
     pub match_count_interval: Duration,
+    /// Change-feed rows older than this are deleted (a replica further behind reloads its index
+    /// from the entries); `None` keeps them all. Default 30 days.
+    pub keep_changes: Option<Duration>,
+    /// Match counts of days further back than this are deleted; `None` (the default) keeps them.
+    pub keep_match_counts_days: Option<u32>,
+    /// How often the retention runs (and once at start).
+    pub retention_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +138,9 @@ impl Default for ServerConfig {
             max_import_bytes: 4 << 30,
             derive_params: consentry_derive::Params::default(),
             match_count_interval: Duration::from_secs(1),
+            keep_changes: Some(Duration::from_secs(30 * 86_400)),
+            keep_match_counts_days: None,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -198,6 +209,7 @@ impl AppState {
             config,
         });
         tokio::spawn(tally::run(Arc::downgrade(&inner), store.clone(), inner.config.match_count_interval));
+        tokio::spawn(retention::run(Arc::downgrade(&inner), store.clone()));
         let poll = inner.config.poll_interval;
         if inner.config.webhooks.run_sender {
             tokio::spawn(webhooks::run(

@@ -574,3 +574,52 @@ async fn the_index_is_compacted_once_the_feed_is_quiet_after_an_import() {
         assert_eq!(app.matches(&h).await.len(), 1, "still found after the compaction");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_match_counts_and_feed_and_lookups_go_on() {
+    use consentry_store::{
+        day_of, Actor, MatchTally, StatsGroup, StatsKey, StatsQuery, StoreError, Timestamp,
+    };
+    let db = TestDb::sqlite();
+    let config = ServerConfig {
+        keep_changes: Some(Duration::from_millis(300)),
+        keep_match_counts_days: Some(30),
+        retention_interval: Duration::from_millis(100),
+        ..test_config()
+    };
+    let app = TestApp::on(&db, config).await;
+    app.create_bank("known").await;
+    let h = random_pdq();
+    let id = app.add_entry("known", &h, json!({})).await;
+    let store = app.state.store().clone();
+    let today = day_of(Timestamp::now());
+    let tally = |day: i64| MatchTally {
+        entry_id: id,
+        source: "platform-x".into(),
+        day,
+        matches: 1,
+        first_at: Timestamp(day * 86_400_000),
+        last_at: Timestamp(day * 86_400_000),
+    };
+    store.record_matches(&[tally(today - 100), tally(today - 31), tally(today - 2)]).await.unwrap();
+    let days = || async {
+        let q = StatsQuery::over(StatsGroup::Day, today - 200, today);
+        store.match_stats(&q).await.unwrap().into_iter().map(|r| r.key).collect::<Vec<_>>()
+    };
+    // Within a few passes the counts of days over 30 back are gone, the rest kept, and the feed
+    // written more than 300 ms ago with them.
+    let pruned = within(Duration::from_secs(5), || async {
+        days().await == vec![StatsKey::Day(today - 2)]
+            && matches!(store.changes_since(0, 10).await, Err(StoreError::FeedTruncated { .. }))
+    })
+    .await;
+    assert!(pruned.is_some(), "still there: days {:?}", days().await);
+    assert!(app.matches(&h).await.iter().any(|m| m["entry_id"] == id), "the entry still matches");
+    // The index keeps following the feed: a new entry matches within the sync time.
+    let h2 = random_pdq();
+    app.add_entry("known", &h2, json!({})).await;
+    let synced = within(Duration::from_secs(2), || async { !app.matches(&h2).await.is_empty() }).await;
+    assert!(synced.is_some(), "the new entry never matched");
+    let audit = store.audit_events(0, 1000).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "match_counts.prune" && e.actor == Actor::system().to_string()));
+}

@@ -280,6 +280,44 @@ pub(crate) async fn prune_changes(c: &mut Conn, actor: &Actor, through: i64, now
     Ok(n)
 }
 
+/// The last change made before `before`, at most `max_rows` past the last pruned one (0 when
+/// there is none).
+pub(crate) async fn last_seq_before(c: &mut Conn, before: Timestamp, max_rows: i64) -> Result<i64> {
+    let pruned: i64 = sqlx::query_scalar::<Db, i64>("SELECT pruned_seq FROM meta WHERE id = 1")
+        .fetch_one(&mut *c)
+        .await?;
+    let seq: Option<i64> =
+        sqlx::query_scalar::<Db, Option<i64>>("SELECT MAX(seq) FROM changes WHERE at < $1 AND seq <= $2")
+            .bind(before.0)
+            .bind(pruned.saturating_add(max_rows))
+            .fetch_one(&mut *c)
+            .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+pub(crate) async fn prune_match_counts(
+    c: &mut Conn,
+    actor: &Actor,
+    before_day: i64,
+    max_rows: i64,
+    now: Timestamp,
+) -> Result<u64> {
+    let n = sqlx::query::<Db>(
+        "DELETE FROM match_counts WHERE (entry_id, day, source) IN
+             (SELECT entry_id, day, source FROM match_counts WHERE day < $1 LIMIT $2)",
+    )
+    .bind(before_day)
+    .bind(max_rows)
+    .execute(&mut *c)
+        .await?
+        .rows_affected();
+    if n > 0 {
+        let detail = serde_json::json!({"before_day": before_day, "deleted": n});
+        audit(c, actor, "match_counts.prune", "match_counts", detail, now).await?;
+    }
+    Ok(n)
+}
+
 pub(crate) async fn list_cases(
     c: &mut Conn,
     status: Option<CaseStatus>,

@@ -662,6 +662,17 @@ impl Store {
         write_tx!(self, |c, ops| ops::prune_changes(c, actor, through, now).await)
     }
 
+    /// Deletes the feed through the last change made before `before`, at most `max_rows` of it
+    /// (one short transaction; call again while it returns `max_rows`). Retention: a reader
+    /// further behind reloads, as after [`Store::prune_changes`]. Returns rows deleted.
+    pub async fn prune_changes_before(&self, actor: &Actor, before: Timestamp, max_rows: u32) -> Result<u64> {
+        let now = Timestamp::now();
+        write_tx!(self, |c, ops| {
+            let through = ops::last_seq_before(c, before, i64::from(max_rows)).await?;
+            ops::prune_changes(c, actor, through, now).await
+        })
+    }
+
     /// Every entry of `signal` that currently matches (entry enabled, bank enabled), from one
     /// consistent snapshot, with the feed position to poll from.
     pub async fn load_all_active(&self, signal: SignalType) -> Result<ActiveSet> {
@@ -721,6 +732,15 @@ impl Store {
             }
             Ok(counted)
         })
+    }
+
+    /// Deletes the match counts of the days before `before_day` ([`day_of`](crate::day_of) numbers;
+    /// retention), at most `max_rows` of them (call again while it returns `max_rows`). Returns
+    /// rows deleted.
+    pub async fn prune_match_counts(&self, actor: &Actor, before_day: i64, max_rows: u32) -> Result<u64> {
+        let now = Timestamp::now();
+        write_tx!(self, |c, ops| ops::prune_match_counts(c, actor, before_day, i64::from(max_rows), now)
+            .await)
     }
 
     /// Match counts summed by bank, entry, source, day or signal over a range of days.

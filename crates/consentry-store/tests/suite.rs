@@ -38,6 +38,7 @@ backend_tests!(
     active_set_pages_equal_the_whole_active_set,
     details_generation_moves_on_changes_to_existing_rows,
     match_counts_add_up_by_bank_entry_source_day_and_signal,
+    retention_prunes_old_changes_and_match_counts,
 );
 
 fn admin() -> Actor {
@@ -1560,4 +1561,58 @@ async fn match_counts_add_up_by_bank_entry_source_day_and_signal(db: TestDb) {
     s.remove_entry(&admin(), d.id).await.unwrap();
     let again = db.open_another().await;
     assert_eq!(again.match_stats(&q(StatsGroup::Entry)).await.unwrap().len(), 3);
+}
+
+async fn retention_prunes_old_changes_and_match_counts(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "b", BankPurpose::KnownAbuse).await;
+    assert_eq!(s.prune_changes_before(&admin(), Timestamp(0), 100).await.unwrap(), 0, "nothing that old");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap().id);
+    }
+    let head = s.current_seq().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    // The changes made before the cut go, two at a time; a reader behind it reloads, one past
+    // it goes on.
+    assert_eq!(head, 3);
+    assert_eq!(s.prune_changes_before(&admin(), cut, 2).await.unwrap(), 2);
+    assert_eq!(s.prune_changes_before(&admin(), cut, 2).await.unwrap(), 1);
+    assert_eq!(s.prune_changes_before(&admin(), cut, 2).await.unwrap(), 0, "once");
+    assert!(matches!(s.changes_since(0, 10).await, Err(StoreError::FeedTruncated { .. })));
+    let after: Vec<i64> = s.changes_since(head, 10).await.unwrap().iter().map(|c| c.entry_id).collect();
+    assert_eq!(after, vec![later.id]);
+    let set = s.load_all_active(SignalType::Pdq).await.unwrap();
+    assert_eq!(set.entries.len(), 4, "the entries themselves stay");
+
+    let today = day_of(Timestamp::now());
+    let t = |day: i64, source: &str| MatchTally {
+        entry_id: ids[0],
+        source: source.into(),
+        day,
+        matches: 2,
+        first_at: Timestamp(day * 86_400_000),
+        last_at: Timestamp(day * 86_400_000 + 5),
+    };
+    let tallies = [t(today - 400, "a"), t(today - 31, "a"), t(today - 30, "b"), t(today, "a")];
+    assert_eq!(s.record_matches(&tallies).await.unwrap(), 4);
+    assert_eq!(s.prune_match_counts(&admin(), today - 30, 1).await.unwrap(), 1);
+    assert_eq!(s.prune_match_counts(&admin(), today - 30, 5).await.unwrap(), 1);
+    assert_eq!(s.prune_match_counts(&admin(), today - 30, 5).await.unwrap(), 0);
+    let days: Vec<StatsKey> = s
+        .match_stats(&StatsQuery::over(StatsGroup::Day, today - 500, today))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(days, vec![StatsKey::Day(today - 30), StatsKey::Day(today)]);
+    // Both prunes are in the audit log.
+    let actions: Vec<String> = s.audit_events(0, 1000).await.unwrap().into_iter().map(|e| e.action).collect();
+    assert!(
+        actions.iter().any(|a| a == "changes.prune") && actions.iter().any(|a| a == "match_counts.prune")
+    );
 }

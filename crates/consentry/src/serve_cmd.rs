@@ -127,6 +127,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     derive_mirrored: bool,
 
+    /// Days the change feed is kept (0: forever). A replica further behind reloads its index
+    /// from the entries, which are never deleted by this.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    keep_changes_days: u32,
+
+    /// Days of match counts kept (0: forever, the default). They name who looked an entry up
+    /// (API keys, Telegram chats), so a deployment may want to keep them only for a while.
+    #[arg(long, default_value_t = 0, value_name = "DAYS")]
+    keep_match_counts_days: u32,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -225,6 +235,9 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             mirrored: args.derive_mirrored,
             ..consentry_derive::Params::default()
         },
+        keep_changes: (args.keep_changes_days > 0)
+            .then(|| Duration::from_secs(u64::from(args.keep_changes_days) * 86_400)),
+        keep_match_counts_days: (args.keep_match_counts_days > 0).then_some(args.keep_match_counts_days),
         ..ServerConfig::default()
     };
     let rt = runtime()?;
