@@ -140,28 +140,7 @@ impl State {
     /// Calls `out(entry_key, id, hash, distance)`; the entry key identifies the entry in this state.
     /// Hashes given to `out` are in the original bit order.
     fn search(&self, q: &[u64; 4], r: u32, out: &mut impl FnMut((u32, u32), u64, &[u64; 4], u32)) {
-        if !self.segments.is_empty() {
-            let pq = perm::permute(q);
-            SCRATCH.with(|s| {
-                let mut scratch = s.borrow_mut();
-                for (si, sr) in self.segments.iter().enumerate() {
-                    let seg = &sr.seg;
-                    seg.search(&pq, r, &mut scratch, &mut |p, d| {
-                        if sr.deleted.is_empty() || !sr.deleted.contains(&p) {
-                            let h = perm::unpermute(&seg.hashes[p as usize].0);
-                            out((si as u32, p), seg.ids.get(p as usize), &h, d);
-                        }
-                    });
-                }
-            });
-        }
-        let bi = self.segments.len() as u32;
-        for (p, (id, h)) in self.buffer.iter().enumerate() {
-            let d = scan::dist(q, &h.0);
-            if d <= r {
-                out((bi, p as u32), *id, &h.0, d);
-            }
-        }
+        self.search_many(std::slice::from_ref(q), r, &mut |_, key, id, h, d| out(key, id, h, d));
     }
 
     /// [`State::search`] for many queries: `out(query index, entry_key, id, hash, distance)`.
