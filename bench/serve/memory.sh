@@ -7,7 +7,8 @@
 #   N=1000000 DURATION=10 bench/serve/memory.sh
 #
 # Prints: the time from start to listening, VmRSS/VmHWM once listening, wrk req/s and latency,
-# VmRSS after the run.
+# batch lookups (POST /v1/lookup, 10,000 random hashes per request at radius $BATCH_RADIUS, default
+# 31, 2 connections; BATCH_RADIUS= skips them) in hashes/s, VmRSS after the runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-10000000}
@@ -46,5 +47,15 @@ sleep 2; echo -n "memory 2 s later: "; rss "$SERVER"
 echo "uptime: $(uptime)"
 HASHES="$WORK/miss.txt" KEY="$KEY" wrk -t2 -c64 -d"${DURATION}s" --timeout 60s --latency -s "$HERE/lookup.lua" \
   "http://127.0.0.1:$PORT" | grep -E ' (50|99)%|Requests/sec|requests in|Non-2xx|timeout'
-echo -n "memory after the run: "; rss "$SERVER"
+if [ -n "${BATCH_RADIUS-31}" ]; then
+  python3 - "${BATCH_RADIUS-31}" > "$WORK/batch.json" <<'PY'
+import json, random, sys
+rnd = random.Random(3)
+print(json.dumps({"hashes": ["%064x" % rnd.getrandbits(256) for _ in range(10000)], "radius": int(sys.argv[1])}))
+PY
+  echo -n "batch lookups at radius ${BATCH_RADIUS-31}: "
+  BODY="$WORK/batch.json" KEY="$KEY" wrk -t2 -c2 -d"${DURATION}s" --timeout 60s --latency -s "$HERE/batch.lua" \
+    "http://127.0.0.1:$PORT" | awk '/Requests\/sec/ {r=$2} / 50%/ {p50=$2} END {printf "%.0f hashes/s (p50 %s per request)\n", r * 10000, p50}'
+fi
+echo -n "memory after the runs: "; rss "$SERVER"
 stop
