@@ -1048,12 +1048,29 @@ impl Segment {
         });
         // Stage 4: verify; report each entry through its ring start (one table per entry).
         for &(t, p) in cands.iter() {
-            let h = &self.hashes[p as usize].0;
-            let d = scan::dist(q, h);
-            if d <= r && ring_start(plan, h, &qkeys, &rhos) == t as usize {
+            if let Some(d) = self.reported(plan, q, &qkeys, &rhos, r, t as usize, p) {
                 out(p, d);
             }
         }
+    }
+
+    /// The distance of entry `p` to query `q` when it is within `r` and table `t` is its ring
+    /// start (the one table that reports it); `None` otherwise.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn reported(
+        &self,
+        plan: &ChunkPlan,
+        q: &[u64; 4],
+        qkeys: &[u32; MAX_CHUNKS],
+        rhos: &[i32; MAX_CHUNKS],
+        r: u32,
+        t: usize,
+        p: u32,
+    ) -> Option<u32> {
+        let h = &self.hashes[p as usize].0;
+        let d = scan::dist(q, h);
+        (d <= r && ring_start(plan, h, qkeys, rhos) == t).then_some(d)
     }
 
     /// Searches for many queries at once (`qs` in storage bit order), calling
@@ -1161,11 +1178,10 @@ impl Segment {
                     let qi = JoinProbe::query(pr);
                     if t == 0 {
                         // table 0's buckets are ranges of the hashes themselves: verified in place
-                        let q = &qs[qi as usize];
                         for p in s..e {
-                            let h = &hashes[p as usize].0;
-                            let d = scan::dist(q, h);
-                            if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == 0 {
+                            if let Some(d) =
+                                self.reported(plan, &qs[qi as usize], &qkeys[qi as usize], &rhos, r, 0, p)
+                            {
                                 out(qi, p, d);
                             }
                         }
@@ -1182,9 +1198,9 @@ impl Segment {
                         prefetch(hashes.as_ptr().wrapping_add(p as usize));
                     }
                     let (p, qi) = cands[i];
-                    let h = &hashes[p as usize].0;
-                    let d = scan::dist(&qs[qi as usize], h);
-                    if d <= r && ring_start(plan, h, &qkeys[qi as usize], &rhos) == t {
+                    if let Some(d) =
+                        self.reported(plan, &qs[qi as usize], &qkeys[qi as usize], &rhos, r, t, p)
+                    {
                         out(qi, p, d);
                     }
                 }
