@@ -548,9 +548,14 @@ impl Index {
     }
 
     /// [`Index::search_dihedral`] for many queries (each a list of hashes, such as an image's 8
-    /// dihedral hashes) on all cores, their hashes searched as one batch as in
+    /// dihedral hashes, or a single hash) on all cores, their hashes searched as one batch as in
     /// [`Index::search_batch`]; results in query order.
     pub fn search_batch_dihedral(&self, queries: &[Vec<Hash256>], radius: u32) -> Vec<Vec<Match>> {
+        if queries.iter().all(|q| q.len() == 1) {
+            // one hash each: nothing to merge
+            let flat: Vec<Hash256> = queries.iter().map(|q| q[0]).collect();
+            return self.search_batch(&flat, radius);
+        }
         let st = self.snapshot();
         in_blocks(
             queries.len(),

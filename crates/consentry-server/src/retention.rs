@@ -22,28 +22,32 @@ pub(crate) async fn prune_once(
 ) -> Result<(u64, u64), consentry_store::StoreError> {
     let actor = Actor::system();
     let mut done = (0, 0);
-    // in short transactions, so that writers never wait long (a first pass over a large
-    // database may have millions of rows to delete)
     if let Some(keep) = keep_changes {
         let before = Timestamp(now.0.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)));
-        loop {
-            let n = store.prune_changes_before(&actor, before, STEP).await?;
-            done.0 += n;
-            if n < u64::from(STEP) {
-                break;
-            }
-        }
+        done.0 = in_steps(|| store.prune_changes_before(&actor, before, STEP)).await?;
     }
     if let Some(days) = keep_match_counts_days {
-        loop {
-            let n = store.prune_match_counts(&actor, day_of(now) - i64::from(days), STEP).await?;
-            done.1 += n;
-            if n < u64::from(STEP) {
-                break;
-            }
-        }
+        done.1 = in_steps(|| store.prune_match_counts(&actor, day_of(now) - i64::from(days), STEP)).await?;
     }
     Ok(done)
+}
+
+/// Calls `step` (a deletion of at most `STEP` rows) until it deletes fewer; returns the rows
+/// deleted. Short transactions, so that writers never wait long: a first pass over a large
+/// database may have millions of rows to delete.
+async fn in_steps<F, Fut>(mut step: F) -> Result<u64, consentry_store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, consentry_store::StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = step().await?;
+        total += n;
+        if n < u64::from(STEP) {
+            return Ok(total);
+        }
+    }
 }
 
 pub(crate) async fn run(inner: Weak<crate::Inner>, store: Store) {

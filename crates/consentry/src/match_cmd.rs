@@ -195,14 +195,8 @@ pub fn run(args: MatchArgs) -> Result<ExitCode> {
             }
         })
         .collect();
-    let results: Vec<Vec<consentry_index::Match>> = if searched.iter().all(|hs| hs.len() == 1) {
-        // one hash per query: the index's batch search takes the whole list at once
-        let flat: Vec<Hash256> = searched.iter().map(|hs| hs[0]).collect();
-        index.search_batch(&flat, args.radius)
-    } else {
-        // with their dihedral variants: every variant of every query in one batch
-        index.search_batch_dihedral(&searched, args.radius)
-    };
+    // every hash of every query (with its dihedral variants, if any) in one batch
+    let results = index.search_batch_dihedral(&searched, args.radius);
 
     let any = results.iter().any(|m| !m.is_empty());
     let write = || -> std::io::Result<()> {
