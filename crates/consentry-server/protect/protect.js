@@ -626,6 +626,11 @@
         // One line per photo: its PDQ code (its derivative signature, a long text, is not listed).
         const hashes = (v.hashes || []).filter((x) => (x.signal || 'pdq') === 'pdq');
         $('result-hashes').textContent = t('status_hashes', { active: hashes.filter((x) => x.active).length, total: hashes.length });
+        // What was stopped, counted over all its codes (absent when the service does not say).
+        const c = v.caught;
+        $('result-caught').textContent = !c ? '' : c.matches > 0
+          ? t('status_caught', { matches: c.matches, sources: c.sources, last: fmtDate(c.last_at) })
+          : t('status_caught_none');
         const ul = $('result-list');
         ul.textContent = '';
         for (const x of hashes) {

@@ -1283,27 +1283,52 @@ async fn case_status(
     JsonBody(body): JsonBody<PinBody>,
 ) -> ApiResult<Json<Value>> {
     let number = path(number)?;
+    let shown = state.inner.config.case_matches_shown;
+    // This process's own recent matches count too.
+    if shown {
+        if let Err(e) = state.flush_match_counts().await {
+            tracing::warn!(error = %e, "match counts not written before a case status");
+        }
+    }
     let view = state.inner.store.case_status(&number, &body.pin).await?;
     let bank = state.inner.store.get_bank(view.case.bank_id).await?;
     let hashes: Vec<Value> = view
         .entries
         .iter()
         .map(|e| {
-            json!({
+            let mut h = json!({
                 "hash": entry_hash(e),
                 "signal": e.value.signal_type().as_str(),
                 "active": e.disabled_at.is_none() && bank.enabled,
-            })
+            });
+            if shown {
+                let row = view.matches.entry(e.id);
+                h["matches"] = json!(row.map_or(0, |r| r.matches));
+                h["last_matched_at"] = json!(row.map(|r| r.last_at.as_millis()));
+            }
+            h
         })
         .collect();
-    Ok(Json(json!({
+    let mut out = json!({
         "case_number": view.case.display_number(),
         "status": view.case.status.as_str(),
         "created_at": view.case.created_at.as_millis(),
         "updated_at": view.case.updated_at.as_millis(),
         "withdrawn_at": view.case.withdrawn_at.map(|t| t.as_millis()),
         "hashes": hashes,
-    })))
+    });
+    if shown {
+        let total = view.matches.total.as_ref();
+        out["caught"] = json!({
+            "matches": total.map_or(0, |r| r.matches),
+            "hashes": total.map_or(0, |r| r.entries),
+            "sources": total.map_or(0, |r| r.sources),
+            "days": total.map_or(0, |r| r.days),
+            "first_at": total.map(|r| r.first_at.as_millis()),
+            "last_at": total.map(|r| r.last_at.as_millis()),
+        });
+    }
+    Ok(Json(out))
 }
 
 async fn withdraw_case(
@@ -1331,13 +1356,14 @@ struct StatsParams {
     bank: Option<String>,
     entry: Option<i64>,
     source: Option<String>,
+    case: Option<i64>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<u32>,
 }
 
 /// `GET /v1/stats/matches?by=bank|entry|source|day|signal[&bank=NAME][&entry=ID][&source=S]
-/// [&since=YYYY-MM-DD][&until=YYYY-MM-DD][&limit=N]`: how often entries matched, summed per
+/// [&case=ID][&since=YYYY-MM-DD][&until=YYYY-MM-DD][&limit=N]`: how often entries matched, summed per
 /// bank, entry, source (the API key's name, or `telegram:<chat id>` for the bot), UTC day or
 /// signal, over a range of days (the last 30 by default). The counts this process has not yet
 /// written are written first, so a lookup answered before this request is counted in it.
@@ -1354,6 +1380,7 @@ async fn match_stats(
     q.limit = p.limit.unwrap_or(q.limit);
     q.entry_id = p.entry;
     q.source = p.source;
+    q.case_id = p.case;
     if let Some(name) = &p.bank {
         q.bank_id = Some(bank_by_name(&state, name).await?.id);
     }

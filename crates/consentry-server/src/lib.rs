@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub keep_match_counts_days: Option<u32>,
     /// How often the retention runs (and once at start).
     pub retention_interval: Duration,
+    /// Whether a survivor's case status says how often her hashes matched (counts only, never
+    /// where). A helpline that would rather give such news in person turns it off.
+    pub case_matches_shown: bool,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +144,7 @@ impl Default for ServerConfig {
             keep_changes: Some(Duration::from_secs(30 * 86_400)),
             keep_match_counts_days: None,
             retention_interval: Duration::from_secs(3600),
+            case_matches_shown: true,
         }
     }
 }

@@ -505,7 +505,7 @@ async fn hashing_images() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivor_cases() {
-    let (_db, app) = sqlite_app().await;
+    let (db, app) = sqlite_app().await;
     let (h1, h2) = (random_pdq(), random_pdq());
     let (s, v) = app
         .call(
@@ -532,6 +532,29 @@ async fn survivor_cases() {
     assert_eq!((v["case_number"].as_str(), v["status"].as_str()), (Some(number.as_str()), Some("received")));
     assert_eq!(v["hashes"].as_array().unwrap().len(), 2);
     assert!(!v.to_string().contains(&pin), "the PIN is shown only at creation");
+    // What was caught: the lookups above matched each hash (h1 perhaps several times), all
+    // through one API key, which is counted but never named.
+    let per_hash: Vec<i64> =
+        v["hashes"].as_array().unwrap().iter().map(|h| h["matches"].as_i64().unwrap()).collect();
+    let matched_h2 = v["hashes"].as_array().unwrap().iter().find(|h| h["hash"] == h2.to_hex()).unwrap();
+    assert_eq!(matched_h2["matches"], 1, "{v}");
+    assert!(per_hash.iter().all(|&n| n >= 1), "{v}");
+    let caught = &v["caught"];
+    assert_eq!(caught["matches"].as_i64(), Some(per_hash.iter().sum()), "{v}");
+    assert_eq!(
+        (caught["hashes"].as_i64(), caught["sources"].as_i64(), caught["days"].as_i64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert!(caught["first_at"].as_i64() <= caught["last_at"].as_i64() && caught["last_at"].is_i64(), "{v}");
+    assert!(!v.to_string().contains("lookup"), "the source is not named: {v}");
+    // A server that hides them says nothing of it.
+    let hidden = TestApp::on(&db, ServerConfig { case_matches_shown: false, ..test_config() }).await;
+    let (s, hv) = hidden
+        .call(Method::POST, &format!("/v1/cases/{number}/status"), None, Some(json!({"pin": pin})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hv}");
+    assert!(hv.get("caught").is_none() && hv["hashes"][0].get("matches").is_none(), "{hv}");
+    assert_eq!(hv["hashes"].as_array().unwrap().len(), 2);
 
     // Wrong PIN and unknown case: the same 401.
     let (s, v) = app

@@ -817,6 +817,21 @@ async fn protect_page_in_chromium() {
     let text = d.text("#result").await;
     assert!(text.contains(&number), "{text}");
     assert!(text.contains(&format!("{0} of {0} codes are active", first_case.len())), "{text}");
+    assert!(text.contains("No copy of your photos has been found so far."), "{text}");
+    // Copies are stopped (one code matched by a platform, two by a chat): the status says how
+    // often and in how many places, never which.
+    let ids: Vec<i64> =
+        state.store().case_status(&number, &pin).await.unwrap().entries.iter().map(|e| e.id).collect();
+    state.count_matches("platform-x", [ids[0]]);
+    state.count_matches("telegram:-100", [ids[0], ids[1]]);
+    d.click("#go").await;
+    d.wait_for("document.getElementById('result-caught').textContent.includes(': 3.')", "the counts").await;
+    let text = d.text("#result-caught").await;
+    assert!(
+        text.starts_with("Copies of your photos stopped so far: 3. Places where they were found: 2."),
+        "{text}"
+    );
+    assert!(!text.contains("platform-x") && !text.contains("telegram"), "{text}");
     d.screenshot("07-status-received").await;
 
     d.goto(&format!("{origin}/protect/withdraw.html")).await;
@@ -845,6 +860,7 @@ async fn protect_page_in_chromium() {
     d.wait_for("document.body.dataset.result === 'withdrawn'", "the withdrawn status").await;
     let text = d.text("#result").await;
     assert!(text.contains(&format!("0 of {} codes are active", first_case.len())), "{text}");
+    assert!(text.contains("stopped so far: 3."), "what was caught before the withdrawal stays: {text}");
     d.screenshot("09-status-withdrawn").await;
     // The second case is untouched.
     let view = state.store().case_status(&number2, &pin2).await.unwrap();

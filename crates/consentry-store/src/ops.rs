@@ -1415,6 +1415,22 @@ pub(crate) async fn record_match(c: &mut Conn, t: &MatchTally) -> Result<bool> {
     Ok(n == 1)
 }
 
+/// How often the entries of case `case_id` (`entries` of them) matched, over every day kept.
+pub(crate) async fn case_matches(c: &mut Conn, case_id: i64, entries: usize) -> Result<CaseMatches> {
+    let every_day = |group, limit| StatsQuery {
+        case_id: Some(case_id),
+        limit,
+        ..StatsQuery::over(group, i64::MIN, i64::MAX)
+    };
+    // A case's entries are all in its bank: one row per bank is the case's total.
+    let total = match_stats(c, &every_day(StatsGroup::Bank, 1)).await?.pop();
+    let by_entry = match total {
+        Some(_) => match_stats(c, &every_day(StatsGroup::Entry, entries.max(1) as u32)).await?,
+        None => Vec::new(),
+    };
+    Ok(CaseMatches { total, by_entry })
+}
+
 /// The sums of `q` (see `Store::match_stats`).
 pub(crate) async fn match_stats(c: &mut Conn, q: &StatsQuery) -> Result<Vec<StatsRow>> {
     let (key, order) = match q.group {
@@ -1434,6 +1450,10 @@ pub(crate) async fn match_stats(c: &mut Conn, q: &StatsQuery) -> Result<Vec<Stat
             filters.push_str(&format!(" AND {col} = ${n}"));
         }
     }
+    if q.case_id.is_some() {
+        n += 1;
+        filters.push_str(&format!(" AND entry_id IN (SELECT id FROM entries WHERE case_id = ${n})"));
+    }
     let sql = format!(
         "SELECT {key}, CAST(SUM(matches) AS BIGINT) AS matches, COUNT(DISTINCT entry_id) AS entries,
                 COUNT(DISTINCT source) AS sources, COUNT(DISTINCT day) AS days,
@@ -1451,6 +1471,9 @@ pub(crate) async fn match_stats(c: &mut Conn, q: &StatsQuery) -> Result<Vec<Stat
     }
     if let Some(s) = &q.source {
         query = query.bind(s);
+    }
+    if let Some(case) = q.case_id {
+        query = query.bind(case);
     }
     let rows = query.bind(i64::from(q.limit)).fetch_all(&mut *c).await?;
     rows.iter()

@@ -519,8 +519,11 @@ impl Store {
     pub async fn case_status(&self, number: &str, pin: &str) -> Result<CaseView> {
         let case = self.authenticate_case(number, pin).await?;
         let id = case.id;
-        let entries = read_conn!(self, |c, ops| ops::case_entries(c, id).await)?;
-        Ok(CaseView { case, entries })
+        read_conn!(self, |c, ops| {
+            let entries = ops::case_entries(c, id).await?;
+            let matches = ops::case_matches(c, id, entries.len()).await?;
+            Ok(CaseView { case, entries, matches })
+        })
     }
 
     /// Withdraws a case with its number and PIN: its entries are disabled and stop matching.
@@ -557,7 +560,8 @@ impl Store {
         read_conn!(self, |c, ops| {
             let case = ops::get_case(c, case_id).await?;
             let entries = ops::case_entries(c, case_id).await?;
-            Ok(CaseView { case, entries })
+            let matches = ops::case_matches(c, case_id, entries.len()).await?;
+            Ok(CaseView { case, entries, matches })
         })
     }
 

@@ -476,6 +476,26 @@ pub struct CaseView {
     pub case: Case,
     /// Its entries.
     pub entries: Vec<Entry>,
+    /// How often they matched, over every day the store still keeps.
+    pub matches: CaseMatches,
+}
+
+/// How often a case's entries matched: counts only, never who looked them up (a source is an API
+/// key's or a chat's name, which a survivor is not shown).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaseMatches {
+    /// The whole case (`entries` and `sources` are distinct counts over all its entries); `None`
+    /// when nothing matched.
+    pub total: Option<StatsRow>,
+    /// One row per entry that matched ([`StatsKey::Entry`]).
+    pub by_entry: Vec<StatsRow>,
+}
+
+impl CaseMatches {
+    /// The row of entry `id`, if it matched.
+    pub fn entry(&self, id: i64) -> Option<&StatsRow> {
+        self.by_entry.iter().find(|r| matches!(r.key, StatsKey::Entry { id: e, .. } if e == id))
+    }
 }
 
 /// An API key (the secret is not here: it was shown once at creation).
@@ -736,6 +756,8 @@ pub struct StatsQuery {
     pub entry_id: Option<i64>,
     /// Only this source.
     pub source: Option<String>,
+    /// Only this case's entries.
+    pub case_id: Option<i64>,
     /// First day counted ([`day_of`]), inclusive.
     pub since_day: i64,
     /// Last day counted, inclusive.
@@ -748,7 +770,16 @@ impl StatsQuery {
     /// Every count from day `since_day` to `until_day` (inclusive), summed by `group`, no filter,
     /// at most 100 rows.
     pub fn over(group: StatsGroup, since_day: i64, until_day: i64) -> StatsQuery {
-        StatsQuery { group, bank_id: None, entry_id: None, source: None, since_day, until_day, limit: 100 }
+        StatsQuery {
+            group,
+            bank_id: None,
+            entry_id: None,
+            source: None,
+            case_id: None,
+            since_day,
+            until_day,
+            limit: 100,
+        }
     }
 
     /// [`over`](Self::over) the days from `since` to `until`, written `YYYY-MM-DD` (UTC,

@@ -39,6 +39,7 @@ backend_tests!(
     details_generation_moves_on_changes_to_existing_rows,
     match_counts_add_up_by_bank_entry_source_day_and_signal,
     retention_prunes_old_changes_and_match_counts,
+    case_status_counts_what_matched,
 );
 
 fn admin() -> Actor {
@@ -1615,4 +1616,83 @@ async fn retention_prunes_old_changes_and_match_counts(db: TestDb) {
     assert!(
         actions.iter().any(|a| a == "changes.prune") && actions.iter().any(|a| a == "match_counts.prune")
     );
+}
+
+async fn case_status_counts_what_matched(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    let actor = Actor::named("submit-page");
+    let case = |hashes: Vec<Hash256>| {
+        s.create_case(
+            &actor,
+            NewCase {
+                bank_id: b.id,
+                hashes: hashes.into_iter().map(|h| CaseHash::pdq(h, None)).collect(),
+                metadata: json!({}),
+            },
+        )
+    };
+    let mine = case(vec![random_pdq(), random_pdq(), random_pdq()]).await.unwrap();
+    let other = case(vec![random_pdq()]).await.unwrap();
+    let loose = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    let view = s.case_status(&mine.case.number, &mine.pin).await.unwrap();
+    assert_eq!(view.matches, CaseMatches::default(), "nothing matched yet");
+
+    let day = 20_100;
+    let ms = |d: i64, off: i64| Timestamp(d * 86_400_000 + off);
+    let t = |entry_id, source: &str, d: i64, matches, first: i64, last: i64| MatchTally {
+        entry_id,
+        source: source.into(),
+        day: d,
+        matches,
+        first_at: ms(d, first),
+        last_at: ms(d, last),
+    };
+    let (e0, e1, e2) = (mine.entries[0].id, mine.entries[1].id, mine.entries[2].id);
+    let tallies = [
+        t(e0, "platform-x", day, 3, 10, 90),
+        t(e0, "telegram:-100", day + 4, 1, 7, 7),
+        t(e2, "platform-x", day + 1, 2, 0, 50),
+        // Neither is this case's: another case's entry, and an entry of the same bank outside any case.
+        t(other.entries[0].id, "platform-y", day + 9, 5, 0, 0),
+        t(loose.id, "platform-y", day - 3, 8, 0, 0),
+    ];
+    assert_eq!(s.record_matches(&tallies).await.unwrap(), 5);
+
+    let row = |key, matches, entries, sources, days, first_at, last_at| StatsRow {
+        key,
+        matches,
+        entries,
+        sources,
+        days,
+        first_at,
+        last_at,
+    };
+    let entry = |id| StatsKey::Entry { id, bank_id: b.id };
+    let expected = CaseMatches {
+        total: Some(row(StatsKey::Bank(b.id), 6, 2, 2, 3, ms(day, 10), ms(day + 4, 7))),
+        by_entry: vec![
+            row(entry(e0), 4, 1, 2, 2, ms(day, 10), ms(day + 4, 7)),
+            row(entry(e2), 2, 1, 1, 1, ms(day + 1, 0), ms(day + 1, 50)),
+        ],
+    };
+    let view = s.case_status(&mine.case.number, &mine.pin).await.unwrap();
+    assert_eq!(view.matches, expected);
+    assert_eq!(view.matches.entry(e0).map(|r| r.matches), Some(4));
+    assert_eq!(view.matches.entry(e1), None);
+    assert_eq!(s.get_case(mine.case.id).await.unwrap().matches, expected, "the staff view has them too");
+    let theirs = s.case_status(&other.case.number, &other.pin).await.unwrap().matches;
+    assert_eq!(theirs.total.map(|r| (r.matches, r.entries)), Some((5, 1)));
+    assert_eq!(theirs.by_entry.len(), 1);
+
+    // The staff statistics filter by case the same way.
+    let by_day =
+        StatsQuery { case_id: Some(mine.case.id), ..StatsQuery::over(StatsGroup::Day, day - 10, day + 10) };
+    let days: Vec<(StatsKey, i64)> =
+        s.match_stats(&by_day).await.unwrap().into_iter().map(|r| (r.key, r.matches)).collect();
+    assert_eq!(days, vec![(StatsKey::Day(day), 3), (StatsKey::Day(day + 1), 2), (StatsKey::Day(day + 4), 1)]);
+
+    // A withdrawn case still shows what was caught before.
+    s.withdraw_case(&mine.case.number, &mine.pin).await.unwrap();
+    assert_eq!(s.case_status(&mine.case.number, &mine.pin).await.unwrap().matches, expected);
 }

@@ -961,7 +961,10 @@ async fn private_message(ctx: &Ctx, m: &Message) {
             }
             let text = if cmd == "status" {
                 match ctx.matcher.case_status(number, pin).await {
-                    Ok(c) => texts::case_status(lang, &c.number, &c.status, c.active, c.total),
+                    Ok(c) => {
+                        let caught = c.caught.as_ref().filter(|_| ctx.cfg.show_case_matches);
+                        texts::case_status(lang, &c.number, &c.status, c.active, c.total, caught)
+                    }
                     Err(e) => case_error(lang, e),
                 }
             } else {

@@ -69,6 +69,8 @@ pub struct BotConfig {
     pub poll_backoff: Duration,
     /// Cases one user may open with `/protect` per hour (0: no limit).
     pub protect_per_hour: u32,
+    /// Whether `/status` tells a survivor how often her hashes matched (counts only).
+    pub show_case_matches: bool,
 }
 
 impl Default for BotConfig {
@@ -89,6 +91,7 @@ impl Default for BotConfig {
             hash_cache_entries: 200_000,
             poll_backoff: Duration::from_millis(500),
             protect_per_hour: 5,
+            show_case_matches: true,
         }
     }
 }

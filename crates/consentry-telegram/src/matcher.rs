@@ -125,6 +125,19 @@ pub struct CaseInfo {
     pub active: usize,
     /// All its hashes.
     pub total: usize,
+    /// How often its hashes matched, when the store (or the server) tells.
+    pub caught: Option<Caught>,
+}
+
+/// How often a case's hashes matched: counts only, never where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caught {
+    /// Lookups that matched one of them.
+    pub matches: i64,
+    /// Distinct platforms and chats they matched in.
+    pub sources: i64,
+    /// UTC day (`consentry_store::day_of`) of the last match; `None` when none.
+    pub last_day: Option<i64>,
 }
 
 /// Remote verdicts by the image's (original) hash, with the time they were obtained.
@@ -451,14 +464,24 @@ impl Matcher {
     pub async fn case_status(&self, number: &str, pin: &str) -> Result<CaseInfo, MatchError> {
         match self {
             Matcher::Embedded(s) => {
+                // This process's own recent matches count too.
+                if let Err(e) = s.flush_match_counts().await {
+                    tracing::warn!(error = %e, "match counts not written before a case status");
+                }
                 let view = s.store().case_status(number, pin).await?;
                 let bank = s.store().get_bank(view.case.bank_id).await?;
                 let active = view.entries.iter().filter(|e| e.disabled_at.is_none() && bank.enabled).count();
+                let total = view.matches.total.as_ref();
                 Ok(CaseInfo {
                     number: view.case.display_number(),
                     status: view.case.status.as_str().to_owned(),
                     active,
                     total: view.entries.len(),
+                    caught: Some(Caught {
+                        matches: total.map_or(0, |r| r.matches),
+                        sources: total.map_or(0, |r| r.sources),
+                        last_day: total.map(|r| consentry_store::day_of(r.last_at)),
+                    }),
                 })
             }
             Matcher::Remote(r) => {
@@ -471,6 +494,14 @@ impl Matcher {
                     status: v["status"].as_str().unwrap_or("?").to_owned(),
                     active: hashes.iter().filter(|h| h["active"].as_bool() == Some(true)).count(),
                     total: hashes.len(),
+                    // Absent when the server hides them.
+                    caught: v["caught"]["matches"].as_i64().map(|matches| Caught {
+                        matches,
+                        sources: v["caught"]["sources"].as_i64().unwrap_or(0),
+                        last_day: v["caught"]["last_at"]
+                            .as_i64()
+                            .map(|ms| consentry_store::day_of(consentry_store::Timestamp(ms))),
+                    }),
                 })
             }
         }

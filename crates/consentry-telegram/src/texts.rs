@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::matcher::Caught;
+
 /// A language of the bot's texts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -359,16 +361,36 @@ pub fn case_usage(l: Lang) -> String {
     )
     .to_owned()
 }
-/// Case status.
-pub fn case_status(l: Lang, number: &str, status: &str, active: usize, total: usize) -> String {
-    pick!(
+/// Case status; `caught` adds how often its hashes matched (counts only).
+pub fn case_status(
+    l: Lang,
+    number: &str,
+    status: &str,
+    active: usize,
+    total: usize,
+    caught: Option<&Caught>,
+) -> String {
+    let head = pick!(
         l,
         format!("Case {number}: {status}. {active} of {total} hash(es) active."),
         format!(
             "Dossier {number} : {}. {active} empreinte(s) active(s) sur {total}.",
             status_word(l, status)
         )
-    )
+    );
+    let tail = match caught {
+        None => return head,
+        Some(Caught { last_day: Some(day), matches, sources }) => {
+            let day = consentry_store::format_day(*day);
+            pick!(
+                l,
+                format!("Copies stopped: {matches}, in {sources} place(s); the last on {day} (UTC)."),
+                format!("Copies arrêtées : {matches}, à {sources} endroit(s) ; la dernière le {day} (UTC).")
+            )
+        }
+        Some(_) => pick!(l, "No copy found so far.", "Aucune copie trouvée à ce jour.").to_owned(),
+    };
+    format!("{head} {tail}")
 }
 /// A case status word (`received`, `active`, `withdrawn`) in the language; unknown ones as they are.
 pub fn status_word(l: Lang, status: &str) -> String {
@@ -465,12 +487,23 @@ mod status_tests {
         assert_eq!(status_word(Lang::Fr, "other"), "other");
         assert_eq!(status_word(Lang::En, "received"), "received");
         assert_eq!(
-            case_status(Lang::Fr, "AB12", "withdrawn", 0, 2),
+            case_status(Lang::Fr, "AB12", "withdrawn", 0, 2, None),
             "Dossier AB12 : retiré. 0 empreinte(s) active(s) sur 2."
         );
         assert_eq!(
-            case_status(Lang::En, "AB12", "active", 2, 2),
+            case_status(Lang::En, "AB12", "active", 2, 2, None),
             "Case AB12: active. 2 of 2 hash(es) active."
+        );
+        let none = Caught { matches: 0, sources: 0, last_day: None };
+        assert_eq!(
+            case_status(Lang::En, "AB12", "active", 2, 2, Some(&none)),
+            "Case AB12: active. 2 of 2 hash(es) active. No copy found so far."
+        );
+        let some = Caught { matches: 7, sources: 2, last_day: Some(20_793) };
+        assert_eq!(
+            case_status(Lang::Fr, "AB12", "received", 1, 2, Some(&some)),
+            "Dossier AB12 : reçu. 1 empreinte(s) active(s) sur 2. Copies arrêtées : 7, à 2 endroit(s) ; \
+             la dernière le 2026-12-06 (UTC)."
         );
     }
 }

@@ -714,16 +714,24 @@ async fn private_protect_status_and_withdraw() {
         assert!(tokio::time::Instant::now() < deadline, "index did not follow the feed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let today = || consentry_store::format_day(consentry_store::day_of(consentry_store::Timestamp::now()));
+    let day_of_removal = today();
     send(photo(4, 7, "q1050.jpg")).await;
     assert_eq!(deleted_ids(&f, GROUP), vec![4]);
     // Status in French, with a wrong PIN first. Messages holding a PIN are deleted.
     send(private(5, survivor, "fr", &format!("/status {number} 0000000000"))).await;
     assert_eq!(texts_to(&f, survivor).last().unwrap(), "Numéro de dossier inconnu ou PIN incorrect.");
     send(private(6, survivor, "fr-FR", &format!("/status {} {pin}", number.to_lowercase()))).await;
-    assert_eq!(
-        texts_to(&f, survivor).last().unwrap(),
-        &format!("Dossier {number} : reçu. 1 empreinte(s) active(s) sur 1.")
-    );
+    // The removal above is counted (on the day it happened: the clock may pass midnight), the
+    // chat not named.
+    let status = texts_to(&f, survivor).last().unwrap().clone();
+    let expected = |day: String| {
+        format!(
+            "Dossier {number} : reçu. 1 empreinte(s) active(s) sur 1. Copies arrêtées : 1, à 1 endroit(s) ; \
+             la dernière le {day} (UTC)."
+        )
+    };
+    assert!(status == expected(day_of_removal) || status == expected(today()), "{status}");
     send(private(7, survivor, "en", &format!("/withdraw {number} {pin}"))).await;
     assert_eq!(
         texts_to(&f, survivor).last().unwrap(),
@@ -737,6 +745,50 @@ async fn private_protect_status_and_withdraw() {
     assert!(texts_to(&f, survivor).last().unwrap().contains("/protect <hash>"));
     env.stop().await;
     assert!(f.calls().iter().all(|c| c.method != "sendPhoto"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_mode_case_status_tells_what_was_caught() {
+    let mut env = env_or_skip!();
+    env.config.default_notice = false;
+    env.matcher = Some(common::remote_matcher(&env.app).await);
+    env.start();
+    let f = env.fake.clone();
+    let survivor = 901;
+    let send = |u: Value| {
+        f.push_update(u);
+        env.drain()
+    };
+    let h = pdq(&jpeg("q1050.jpg")).to_hex();
+    send(private(1, survivor, "en", &format!("/protect {h}"))).await;
+    let answer = texts_to(&f, survivor).last().unwrap().clone();
+    let number = answer.lines().find_map(|l| l.strip_prefix("Case number: ")).expect(&answer).to_owned();
+    let pin = answer.lines().find_map(|l| l.strip_prefix("PIN: ")).expect(&answer).to_owned();
+    send(private(2, survivor, "en", &format!("/status {number} {pin}"))).await;
+    assert_eq!(
+        texts_to(&f, survivor).last().unwrap(),
+        &format!("Case {number}: received. 1 of 1 hash(es) active. No copy found so far.")
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while env.app.index().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "index did not follow the feed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let today = || consentry_store::format_day(consentry_store::day_of(consentry_store::Timestamp::now()));
+    let day_of_removal = today();
+    send(photo(3, 7, "q1050.jpg")).await;
+    assert_eq!(deleted_ids(&f, GROUP), vec![3]);
+    // The server counted the bot's lookup under its key and says so to the survivor, unnamed.
+    send(private(4, survivor, "en", &format!("/status {number} {pin}"))).await;
+    let status = texts_to(&f, survivor).last().unwrap().clone();
+    let expected = |day: String| {
+        format!(
+            "Case {number}: received. 1 of 1 hash(es) active. Copies stopped: 1, in 1 place(s); the last on \
+             {day} (UTC)."
+        )
+    };
+    assert!(status == expected(day_of_removal) || status == expected(today()), "{status}");
+    env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

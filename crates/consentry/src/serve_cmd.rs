@@ -137,6 +137,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0, value_name = "DAYS")]
     keep_match_counts_days: u32,
 
+    /// Leave out of a survivor's case status how often her hashes matched (shown by default:
+    /// counts only, never where), e.g. for a helpline that gives such news in person.
+    #[arg(long)]
+    hide_case_matches: bool,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -238,6 +243,7 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         keep_changes: (args.keep_changes_days > 0)
             .then(|| Duration::from_secs(u64::from(args.keep_changes_days) * 86_400)),
         keep_match_counts_days: (args.keep_match_counts_days > 0).then_some(args.keep_match_counts_days),
+        case_matches_shown: !args.hide_case_matches,
         ..ServerConfig::default()
     };
     let rt = runtime()?;
@@ -330,6 +336,9 @@ pub struct StatsArgs {
     /// Only this source.
     #[arg(long)]
     source: Option<String>,
+    /// Only the entries of this case (its id, as in the entries' `source`).
+    #[arg(long)]
+    case: Option<i64>,
     /// First day, YYYY-MM-DD (UTC); default: 30 days ending with --until.
     #[arg(long)]
     since: Option<String>,
@@ -348,6 +357,7 @@ pub fn run_stats(args: StatsArgs) -> Result<ExitCode> {
     q.limit = args.limit;
     q.entry_id = args.entry;
     q.source = args.source;
+    q.case_id = args.case;
     let rt = runtime()?;
     rt.block_on(async move {
         let st = args.store.open().await?;

@@ -24,8 +24,8 @@ use serde::Deserialize;
 #[derive(Debug, clap::Args)]
 pub struct TelegramArgs {
     /// TOML config file. Keys: token, api_url, data_dir, database_url, schema, server, api_key,
-    /// state, action, notice, derive_policy, lang, radius, webhook_listen, webhook_url,
-    /// webhook_secret. Flags
+    /// state, action, notice, hide_case_matches, derive_policy, lang, radius, webhook_listen,
+    /// webhook_url, webhook_secret. Flags
     /// override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -72,6 +72,11 @@ pub struct TelegramArgs {
     #[arg(long)]
     no_notice: bool,
 
+    /// Leave out of a survivor's `/status` how often her hashes matched (shown by default:
+    /// counts only, never where).
+    #[arg(long)]
+    hide_case_matches: bool,
+
     /// Default for matches on derivative evidence alone (keypoints or top band; the photo's own
     /// hash did not match) in chats that have not chosen (`/policy derive`): act (like any
     /// match), delete (no sanction), report (leave it, report to the log chat).
@@ -115,6 +120,7 @@ struct FileConfig {
     state: Option<PathBuf>,
     action: Option<String>,
     notice: Option<bool>,
+    hide_case_matches: Option<bool>,
     derive_policy: Option<String>,
     lang: Option<String>,
     radius: Option<u32>,
@@ -168,6 +174,7 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
             .with_context(|| format!("unknown policy `{a}` (none, restrict, ban, escalate)"))?;
     }
     config.default_notice = !args.no_notice && file.notice.unwrap_or(true);
+    config.show_case_matches = !(args.hide_case_matches || file.hide_case_matches.unwrap_or(false));
     if let Some(p) = args.derive_policy.as_ref().or(file.derive_policy.as_ref()) {
         config.default_derive = DerivePolicy::parse(p)
             .with_context(|| format!("unknown derive policy `{p}` (act, delete, report)"))?;
