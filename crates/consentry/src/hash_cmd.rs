@@ -95,13 +95,13 @@ pub struct HashArgs {
 
 /// One input, as named on the command line or found in a directory.
 #[derive(Debug, Clone)]
-enum Input {
+pub(crate) enum Input {
     Stdin,
     File(PathBuf),
 }
 
 impl Input {
-    fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             Input::Stdin => "-".to_string(),
             Input::File(p) => p.display().to_string(),
@@ -111,7 +111,7 @@ impl Input {
 
 /// What happened to one input.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// The PDQ hash, and with `--signal derive` the signature.
     Hashed(Box<HashedImage>, Option<Box<Signature>>),
     Failed(String),
@@ -271,7 +271,7 @@ struct Stats {
     failed: usize,
 }
 
-fn hash_input(
+pub(crate) fn hash_input(
     input: &Input,
     opts: &HashOptions,
     max_file_size: u64,
@@ -330,7 +330,7 @@ fn read_input(input: &Input, max: u64) -> std::result::Result<Vec<u8>, String> {
 
 /// Expands directories (recursively, image file names only, sorted) and keeps
 /// files and `-` as given. Returns what could not be read alongside.
-fn collect_inputs(paths: &[PathBuf]) -> (Vec<Input>, Vec<String>) {
+pub(crate) fn collect_inputs(paths: &[PathBuf]) -> (Vec<Input>, Vec<String>) {
     let mut inputs = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
@@ -400,7 +400,7 @@ fn write_csv(out: &mut impl Write, name: &str, h: &HashedImage) -> std::io::Resu
 }
 
 /// RFC 4180 quoting, only where a field needs it.
-fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {

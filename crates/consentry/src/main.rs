@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod derive_cmd;
 mod hash_cmd;
 mod match_cmd;
+mod protect_cmd;
 mod serve_cmd;
 mod telegram_cmd;
 
@@ -26,6 +27,10 @@ enum Command {
     Hash(hash_cmd::HashArgs),
     /// Compute derivative-matching signatures (PDQ + local keypoints) of image files, locally.
     Derive(derive_cmd::DeriveArgs),
+    /// Protect photos: hash them here and open a case with a consentry service (or save the codes).
+    Protect(protect_cmd::ProtectArgs),
+    /// Check or withdraw a case opened with `protect` or the protect page (number and PIN).
+    Case(protect_cmd::CaseArgs),
     /// Match hashes against a list of hashes, offline.
     Match(match_cmd::MatchArgs),
     /// Run the matching service (HTTP API; SQLite in ./consentry-data by default).
@@ -43,6 +48,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Hash(args) => hash_cmd::run(args),
         Command::Derive(args) => derive_cmd::run(args),
+        Command::Protect(args) => protect_cmd::run_protect(args),
+        Command::Case(args) => protect_cmd::run_case(args),
         Command::Match(args) => match_cmd::run(args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Keys(args) => serve_cmd::run_keys(args),

@@ -4,7 +4,7 @@
 use assert_cmd::Command;
 use consentry_derive::Signature;
 
-fn scene_png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+pub(crate) fn scene_png(w: u32, h: u32, seed: u32) -> Vec<u8> {
     let mut s = seed.wrapping_mul(2_654_435_761) | 1;
     let mut next = move || {
         s ^= s << 13;

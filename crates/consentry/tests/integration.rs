@@ -4,5 +4,6 @@
 mod derive_cli;
 mod hash_cli;
 mod match_cli;
+mod protect_cli;
 mod serve;
 mod telegram_cli;

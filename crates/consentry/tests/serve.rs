@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_consentry");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_consentry");
 
 /// Pseudo-random hashes with about 128 one bits (not degenerate).
 fn hashes(seed: u64, n: usize) -> Vec<Hash256> {
@@ -33,7 +33,7 @@ fn hashes(seed: u64, n: usize) -> Vec<Hash256> {
     out
 }
 
-fn create_key(dir: &Path, scope: &str) -> String {
+pub(crate) fn create_key(dir: &Path, scope: &str) -> String {
     let out = std::process::Command::new(BIN)
         .args(["keys", "create", "--name", "test", "--scope", scope, "--data-dir"])
         .arg(dir)
@@ -45,13 +45,13 @@ fn create_key(dir: &Path, scope: &str) -> String {
     secret
 }
 
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 /// Starts `consentry serve --listen 127.0.0.1:0 ARGS` and waits for its address line.
-async fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+pub(crate) async fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve").args(["--listen", "127.0.0.1:0"]).args(args);
     for (k, v) in envs {
@@ -71,7 +71,7 @@ async fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
     Server { child, base }
 }
 
-async fn call(
+pub(crate) async fn call(
     c: &reqwest::Client,
     m: reqwest::Method,
     url: String,
@@ -91,7 +91,7 @@ async fn call(
     (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn matches(c: &reqwest::Client, base: &str, key: &str, h: &Hash256) -> usize {
+pub(crate) async fn matches(c: &reqwest::Client, base: &str, key: &str, h: &Hash256) -> usize {
     let (s, v) =
         call(c, reqwest::Method::GET, format!("{base}/v1/lookup?hash={}", h.to_hex()), Some(key), None).await;
     assert_eq!(s, 200, "{v}");
