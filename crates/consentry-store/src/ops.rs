@@ -245,13 +245,16 @@ pub(crate) async fn changes_since(c: &mut Conn, since: i64, limit: i64) -> Resul
     rows.iter().map(change_from_row).collect()
 }
 
+/// The last change pruned from the feed (0 when none was).
+async fn pruned_seq(c: &mut Conn) -> Result<i64> {
+    Ok(sqlx::query_scalar::<Db, i64>("SELECT pruned_seq FROM meta WHERE id = 1").fetch_one(&mut *c).await?)
+}
+
 /// Changes after `since`, or `FeedTruncated` if some of them were pruned. The prune point is
 /// read after the rows, so a concurrent prune can only cause a (safe) spurious error.
 pub(crate) async fn changes_since_checked(c: &mut Conn, since: i64, limit: i64) -> Result<Vec<Change>> {
     let rows = changes_since(c, since, limit).await?;
-    let pruned: i64 = sqlx::query_scalar::<Db, i64>("SELECT pruned_seq FROM meta WHERE id = 1")
-        .fetch_one(&mut *c)
-        .await?;
+    let pruned: i64 = pruned_seq(c).await?;
     if since < pruned {
         return Err(StoreError::FeedTruncated { since, pruned_through: pruned });
     }
@@ -261,9 +264,7 @@ pub(crate) async fn changes_since_checked(c: &mut Conn, since: i64, limit: i64) 
 pub(crate) async fn prune_changes(c: &mut Conn, actor: &Actor, through: i64, now: Timestamp) -> Result<u64> {
     let log = lock_changes(c).await?;
     let through = through.min(log.start);
-    let old: i64 = sqlx::query_scalar::<Db, i64>("SELECT pruned_seq FROM meta WHERE id = 1")
-        .fetch_one(&mut *c)
-        .await?;
+    let old: i64 = pruned_seq(c).await?;
     if through <= old {
         return Ok(0);
     }
@@ -283,9 +284,7 @@ pub(crate) async fn prune_changes(c: &mut Conn, actor: &Actor, through: i64, now
 /// The last change made before `before`, at most `max_rows` past the last pruned one (0 when
 /// there is none).
 pub(crate) async fn last_seq_before(c: &mut Conn, before: Timestamp, max_rows: i64) -> Result<i64> {
-    let pruned: i64 = sqlx::query_scalar::<Db, i64>("SELECT pruned_seq FROM meta WHERE id = 1")
-        .fetch_one(&mut *c)
-        .await?;
+    let pruned: i64 = pruned_seq(c).await?;
     let seq: Option<i64> =
         sqlx::query_scalar::<Db, Option<i64>>("SELECT MAX(seq) FROM changes WHERE at < $1 AND seq <= $2")
             .bind(before.0)
