@@ -500,26 +500,9 @@ async fn lookup_pdq(
         // as the search itself.
         vec![index.search(&queries[0][0], radius)]
     } else {
-        tokio::task::spawn_blocking(move || {
-            if queries.iter().all(|q| q.len() == 1) {
-                let flat: Vec<Hash256> = queries.iter().map(|q| q[0]).collect();
-                if flat.len() > 1 {
-                    return index.search_batch(&flat, radius);
-                }
-            }
-            queries
-                .iter()
-                .map(|q| {
-                    if q.len() == 1 {
-                        index.search(&q[0], radius)
-                    } else {
-                        index.search_dihedral(q, radius)
-                    }
-                })
-                .collect()
-        })
-        .await
-        .map_err(ApiError::internal)?
+        tokio::task::spawn_blocking(move || index.search_batch_dihedral(&queries, radius))
+            .await
+            .map_err(ApiError::internal)?
     };
 
     // Details of every matched entry and its bank, each read once.
@@ -613,13 +596,39 @@ struct LookupBatch {
 }
 
 /// The `hashes` of a batch lookup, parsed as the JSON is read: no string is copied, and up to
-/// 10,000 hashes arrive in one body. A text that is not a hash does not stop the reading (the
-/// length check comes first, as for any other body); the first one is reported with its index.
+/// 10,000 hashes arrive in one body. An item is a hash, or a list of up to 8 hashes (an image's
+/// dihedral hashes, searched together). A text that is not a hash does not stop the reading (the
+/// length check comes first, as for any other body); the first bad item is reported with its index.
 #[derive(Debug, Default)]
 struct HashList {
+    /// Every hash, the lists' flattened in order.
     hashes: Vec<Hash256>,
+    /// How many of `hashes` each item holds (1 for a plain hash).
+    sizes: Vec<u8>,
+    /// Hashes counted (the bad ones too), for the size limit.
     len: usize,
-    first_bad: Option<(usize, consentry_pdq::ParseHashError)>,
+    first_bad: Option<(usize, BadItem)>,
+}
+
+#[derive(Debug)]
+enum BadItem {
+    Hash(consentry_pdq::ParseHashError),
+    List(&'static str),
+}
+
+impl HashList {
+    /// The queries: one list of hashes per item.
+    fn queries(&self) -> Vec<Vec<Hash256>> {
+        let mut rest = &self.hashes[..];
+        self.sizes
+            .iter()
+            .map(|&n| {
+                let (q, r) = rest.split_at(usize::from(n));
+                rest = r;
+                q.to_vec()
+            })
+            .collect()
+    }
 }
 
 impl<'de> Deserialize<'de> for HashList {
@@ -628,21 +637,20 @@ impl<'de> Deserialize<'de> for HashList {
         impl<'de> serde::de::Visitor<'de> for ListVisitor {
             type Value = HashList;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of PDQ hashes (64 hexadecimal digits each)")
+                f.write_str(
+                    "a list of PDQ hashes (64 hexadecimal digits each), or of lists of up to 8 of them",
+                )
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HashList, A::Error> {
+                let cap = seq.size_hint().unwrap_or(0).min(10_000);
                 let mut list = HashList {
-                    hashes: Vec::with_capacity(seq.size_hint().unwrap_or(0).min(10_000)),
+                    hashes: Vec::with_capacity(cap),
+                    sizes: Vec::with_capacity(cap),
                     ..HashList::default()
                 };
-                while let Some(HexItem(parsed)) = seq.next_element()? {
-                    match parsed {
-                        Ok(h) => list.hashes.push(h),
-                        Err(e) => {
-                            list.first_bad.get_or_insert((list.len, e));
-                        }
-                    }
-                    list.len += 1;
+                let mut item = 0;
+                while seq.next_element_seed(QueryItem { list: &mut list, item })?.is_some() {
+                    item += 1;
                 }
                 Ok(list)
             }
@@ -651,7 +659,73 @@ impl<'de> Deserialize<'de> for HashList {
     }
 }
 
-/// One element of [`HashList`]: a JSON string, parsed as a hash in place.
+/// Reads one item of a [`HashList`] into it: a JSON string parsed as a hash in place, or a list
+/// of 1 to 8 such strings. A bad item adds no hash.
+struct QueryItem<'a> {
+    list: &'a mut HashList,
+    item: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for QueryItem<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for QueryItem<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a PDQ hash as a string of 64 hexadecimal digits, or a list of up to 8 of them")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        let list = self.list;
+        list.len += 1;
+        match Hash256::from_hex(v) {
+            Ok(h) => {
+                list.hashes.push(h);
+                list.sizes.push(1);
+            }
+            Err(e) => {
+                list.first_bad.get_or_insert((self.item, BadItem::Hash(e)));
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let list = self.list;
+        let start = list.hashes.len();
+        let (mut n, mut bad) = (0usize, None);
+        while let Some(HexItem(parsed)) = seq.next_element()? {
+            n += 1;
+            match parsed {
+                Ok(h) if n <= 8 => list.hashes.push(h),
+                Ok(_) => {
+                    bad.get_or_insert(BadItem::List(
+                        "a list holds at most 8 hashes (an image's dihedral hashes)",
+                    ));
+                }
+                Err(e) => {
+                    bad.get_or_insert(BadItem::Hash(e));
+                }
+            }
+        }
+        list.len += n;
+        if n == 0 {
+            bad = Some(BadItem::List("an empty list"));
+        }
+        match bad {
+            None => list.sizes.push(n as u8),
+            Some(e) => {
+                list.hashes.truncate(start);
+                list.first_bad.get_or_insert((self.item, e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An element of a list item of a [`HashList`]: a JSON string, parsed as a hash in place.
 struct HexItem(Result<Hash256, consentry_pdq::ParseHashError>);
 
 impl<'de> Deserialize<'de> for HexItem {
@@ -690,6 +764,9 @@ struct BatchReply<'a> {
 #[derive(serde::Serialize)]
 struct BatchResult<'a> {
     hash: HexText,
+    /// A list item's hashes (its first is `hash`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hashes: Option<Vec<HexText>>,
     matches: &'a [Value],
     truncated: bool,
 }
@@ -710,20 +787,28 @@ async fn lookup_post(
         ));
     }
     let radius = check_radius(&state, body.radius)?;
-    if let Some((i, e)) = list.first_bad {
-        return Err(not_a_hash(&format!("hashes[{i}]"), &e));
+    match list.first_bad {
+        Some((i, BadItem::Hash(e))) => return Err(not_a_hash(&format!("hashes[{i}]"), &e)),
+        Some((i, BadItem::List(why))) => return Err(ApiError::invalid_hash(format!("hashes[{i}]: {why}"))),
+        None => {}
     }
-    let hashes = list.hashes;
-    let res = lookup_many(&state, &auth.0.name, hashes.iter().map(|h| vec![*h]).collect(), radius).await?;
+    let res = lookup_many(&state, &auth.0.name, list.queries(), radius).await?;
     let n_matched = res.iter().filter(|(m, _)| !m.is_empty()).count();
-    tracing::info!(hashes = hashes.len(), matched = n_matched, radius, "batch lookup");
-    let results = hashes
+    tracing::info!(queries = res.len(), hashes = list.len, matched = n_matched, radius, "batch lookup");
+    let mut rest = &list.hashes[..];
+    let results = list
+        .sizes
         .iter()
         .zip(&res)
-        .map(|(h, (matches, truncated))| BatchResult {
-            hash: HexText(h.hex_bytes()),
-            matches,
-            truncated: *truncated,
+        .map(|(&n, (matches, truncated))| {
+            let (q, r) = rest.split_at(usize::from(n));
+            rest = r;
+            BatchResult {
+                hash: HexText(q[0].hex_bytes()),
+                hashes: (q.len() > 1).then(|| q.iter().map(|h| HexText(h.hex_bytes())).collect()),
+                matches,
+                truncated: *truncated,
+            }
         })
         .collect();
     Ok(Json(BatchReply { radius, results }).into_response())

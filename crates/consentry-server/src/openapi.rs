@@ -30,7 +30,7 @@ const OPS: &[Op] = &[
     Op { method: "GET", path: "/openapi.json", scope: "", summary: "This document.", body: NONE, ok: 200, errors: &[] },
     Op { method: "POST", path: "/v1/hash", scope: "lookup", summary: "PDQ-hash an image (raw body or multipart field `file`; `?dihedral=true` adds the 8 dihedral hashes; `?signal=derive` adds `derive.signature`, the base64 derivative signature to protect the image with). The image is never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
     Op { method: "GET", path: "/v1/lookup", scope: "lookup", summary: "Look up one hash (`?hash=HEX[&radius=N]`), or the 8 dihedral hashes of one image (`?hash=H1,...,H8&dihedral=true`).", body: NONE, ok: 200, errors: &[400] },
-    Op { method: "POST", path: "/v1/lookup", scope: "lookup", summary: "Look up a batch of hashes (`{\"hashes\": [...], \"radius\"?: N}`, at most 10,000).", body: "LookupBatch", ok: 200, errors: &[400, 413] },
+    Op { method: "POST", path: "/v1/lookup", scope: "lookup", summary: "Look up a batch of hashes (`{\"hashes\": [...], \"radius\"?: N}`, at most 10,000). An item may be a list of up to 8 hashes, an image's dihedral hashes (`consentry hash --dihedral`), searched together: each entry is reported once with its smallest distance, and the result echoes them as `hashes`.", body: "LookupBatch", ok: 200, errors: &[400, 413] },
     Op { method: "POST", path: "/v1/lookup/image", scope: "lookup", summary: "Hash an image and look it up (`?dihedral=true&radius=N`). The reply echoes the computed hash and quality. While derive entries exist, the image's derivative features are matched too: each match has `signal` (`pdq` or `derive`); derive matches carry `distance` (global PDQ distance, null when the global hash did not match), `band_distance` (distance of the top fifth's hash, null when it did not match), `inliers` and `score` (0 when the local keypoints did not match) and `mirrored` (true when the keypoints matched as a mirror image).", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
     Op { method: "POST", path: "/v1/lookup/features", scope: "lookup", summary: "Derive matches for derivative query features computed by the client (`{\"features\": base64}`, `consentry_derive::QueryFeatures`), so the image never leaves it; the reply echoes the first dihedral hash and the keypoint count, and gives `derive_entries`, how many derive entries the server holds.", body: "Features", ok: 200, errors: &[400, 413] },
     Op { method: "POST", path: "/v1/compare", scope: "lookup", summary: "Distance between two hashes; `match` is distance <= 31.", body: "Compare", ok: 200, errors: &[400] },
@@ -191,7 +191,7 @@ fn schemas() -> Value {
             } } }
         },
         "LookupBatch": { "type": "object", "required": ["hashes"], "properties": {
-            "hashes": { "type": "array", "maxItems": 10000, "items": hash },
+            "hashes": { "type": "array", "maxItems": 10000, "items": { "oneOf": [hash, { "type": "array", "minItems": 1, "maxItems": 8, "items": hash }] } },
             "radius": { "type": "integer", "minimum": 0, "maximum": 64 }
         } },
         "Compare": { "type": "object", "required": ["a", "b"], "properties": { "a": hash, "b": hash } },

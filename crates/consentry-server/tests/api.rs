@@ -364,6 +364,51 @@ async fn entries_and_lookups() {
     assert_eq!(v["results"].as_array().unwrap().len(), 10_000);
     assert_eq!(v["results"][9_998]["matches"].as_array().unwrap().len(), 1);
 
+    // Items may be lists of up to 8 hashes (an image's dihedral hashes): each entry once, with
+    // its smallest distance, as GET with dihedral=true answers; the list is echoed as `hashes`.
+    let (near2, near5) = (flip(&a, 2), flip(&a, 5));
+    let list = json!([miss.to_hex(), near5.to_hex(), near2.to_hex()]);
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/lookup",
+            Some(&app.lookup),
+            Some(json!({"hashes": [list, a.to_hex(), [miss.to_hex()]]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 3);
+    assert_eq!((&r[0]["hash"], &r[0]["hashes"]), (&json!(miss.to_hex()), &list));
+    let m = r[0]["matches"].as_array().unwrap();
+    assert_eq!(m.len(), 1, "{v}");
+    assert_eq!((&m[0]["hash"], &m[0]["distance"]), (&json!(a.to_hex()), &json!(2)));
+    let joined = [miss, near5, near2].map(|h| h.to_hex()).join(",");
+    let (_, g) = app
+        .call(Method::GET, &format!("/v1/lookup?hash={joined}&dihedral=true"), Some(&app.lookup), None)
+        .await;
+    assert_eq!(g["matches"], r[0]["matches"], "the batch item answers as GET does");
+    assert_eq!((r[1]["hash"].as_str(), r[1].get("hashes")), (Some(&*a.to_hex()), None));
+    assert_eq!(r[1]["matches"][0]["distance"], 0);
+    assert!(r[2]["matches"].as_array().unwrap().is_empty() && r[2].get("hashes").is_none(), "{v}");
+    // Bad lists are named by their item: empty, more than 8, a bad hash inside; the limit counts
+    // hashes, not items.
+    for (bad, says) in [
+        (json!([a.to_hex(), []]), "hashes[1]: an empty list"),
+        (json!([vec![a.to_hex(); 9]]), "hashes[0]: a list holds at most 8"),
+        (json!([a.to_hex(), a.to_hex(), [a.to_hex(), "zz"]]), "hashes[2] is not a PDQ hash"),
+    ] {
+        let (s, v) =
+            app.call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": bad}))).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_HASH), "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(says), "{message}");
+    }
+    let lists: Vec<Vec<String>> = (0..1_251).map(|_| vec![a.to_hex(); 8]).collect();
+    let (s, v) =
+        app.call(Method::POST, "/v1/lookup", Some(&app.lookup), Some(json!({"hashes": lists}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::TOO_MANY_HASHES), "{v}");
+
     // Disable → stops matching; enable → matches again; delete → gone.
     let (s, v) = app.call(Method::POST, &format!("/v1/entries/{id}/disable"), Some(&app.curate), None).await;
     assert_eq!((s, v["active"].as_bool()), (StatusCode::OK, Some(false)));

@@ -153,6 +153,9 @@ pub struct Remote {
     /// Whether the server held derive entries at its last features lookup, and when that was
     /// (`None`: not asked yet). While it holds none, the bot skips the features.
     derive_entries: std::sync::Arc<Mutex<Option<(std::time::Instant, bool)>>>,
+    /// Set once the server refused an image's hashes as one list item (a release before list
+    /// items): they then go as separate items.
+    flat_lookups: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -179,6 +182,7 @@ impl Remote {
             key: key.to_owned(),
             verdicts: Default::default(),
             derive_entries: Default::default(),
+            flat_lookups: Default::default(),
         })
     }
 
@@ -201,6 +205,26 @@ impl Remote {
             "invalid_hash" | "hash_rejected" => MatchError::InvalidHash(0, msg),
             _ => MatchError::Other(format!("{path}: HTTP {status}: {code} {msg}")),
         })
+    }
+
+    /// `POST /v1/lookup` of one image's hashes as one list item, so that the server counts (and
+    /// reports to its webhooks) each entry once per image; to a server that takes only plain
+    /// hashes (an earlier release answers `invalid_json`), as separate items.
+    async fn lookup_hashes(&self, hashes: &[Hash256], radius: u32) -> Result<Value, MatchError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let hex: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
+        let flat = json!({ "hashes": hex, "radius": radius });
+        if hashes.len() == 1 || self.flat_lookups.load(Relaxed) {
+            return self.post("/v1/lookup", flat, true).await;
+        }
+        match self.post("/v1/lookup", json!({ "hashes": [hex], "radius": radius }), true).await {
+            Err(MatchError::Other(m)) if m.contains("invalid_json") => {
+                tracing::warn!("the server takes no list items in batch lookups; the hashes go one by one");
+                self.flat_lookups.store(true, Relaxed);
+                self.post("/v1/lookup", flat, true).await
+            }
+            r => r,
+        }
     }
 
     /// Derive matches from the server for query features computed here (the image stays with
@@ -309,8 +333,7 @@ impl Matcher {
                         return Ok(v.clone());
                     }
                 }
-                let hex: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
-                let v = r.post("/v1/lookup", json!({ "hashes": hex, "radius": radius }), true).await?;
+                let v = r.lookup_hashes(hashes, radius).await?;
                 let mut out = None;
                 for res in v["results"].as_array().into_iter().flatten() {
                     for m in res["matches"].as_array().into_iter().flatten() {
@@ -550,6 +573,53 @@ mod tests {
                 (axum::http::StatusCode::OK, Json(json!({ "derive_entries": 1, "matches": [m], "truncated": false })))
             }),
         )
+    }
+
+    /// A batch lookup endpoint that takes plain hashes only (`lists: false`, as before list items)
+    /// or also lists; records every body's `hashes`.
+    fn lookup_server(lists: bool, seen: Arc<Mutex<Vec<Value>>>) -> Router {
+        Router::new().route(
+            "/v1/lookup",
+            post(move |Json(v): Json<Value>| async move {
+                let items = v["hashes"].as_array().unwrap().clone();
+                seen.lock().unwrap().push(json!(items));
+                if !lists && items.iter().any(Value::is_array) {
+                    let body = json!({ "error": { "code": "invalid_json", "message": "invalid type: sequence, expected a PDQ hash" } });
+                    return (axum::http::StatusCode::BAD_REQUEST, Json(body));
+                }
+                let m = json!({ "bank": "protected", "entry_id": 3, "distance": 4 });
+                let results: Vec<Value> =
+                    items.iter().enumerate().map(|(i, _)| json!({ "matches": if i == 0 { vec![m.clone()] } else { vec![] } })).collect();
+                (axum::http::StatusCode::OK, Json(json!({ "radius": 31, "results": results })))
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_images_hashes_go_as_one_list_item_or_one_by_one_to_an_older_server() {
+        let hashes: Vec<Hash256> =
+            (0..8u64).map(|i| Hash256::from_words([i, !i, i << 7, i ^ 0x5555])).collect();
+        let hex: Vec<Value> = hashes.iter().map(|h| json!(h.to_hex())).collect();
+        for (lists, want) in
+            [(true, vec![json!([hex.clone()])]), (false, vec![json!([hex.clone()]), json!(hex.clone())])]
+        {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let app = lookup_server(lists, seen.clone());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let remote = Matcher::Remote(Remote::new(&url, "key").unwrap());
+            let hit = remote.lookup(&hashes, 31).await.unwrap().expect("a match");
+            assert_eq!((hit.entry_id, hit.distance), (Some(3), 4));
+            assert_eq!(*seen.lock().unwrap(), want, "lists: {lists}");
+            // Remembered: the next image goes the way that worked, in one request.
+            let other: Vec<Hash256> =
+                hashes.iter().map(|h| Hash256::from_words([!h.words()[0], 1, 2, 3])).collect();
+            remote.lookup(&other, 31).await.unwrap();
+            let last = seen.lock().unwrap().last().unwrap().clone();
+            assert_eq!(last[0].is_array(), lists);
+            assert_eq!(seen.lock().unwrap().len(), want.len() + 1);
+        }
     }
 
     #[tokio::test]
