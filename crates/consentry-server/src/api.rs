@@ -59,6 +59,12 @@ pub(crate) fn routes() -> Routes {
         .add("/v1/cases/{number}/status", &["POST"], post(case_status))
         .add("/v1/cases/{number}/withdraw", &["POST"], post(withdraw_case))
         .add("/v1/stats/matches", &["GET"], get(match_stats))
+        // Meta's HMA 2.0 lookup and hashing API (`hma.rs`).
+        .add("/m/raw_lookup", &["GET"], get(crate::hma::raw_lookup))
+        .add("/m/lookup", &["GET", "POST"], get(crate::hma::lookup_get).post(crate::hma::lookup_post))
+        .add("/m/compare", &["POST"], post(crate::hma::compare))
+        .add("/m/index/status", &["GET"], get(crate::hma::index_status))
+        .add("/h/hash", &["GET", "POST"], get(crate::hma::hash_get).post(crate::hma::hash_post))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -73,7 +79,7 @@ pub(crate) fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
 }
 
 /// Parses a 64-digit hex PDQ hash; `what` names it in the error (`hash`, `hashes[3]`).
-fn parse_hash(text: &str, what: &str) -> ApiResult<Hash256> {
+pub(crate) fn parse_hash(text: &str, what: &str) -> ApiResult<Hash256> {
     Hash256::from_hex(text.trim()).map_err(|e| not_a_hash(what, &e))
 }
 
@@ -291,8 +297,8 @@ struct HashParams {
     signal: Option<String>,
 }
 
-struct Hashed {
-    pdq: Hash256,
+pub(crate) struct Hashed {
+    pub(crate) pdq: Hash256,
     quality: u8,
     width: u32,
     height: u32,
@@ -412,7 +418,7 @@ async fn hash_image(
 /// describes the matches. Entries found disabled (or whose bank is disabled) when their details
 /// are read are dropped, so a disable is effective here even before the index catches up. The
 /// matches are counted for `source` (the API key's name) in the match counts.
-async fn lookup_many(
+pub(crate) async fn lookup_many(
     state: &AppState,
     source: &str,
     queries: Vec<Vec<Hash256>>,
@@ -823,30 +829,8 @@ async fn lookup_image(
     auth.require(Scope::Lookup)?;
     let p = query(params)?;
     let radius = check_radius(&state, p.radius)?;
-    // The derivative features cost more than PDQ: computed only while derive entries exist.
-    let want = if state.inner.derive.is_empty() { DeriveWant::None } else { DeriveWant::Query };
-    let mut h = hash_upload(&state, bytes, p.dihedral, want).await?;
-    let started = Instant::now();
-    let queries = match &h.dihedral {
-        Some(d) => d.to_vec(),
-        None => vec![h.pdq],
-    };
-    let mut res = lookup_pdq(&state, vec![queries], radius).await?;
-    let (mut matches, mut truncated) = res.pop().unwrap_or_default();
-    let n_pdq = matches.len();
-    // An entry is one signal, so PDQ and derive matches never name the same entry; a photo
-    // protected with both signals is reported by both.
-    if let Some(q) = h.features.take() {
-        let (d, t) = lookup_derive(&state, q).await?;
-        matches.extend(d);
-        truncated |= t;
-    }
-    let (matches, truncated) =
-        finish_lookup(&state, &auth.0.name, started, h.pdq, matches, truncated).await?;
-    tracing::info!(
-        pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(),
-        derive_matches = matches.len() - n_pdq, "image lookup"
-    );
+    let ImageMatches { hashed: h, matches, truncated, derive } =
+        match_image(&state, &auth.0.name, bytes, p.dihedral, radius).await?;
     let mut q = json!({
         "hash": h.pdq.to_hex(),
         "quality": h.quality,
@@ -855,12 +839,60 @@ async fn lookup_image(
         "format": h.format.name(),
         "radius": radius,
         "dihedral": p.dihedral,
-        "derive": want == DeriveWant::Query,
+        "derive": derive,
     });
     if let Some(d) = &h.dihedral {
         q["dihedral_hashes"] = dihedral_json(d);
     }
     Ok(Json(json!({ "query": q, "matches": matches, "truncated": truncated })))
+}
+
+/// The PDQ hash of an uploaded image.
+pub(crate) async fn upload_pdq(state: &AppState, bytes: axum::body::Bytes) -> ApiResult<Hash256> {
+    Ok(hash_upload(state, bytes, false, DeriveWant::None).await?.pdq)
+}
+
+/// What an uploaded image matched.
+pub(crate) struct ImageMatches {
+    pub(crate) hashed: Hashed,
+    /// PDQ matches first, then derive matches (an entry is one signal, so none is named twice).
+    pub(crate) matches: Vec<Value>,
+    pub(crate) truncated: bool,
+    /// Whether its derivative features were matched too (only while derive entries exist).
+    pub(crate) derive: bool,
+}
+
+/// Hashes an upload (the 8 dihedral hashes when `dihedral`) and looks it up: PDQ within
+/// `radius`, and the derive index while it holds entries; counted for `source`, with webhooks.
+pub(crate) async fn match_image(
+    state: &AppState,
+    source: &str,
+    bytes: axum::body::Bytes,
+    dihedral: bool,
+    radius: u32,
+) -> ApiResult<ImageMatches> {
+    // The derivative features cost more than PDQ: computed only while derive entries exist.
+    let want = if state.inner.derive.is_empty() { DeriveWant::None } else { DeriveWant::Query };
+    let mut h = hash_upload(state, bytes, dihedral, want).await?;
+    let started = Instant::now();
+    let queries = match &h.dihedral {
+        Some(d) => d.to_vec(),
+        None => vec![h.pdq],
+    };
+    let mut res = lookup_pdq(state, vec![queries], radius).await?;
+    let (mut matches, mut truncated) = res.pop().unwrap_or_default();
+    let n_pdq = matches.len();
+    if let Some(q) = h.features.take() {
+        let (d, t) = lookup_derive(state, q).await?;
+        matches.extend(d);
+        truncated |= t;
+    }
+    let (matches, truncated) = finish_lookup(state, source, started, h.pdq, matches, truncated).await?;
+    tracing::info!(
+        pdq = %h.pdq.to_hex(), quality = h.quality, radius, matches = matches.len(),
+        derive_matches = matches.len() - n_pdq, "image lookup"
+    );
+    Ok(ImageMatches { hashed: h, matches, truncated, derive: want == DeriveWant::Query })
 }
 
 /// The end of a one-image lookup: its latency and match count go to the metrics, its matches to

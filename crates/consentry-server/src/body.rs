@@ -55,38 +55,42 @@ impl FromRequest<AppState> for ImageUpload {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.inner.config.max_body_bytes;
-        let is_multipart = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
-        if !is_multipart {
-            return read_bytes(req, state).await.map(ImageUpload);
-        }
-        let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_MULTIPART, msg);
-        let mut form = Multipart::from_request(req, state).await.map_err(|r| bad(r.body_text()))?;
-        loop {
-            let field = form.next_field().await.map_err(|e| {
+        upload(req, state, "file").await.map(ImageUpload)
+    }
+}
+
+/// The raw body, or the `field` field of a `multipart/form-data` body, within the body limit.
+pub(crate) async fn upload(req: Request, state: &AppState, field_name: &str) -> Result<Bytes, ApiError> {
+    let limit = state.inner.config.max_body_bytes;
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !is_multipart {
+        return read_bytes(req, state).await;
+    }
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_MULTIPART, msg);
+    let mut form = Multipart::from_request(req, state).await.map_err(|r| bad(r.body_text()))?;
+    loop {
+        let field = form.next_field().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(limit)
+            } else {
+                bad(format!("malformed multipart body: {}", e.body_text()))
+            }
+        })?;
+        let Some(field) = field else {
+            return Err(bad(format!("the multipart body has no `{field_name}` field")));
+        };
+        if field.name() == Some(field_name) {
+            return field.bytes().await.map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::too_large(limit)
                 } else {
                     bad(format!("malformed multipart body: {}", e.body_text()))
                 }
-            })?;
-            let Some(field) = field else {
-                return Err(bad("the multipart body has no `file` field".to_owned()));
-            };
-            if field.name() == Some("file") {
-                let bytes = field.bytes().await.map_err(|e| {
-                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::too_large(limit)
-                    } else {
-                        bad(format!("malformed multipart body: {}", e.body_text()))
-                    }
-                })?;
-                return Ok(ImageUpload(bytes));
-            }
+            });
         }
     }
 }

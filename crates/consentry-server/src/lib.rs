@@ -37,6 +37,7 @@ mod bulk;
 mod derive_sync;
 mod details;
 pub mod error;
+mod hma;
 mod metrics;
 mod openapi;
 pub mod protect;

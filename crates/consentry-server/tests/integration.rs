@@ -4,5 +4,6 @@
 mod api;
 mod common;
 mod derive;
+mod hma;
 mod protect_browser;
 mod service;
