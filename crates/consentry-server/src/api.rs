@@ -623,17 +623,14 @@ enum BadItem {
 }
 
 impl HashList {
-    /// The queries: one list of hashes per item.
-    fn queries(&self) -> Vec<Vec<Hash256>> {
+    /// The items' hashes, one slice per item.
+    fn items(&self) -> impl Iterator<Item = &[Hash256]> {
         let mut rest = &self.hashes[..];
-        self.sizes
-            .iter()
-            .map(|&n| {
-                let (q, r) = rest.split_at(usize::from(n));
-                rest = r;
-                q.to_vec()
-            })
-            .collect()
+        self.sizes.iter().map(move |&n| {
+            let (q, r) = rest.split_at(usize::from(n));
+            rest = r;
+            q
+        })
     }
 }
 
@@ -798,23 +795,17 @@ async fn lookup_post(
         Some((i, BadItem::List(why))) => return Err(ApiError::invalid_hash(format!("hashes[{i}]: {why}"))),
         None => {}
     }
-    let res = lookup_many(&state, &auth.0.name, list.queries(), radius).await?;
+    let res = lookup_many(&state, &auth.0.name, list.items().map(<[_]>::to_vec).collect(), radius).await?;
     let n_matched = res.iter().filter(|(m, _)| !m.is_empty()).count();
     tracing::info!(queries = res.len(), hashes = list.len, matched = n_matched, radius, "batch lookup");
-    let mut rest = &list.hashes[..];
     let results = list
-        .sizes
-        .iter()
+        .items()
         .zip(&res)
-        .map(|(&n, (matches, truncated))| {
-            let (q, r) = rest.split_at(usize::from(n));
-            rest = r;
-            BatchResult {
-                hash: HexText(q[0].hex_bytes()),
-                hashes: (q.len() > 1).then(|| q.iter().map(|h| HexText(h.hex_bytes())).collect()),
-                matches,
-                truncated: *truncated,
-            }
+        .map(|(q, (matches, truncated))| BatchResult {
+            hash: HexText(q[0].hex_bytes()),
+            hashes: (q.len() > 1).then(|| q.iter().map(|h| HexText(h.hex_bytes())).collect()),
+            matches,
+            truncated: *truncated,
         })
         .collect();
     Ok(Json(BatchReply { radius, results }).into_response())
