@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use consentry_derive::Extractor;
 use consentry_media::{DecodeOptions, HashOptions};
 use consentry_pdq::{Hash256, Hasher, DEFAULT_MIN_QUALITY};
+use consentry_store::{day_of, format_day, Timestamp};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -189,7 +190,7 @@ pub fn run_case(args: CaseArgs) -> Result<ExitCode> {
     let pin = read_pin(&target.pin_env)?;
     let v = post(&target.server, &format!("v1/cases/{}/{action}", target.number), &json!({ "pin": pin }))?;
     let number = v["case_number"].as_str().unwrap_or(&target.number);
-    let day = |ms: &Value| ms.as_i64().map(|ms| consentry_store::format_day(ms.div_euclid(86_400_000)));
+    let day = |ms: &Value| ms.as_i64().map(|ms| format_day(day_of(Timestamp(ms))));
     let mut out = String::new();
     if action == "withdraw" {
         out.push_str(&format!("Case {number}: withdrawn. Its codes no longer match anything.\n"));
