@@ -16,9 +16,9 @@ use consentry_index::Match;
 use consentry_media::{HashOptions, ImageFormat};
 use consentry_pdq::{Dihedral, Hash256, Hasher};
 use consentry_store::{
-    day_of, format_day, Actor, Bank, BankPurpose, BankUpdate, BulkLine, CaseHash, Entry, EntrySourceKind,
-    NewBank, NewCase, NewEntry, Scope, SignalType, SignalValue, StatsGroup, StatsKey, StatsQuery, StoreError,
-    Timestamp,
+    day_of, format_day, Actor, Bank, BankPurpose, BankUpdate, BulkLine, Case, CaseHash, CaseStatus, CaseView,
+    Entry, EntrySourceKind, NewBank, NewCase, NewEntry, Scope, SignalType, SignalValue, StatsGroup, StatsKey,
+    StatsQuery, StoreError, Timestamp,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -55,7 +55,8 @@ pub(crate) fn routes() -> Routes {
         .add("/v1/entries/{id}", &["GET", "DELETE"], get(get_entry).delete(delete_entry))
         .add("/v1/entries/{id}/disable", &["POST"], post(disable_entry))
         .add("/v1/entries/{id}/enable", &["POST"], post(enable_entry))
-        .add("/v1/cases", &["POST"], post(create_case))
+        .add("/v1/cases", &["GET", "POST"], get(list_cases).post(create_case))
+        .add("/v1/cases/{number}", &["GET", "PATCH"], get(staff_case).patch(patch_case))
         .add("/v1/cases/{number}/status", &["POST"], post(case_status))
         .add("/v1/cases/{number}/withdraw", &["POST"], post(withdraw_case))
         .add("/v1/stats/matches", &["GET"], get(match_stats))
@@ -1400,6 +1401,13 @@ async fn case_status(
     }
     let view = state.inner.store.case_status(&number, &body.pin).await?;
     let bank = state.inner.store.get_bank(view.case.bank_id).await?;
+    Ok(Json(case_view_json(&view, &bank, shown, false)))
+}
+
+/// A case as JSON: its number, status, dates and hashes (each with its signal and whether it is
+/// active); with `counts`, how often each matched and `caught`, the sums (counted, never named);
+/// with `staff`, also the ids of the case, its entries and its bank's name.
+fn case_view_json(view: &CaseView, bank: &Bank, counts: bool, staff: bool) -> Value {
     let hashes: Vec<Value> = view
         .entries
         .iter()
@@ -1409,7 +1417,10 @@ async fn case_status(
                 "signal": e.value.signal_type().as_str(),
                 "active": e.disabled_at.is_none() && bank.enabled,
             });
-            if shown {
+            if staff {
+                h["entry_id"] = json!(e.id);
+            }
+            if counts {
                 let row = view.matches.entry(e.id);
                 h["matches"] = json!(row.map_or(0, |r| r.matches));
                 h["last_matched_at"] = json!(row.map(|r| r.last_at.as_millis()));
@@ -1417,15 +1428,14 @@ async fn case_status(
             h
         })
         .collect();
-    let mut out = json!({
-        "case_number": view.case.display_number(),
-        "status": view.case.status.as_str(),
-        "created_at": view.case.created_at.as_millis(),
-        "updated_at": view.case.updated_at.as_millis(),
-        "withdrawn_at": view.case.withdrawn_at.map(|t| t.as_millis()),
-        "hashes": hashes,
-    });
-    if shown {
+    let mut out = case_json(&view.case);
+    out["hashes"] = json!(hashes);
+    if staff {
+        out["bank"] = json!(bank.name);
+    } else {
+        out.as_object_mut().map(|o| o.remove("id"));
+    }
+    if counts {
         let total = view.matches.total.as_ref();
         out["caught"] = json!({
             "matches": total.map_or(0, |r| r.matches),
@@ -1436,7 +1446,104 @@ async fn case_status(
             "last_at": total.map(|r| r.last_at.as_millis()),
         });
     }
+    out
+}
+
+/// A case's own fields.
+fn case_json(c: &Case) -> Value {
+    json!({
+        "id": c.id,
+        "case_number": c.display_number(),
+        "status": c.status.as_str(),
+        "created_at": c.created_at.as_millis(),
+        "updated_at": c.updated_at.as_millis(),
+        "withdrawn_at": c.withdrawn_at.map(|t| t.as_millis()),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseListParams {
+    status: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/cases[?status=received|active|withdrawn][&after=ID][&limit=N]` (curate): the cases
+/// by id, for staff to review (`next_after` continues).
+async fn list_cases(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Result<Query<CaseListParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Curate)?;
+    let p = query(params)?;
+    let status = p.status.as_deref().map(CaseStatus::from_str).transpose()?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let cases = state.inner.store.list_cases(status, p.after.unwrap_or(0), limit).await?;
+    let names: HashMap<i64, String> =
+        state.inner.store.list_banks().await?.into_iter().map(|b| (b.id, b.name)).collect();
+    let next = if cases.len() == limit as usize { cases.last().map(|c| c.id) } else { None };
+    let cases: Vec<Value> = cases
+        .iter()
+        .map(|c| {
+            let mut v = case_json(c);
+            v["bank"] = json!(names.get(&c.bank_id));
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "cases": cases, "next_after": next })))
+}
+
+/// `GET /v1/cases/{number}` (curate): the staff view of a case, by the number the survivor gives
+/// (no PIN): its entries with their ids, how often each matched, and the PIN's lock state.
+async fn staff_case(
+    State(state): State<AppState>,
+    auth: Auth,
+    number: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Curate)?;
+    let number = path(number)?;
+    if let Err(e) = state.flush_match_counts().await {
+        tracing::warn!(error = %e, "match counts not written before a case view");
+    }
+    let view = state.inner.store.case_by_number(&number).await?;
+    let bank = state.inner.store.get_bank(view.case.bank_id).await?;
+    let pin = state.inner.store.case_pin_counters(view.case.id).await?;
+    let mut out = case_view_json(&view, &bank, true, true);
+    out["pin"] = json!({
+        "failed_attempts": pin.failed_attempts,
+        "locked_until": pin.locked_until.map(|t| t.as_millis()),
+        "lockouts": pin.lockouts,
+    });
     Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchCase {
+    status: String,
+}
+
+/// `PATCH /v1/cases/{number}` with `{"status": "active"}` (reviewed and confirmed) or
+/// `{"status": "withdrawn"}` (on the survivor's behalf: its hashes stop matching) (curate; in
+/// the audit log under the key's name). A withdrawn case stays withdrawn: 409.
+async fn patch_case(
+    State(state): State<AppState>,
+    auth: Auth,
+    number: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<PatchCase>,
+) -> ApiResult<Json<Value>> {
+    let actor = auth.require(Scope::Curate)?;
+    let number = path(number)?;
+    let status: CaseStatus = body.status.parse()?;
+    if status == CaseStatus::Received {
+        return Err(ApiError::bad_request("a case can be made `active` or `withdrawn`"));
+    }
+    let case = state.inner.store.case_by_number(&number).await?.case;
+    let case = state.inner.store.set_case_status(&actor, case.id, status).await?;
+    tracing::info!(case = case.id, status = case.status.as_str(), "case status set by staff");
+    Ok(Json(case_json(&case)))
 }
 
 async fn withdraw_case(

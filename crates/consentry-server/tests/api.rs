@@ -650,6 +650,113 @@ async fn survivor_cases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_review_cases() {
+    let (_db, app) = sqlite_app().await;
+    let open = |hashes: Vec<String>| {
+        let app = &app;
+        async move {
+            let (s, v) = app.call(Method::POST, "/v1/cases", None, Some(json!({ "hashes": hashes }))).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            (v["case_number"].as_str().unwrap().to_owned(), v["pin"].as_str().unwrap().to_owned())
+        }
+    };
+    let (h1, h2, h3) = (random_pdq(), random_pdq(), random_pdq());
+    let (first, pin) = open(vec![h1.to_hex(), h2.to_hex()]).await;
+    let (second, _) = open(vec![h3.to_hex()]).await;
+
+    // The list, by id, filtered by status, in pages; the staff's key, not the survivors' limit.
+    let list = |q: &'static str| {
+        let app = &app;
+        async move { app.call(Method::GET, &format!("/v1/cases{q}"), Some(&app.curate), None).await }
+    };
+    let (s, v) = list("").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let numbers: Vec<&str> =
+        v["cases"].as_array().unwrap().iter().map(|c| c["case_number"].as_str().unwrap()).collect();
+    assert_eq!(numbers, [first.as_str(), second.as_str()]);
+    assert_eq!(
+        (v["cases"][0]["bank"].as_str(), v["cases"][0]["status"].as_str()),
+        (Some("survivors"), Some("received"))
+    );
+    assert!(v["next_after"].is_null());
+    let (_, page) = list("?limit=1").await;
+    assert_eq!(page["cases"].as_array().unwrap().len(), 1);
+    let after = page["next_after"].as_i64().unwrap();
+    let (_, rest) =
+        app.call(Method::GET, &format!("/v1/cases?limit=1&after={after}"), Some(&app.curate), None).await;
+    assert_eq!(rest["cases"][0]["case_number"], second.as_str());
+    let (s, v) = list("?status=open").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    for key in [None, Some(&app.lookup)] {
+        let (s, _) = app.call(Method::GET, "/v1/cases", key.map(String::as_str), None).await;
+        assert!(s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN, "{s}");
+    }
+
+    // One case by the number the survivor gives (typed any way), with what was caught and the
+    // PIN's state; no PIN is needed, none is shown.
+    assert!(within(SYNC, || async { app.matches(&h1).await.len() == 1 }).await.is_some());
+    let wrong = if pin.starts_with('0') { pin.replacen('0', "1", 1) } else { format!("0{}", &pin[1..]) };
+    app.call(Method::POST, &format!("/v1/cases/{first}/status"), None, Some(json!({ "pin": wrong }))).await;
+    let typed = first.replace('-', " ").to_lowercase();
+    let (s, v) = app
+        .call(Method::GET, &format!("/v1/cases/{}", typed.replace(' ', "%20")), Some(&app.curate), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["case_number"].as_str(), v["bank"].as_str()), (Some(first.as_str()), Some("survivors")));
+    let hashes = v["hashes"].as_array().unwrap();
+    assert!(hashes.iter().all(|h| h["entry_id"].is_i64() && h["active"] == true), "{v}");
+    let one = hashes.iter().find(|h| h["hash"] == h1.to_hex()).unwrap();
+    assert!(one["matches"].as_i64().unwrap() >= 1, "{v}");
+    assert_eq!(v["caught"]["hashes"], 1, "{v}");
+    assert_eq!(
+        (v["pin"]["failed_attempts"].as_i64(), v["pin"]["lockouts"].as_i64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+    assert!(!v.to_string().contains(&pin));
+    let (s, v) = app.call(Method::GET, "/v1/cases/2222-2222-2222", Some(&app.curate), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, codes::NOT_FOUND));
+
+    // Reviewed: active (the survivor sees it); withdrawn on her behalf: its hashes stop
+    // matching; a withdrawn case stays withdrawn.
+    let patch = |number: String, status: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::PATCH,
+                &format!("/v1/cases/{number}"),
+                Some(&app.curate),
+                Some(json!({ "status": status })),
+            )
+            .await
+        }
+    };
+    let (s, v) = patch(first.clone(), "active").await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("active")), "{v}");
+    let (_, v) =
+        app.call(Method::POST, &format!("/v1/cases/{first}/status"), None, Some(json!({ "pin": pin }))).await;
+    assert_eq!(v["status"], "active");
+    assert!(v.get("id").is_none() && v.get("bank").is_none(), "the survivor's view has no ids: {v}");
+    let (s, v) = patch(first.clone(), "received").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = patch(second.clone(), "withdrawn").await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("withdrawn")), "{v}");
+    assert!(within(SYNC, || async { app.matches(&h3).await.is_empty() }).await.is_some());
+    let (s, v) = patch(second.clone(), "active").await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, codes::CONFLICT));
+    let (_, v) = list("?status=withdrawn").await;
+    assert_eq!(v["cases"].as_array().unwrap().len(), 1);
+    // Both changes are in the audit log under the staff's key.
+    let events = app.state.store().audit_events(0, 1000).await.unwrap();
+    let by_staff: Vec<&str> = events
+        .iter()
+        .filter(|e| e.actor.starts_with("api-key:") && e.action.starts_with("case."))
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(by_staff, ["case.status", "case.withdraw"], "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_lockout_after_wrong_pins() {
     let (_db, app) = sqlite_app().await;
     let (_, v) =

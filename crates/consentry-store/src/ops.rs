@@ -1414,6 +1414,13 @@ pub(crate) async fn record_match(c: &mut Conn, t: &MatchTally) -> Result<bool> {
     Ok(n == 1)
 }
 
+/// `case` with its entries and how often they matched.
+pub(crate) async fn case_view(c: &mut Conn, case: Case) -> Result<CaseView> {
+    let entries = case_entries(c, case.id).await?;
+    let matches = case_matches(c, case.id, entries.len()).await?;
+    Ok(CaseView { case, entries, matches })
+}
+
 /// How often the entries of case `case_id` (`entries` of them) matched, over every day kept.
 pub(crate) async fn case_matches(c: &mut Conn, case_id: i64, entries: usize) -> Result<CaseMatches> {
     let every_day = |group, limit| StatsQuery {

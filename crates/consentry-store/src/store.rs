@@ -518,12 +518,7 @@ impl Store {
     /// wrong PINs.
     pub async fn case_status(&self, number: &str, pin: &str) -> Result<CaseView> {
         let case = self.authenticate_case(number, pin).await?;
-        let id = case.id;
-        read_conn!(self, |c, ops| {
-            let entries = ops::case_entries(c, id).await?;
-            let matches = ops::case_matches(c, id, entries.len()).await?;
-            Ok(CaseView { case, entries, matches })
-        })
+        read_conn!(self, |c, ops| ops::case_view(c, case).await)
     }
 
     /// Withdraws a case with its number and PIN: its entries are disabled and stop matching.
@@ -559,9 +554,18 @@ impl Store {
     pub async fn get_case(&self, case_id: i64) -> Result<CaseView> {
         read_conn!(self, |c, ops| {
             let case = ops::get_case(c, case_id).await?;
-            let entries = ops::case_entries(c, case_id).await?;
-            let matches = ops::case_matches(c, case_id, entries.len()).await?;
-            Ok(CaseView { case, entries, matches })
+            ops::case_view(c, case).await
+        })
+    }
+
+    /// A case with its entries and match counts, by its number (staff view; no PIN: the number
+    /// is typed as the survivor gives it, dashes and case ignored). `NotFound` when no case has it.
+    pub async fn case_by_number(&self, number: &str) -> Result<CaseView> {
+        let not_found = || StoreError::NotFound(format!("case {number}"));
+        let number = secrets::normalize_case_number(number).ok_or_else(not_found)?;
+        read_conn!(self, |c, ops| {
+            let case = ops::get_case_auth(c, &number, false).await?.ok_or_else(not_found)?.case;
+            ops::case_view(c, case).await
         })
     }
 
