@@ -58,6 +58,7 @@ pub(crate) fn routes() -> Routes {
         .add("/v1/cases", &["GET", "POST"], get(list_cases).post(create_case))
         .add("/v1/cases/{number}", &["GET", "PATCH"], get(staff_case).patch(patch_case))
         .add("/v1/cases/{number}/status", &["POST"], post(case_status))
+        .add("/v1/cases/{number}/pin", &["POST"], post(reset_case_pin))
         .add("/v1/cases/{number}/withdraw", &["POST"], post(withdraw_case))
         .add("/v1/stats/matches", &["GET"], get(match_stats))
         // Meta's HMA 2.0 lookup and hashing API (`hma.rs`).
@@ -1517,6 +1518,22 @@ async fn staff_case(
         "lockouts": pin.lockouts,
     });
     Ok(Json(out))
+}
+
+/// `POST /v1/cases/{number}/pin` (curate): a new PIN for a survivor who lost hers, once the
+/// helpline has checked who she is: the old PIN stops working, a lock is lifted. The new PIN is
+/// in this reply only.
+async fn reset_case_pin(
+    State(state): State<AppState>,
+    auth: Auth,
+    number: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let actor = auth.require(Scope::Curate)?;
+    let number = path(number)?;
+    let case = state.inner.store.case_by_number(&number).await?.case;
+    let (case, pin) = state.inner.store.reset_case_pin(&actor, case.id).await?;
+    tracing::info!(case = case.id, "case PIN reset by staff");
+    Ok(Json(json!({ "case_number": case.display_number(), "pin": pin })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -363,8 +363,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
-    // The survivor case endpoints (all POST; the staff's GET and PATCH need a key instead).
-    if route.starts_with("/v1/cases") && method == "POST" {
+    // The survivors' case endpoints, which need no key (the staff's need one instead).
+    const SURVIVOR_ROUTES: [&str; 3] =
+        ["/v1/cases", "/v1/cases/{number}/status", "/v1/cases/{number}/withdraw"];
+    if method == "POST" && SURVIVOR_ROUTES.contains(&route.as_str()) {
         let ip = client_ip(&req, state.inner.config.trust_forwarded_for);
         if let Err(wait) = state.inner.case_limiter.check(&ip) {
             tracing::info!(%route, "case endpoint rate limit hit");

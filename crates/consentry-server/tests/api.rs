@@ -717,6 +717,18 @@ async fn staff_review_cases() {
     let (s, v) = app.call(Method::GET, "/v1/cases/2222-2222-2222", Some(&app.curate), None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, codes::NOT_FOUND));
 
+    // She lost her PIN: staff give her a new one (shown once); the old one stops working.
+    let (s, v) = app.call(Method::POST, &format!("/v1/cases/{first}/pin"), Some(&app.curate), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let new_pin = v["pin"].as_str().unwrap().to_owned();
+    assert_ne!(new_pin, pin);
+    let (s, _) =
+        app.call(Method::POST, &format!("/v1/cases/{first}/status"), None, Some(json!({ "pin": pin }))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let pin = new_pin;
+    let (s, _) = app.call(Method::POST, &format!("/v1/cases/{first}/pin"), Some(&app.lookup), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
     // Reviewed: active (the survivor sees it); withdrawn on her behalf: its hashes stop
     // matching; a withdrawn case stays withdrawn.
     let patch = |number: String, status: &'static str| {
@@ -746,14 +758,14 @@ async fn staff_review_cases() {
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, codes::CONFLICT));
     let (_, v) = list("?status=withdrawn").await;
     assert_eq!(v["cases"].as_array().unwrap().len(), 1);
-    // Both changes are in the audit log under the staff's key.
+    // The changes are in the audit log under the staff's key.
     let events = app.state.store().audit_events(0, 1000).await.unwrap();
     let by_staff: Vec<&str> = events
         .iter()
         .filter(|e| e.actor.starts_with("api-key:") && e.action.starts_with("case."))
         .map(|e| e.action.as_str())
         .collect();
-    assert_eq!(by_staff, ["case.status", "case.withdraw"], "{events:?}");
+    assert_eq!(by_staff, ["case.pin_reset", "case.status", "case.withdraw"], "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1036,6 +1036,30 @@ pub(crate) async fn finish_pin_attempt(
     Ok(())
 }
 
+/// Replaces case `case_id`'s PIN hash and clears its failed attempts and lock (staff, for a
+/// survivor who lost her PIN).
+pub(crate) async fn set_case_pin(
+    c: &mut Conn,
+    actor: &Actor,
+    case_id: i64,
+    pin_hash: &str,
+    now: Timestamp,
+) -> Result<Case> {
+    let n = sqlx::query::<Db>(
+        "UPDATE cases SET pin_hash = $1, failed_attempts = 0, locked_until = NULL WHERE id = $2",
+    )
+    .bind(pin_hash)
+    .bind(case_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("case {case_id}")));
+    }
+    audit(c, actor, "case.pin_reset", &format!("case:{case_id}"), serde_json::json!({}), now).await?;
+    get_case(c, case_id).await
+}
+
 /// Case counters for tests and admin views: (failed_attempts, locked_until, lockouts).
 pub(crate) async fn case_counters(c: &mut Conn, case_id: i64) -> Result<(i64, Option<Timestamp>, i64)> {
     let r = sqlx::query::<Db>("SELECT failed_attempts, locked_until, lockouts FROM cases WHERE id = $1")

@@ -459,16 +459,22 @@ impl Store {
         }
         let metadata = self.metadata_text(&case.metadata)?;
         let number = secrets::new_case_number();
-        let pin = secrets::new_pin();
-        let kdf = self.opts.pin_kdf;
-        let pin_for_hash = pin.clone();
-        let pin_hash =
-            tokio::task::spawn_blocking(move || kdf.hash_pin(&pin_for_hash)).await.map_err(join_err)??;
+        let (pin, pin_hash) = self.new_pin().await?;
         let now = Timestamp::now();
         let (case, entries) = write_tx!(self, |c, ops| {
             ops::create_case(c, actor, &number, &pin_hash, case.bank_id, &case.hashes, &metadata, now).await
         })?;
         Ok(CreatedCase { case, pin, entries })
+    }
+
+    /// A new PIN and its Argon2id hash (computed off the async threads).
+    async fn new_pin(&self) -> Result<(String, String)> {
+        let pin = secrets::new_pin();
+        let kdf = self.opts.pin_kdf;
+        let pin_for_hash = pin.clone();
+        let hash =
+            tokio::task::spawn_blocking(move || kdf.hash_pin(&pin_for_hash)).await.map_err(join_err)??;
+        Ok((pin, hash))
     }
 
     async fn burn_pin_check(&self, pin: &str) -> Result<()> {
@@ -530,6 +536,17 @@ impl Store {
             write_tx!(self, |c, ops| ops::withdraw_case(c, &actor, case.id, now).await)
         })
         .await
+    }
+
+    /// Staff give case `case_id` a new PIN (for a survivor who lost hers, once her identity has
+    /// been checked outside consentry): the old PIN stops working, failed attempts and any lock
+    /// are cleared, and the change is audited. Returns the case and the new PIN, its only clear
+    /// copy (stored as an Argon2id hash like the first).
+    pub async fn reset_case_pin(&self, actor: &Actor, case_id: i64) -> Result<(Case, String)> {
+        let (pin, pin_hash) = self.new_pin().await?;
+        let now = Timestamp::now();
+        let case = write_tx!(self, |c, ops| ops::set_case_pin(c, actor, case_id, &pin_hash, now).await)?;
+        Ok((case, pin))
     }
 
     /// Staff withdrawal of a case by id.

@@ -40,6 +40,7 @@ backend_tests!(
     match_counts_add_up_by_bank_entry_source_day_and_signal,
     retention_prunes_old_changes_and_match_counts,
     case_status_counts_what_matched,
+    staff_reset_a_lost_pin,
 );
 
 fn admin() -> Actor {
@@ -1695,4 +1696,48 @@ async fn case_status_counts_what_matched(db: TestDb) {
     // A withdrawn case still shows what was caught before.
     s.withdraw_case(&mine.case.number, &mine.pin).await.unwrap();
     assert_eq!(s.case_status(&mine.case.number, &mine.pin).await.unwrap().matches, expected);
+}
+
+async fn staff_reset_a_lost_pin(db: TestDb) {
+    let opts =
+        StoreOptions { pin_max_attempts: 2, pin_lockout: Duration::from_secs(3600), ..Default::default() };
+    let s = db.open_another_with(opts).await;
+    let b = bank(&s, "survivors", BankPurpose::SurvivorProtected).await;
+    let c = s
+        .create_case(
+            &Actor::named("x"),
+            NewCase { bank_id: b.id, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!(null) },
+        )
+        .await
+        .unwrap();
+    let n = c.case.number.clone();
+    let wrong = if c.pin == "0000000000" { "0000000001".to_string() } else { "0000000000".to_string() };
+    for _ in 0..2 {
+        assert!(matches!(s.case_status(&n, &wrong).await, Err(StoreError::BadCredentials)));
+    }
+    assert!(matches!(s.case_status(&n, &c.pin).await, Err(StoreError::Locked { .. })), "locked for an hour");
+
+    let staff = Actor::named("staff:amy");
+    let (case, pin) = s.reset_case_pin(&staff, c.case.id).await.unwrap();
+    assert_eq!((case.id, case.status), (c.case.id, CaseStatus::Received));
+    assert_eq!(pin.len(), PIN_DIGITS);
+    assert_ne!(pin, c.pin);
+    // The lock is gone; the new PIN opens the case, the old one no longer does.
+    assert_eq!(s.case_status(&n, &pin).await.unwrap().case.id, c.case.id);
+    assert!(matches!(s.case_status(&n, &c.pin).await, Err(StoreError::BadCredentials)));
+    let counters = s.case_pin_counters(c.case.id).await.unwrap();
+    assert_eq!((counters.failed_attempts, counters.locked_until.is_some()), (1, false));
+    // Stored hashed only, and audited under the staff's name.
+    let stored = db.raw_texts("SELECT pin_hash FROM cases").await.unwrap().join(" ");
+    assert!(stored.starts_with("$argon2id$") && !stored.contains(&pin), "{stored}");
+    let resets: Vec<String> = s
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "case.pin_reset")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(resets, ["staff:amy"]);
+    assert!(matches!(s.reset_case_pin(&staff, 999_999).await, Err(StoreError::NotFound(_))));
 }
