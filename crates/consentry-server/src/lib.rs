@@ -111,6 +111,9 @@ pub struct ServerConfig {
     pub keep_changes: Option<Duration>,
     /// Match counts of days further back than this are deleted; `None` (the default) keeps them.
     pub keep_match_counts_days: Option<u32>,
+    /// The codes (entries) of cases withdrawn longer ago than this are deleted; the cases stay,
+    /// with their number and status. `None` (the default) keeps them, disabled.
+    pub keep_withdrawn: Option<Duration>,
     /// How often the retention runs (and once at start).
     pub retention_interval: Duration,
     /// Whether a survivor's case status says how often her hashes matched (counts only, never
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             match_count_interval: Duration::from_secs(1),
             keep_changes: Some(Duration::from_secs(30 * 86_400)),
             keep_match_counts_days: None,
+            keep_withdrawn: None,
             retention_interval: Duration::from_secs(3600),
             case_matches_shown: true,
         }

@@ -1,33 +1,49 @@
 //! Retention: what the service keeps only for a while. Once at start and then every
 //! `retention_interval`, the change feed older than `keep_changes` is deleted (a replica further
-//! behind than that reloads its index from the entries, which stay) and, when
+//! behind than that reloads its index from the entries, which stay); when
 //! `keep_match_counts_days` is set, the match counts of older days (they name who looked an entry
-//! up: API keys and Telegram chats). Several processes on one database may all run it: each
-//! deletion is idempotent and logged in the audit log.
+//! up: API keys and Telegram chats); and when `keep_withdrawn` is set, the codes of cases
+//! withdrawn longer ago than that (the cases stay, with their number and status). Several
+//! processes on one database may all run it: each deletion is idempotent and logged in the audit
+//! log.
 
 use std::sync::Weak;
 use std::time::Duration;
 
 use consentry_store::{day_of, Actor, Store, Timestamp};
 
+use crate::ServerConfig;
+
 /// Rows deleted per transaction.
 const STEP: u32 = 20_000;
 
-/// One pass: returns (feed rows, match-count rows) deleted.
+/// Rows one pass deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pruned {
+    changes: u64,
+    match_counts: u64,
+    withdrawn_codes: u64,
+}
+
+/// One pass over what `config` keeps only for a while.
 pub(crate) async fn prune_once(
     store: &Store,
-    keep_changes: Option<Duration>,
-    keep_match_counts_days: Option<u32>,
+    config: &ServerConfig,
     now: Timestamp,
-) -> Result<(u64, u64), consentry_store::StoreError> {
+) -> Result<Pruned, consentry_store::StoreError> {
     let actor = Actor::system();
-    let mut done = (0, 0);
-    if let Some(keep) = keep_changes {
-        let before = Timestamp(now.0.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)));
-        done.0 = in_steps(|| store.prune_changes_before(&actor, before, STEP)).await?;
+    let ago =
+        |keep: Duration| Timestamp(now.0.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)));
+    let mut done = Pruned::default();
+    if let Some(keep) = config.keep_changes {
+        done.changes = in_steps(|| store.prune_changes_before(&actor, ago(keep), STEP)).await?;
     }
-    if let Some(days) = keep_match_counts_days {
-        done.1 = in_steps(|| store.prune_match_counts(&actor, day_of(now) - i64::from(days), STEP)).await?;
+    if let Some(days) = config.keep_match_counts_days {
+        done.match_counts =
+            in_steps(|| store.prune_match_counts(&actor, day_of(now) - i64::from(days), STEP)).await?;
+    }
+    if let Some(keep) = config.keep_withdrawn {
+        done.withdrawn_codes = in_steps(|| store.purge_withdrawn_cases(&actor, ago(keep), STEP)).await?;
     }
     Ok(done)
 }
@@ -53,12 +69,20 @@ where
 pub(crate) async fn run(inner: Weak<crate::Inner>, store: Store) {
     loop {
         let Some(config) = inner.upgrade().map(|i| i.config.clone()) else { return };
-        if config.keep_changes.is_none() && config.keep_match_counts_days.is_none() {
+        if config.keep_changes.is_none()
+            && config.keep_match_counts_days.is_none()
+            && config.keep_withdrawn.is_none()
+        {
             return;
         }
-        match prune_once(&store, config.keep_changes, config.keep_match_counts_days, Timestamp::now()).await {
-            Ok((0, 0)) => {}
-            Ok((changes, counts)) => tracing::info!(changes, counts, "retention: old rows deleted"),
+        match prune_once(&store, &config, Timestamp::now()).await {
+            Ok(p) if p == Pruned::default() => {}
+            Ok(p) => tracing::info!(
+                changes = p.changes,
+                counts = p.match_counts,
+                withdrawn_codes = p.withdrawn_codes,
+                "retention: old rows deleted"
+            ),
             Err(e) => tracing::warn!(error = %e, "retention: nothing deleted this time"),
         }
         tokio::time::sleep(config.retention_interval).await;

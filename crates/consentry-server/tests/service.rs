@@ -576,7 +576,7 @@ async fn the_index_is_compacted_once_the_feed_is_quiet_after_an_import() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_old_match_counts_and_feed_and_lookups_go_on() {
+async fn retention_deletes_old_feed_counts_and_withdrawn_codes_and_lookups_go_on() {
     use consentry_store::{
         day_of, Actor, MatchTally, StatsGroup, StatsKey, StatsQuery, StoreError, Timestamp,
     };
@@ -584,6 +584,7 @@ async fn retention_deletes_old_match_counts_and_feed_and_lookups_go_on() {
     let config = ServerConfig {
         keep_changes: Some(Duration::from_millis(300)),
         keep_match_counts_days: Some(30),
+        keep_withdrawn: Some(Duration::from_millis(300)),
         retention_interval: Duration::from_millis(100),
         ..test_config()
     };
@@ -622,4 +623,34 @@ async fn retention_deletes_old_match_counts_and_feed_and_lookups_go_on() {
     assert!(synced.is_some(), "the new entry never matched");
     let audit = store.audit_events(0, 1000).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "match_counts.prune" && e.actor == Actor::system().to_string()));
+
+    // A withdrawn case loses its codes once it has been withdrawn longer than `keep_withdrawn`;
+    // it keeps its number and status, and an open case keeps its codes.
+    let open = || async {
+        let (s, v) = app
+            .call(Method::POST, "/v1/cases", None, Some(json!({ "hashes": [random_pdq().to_hex()] })))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        (v["case_number"].as_str().unwrap().to_owned(), v["pin"].as_str().unwrap().to_owned())
+    };
+    let (gone, gone_pin) = open().await;
+    let (kept, kept_pin) = open().await;
+    let status = |number: String, pin: String| {
+        let app = &app;
+        async move {
+            let url = format!("/v1/cases/{number}/status");
+            app.call(Method::POST, &url, None, Some(json!({ "pin": pin }))).await.1
+        }
+    };
+    let (s, _) = app
+        .call(Method::POST, &format!("/v1/cases/{gone}/withdraw"), None, Some(json!({ "pin": gone_pin })))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let purged = within(Duration::from_secs(5), || async {
+        status(gone.clone(), gone_pin.clone()).await["hashes"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert!(purged.is_some(), "the withdrawn case's codes are still there");
+    assert_eq!(status(gone.clone(), gone_pin.clone()).await["status"], "withdrawn");
+    assert_eq!(status(kept, kept_pin).await["hashes"].as_array().unwrap().len(), 1);
 }

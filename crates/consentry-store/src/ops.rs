@@ -1060,6 +1060,33 @@ pub(crate) async fn set_case_pin(
     get_case(c, case_id).await
 }
 
+/// Deletes at most `max_rows` entries of cases withdrawn before `before` (they no longer match:
+/// the withdrawal fed their deactivation). The cases themselves stay, with their number and
+/// status. The audit event counts them; it names no value.
+pub(crate) async fn purge_withdrawn(
+    c: &mut Conn,
+    actor: &Actor,
+    before: Timestamp,
+    max_rows: i64,
+    now: Timestamp,
+) -> Result<u64> {
+    let n = sqlx::query::<Db>(
+        "DELETE FROM entries WHERE id IN
+             (SELECT e.id FROM entries e JOIN cases c ON e.case_id = c.id
+              WHERE c.status = 'withdrawn' AND c.withdrawn_at < $1 LIMIT $2)",
+    )
+    .bind(before.0)
+    .bind(max_rows)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        let detail = serde_json::json!({"withdrawn_before": before.0, "deleted": n});
+        audit(c, actor, "cases.purge_withdrawn", "entries", detail, now).await?;
+    }
+    Ok(n)
+}
+
 /// Case counters for tests and admin views: (failed_attempts, locked_until, lockouts).
 pub(crate) async fn case_counters(c: &mut Conn, case_id: i64) -> Result<(i64, Option<Timestamp>, i64)> {
     let r = sqlx::query::<Db>("SELECT failed_attempts, locked_until, lockouts FROM cases WHERE id = $1")

@@ -549,6 +549,20 @@ impl Store {
         Ok((case, pin))
     }
 
+    /// Deletes the codes (entries) of cases withdrawn before `before`, at most `max_rows` (one
+    /// short transaction; call again while it returns `max_rows`). The cases stay, with their
+    /// number and status, so a survivor still sees hers withdrawn; the codes are gone for good.
+    /// Returns rows deleted.
+    pub async fn purge_withdrawn_cases(
+        &self,
+        actor: &Actor,
+        before: Timestamp,
+        max_rows: u32,
+    ) -> Result<u64> {
+        let now = Timestamp::now();
+        write_tx!(self, |c, ops| ops::purge_withdrawn(c, actor, before, i64::from(max_rows), now).await)
+    }
+
     /// Staff withdrawal of a case by id.
     pub async fn admin_withdraw_case(&self, actor: &Actor, case_id: i64) -> Result<Case> {
         let now = Timestamp::now();

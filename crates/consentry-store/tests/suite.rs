@@ -41,6 +41,7 @@ backend_tests!(
     retention_prunes_old_changes_and_match_counts,
     case_status_counts_what_matched,
     staff_reset_a_lost_pin,
+    withdrawn_cases_lose_their_codes_when_purged,
 );
 
 fn admin() -> Actor {
@@ -1740,4 +1741,51 @@ async fn staff_reset_a_lost_pin(db: TestDb) {
         .collect();
     assert_eq!(resets, ["staff:amy"]);
     assert!(matches!(s.reset_case_pin(&staff, 999_999).await, Err(StoreError::NotFound(_))));
+}
+
+async fn withdrawn_cases_lose_their_codes_when_purged(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    let actor = Actor::named("x");
+    let open = |n: usize| {
+        s.create_case(
+            &actor,
+            NewCase {
+                bank_id: b.id,
+                hashes: (0..n).map(|_| CaseHash::pdq(random_pdq(), None)).collect(),
+                metadata: json!(null),
+            },
+        )
+    };
+    let (gone, kept) = (open(3).await.unwrap(), open(1).await.unwrap());
+    let before_withdrawal = Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    s.withdraw_case(&gone.case.number, &gone.pin).await.unwrap();
+    let values: Vec<String> = gone.entries.iter().map(|e| e.value.to_text()).collect();
+    // Withdrawn after the cut: nothing yet.
+    assert_eq!(s.purge_withdrawn_cases(&admin(), before_withdrawal, 10).await.unwrap(), 0);
+    // Withdrawn before it: its codes go, two at a time; the other case keeps its own.
+    let cut = Timestamp(Timestamp::now().0 + 1);
+    assert_eq!(s.purge_withdrawn_cases(&admin(), cut, 2).await.unwrap(), 2);
+    assert_eq!(s.purge_withdrawn_cases(&admin(), cut, 2).await.unwrap(), 1);
+    assert_eq!(s.purge_withdrawn_cases(&admin(), cut, 2).await.unwrap(), 0, "once");
+    let view = s.case_status(&gone.case.number, &gone.pin).await.unwrap();
+    assert_eq!((view.case.status, view.entries.len()), (CaseStatus::Withdrawn, 0));
+    assert_eq!(s.case_status(&kept.case.number, &kept.pin).await.unwrap().entries.len(), 1);
+    assert_eq!(active_map(s).await.1.len(), 1);
+    // The values are nowhere in the database any more, the audit log included.
+    let left: Vec<String> =
+        s.list_entries(b.id, 0, 100).await.unwrap().iter().map(|e| e.value.to_text()).collect();
+    let everything =
+        left.join(" ") + &db.raw_texts("SELECT details FROM audit_events").await.unwrap().join(" ");
+    assert_eq!(left.len(), 1);
+    assert!(values.iter().all(|v| !everything.contains(v.as_str())), "a purged code is still stored");
+    let purges = s
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "cases.purge_withdrawn")
+        .count();
+    assert_eq!(purges, 2);
 }

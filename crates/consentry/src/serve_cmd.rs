@@ -137,6 +137,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0, value_name = "DAYS")]
     keep_match_counts_days: u32,
 
+    /// Days the codes of a withdrawn case are kept, disabled (0: forever, the default); after
+    /// that they are deleted for good, and the case keeps only its number and status.
+    #[arg(long, default_value_t = 0, value_name = "DAYS")]
+    keep_withdrawn_days: u32,
+
     /// Leave out of a survivor's case status how often her hashes matched (shown by default:
     /// counts only, never where), e.g. for a helpline that gives such news in person.
     #[arg(long)]
@@ -224,6 +229,8 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     let rate = |per_second: f64, burst: f64| {
         (per_second > 0.0).then(|| RateLimit { per_second, burst: burst.ceil().max(1.0) as u32 })
     };
+    // A number of days, 0 meaning forever.
+    let days = |n: u32| (n > 0).then(|| Duration::from_secs(u64::from(n) * 86_400));
     let config = ServerConfig {
         max_body_bytes: args.max_body_mib.max(1) << 20,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
@@ -240,9 +247,9 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             mirrored: args.derive_mirrored,
             ..consentry_derive::Params::default()
         },
-        keep_changes: (args.keep_changes_days > 0)
-            .then(|| Duration::from_secs(u64::from(args.keep_changes_days) * 86_400)),
+        keep_changes: days(args.keep_changes_days),
         keep_match_counts_days: (args.keep_match_counts_days > 0).then_some(args.keep_match_counts_days),
+        keep_withdrawn: days(args.keep_withdrawn_days),
         case_matches_shown: !args.hide_case_matches,
         ..ServerConfig::default()
     };
