@@ -82,9 +82,11 @@ fn by_bank(p: &Params, matches: &[Value]) -> Map<String, Value> {
     out
 }
 
-/// One PDQ hash looked up at the server's radius (PDQ's 31 by default), for `source`.
-async fn pdq_matches(state: &AppState, source: &str, h: Hash256) -> ApiResult<Vec<Value>> {
-    let mut res = lookup_many(state, source, vec![vec![h]], state.inner.config.default_radius).await?;
+/// The `signal_type=pdq&signal=HEX` of `p` looked up at the server's radius (PDQ's 31 by
+/// default), for the key's name.
+async fn pdq_matches(state: &AppState, auth: &Auth, p: &Params) -> ApiResult<Vec<Value>> {
+    let h = pdq_signal(p)?;
+    let mut res = lookup_many(state, &auth.0.name, vec![vec![h]], state.inner.config.default_radius).await?;
     Ok(res.pop().map(|(m, _)| m).unwrap_or_default())
 }
 
@@ -96,8 +98,7 @@ pub(crate) async fn raw_lookup(
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Lookup)?;
     let p = query(params)?;
-    let h = pdq_signal(&p)?;
-    let matches = pdq_matches(&state, &auth.0.name, h).await?;
+    let matches = pdq_matches(&state, &auth, &p).await?;
     let with_distance = truthy(p.include_distance.as_deref());
     let out: Vec<Value> = matches
         .iter()
@@ -121,8 +122,7 @@ pub(crate) async fn lookup_get(
     if p.url.is_some() {
         return Err(fetch_refused());
     }
-    let h = pdq_signal(&p)?;
-    let matches = pdq_matches(&state, &auth.0.name, h).await?;
+    let matches = pdq_matches(&state, &auth, &p).await?;
     Ok(Json(Value::Object(by_bank(&p, &matches))))
 }
 

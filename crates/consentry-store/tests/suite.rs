@@ -642,9 +642,14 @@ async fn case_with_degenerate_hash_stores_nothing(db: TestDb) {
     assert_eq!(s.current_seq().await.unwrap(), 0);
 }
 
-async fn pin_attempts_lock_the_case(db: TestDb) {
-    let opts =
-        StoreOptions { pin_max_attempts: 3, pin_lockout: Duration::from_millis(1500), ..Default::default() };
+/// A store that locks a case after `max_attempts` wrong PINs for `lockout`, with one case of one
+/// hash; returns the store, the case and a wrong PIN for it.
+async fn store_with_a_case(
+    db: &TestDb,
+    max_attempts: u32,
+    lockout: Duration,
+) -> (Store, CreatedCase, String) {
+    let opts = StoreOptions { pin_max_attempts: max_attempts, pin_lockout: lockout, ..Default::default() };
     let s = db.open_another_with(opts).await;
     let b = bank(&s, "survivors", BankPurpose::SurvivorProtected).await;
     let c = s
@@ -654,8 +659,13 @@ async fn pin_attempts_lock_the_case(db: TestDb) {
         )
         .await
         .unwrap();
-    let n = c.case.number.clone();
     let wrong = if c.pin == "0000000000" { "0000000001".to_string() } else { "0000000000".to_string() };
+    (s, c, wrong)
+}
+
+async fn pin_attempts_lock_the_case(db: TestDb) {
+    let (s, c, wrong) = store_with_a_case(&db, 3, Duration::from_millis(1500)).await;
+    let n = c.case.number.clone();
     // A success resets the counter.
     assert!(matches!(s.case_status(&n, &wrong).await, Err(StoreError::BadCredentials)));
     assert!(matches!(s.case_status(&n, &wrong).await, Err(StoreError::BadCredentials)));
@@ -1700,19 +1710,8 @@ async fn case_status_counts_what_matched(db: TestDb) {
 }
 
 async fn staff_reset_a_lost_pin(db: TestDb) {
-    let opts =
-        StoreOptions { pin_max_attempts: 2, pin_lockout: Duration::from_secs(3600), ..Default::default() };
-    let s = db.open_another_with(opts).await;
-    let b = bank(&s, "survivors", BankPurpose::SurvivorProtected).await;
-    let c = s
-        .create_case(
-            &Actor::named("x"),
-            NewCase { bank_id: b.id, hashes: vec![CaseHash::pdq(random_pdq(), None)], metadata: json!(null) },
-        )
-        .await
-        .unwrap();
+    let (s, c, wrong) = store_with_a_case(&db, 2, Duration::from_secs(3600)).await;
     let n = c.case.number.clone();
-    let wrong = if c.pin == "0000000000" { "0000000001".to_string() } else { "0000000000".to_string() };
     for _ in 0..2 {
         assert!(matches!(s.case_status(&n, &wrong).await, Err(StoreError::BadCredentials)));
     }

@@ -683,6 +683,26 @@ fn private(msg: i64, user: i64, lang: &str, text: &str) -> Value {
     u
 }
 
+/// The case number and PIN of the bot's answer to `/protect`.
+fn case_in(answer: &str) -> (String, String) {
+    let line = |name: &str| answer.lines().find_map(|l| l.strip_prefix(name)).expect(answer).to_owned();
+    (line("Case number: "), line("PIN: "))
+}
+
+/// Waits (up to 5 s) until the index that follows the store's feed holds `n` entries.
+async fn index_holds(app: &consentry_server::AppState, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.index().len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "index did not follow the feed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Today, UTC, as the bot writes days.
+fn utc_today() -> String {
+    consentry_store::format_day(consentry_store::day_of(consentry_store::Timestamp::now()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_protect_status_and_withdraw() {
     let mut env = env_or_skip!();
@@ -706,16 +726,10 @@ async fn private_protect_status_and_withdraw() {
     let h = pdq(&jpeg("q1050.jpg")).to_hex();
     send(private(3, survivor, "en", &format!("/protect {h}"))).await;
     let answer = texts_to(&f, survivor).last().unwrap().clone();
-    let number = answer.lines().find_map(|l| l.strip_prefix("Case number: ")).expect(&answer).to_owned();
-    let pin = answer.lines().find_map(|l| l.strip_prefix("PIN: ")).expect(&answer).to_owned();
+    let (number, pin) = case_in(&answer);
     // The case's hash reaches the index through the change feed; the image is then removed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while env.app.index().len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "index did not follow the feed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let today = || consentry_store::format_day(consentry_store::day_of(consentry_store::Timestamp::now()));
-    let day_of_removal = today();
+    index_holds(&env.app, 2).await;
+    let day_of_removal = utc_today();
     send(photo(4, 7, "q1050.jpg")).await;
     assert_eq!(deleted_ids(&f, GROUP), vec![4]);
     // Status in French, with a wrong PIN first. Messages holding a PIN are deleted.
@@ -731,7 +745,7 @@ async fn private_protect_status_and_withdraw() {
              la dernière le {day} (UTC)."
         )
     };
-    assert!(status == expected(day_of_removal) || status == expected(today()), "{status}");
+    assert!(status == expected(day_of_removal) || status == expected(utc_today()), "{status}");
     send(private(7, survivor, "en", &format!("/withdraw {number} {pin}"))).await;
     assert_eq!(
         texts_to(&f, survivor).last().unwrap(),
@@ -762,20 +776,14 @@ async fn remote_mode_case_status_tells_what_was_caught() {
     let h = pdq(&jpeg("q1050.jpg")).to_hex();
     send(private(1, survivor, "en", &format!("/protect {h}"))).await;
     let answer = texts_to(&f, survivor).last().unwrap().clone();
-    let number = answer.lines().find_map(|l| l.strip_prefix("Case number: ")).expect(&answer).to_owned();
-    let pin = answer.lines().find_map(|l| l.strip_prefix("PIN: ")).expect(&answer).to_owned();
+    let (number, pin) = case_in(&answer);
     send(private(2, survivor, "en", &format!("/status {number} {pin}"))).await;
     assert_eq!(
         texts_to(&f, survivor).last().unwrap(),
         &format!("Case {number}: received. 1 of 1 hash(es) active. No copy found so far.")
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while env.app.index().len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "index did not follow the feed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let today = || consentry_store::format_day(consentry_store::day_of(consentry_store::Timestamp::now()));
-    let day_of_removal = today();
+    index_holds(&env.app, 2).await;
+    let day_of_removal = utc_today();
     send(photo(3, 7, "q1050.jpg")).await;
     assert_eq!(deleted_ids(&f, GROUP), vec![3]);
     // The server counted the bot's lookup under its key and says so to the survivor, unnamed.
@@ -787,7 +795,7 @@ async fn remote_mode_case_status_tells_what_was_caught() {
              {day} (UTC)."
         )
     };
-    assert!(status == expected(day_of_removal) || status == expected(today()), "{status}");
+    assert!(status == expected(day_of_removal) || status == expected(utc_today()), "{status}");
     env.stop().await;
 }
 
