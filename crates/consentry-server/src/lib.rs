@@ -272,6 +272,22 @@ impl AppState {
     pub fn count_matches(&self, source: &str, entry_ids: impl IntoIterator<Item = i64>) {
         self.inner.tally.add(source, entry_ids, consentry_store::Timestamp::now());
     }
+    /// Queues a `case` event for the case webhook URLs: `action` (`created`, `withdrawn`,
+    /// `status`) happened to `case` (holding `codes` codes, when known). Called after the change
+    /// is committed by the case endpoints and by the bot's `/protect` and `/withdraw`; a failure
+    /// is logged, never returned, since the change itself stands.
+    pub async fn notify_case(&self, action: &str, case: &consentry_store::Case, codes: Option<usize>) {
+        if self.inner.config.webhooks.case_urls.is_empty() {
+            return;
+        }
+        let bank = match self.inner.store.get_bank(case.bank_id).await {
+            Ok(b) => b.name,
+            Err(_) => String::new(),
+        };
+        if let Err(e) = webhooks::enqueue_case(self, action, case, &bank, codes).await {
+            tracing::warn!(error = %e, case = case.id, action, "case event not queued");
+        }
+    }
     /// Writes the match counts not yet written (done every `match_count_interval`, and at
     /// shutdown by [`serve`]); on failure they are kept for the next attempt.
     pub async fn flush_match_counts(&self) -> Result<usize, StoreError> {

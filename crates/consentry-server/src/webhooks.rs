@@ -1,18 +1,22 @@
-//! Match webhooks: a lookup that matches persists one `match` event per configured URL in the
-//! store's outbox *before* the lookup is answered; a sender task delivers the outbox with
+//! Webhooks. A lookup that matches persists one `match` event per configured URL in the
+//! store's outbox *before* the lookup is answered; a case opened, withdrawn or given a status by
+//! staff persists one `case` event per case URL (`case_urls`, the helpline's own systems: they
+//! name the case, so they never go to the match URLs) after the change is committed and before it
+//! is answered; a sender task delivers the outbox with
 //! retries and exponential backoff, so a crash or restart loses no event (a delivery may be
 //! repeated after a crash: receivers de-duplicate on `X-Consentry-Delivery`).
 //!
 //! Each delivery is `POST <url>` with the JSON event as body and the headers
-//! - `X-Consentry-Event: match`
+//! - `X-Consentry-Event: match` or `case`
 //! - `X-Consentry-Delivery: <outbox id>` (stable across retries)
 //! - `X-Consentry-Timestamp: <unix seconds>`
 //! - `X-Consentry-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`
 //!
 //! A 2xx answer marks it delivered; anything else (or no answer within the timeout) schedules
 //! another attempt after `initial_backoff × 2^attempts` (capped at `max_backoff`), until
-//! `max_attempts`, after which the event is kept as dead. The event carries hashes, bank names,
-//! entry ids and distances only: never images, never metadata.
+//! `max_attempts`, after which the event is kept as dead. A match event carries hashes, bank
+//! names, entry ids and distances only: never images, never metadata; a case event the case's
+//! number, status, bank and number of codes: never its codes, never a PIN.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -31,6 +35,9 @@ use crate::{AppState, Inner};
 pub struct WebhookConfig {
     /// URLs that receive `match` events (none: no events).
     pub urls: Vec<String>,
+    /// URLs that receive `case` events (a case opened, withdrawn, or given a status by staff):
+    /// the helpline's own systems. None: no case events.
+    pub case_urls: Vec<String>,
     /// HMAC-SHA256 key for `X-Consentry-Signature`.
     pub secret: Vec<u8>,
     /// Attempts before an event is given up (kept as dead in the outbox).
@@ -52,6 +59,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             urls: Vec::new(),
+            case_urls: Vec::new(),
             secret: Vec::new(),
             max_attempts: 15,
             initial_backoff: Duration::from_secs(1),
@@ -67,6 +75,7 @@ impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
             .field("urls", &self.urls)
+            .field("case_urls", &self.case_urls)
             .field("secret", &if self.secret.is_empty() { "<none>" } else { "<redacted>" })
             .field("max_attempts", &self.max_attempts)
             .field("initial_backoff", &self.initial_backoff)
@@ -130,13 +139,44 @@ pub(crate) async fn enqueue_matches(
         return Ok(());
     }
     let payload = json!({ "event": "match", "at": Timestamp::now().as_millis(), "results": matched });
-    let hooks: Vec<NewWebhook> = cfg
-        .urls
+    Ok(enqueue(state, &cfg.urls, "match", payload).await?)
+}
+
+/// Persists one `case` event per case URL: `action` (`created`, `withdrawn`, `status`) happened
+/// to `case`, in `bank`, which holds `codes` codes when known.
+pub(crate) async fn enqueue_case(
+    state: &AppState,
+    action: &str,
+    case: &consentry_store::Case,
+    bank: &str,
+    codes: Option<usize>,
+) -> Result<(), consentry_store::StoreError> {
+    let cfg = &state.inner.config.webhooks;
+    let payload = json!({
+        "event": "case",
+        "action": action,
+        "at": Timestamp::now().as_millis(),
+        "case_number": case.display_number(),
+        "status": case.status.as_str(),
+        "bank": bank,
+        "codes": codes,
+    });
+    enqueue(state, &cfg.case_urls, "case", payload).await
+}
+
+/// One event of `kind` to each of `urls`, in the outbox; wakes the sender.
+async fn enqueue(
+    state: &AppState,
+    urls: &[String],
+    kind: &str,
+    payload: Value,
+) -> Result<(), consentry_store::StoreError> {
+    let hooks: Vec<NewWebhook> = urls
         .iter()
-        .map(|u| NewWebhook { url: u.clone(), event_type: "match".to_owned(), payload: payload.clone() })
+        .map(|u| NewWebhook { url: u.clone(), event_type: kind.to_owned(), payload: payload.clone() })
         .collect();
     let ids = state.inner.store.enqueue_webhooks(&hooks).await?;
-    tracing::info!(events = ids.len(), "match events queued");
+    tracing::info!(events = ids.len(), kind, "webhook events queued");
     state.inner.webhook_wake.notify_one();
     Ok(())
 }

@@ -58,6 +58,61 @@ fn webhook_config(url: String) -> ServerConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_events_reach_the_case_urls_only() {
+    let platform = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let helpline = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (p_url, h_url) = (
+        format!("http://{}/hook", platform.local_addr().unwrap()),
+        format!("http://{}/hook", helpline.local_addr().unwrap()),
+    );
+    let (to_platform, to_helpline) = (receiver(platform).await, receiver(helpline).await);
+    let mut config = webhook_config(p_url);
+    config.webhooks.case_urls = vec![h_url];
+    let db = TestDb::sqlite();
+    let app = TestApp::on(&db, config).await;
+    let h = random_pdq();
+    let (s, v) = app
+        .call(Method::POST, "/v1/cases", None, Some(json!({ "hashes": [h.to_hex(), random_pdq().to_hex()] })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (number, pin) =
+        (v["case_number"].as_str().unwrap().to_owned(), v["pin"].as_str().unwrap().to_owned());
+    let url = format!("/v1/cases/{number}");
+    app.call(Method::PATCH, &url, Some(&app.curate), Some(json!({ "status": "active" }))).await;
+    app.call(Method::PATCH, &url, Some(&app.curate), Some(json!({ "status": "active" }))).await; // no change
+    app.call(Method::POST, &format!("{url}/withdraw"), None, Some(json!({ "pin": pin }))).await;
+    let three = within(Duration::from_secs(3), || async { to_helpline.lock().unwrap().len() == 3 }).await;
+    assert!(three.is_some(), "{:?}", to_helpline.lock().unwrap());
+    let events: Vec<(HeaderMap, Value)> = to_helpline
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(hd, body)| (hd.clone(), serde_json::from_str(body).unwrap()))
+        .collect();
+    let seen: Vec<(&str, &str)> =
+        events.iter().map(|(_, e)| (e["action"].as_str().unwrap(), e["status"].as_str().unwrap())).collect();
+    assert_eq!(seen, [("created", "received"), ("status", "active"), ("withdrawn", "withdrawn")]);
+    let (headers, first) = &events[0];
+    assert_eq!(headers["x-consentry-event"], "case");
+    assert_eq!(
+        (first["case_number"].as_str(), first["bank"].as_str(), first["codes"].as_u64()),
+        (Some(number.as_str()), Some("survivors"), Some(2))
+    );
+    let bodies = to_helpline.lock().unwrap().iter().map(|(_, b)| b.clone()).collect::<Vec<_>>().join(" ");
+    assert!(!bodies.contains(&pin) && !bodies.contains(&h.to_hex()), "no PIN, no code in case events");
+    // Signed like match events.
+    let ts: i64 = headers["x-consentry-timestamp"].to_str().unwrap().parse().unwrap();
+    let raw = to_helpline.lock().unwrap()[0].1.clone();
+    assert_eq!(
+        headers["x-consentry-signature"].to_str().unwrap(),
+        webhooks::signature(SECRET, ts, raw.as_bytes())
+    );
+    // The platform's URL got no case event (the case's hashes were never looked up).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(to_platform.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn match_webhooks_are_signed_retried_and_survive_a_restart() {
     // The receiver is down at first: reserve a port and close it.
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();

@@ -470,6 +470,7 @@ impl Matcher {
                         },
                     )
                     .await?;
+                s.notify_case("created", &created.case, Some(hashes.len())).await;
                 Ok((created.case.display_number(), created.pin))
             }
             Matcher::Remote(r) => {
@@ -533,7 +534,11 @@ impl Matcher {
     /// Withdraws a case (number + PIN); returns its display number.
     pub async fn withdraw_case(&self, number: &str, pin: &str) -> Result<String, MatchError> {
         match self {
-            Matcher::Embedded(s) => Ok(s.store().withdraw_case(number, pin).await?.display_number()),
+            Matcher::Embedded(s) => {
+                let case = s.store().withdraw_case(number, pin).await?;
+                s.notify_case("withdrawn", &case, None).await;
+                Ok(case.display_number())
+            }
             Matcher::Remote(r) => {
                 let v = r
                     .post(&format!("/v1/cases/{}/withdraw", url_seg(number)), json!({ "pin": pin }), false)

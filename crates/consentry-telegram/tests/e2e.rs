@@ -132,7 +132,17 @@ impl Env {
             .unwrap();
         let app = AppState::start(
             store,
-            ServerConfig { poll_interval: Duration::from_millis(20), ..ServerConfig::default() },
+            ServerConfig {
+                poll_interval: Duration::from_millis(20),
+                // Case events stay in the outbox (no sender), for the tests to read.
+                webhooks: consentry_server::WebhookConfig {
+                    case_urls: vec!["http://127.0.0.1:9/case-events".into()],
+                    secret: b"e2e-case-events-secret".to_vec(),
+                    run_sender: false,
+                    ..Default::default()
+                },
+                ..ServerConfig::default()
+            },
         )
         .await
         .unwrap();
@@ -752,6 +762,16 @@ async fn private_protect_status_and_withdraw() {
         &format!("Case {number} withdrawn: its hashes no longer match.")
     );
     assert_eq!(deleted_ids(&f, survivor), vec![5, 6, 7]);
+    // The helpline's case URL was told of the opening and the withdrawal (the number, no PIN).
+    let store = env.app.store();
+    let (opened, withdrawn) = (store.get_webhook(1).await.unwrap(), store.get_webhook(2).await.unwrap());
+    assert_eq!((opened.event_type.as_str(), withdrawn.event_type.as_str()), ("case", "case"));
+    assert_eq!((&opened.payload["action"], &opened.payload["codes"]), (&json!("created"), &json!(1)));
+    assert_eq!(
+        (&withdrawn.payload["action"], &withdrawn.payload["case_number"]),
+        (&json!("withdrawn"), &json!(number))
+    );
+    assert!(!opened.payload.to_string().contains(&pin));
     // Withdrawn: the same image (hash cached by file_unique_id) no longer matches.
     send(photo(8, 7, "q1050.jpg")).await;
     assert_eq!(deleted_ids(&f, GROUP), vec![4]);

@@ -90,6 +90,12 @@ pub struct ServeArgs {
     #[arg(long = "webhook", value_name = "URL")]
     webhooks: Vec<String>,
 
+    /// URL of the helpline's own system that receives a signed `case` event when a case is
+    /// opened, withdrawn or given a status by staff (repeatable; same key as --webhook). Case
+    /// events name the case, so they never go to the --webhook URLs.
+    #[arg(long = "case-webhook", value_name = "URL")]
+    case_webhooks: Vec<String>,
+
     /// Requests per second allowed per API key (burst: 2 s worth); 0 = unlimited.
     #[arg(long, default_value_t = 0.0, value_name = "N")]
     key_rate_limit: f64,
@@ -218,10 +224,10 @@ fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
 pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     let _logs = init_logs(args.log_format);
     let secret = std::env::var("CONSENTRY_WEBHOOK_SECRET").unwrap_or_default();
-    if !args.webhooks.is_empty() && secret.len() < 16 {
-        bail!("--webhook needs an HMAC key of at least 16 characters in $CONSENTRY_WEBHOOK_SECRET");
+    if !(args.webhooks.is_empty() && args.case_webhooks.is_empty()) && secret.len() < 16 {
+        bail!("--webhook and --case-webhook need an HMAC key of at least 16 characters in $CONSENTRY_WEBHOOK_SECRET");
     }
-    for u in &args.webhooks {
+    for u in args.webhooks.iter().chain(&args.case_webhooks) {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
             bail!("webhook URL `{u}` is not http(s)");
         }
@@ -236,6 +242,7 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         webhooks: WebhookConfig {
             urls: args.webhooks.clone(),
+            case_urls: args.case_webhooks.clone(),
             secret: secret.into_bytes(),
             ..WebhookConfig::default()
         },
