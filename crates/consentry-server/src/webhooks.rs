@@ -1,10 +1,11 @@
 //! Webhooks. A lookup that matches persists one `match` event per configured URL in the
 //! store's outbox *before* the lookup is answered; a case opened, withdrawn or given a status by
 //! staff persists one `case` event per case URL (`case_urls`, the helpline's own systems: they
-//! name the case, so they never go to the match URLs) after the change is committed and before it
-//! is answered; a sender task delivers the outbox with
-//! retries and exponential backoff, so a crash or restart loses no event (a delivery may be
-//! repeated after a crash: receivers de-duplicate on `X-Consentry-Delivery`).
+//! name the case, so they never go to the match URLs) just after the change is committed and
+//! before it is answered (a crash in between loses that event, never the case: the staff's
+//! `GET /v1/cases` still lists it). A sender task delivers the outbox with retries and
+//! exponential backoff, so a crash or restart loses no queued event (a delivery may be repeated
+//! after a crash: receivers de-duplicate on `X-Consentry-Delivery`).
 //!
 //! Each delivery is `POST <url>` with the JSON event as body and the headers
 //! - `X-Consentry-Event: match` or `case`
