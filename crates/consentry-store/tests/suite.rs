@@ -1468,6 +1468,24 @@ async fn details_generation_moves_on_changes_to_existing_rows(db: TestDb) {
     moved("a failed disable_entry");
 }
 
+/// `off` milliseconds into UTC day `d`.
+fn ms(d: i64, off: i64) -> Timestamp {
+    Timestamp(d * 86_400_000 + off)
+}
+
+/// A row of summed match counts.
+fn row(
+    key: StatsKey,
+    matches: i64,
+    entries: i64,
+    sources: i64,
+    days: i64,
+    first_at: Timestamp,
+    last_at: Timestamp,
+) -> StatsRow {
+    StatsRow { key, matches, entries, sources, days, first_at, last_at }
+}
+
 async fn match_counts_add_up_by_bank_entry_source_day_and_signal(db: TestDb) {
     let s = &db.store;
     let known = bank(s, "known", BankPurpose::KnownAbuse).await;
@@ -1504,16 +1522,6 @@ async fn match_counts_add_up_by_bank_entry_source_day_and_signal(db: TestDb) {
     assert_eq!(s.record_matches(&[]).await.unwrap(), 0);
 
     let q = |group| StatsQuery::over(group, day, day + 2);
-    let ms = |d: i64, off: i64| Timestamp(d * 86_400_000 + off);
-    let row = |key, matches, entries, sources, days, first_at, last_at| StatsRow {
-        key,
-        matches,
-        entries,
-        sources,
-        days,
-        first_at,
-        last_at,
-    };
     assert_eq!(
         s.match_stats(&q(StatsGroup::Entry)).await.unwrap(),
         vec![
@@ -1651,7 +1659,6 @@ async fn case_status_counts_what_matched(db: TestDb) {
     assert_eq!(view.matches, CaseMatches::default(), "nothing matched yet");
 
     let day = 20_100;
-    let ms = |d: i64, off: i64| Timestamp(d * 86_400_000 + off);
     let t = |entry_id, source: &str, d: i64, matches, first: i64, last: i64| MatchTally {
         entry_id,
         source: source.into(),
@@ -1671,15 +1678,6 @@ async fn case_status_counts_what_matched(db: TestDb) {
     ];
     assert_eq!(s.record_matches(&tallies).await.unwrap(), 5);
 
-    let row = |key, matches, entries, sources, days, first_at, last_at| StatsRow {
-        key,
-        matches,
-        entries,
-        sources,
-        days,
-        first_at,
-        last_at,
-    };
     let entry = |id| StatsKey::Entry { id, bank_id: b.id };
     let expected = CaseMatches {
         total: Some(row(StatsKey::Bank(b.id), 6, 2, 2, 3, ms(day, 10), ms(day + 4, 7))),
