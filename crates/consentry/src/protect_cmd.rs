@@ -8,6 +8,7 @@ use consentry_derive::Extractor;
 use consentry_media::{DecodeOptions, HashOptions};
 use consentry_pdq::{Hash256, Hasher, DEFAULT_MIN_QUALITY};
 use consentry_store::{day_of, format_day, Timestamp};
+use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -96,12 +97,19 @@ pub fn run_protect(args: ProtectArgs) -> Result<ExitCode> {
         decode: DecodeOptions { max_pixels: args.max_pixels, ..DecodeOptions::default() },
         ..HashOptions::default()
     };
-    let (mut hasher, mut ex) = (Hasher::new(), Extractor::new());
+    // Hashed on every core; reported and de-duplicated in the order given.
+    let outcomes: Vec<Outcome> = inputs
+        .par_iter()
+        .map_init(
+            || (Hasher::new(), Extractor::new()),
+            |(hasher, ex), input| hash_input(input, &opts, 256 << 20, hasher, Some(ex)),
+        )
+        .collect();
     let mut photos: Vec<Codes> = Vec::new();
     let mut seen = HashSet::new();
-    for input in &inputs {
+    for (input, outcome) in inputs.iter().zip(outcomes) {
         let shown = input.display();
-        let (h, sig) = match hash_input(input, &opts, 256 << 20, &mut hasher, Some(&mut ex)) {
+        let (h, sig) = match outcome {
             Outcome::Hashed(h, Some(sig)) => (h, sig),
             Outcome::Hashed(_, None) => unreachable!("asked for the signature"),
             Outcome::Failed(msg) => {
