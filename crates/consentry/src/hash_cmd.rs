@@ -295,10 +295,32 @@ pub(crate) fn hash_input(
     };
     drop(bytes);
     let h = consentry_media::hash_decoded(info, &img, mode, false, hasher);
-    match Pixels::new(img.width, img.height, img.format, &img.data) {
-        Ok(px) => Outcome::Hashed(Box::new(h), Some(Box::new(ex.signature(&px)))),
-        Err(e) => Outcome::Failed(e.to_string()),
+    match signature_of_pixels(&img, ex) {
+        Ok(sig) => Outcome::Hashed(Box::new(h), Some(sig)),
+        Err(e) => Outcome::Failed(e),
     }
+}
+
+/// The derive signature of one input alone (what `consentry protect` sends): one decode, no PDQ
+/// pass of its own (the signature carries the PDQ hash and quality of these same pixels).
+pub(crate) fn signature_of(
+    input: &Input,
+    opts: &HashOptions,
+    max_file_size: u64,
+    ex: &mut Extractor,
+) -> Result<Box<Signature>, String> {
+    let bytes = read_input(input, max_file_size)?;
+    let (_, img, _) = consentry_media::decode_for_hashing(&bytes, opts).map_err(|e| media_error_text(&e))?;
+    drop(bytes);
+    signature_of_pixels(&img, ex)
+}
+
+fn signature_of_pixels(
+    img: &consentry_media::DecodedImage,
+    ex: &mut Extractor,
+) -> Result<Box<Signature>, String> {
+    let px = Pixels::new(img.width, img.height, img.format, &img.data).map_err(|e| e.to_string())?;
+    Ok(Box::new(ex.signature(&px)))
 }
 
 fn media_error_text(e: &MediaError) -> String {

@@ -4,9 +4,9 @@
 //! answers a case number and a PIN. The PIN is never taken from the command line.
 
 use anyhow::{bail, Context, Result};
-use consentry_derive::Extractor;
+use consentry_derive::{Extractor, Signature};
 use consentry_media::{DecodeOptions, HashOptions};
-use consentry_pdq::{Hash256, Hasher, DEFAULT_MIN_QUALITY};
+use consentry_pdq::{Hash256, DEFAULT_MIN_QUALITY};
 use consentry_store::{day_of, format_day, Timestamp};
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::hash_cmd::{collect_inputs, csv_field, hash_input, Input, Outcome};
+use crate::hash_cmd::{collect_inputs, csv_field, signature_of, Input};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Only codes leave this machine: no photo, no file name, no size. \
@@ -98,27 +98,22 @@ pub fn run_protect(args: ProtectArgs) -> Result<ExitCode> {
         ..HashOptions::default()
     };
     // Hashed on every core; reported and de-duplicated in the order given.
-    let outcomes: Vec<Outcome> = inputs
+    let outcomes: Vec<Result<Box<Signature>, String>> = inputs
         .par_iter()
-        .map_init(
-            || (Hasher::new(), Extractor::new()),
-            |(hasher, ex), input| hash_input(input, &opts, 256 << 20, hasher, Some(ex)),
-        )
+        .map_init(Extractor::new, |ex, input| signature_of(input, &opts, 256 << 20, ex))
         .collect();
     let mut photos: Vec<Codes> = Vec::new();
     let mut seen = HashSet::new();
     for (input, outcome) in inputs.iter().zip(outcomes) {
         let shown = input.display();
-        let (h, sig) = match outcome {
-            Outcome::Hashed(h, Some(sig)) => (h, sig),
-            Outcome::Hashed(_, None) => unreachable!("asked for the signature"),
-            Outcome::Failed(msg) => {
+        let sig = match outcome {
+            Ok(sig) => sig,
+            Err(msg) => {
                 left_out += 1;
                 eprintln!("consentry: {shown}: left out: {msg}");
                 continue;
             }
         };
-        drop(h);
         if sig.quality < DEFAULT_MIN_QUALITY {
             left_out += 1;
             eprintln!(
