@@ -1397,9 +1397,7 @@ async fn case_status(
     let shown = state.inner.config.case_matches_shown;
     // This process's own recent matches count too.
     if shown {
-        if let Err(e) = state.flush_match_counts().await {
-            tracing::warn!(error = %e, "match counts not written before a case status");
-        }
+        state.flush_match_counts_before("case status").await;
     }
     let view = state.inner.store.case_status(&number, &body.pin).await?;
     let bank = state.inner.store.get_bank(view.case.bank_id).await?;
@@ -1506,9 +1504,7 @@ async fn staff_case(
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Curate)?;
     let number = path(number)?;
-    if let Err(e) = state.flush_match_counts().await {
-        tracing::warn!(error = %e, "match counts not written before a case view");
-    }
+    state.flush_match_counts_before("case view").await;
     let view = state.inner.store.case_by_number(&number).await?;
     let bank = state.inner.store.get_bank(view.case.bank_id).await?;
     let pin = state.inner.store.case_pin_counters(view.case.id).await?;
@@ -1623,9 +1619,7 @@ async fn match_stats(
     if let Some(name) = &p.bank {
         q.bank_id = Some(bank_by_name(&state, name).await?.id);
     }
-    if let Err(e) = state.flush_match_counts().await {
-        tracing::warn!(error = %e, "match counts not written before a stats request");
-    }
+    state.flush_match_counts_before("stats").await;
     let rows = state.inner.store.match_stats(&q).await?;
     let names: HashMap<i64, String> =
         state.inner.store.list_banks().await?.into_iter().map(|b| (b.id, b.name)).collect();

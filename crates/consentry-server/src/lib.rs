@@ -288,6 +288,14 @@ impl AppState {
             tracing::warn!(error = %e, case = case.id, action, "case event not queued");
         }
     }
+    /// Writes the match counts not yet written before `reading` them (a case status, a stats
+    /// request), so that a lookup answered before is counted; a failure is logged and the read
+    /// goes on with what the store has (the counts are kept for the next attempt).
+    pub async fn flush_match_counts_before(&self, reading: &str) {
+        if let Err(e) = self.flush_match_counts().await {
+            tracing::warn!(error = %e, reading, "match counts not written before a read");
+        }
+    }
     /// Writes the match counts not yet written (done every `match_count_interval`, and at
     /// shutdown by [`serve`]); on failure they are kept for the next attempt.
     pub async fn flush_match_counts(&self) -> Result<usize, StoreError> {

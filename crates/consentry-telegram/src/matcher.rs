@@ -489,9 +489,7 @@ impl Matcher {
         match self {
             Matcher::Embedded(s) => {
                 // This process's own recent matches count too.
-                if let Err(e) = s.flush_match_counts().await {
-                    tracing::warn!(error = %e, "match counts not written before a case status");
-                }
+                s.flush_match_counts_before("case status").await;
                 let view = s.store().case_status(number, pin).await?;
                 let bank = s.store().get_bank(view.case.bank_id).await?;
                 let active = view.entries.iter().filter(|e| e.disabled_at.is_none() && bank.enabled).count();
