@@ -625,7 +625,9 @@
         $('result-dates').textContent = t('status_dates', { created: fmtDate(v.created_at), updated: fmtDate(v.updated_at) });
         // One line per photo: its PDQ code (its derivative signature, a long text, is not listed).
         const hashes = (v.hashes || []).filter((x) => (x.signal || 'pdq') === 'pdq');
-        $('result-hashes').textContent = t('status_hashes', { active: hashes.filter((x) => x.active).length, total: hashes.length });
+        // No code left: a withdrawn case's codes were deleted (the service's retention).
+        $('result-hashes').textContent = hashes.length === 0 ? t('status_deleted')
+          : t('status_hashes', { active: hashes.filter((x) => x.active).length, total: hashes.length });
         // What was stopped, counted over all its codes (absent when the service does not say).
         const c = v.caught;
         $('result-caught').textContent = !c ? '' : c.matches > 0

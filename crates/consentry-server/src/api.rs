@@ -1363,7 +1363,7 @@ async fn create_case(
         )
         .await?;
     tracing::info!(case = created.case.id, hashes = n, "case created");
-    state.notify_case("created", &created.case, Some(n)).await;
+    state.wake_webhooks();
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -1555,13 +1555,9 @@ async fn patch_case(
         return Err(ApiError::bad_request("a case can be made `active` or `withdrawn`"));
     }
     let case = state.inner.store.case_by_number(&number).await?.case;
-    let before = case.status;
     let case = state.inner.store.set_case_status(&actor, case.id, status).await?;
     tracing::info!(case = case.id, status = case.status.as_str(), "case status set by staff");
-    if case.status != before {
-        let action = if case.status == CaseStatus::Withdrawn { "withdrawn" } else { "status" };
-        state.notify_case(action, &case, None).await;
-    }
+    state.wake_webhooks();
     Ok(Json(case_json(&case)))
 }
 
@@ -1573,7 +1569,7 @@ async fn withdraw_case(
     let number = path(number)?;
     let case = state.inner.store.withdraw_case(&number, &body.pin).await?;
     tracing::info!(case = case.id, "case withdrawn");
-    state.notify_case("withdrawn", &case, None).await;
+    state.wake_webhooks();
     Ok(Json(json!({
         "case_number": case.display_number(),
         "status": case.status.as_str(),

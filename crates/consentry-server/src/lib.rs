@@ -193,6 +193,7 @@ impl AppState {
     /// state is dropped). Needs a tokio runtime.
     pub async fn start(store: Store, config: ServerConfig) -> Result<AppState, StoreError> {
         let case_bank_id = ensure_case_bank(&store, &config.case_bank).await?;
+        store.set_case_outbox(webhooks::case_outbox(&config.webhooks));
         let index = Arc::new(Index::with_config(IndexConfig { degenerate: DegeneratePolicy::Accept }));
         let status = Arc::new(SyncStatus::default());
         let (mirror, seq) = sync::Mirror::load(&store, &index).await?;
@@ -272,21 +273,11 @@ impl AppState {
     pub fn count_matches(&self, source: &str, entry_ids: impl IntoIterator<Item = i64>) {
         self.inner.tally.add(source, entry_ids, consentry_store::Timestamp::now());
     }
-    /// Queues a `case` event for the case webhook URLs: `action` (`created`, `withdrawn`,
-    /// `status`) happened to `case` (holding `codes` codes, when known). Called after the change
-    /// is committed by the case endpoints and by the bot's `/protect` and `/withdraw`; a failure
-    /// is logged, never returned, since the change itself stands.
-    pub async fn notify_case(&self, action: &str, case: &consentry_store::Case, codes: Option<usize>) {
-        if self.inner.config.webhooks.case_urls.is_empty() {
-            return;
-        }
-        let bank = match self.inner.store.get_bank(case.bank_id).await {
-            Ok(b) => b.name,
-            Err(_) => String::new(),
-        };
-        if let Err(e) = webhooks::enqueue_case(self, action, case, &bank, codes).await {
-            tracing::warn!(error = %e, case = case.id, action, "case event not queued");
-        }
+    /// Wakes the webhook sender after a case change (its `case` events are already in the
+    /// outbox, written with the change; without this call they are sent at the sender's next
+    /// poll).
+    pub fn wake_webhooks(&self) {
+        self.inner.webhook_wake.notify_one();
     }
     /// Writes the match counts not yet written before `reading` them (a case status, a stats
     /// request), so that a lookup answered before is counted; a failure is logged and the read

@@ -1,9 +1,9 @@
 //! Webhooks. A lookup that matches persists one `match` event per configured URL in the
 //! store's outbox *before* the lookup is answered; a case opened, withdrawn or given a status by
 //! staff persists one `case` event per case URL (`case_urls`, the helpline's own systems: they
-//! name the case, so they never go to the match URLs) just after the change is committed and
-//! before it is answered (a crash in between loses that event, never the case: the staff's
-//! `GET /v1/cases` still lists it). A sender task delivers the outbox with retries and
+//! name the case, so they never go to the match URLs) in the transaction that changes the case
+//! (the store's case outbox, set by `AppState::start`), so a committed change always has its
+//! event and a request that changes nothing (a second withdrawal) has none. A sender task delivers the outbox with retries and
 //! exponential backoff, so a crash or restart loses no queued event (a delivery may be repeated
 //! after a crash: receivers de-duplicate on `X-Consentry-Delivery`).
 //!
@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use consentry_pdq::Hash256;
-use consentry_store::{NewWebhook, Store, Timestamp, Webhook};
+use consentry_store::{CaseEvent, CaseOutbox, NewWebhook, Store, Timestamp, Webhook};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -143,26 +143,27 @@ pub(crate) async fn enqueue_matches(
     Ok(enqueue(state, &cfg.urls, "match", payload).await?)
 }
 
-/// Persists one `case` event per case URL: `action` (`created`, `withdrawn`, `status`) happened
-/// to `case`, in `bank`, which holds `codes` codes when known.
-pub(crate) async fn enqueue_case(
-    state: &AppState,
-    action: &str,
-    case: &consentry_store::Case,
-    bank: &str,
-    codes: Option<usize>,
-) -> Result<(), consentry_store::StoreError> {
-    let cfg = &state.inner.config.webhooks;
-    let payload = json!({
-        "event": "case",
-        "action": action,
-        "at": Timestamp::now().as_millis(),
-        "case_number": case.display_number(),
-        "status": case.status.as_str(),
-        "bank": bank,
-        "codes": codes,
-    });
-    enqueue(state, &cfg.case_urls, "case", payload).await
+/// The store hook (see `Store::set_case_outbox`) that makes one `case` event per case URL of a
+/// case change, persisted in the change's own transaction; `None` without case URLs.
+pub(crate) fn case_outbox(cfg: &WebhookConfig) -> Option<CaseOutbox> {
+    if cfg.case_urls.is_empty() {
+        return None;
+    }
+    let urls = cfg.case_urls.clone();
+    Some(Arc::new(move |event: &CaseEvent| {
+        let payload = json!({
+            "event": "case",
+            "action": event.kind.as_str(),
+            "at": Timestamp::now().as_millis(),
+            "case_number": event.case.display_number(),
+            "status": event.case.status.as_str(),
+            "bank": event.bank,
+            "codes": event.codes,
+        });
+        urls.iter()
+            .map(|u| NewWebhook { url: u.clone(), event_type: "case".to_owned(), payload: payload.clone() })
+            .collect()
+    }))
 }
 
 /// One event of `kind` to each of `urls`, in the outbox; wakes the sender.

@@ -862,6 +862,19 @@ async fn protect_page_in_chromium() {
     assert!(text.contains(&format!("0 of {} codes are active", first_case.len())), "{text}");
     assert!(text.contains("stopped so far: 3."), "what was caught before the withdrawal stays: {text}");
     d.screenshot("09-status-withdrawn").await;
+    // Once the retention deleted its codes, the page says so (not "0 of 0 codes").
+    let cut = consentry_store::Timestamp(consentry_store::Timestamp::now().0 + 1);
+    let retention = consentry_store::Actor::named("test");
+    let purged = state.store().purge_withdrawn_cases(&retention, cut, 1000).await.unwrap();
+    assert_eq!(purged, 2 * first_case.len() as u64, "each photo's PDQ and derive codes");
+    d.click("#go").await;
+    d.wait_for(
+        "!document.getElementById('result-hashes').textContent.includes('active')",
+        "the purged status",
+    )
+    .await;
+    let text = d.text("#result").await;
+    assert!(text.contains("Your codes have been deleted from the service."), "{text}");
     // The second case is untouched.
     let view = state.store().case_status(&number2, &pin2).await.unwrap();
     assert_eq!(view.case.status.as_str(), "received");

@@ -81,8 +81,13 @@ async fn case_events_reach_the_case_urls_only() {
     app.call(Method::PATCH, &url, Some(&app.curate), Some(json!({ "status": "active" }))).await;
     app.call(Method::PATCH, &url, Some(&app.curate), Some(json!({ "status": "active" }))).await; // no change
     app.call(Method::POST, &format!("{url}/withdraw"), None, Some(json!({ "pin": pin }))).await;
+    // Withdrawn again, by her and by staff: nothing changes, no event.
+    app.call(Method::POST, &format!("{url}/withdraw"), None, Some(json!({ "pin": pin }))).await;
+    app.call(Method::PATCH, &url, Some(&app.curate), Some(json!({ "status": "withdrawn" }))).await;
     let three = within(Duration::from_secs(3), || async { to_helpline.lock().unwrap().len() == 3 }).await;
     assert!(three.is_some(), "{:?}", to_helpline.lock().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(to_helpline.lock().unwrap().len(), 3, "one event per change");
     let events: Vec<(HeaderMap, Value)> = to_helpline
         .lock()
         .unwrap()
@@ -92,6 +97,7 @@ async fn case_events_reach_the_case_urls_only() {
     let seen: Vec<(&str, &str)> =
         events.iter().map(|(_, e)| (e["action"].as_str().unwrap(), e["status"].as_str().unwrap())).collect();
     assert_eq!(seen, [("created", "received"), ("status", "active"), ("withdrawn", "withdrawn")]);
+    assert!(events.iter().all(|(_, e)| e["codes"] == 2), "each event counts the case's codes");
     let (headers, first) = &events[0];
     assert_eq!(headers["x-consentry-event"], "case");
     assert_eq!(

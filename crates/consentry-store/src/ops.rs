@@ -897,15 +897,13 @@ pub(crate) async fn remove_entry(c: &mut Conn, actor: &Actor, id: i64, now: Time
         push_change(c, &mut log, id, ChangeOp::Deactivate(e.value.signal_type()), "entry.remove", now).await?;
     }
     finish_changes(c, &log).await?;
-    audit(
-        c,
-        actor,
-        "entry.remove",
-        &format!("entry:{id}"),
-        serde_json::json!({"bank": e.bank_id, "signal": e.value.signal_type().as_str(), "value": e.value.to_text()}),
-        now,
-    )
-    .await
+    let mut detail = serde_json::json!({"bank": e.bank_id, "signal": e.value.signal_type().as_str()});
+    match e.source {
+        // A survivor's code is deleted for good, from the audit log too.
+        EntrySource::Case(case_id) => detail["case"] = case_id.into(),
+        _ => detail["value"] = e.value.to_text().into(),
+    }
+    audit(c, actor, "entry.remove", &format!("entry:{id}"), detail, now).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1138,11 +1136,18 @@ pub(crate) async fn create_case(
     Ok((case, entries))
 }
 
-pub(crate) async fn withdraw_case(c: &mut Conn, actor: &Actor, case_id: i64, now: Timestamp) -> Result<Case> {
+/// Withdraws case `case_id`: its entries are disabled. Returns the case and whether it changed
+/// (`false` when it was withdrawn already).
+pub(crate) async fn withdraw_case(
+    c: &mut Conn,
+    actor: &Actor,
+    case_id: i64,
+    now: Timestamp,
+) -> Result<(Case, bool)> {
     let mut log = lock_changes(c).await?;
     let case = get_case(c, case_id).await?;
     if case.status == CaseStatus::Withdrawn {
-        return Ok(case);
+        return Ok((case, false));
     }
     sqlx::query::<Db>(
         "UPDATE cases SET status = 'withdrawn', withdrawn_at = $1, updated_at = $1 WHERE id = $2",
@@ -1178,7 +1183,7 @@ pub(crate) async fn withdraw_case(c: &mut Conn, actor: &Actor, case_id: i64, now
         now,
     )
     .await?;
-    get_case(c, case_id).await
+    Ok((get_case(c, case_id).await?, true))
 }
 
 pub(crate) async fn set_case_status(
@@ -1187,7 +1192,7 @@ pub(crate) async fn set_case_status(
     case_id: i64,
     status: CaseStatus,
     now: Timestamp,
-) -> Result<Case> {
+) -> Result<(Case, bool)> {
     if status == CaseStatus::Withdrawn {
         return withdraw_case(c, actor, case_id, now).await;
     }
@@ -1198,7 +1203,7 @@ pub(crate) async fn set_case_status(
         )));
     }
     if case.status == status {
-        return Ok(case);
+        return Ok((case, false));
     }
     sqlx::query::<Db>("UPDATE cases SET status = $1, updated_at = $2 WHERE id = $3")
         .bind(status.as_str())
@@ -1215,7 +1220,36 @@ pub(crate) async fn set_case_status(
         now,
     )
     .await?;
-    get_case(c, case_id).await
+    Ok((get_case(c, case_id).await?, true))
+}
+
+/// Persists the events `outbox` makes of a change to `case` (holding `codes` codes, counted
+/// when `None`), in the caller's transaction.
+pub(crate) async fn queue_case_events(
+    c: &mut Conn,
+    outbox: Option<&CaseOutbox>,
+    kind: CaseEventKind,
+    case: &Case,
+    codes: Option<usize>,
+    now: Timestamp,
+) -> Result<()> {
+    let Some(outbox) = outbox else { return Ok(()) };
+    let bank = get_bank(c, case.bank_id).await?.name;
+    let codes = match codes {
+        Some(n) => n,
+        None => {
+            let n: i64 = sqlx::query_scalar::<Db, i64>("SELECT COUNT(*) FROM entries WHERE case_id = $1")
+                .bind(case.id)
+                .fetch_one(&mut *c)
+                .await?;
+            usize::try_from(n).unwrap_or(0)
+        }
+    };
+    let event = CaseEvent { kind, case: case.clone(), bank, codes };
+    for hook in outbox(&event) {
+        enqueue_webhook(c, &hook, now).await?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

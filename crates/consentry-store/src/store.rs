@@ -113,6 +113,19 @@ pub struct Store {
     /// Bumped after every write of this process that may change an existing entry, bank or case
     /// (see [`Store::details_generation`]).
     details_writes: Arc<std::sync::atomic::AtomicU64>,
+    /// Makes the webhook events of case changes (see [`Store::set_case_outbox`]).
+    case_outbox: Arc<OutboxSlot>,
+}
+
+/// Holds the [`CaseOutbox`], if one is set.
+#[derive(Default)]
+struct OutboxSlot(std::sync::RwLock<Option<CaseOutbox>>);
+
+impl std::fmt::Debug for OutboxSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.read().map(|o| o.is_some()).unwrap_or(false);
+        f.write_str(if set { "OutboxSlot(set)" } else { "OutboxSlot(none)" })
+    }
 }
 
 /// Wakes a change-feed reader as soon as a change may have been committed, so that it need not
@@ -178,6 +191,7 @@ impl Store {
             opts: Arc::new(options),
             local_writes: Arc::new(tokio::sync::watch::channel(0u64).0),
             details_writes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            case_outbox: Arc::new(OutboxSlot::default()),
         };
         write_tx!(store, |c, ops| ops::migrate(c).await)?;
         Ok(store)
@@ -428,7 +442,8 @@ impl Store {
         .await
     }
 
-    /// Deletes an entry for good (the audit log keeps its value).
+    /// Deletes an entry for good. The audit log keeps its value, unless it is a case's code
+    /// (a survivor's codes, once deleted, are nowhere).
     pub async fn remove_entry(&self, actor: &Actor, id: i64) -> Result<()> {
         let now = Timestamp::now();
         self.changing_details(async { write_tx!(self, |c, ops| ops::remove_entry(c, actor, id, now).await) })
@@ -461,8 +476,14 @@ impl Store {
         let number = secrets::new_case_number();
         let (pin, pin_hash) = self.new_pin().await?;
         let now = Timestamp::now();
+        let outbox = self.case_outbox();
         let (case, entries) = write_tx!(self, |c, ops| {
-            ops::create_case(c, actor, &number, &pin_hash, case.bank_id, &case.hashes, &metadata, now).await
+            let (created, entries) =
+                ops::create_case(c, actor, &number, &pin_hash, case.bank_id, &case.hashes, &metadata, now)
+                    .await?;
+            let codes = Some(entries.len());
+            ops::queue_case_events(c, outbox.as_ref(), CaseEventKind::Created, &created, codes, now).await?;
+            Ok::<_, StoreError>((created, entries))
         })?;
         Ok(CreatedCase { case, pin, entries })
     }
@@ -531,9 +552,38 @@ impl Store {
     pub async fn withdraw_case(&self, number: &str, pin: &str) -> Result<Case> {
         let case = self.authenticate_case(number, pin).await?;
         let actor = Actor::case_owner(case.id);
+        self.change_case(&actor, case.id, CaseStatus::Withdrawn).await
+    }
+
+    /// Sets the hook that turns every committed case change — opened, withdrawn (by the
+    /// survivor or staff), given a status by staff — into webhook events, persisted in the
+    /// outbox in the change's own transaction, so that no crash can separate the two. A change
+    /// that changes nothing (withdrawing a withdrawn case) makes no event. Replaces any hook set
+    /// before, in every clone of this store; `None` removes it.
+    pub fn set_case_outbox(&self, outbox: Option<CaseOutbox>) {
+        *self.case_outbox.0.write().unwrap_or_else(|e| e.into_inner()) = outbox;
+    }
+
+    fn case_outbox(&self) -> Option<CaseOutbox> {
+        self.case_outbox.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Withdraws case `case_id` or gives it another status, with its case events.
+    async fn change_case(&self, actor: &Actor, case_id: i64, status: CaseStatus) -> Result<Case> {
         let now = Timestamp::now();
+        let outbox = self.case_outbox();
+        let kind = match status {
+            CaseStatus::Withdrawn => CaseEventKind::Withdrawn,
+            _ => CaseEventKind::Status,
+        };
         self.changing_details(async {
-            write_tx!(self, |c, ops| ops::withdraw_case(c, &actor, case.id, now).await)
+            write_tx!(self, |c, ops| {
+                let (case, changed) = ops::set_case_status(c, actor, case_id, status, now).await?;
+                if changed {
+                    ops::queue_case_events(c, outbox.as_ref(), kind, &case, None, now).await?;
+                }
+                Ok(case)
+            })
         })
         .await
     }
@@ -565,20 +615,12 @@ impl Store {
 
     /// Staff withdrawal of a case by id.
     pub async fn admin_withdraw_case(&self, actor: &Actor, case_id: i64) -> Result<Case> {
-        let now = Timestamp::now();
-        self.changing_details(async {
-            write_tx!(self, |c, ops| ops::withdraw_case(c, actor, case_id, now).await)
-        })
-        .await
+        self.change_case(actor, case_id, CaseStatus::Withdrawn).await
     }
 
     /// Staff status change (`Received` → `Active`, or `Withdrawn`). A withdrawn case stays so.
     pub async fn set_case_status(&self, actor: &Actor, case_id: i64, status: CaseStatus) -> Result<Case> {
-        let now = Timestamp::now();
-        self.changing_details(async {
-            write_tx!(self, |c, ops| ops::set_case_status(c, actor, case_id, status, now).await)
-        })
-        .await
+        self.change_case(actor, case_id, status).await
     }
 
     /// A case with its entries, by id (staff view; no PIN).

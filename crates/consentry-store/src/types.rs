@@ -599,6 +599,47 @@ pub struct NewWebhook {
     pub payload: serde_json::Value,
 }
 
+/// What happened to a case, as a case event names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaseEventKind {
+    /// The case was opened with its codes.
+    Created,
+    /// Staff gave it a new status other than withdrawn (e.g. `active`).
+    Status,
+    /// The survivor or staff withdrew it (its codes stopped matching).
+    Withdrawn,
+}
+
+impl CaseEventKind {
+    /// `created`, `status` or `withdrawn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseEventKind::Created => "created",
+            CaseEventKind::Status => "status",
+            CaseEventKind::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// A change to a case, handed to the [`CaseOutbox`] inside the transaction that makes it.
+#[derive(Clone, Debug)]
+pub struct CaseEvent {
+    /// What happened.
+    pub kind: CaseEventKind,
+    /// The case as it is after the change.
+    pub case: Case,
+    /// Its bank's name.
+    pub bank: String,
+    /// How many codes (entries) the case holds.
+    pub codes: usize,
+}
+
+/// Turns a case change into the webhook events to persist with it, in the same transaction: a
+/// committed change always has its events in the outbox and a rolled-back one never does, and a
+/// request that changes nothing (a second withdrawal) makes none. Set with
+/// [`Store::set_case_outbox`](crate::Store::set_case_outbox).
+pub type CaseOutbox = Arc<dyn Fn(&CaseEvent) -> Vec<NewWebhook> + Send + Sync>;
+
 /// Delivery state of an outbox row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WebhookState {

@@ -42,6 +42,7 @@ backend_tests!(
     case_status_counts_what_matched,
     staff_reset_a_lost_pin,
     withdrawn_cases_lose_their_codes_when_purged,
+    case_events_are_written_with_the_change,
 );
 
 fn admin() -> Actor {
@@ -1785,4 +1786,73 @@ async fn withdrawn_cases_lose_their_codes_when_purged(db: TestDb) {
         .filter(|e| e.action == "cases.purge_withdrawn")
         .count();
     assert_eq!(purges, 2);
+    // A code removed one by one by staff is gone as well; a moderator's entry keeps its value
+    // in the audit log (to be restored if removed by mistake).
+    let code = &kept.entries[0];
+    s.remove_entry(&admin(), code.id).await.unwrap();
+    let loose = s.add_entry(&admin(), pdq_entry(b.id, random_pdq())).await.unwrap();
+    s.remove_entry(&admin(), loose.id).await.unwrap();
+    let audit = db.raw_texts("SELECT details FROM audit_events").await.unwrap().join(" ");
+    assert!(!audit.contains(&code.value.to_text()), "a removed code is still in the audit log");
+    assert!(audit.contains(&loose.value.to_text()));
+}
+
+async fn case_events_are_written_with_the_change(db: TestDb) {
+    let s = &db.store;
+    let b = bank(s, "survivors", BankPurpose::SurvivorProtected).await;
+    let outbox: CaseOutbox = std::sync::Arc::new(|e: &CaseEvent| {
+        vec![NewWebhook {
+            url: "http://helpline.test/events".into(),
+            event_type: "case".into(),
+            payload: json!({
+                "action": e.kind.as_str(),
+                "number": e.case.number,
+                "status": e.case.status.as_str(),
+                "bank": e.bank,
+                "codes": e.codes,
+            }),
+        }]
+    });
+    s.set_case_outbox(Some(outbox));
+    let events = || async {
+        let rows = db.raw_texts("SELECT payload FROM webhook_outbox ORDER BY id").await.unwrap();
+        rows.iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()).collect::<Vec<_>>()
+    };
+    let staff = Actor::named("staff:amy");
+    let someone = Actor::named("x");
+    let open = |n: usize| {
+        s.create_case(
+            &someone,
+            NewCase {
+                bank_id: b.id,
+                hashes: (0..n).map(|_| CaseHash::pdq(random_pdq(), None)).collect(),
+                metadata: json!(null),
+            },
+        )
+    };
+    // Opened: the event is in the outbox when the call returns (no sender runs here).
+    let c = open(2).await.unwrap();
+    let n = c.case.number.clone();
+    let want = |action: &str, status: &str| json!({"action": action, "number": n, "status": status, "bank": "survivors", "codes": 2});
+    assert_eq!(events().await, [want("created", "received")]);
+    // Reviewed twice: one event. Withdrawn by the survivor, then again by staff: one event.
+    s.set_case_status(&staff, c.case.id, CaseStatus::Active).await.unwrap();
+    s.set_case_status(&staff, c.case.id, CaseStatus::Active).await.unwrap();
+    s.withdraw_case(&n, &c.pin).await.unwrap();
+    s.withdraw_case(&n, &c.pin).await.unwrap();
+    s.admin_withdraw_case(&staff, c.case.id).await.unwrap();
+    // Refused (a withdrawn case is not reopened), and rejected before any write: no event.
+    assert!(matches!(
+        s.set_case_status(&staff, c.case.id, CaseStatus::Active).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(open(0).await.is_err());
+    assert_eq!(
+        events().await,
+        [want("created", "received"), want("status", "active"), want("withdrawn", "withdrawn")]
+    );
+    // The hook removed: changes make no more events.
+    s.set_case_outbox(None);
+    open(1).await.unwrap();
+    assert_eq!(events().await.len(), 3);
 }

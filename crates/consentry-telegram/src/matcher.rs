@@ -470,7 +470,7 @@ impl Matcher {
                         },
                     )
                     .await?;
-                s.notify_case("created", &created.case, Some(hashes.len())).await;
+                s.wake_webhooks();
                 Ok((created.case.display_number(), created.pin))
             }
             Matcher::Remote(r) => {
@@ -534,7 +534,7 @@ impl Matcher {
         match self {
             Matcher::Embedded(s) => {
                 let case = s.store().withdraw_case(number, pin).await?;
-                s.notify_case("withdrawn", &case, None).await;
+                s.wake_webhooks();
                 Ok(case.display_number())
             }
             Matcher::Remote(r) => {

@@ -370,14 +370,26 @@ pub fn case_status(
     total: usize,
     caught: Option<&Caught>,
 ) -> String {
-    let head = pick!(
-        l,
-        format!("Case {number}: {status}. {active} of {total} hash(es) active."),
-        format!(
-            "Dossier {number} : {}. {active} empreinte(s) active(s) sur {total}.",
-            status_word(l, status)
+    let head = if total == 0 {
+        // A withdrawn case whose codes the service's retention deleted.
+        pick!(
+            l,
+            format!("Case {number}: {status}. Its hashes have been deleted from the service."),
+            format!(
+                "Dossier {number} : {}. Ses empreintes ont été effacées du service.",
+                status_word(l, status)
+            )
         )
-    );
+    } else {
+        pick!(
+            l,
+            format!("Case {number}: {status}. {active} of {total} hash(es) active."),
+            format!(
+                "Dossier {number} : {}. {active} empreinte(s) active(s) sur {total}.",
+                status_word(l, status)
+            )
+        )
+    };
     let tail = match caught {
         None => return head,
         Some(Caught { last_day: Some(day), matches, sources }) => {
@@ -493,6 +505,14 @@ mod status_tests {
         assert_eq!(
             case_status(Lang::En, "AB12", "active", 2, 2, None),
             "Case AB12: active. 2 of 2 hash(es) active."
+        );
+        assert_eq!(
+            case_status(Lang::En, "AB12", "withdrawn", 0, 0, None),
+            "Case AB12: withdrawn. Its hashes have been deleted from the service."
+        );
+        assert_eq!(
+            case_status(Lang::Fr, "AB12", "withdrawn", 0, 0, None),
+            "Dossier AB12 : retiré. Ses empreintes ont été effacées du service."
         );
         let none = Caught { matches: 0, sources: 0, last_day: None };
         assert_eq!(

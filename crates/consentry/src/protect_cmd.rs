@@ -204,7 +204,11 @@ pub fn run_case(args: CaseArgs) -> Result<ExitCode> {
         }
         let hashes = v["hashes"].as_array().map(Vec::as_slice).unwrap_or_default();
         let active = hashes.iter().filter(|h| h["active"] == true).count();
-        out.push_str(&format!("Codes active: {active} of {}\n", hashes.len()));
+        if hashes.is_empty() {
+            out.push_str("Codes: deleted from the service\n");
+        } else {
+            out.push_str(&format!("Codes active: {active} of {}\n", hashes.len()));
+        }
         let caught = &v["caught"];
         match caught["matches"].as_i64() {
             None => {}

@@ -162,6 +162,14 @@ async fn protect_opens_a_case_that_status_and_withdraw_reach() {
     }
     let s = consentry(&["case", "status", "--server", &base, &number], dir, Some(&pin), "").await;
     assert!(s.stdout.contains(": withdrawn\n") && s.stdout.contains("Codes active: 0 of 4"), "{}", s.stdout);
+    // Once the service's retention deleted a withdrawn case's codes, the status says so.
+    let store = consentry_store::Store::open_data_dir(&data).await.unwrap();
+    let cut = consentry_store::Timestamp(consentry_store::Timestamp::now().0 + 1);
+    let retention = consentry_store::Actor::named("test");
+    assert_eq!(store.purge_withdrawn_cases(&retention, cut, 100).await.unwrap(), 4);
+    store.close().await;
+    let s = consentry(&["case", "status", "--server", &base, &number], dir, Some(&pin), "").await;
+    assert!(s.stdout.contains("Codes: deleted from the service\n"), "{}", s.stdout);
 
     // A service that cannot be reached: the codes are saved all the same, and the error says
     // they were not sent.
