@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod cases_cmd;
 mod derive_cmd;
 mod hash_cmd;
 mod match_cmd;
@@ -31,6 +32,8 @@ enum Command {
     Protect(protect_cmd::ProtectArgs),
     /// Check or withdraw a case opened with `protect` or the protect page (number and PIN).
     Case(protect_cmd::CaseArgs),
+    /// Review cases as a helpline's staff: list, show, confirm, withdraw, new PIN (curate key).
+    Cases(cases_cmd::CasesArgs),
     /// Match hashes against a list of hashes, offline.
     Match(match_cmd::MatchArgs),
     /// Run the matching service (HTTP API; SQLite in ./consentry-data by default).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Derive(args) => derive_cmd::run(args),
         Command::Protect(args) => protect_cmd::run_protect(args),
         Command::Case(args) => protect_cmd::run_case(args),
+        Command::Cases(args) => cases_cmd::run(args),
         Command::Match(args) => match_cmd::run(args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Keys(args) => serve_cmd::run_keys(args),

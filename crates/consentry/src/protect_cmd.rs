@@ -187,9 +187,7 @@ pub fn run_case(args: CaseArgs) -> Result<ExitCode> {
             (target, "withdraw")
         }
     };
-    if target.number.is_empty() || !target.number.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        bail!("a case number has only letters, digits and dashes");
-    }
+    check_number(&target.number)?;
     let pin = read_pin(&target.pin_env)?;
     let v = post(&target.server, &format!("v1/cases/{}/{action}", target.number), &json!({ "pin": pin }))?;
     let number = v["case_number"].as_str().unwrap_or(&target.number);
@@ -224,6 +222,14 @@ pub fn run_case(args: CaseArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A case number as typed: letters, digits and dashes only (it goes into a URL path).
+pub(crate) fn check_number(number: &str) -> Result<()> {
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        bail!("a case number has only letters, digits and dashes");
+    }
+    Ok(())
+}
+
 /// The PIN from `$var`, or else one line of standard input (with a prompt on a terminal).
 fn read_pin(var: &str) -> Result<String> {
     if let Some(pin) = std::env::var(var).ok().filter(|p| !p.trim().is_empty()) {
@@ -242,9 +248,22 @@ fn read_pin(var: &str) -> Result<String> {
     Ok(pin)
 }
 
-/// POSTs `body` as JSON to `server`/`path` and returns the JSON answer; an error answer becomes an
-/// error with the service's own message.
+/// POSTs `body` as JSON to `server`/`path` (a case endpoint: no key) and returns the JSON answer.
 fn post(server: &str, path: &str, body: &Value) -> Result<Value> {
+    call(reqwest::Method::POST, server, path, None, Some(body), "unknown case number or wrong PIN")
+}
+
+/// Sends `method` `server`/`path` with `body` as JSON and the `bearer` key, and returns the JSON
+/// answer; an error answer becomes an error with the service's own message (`unauthorized` for a
+/// 401).
+pub(crate) fn call(
+    method: reqwest::Method,
+    server: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+    unauthorized: &str,
+) -> Result<Value> {
     let url = format!("{}/{path}", server.trim_end_matches('/'));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -255,8 +274,14 @@ fn post(server: &str, path: &str, body: &Value) -> Result<Value> {
             .timeout(Duration::from_secs(60))
             .build()
             .context("cannot start the HTTP client")?;
-        let resp =
-            client.post(&url).json(body).send().await.with_context(|| format!("cannot reach {server}"))?;
+        let mut req = client.request(method, &url);
+        if let Some(key) = bearer {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {server}"))?;
         let status = resp.status();
         let text = resp.text().await.with_context(|| format!("no answer from {server}"))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -264,7 +289,7 @@ fn post(server: &str, path: &str, body: &Value) -> Result<Value> {
             return Ok(v);
         }
         let msg = match (status.as_u16(), v["error"]["message"].as_str()) {
-            (401, _) => "unknown case number or wrong PIN".to_owned(),
+            (401, _) => unauthorized.to_owned(),
             (_, Some(m)) => m.to_owned(),
             _ => format!("HTTP {status} from {url}"),
         };

@@ -22,12 +22,17 @@ struct Run {
 /// Runs `consentry ARGS` with `stdin` as its standard input and without `$CONSENTRY_PIN` unless
 /// `pin_env` gives it.
 async fn consentry(args: &[&str], cwd: &Path, pin_env: Option<&str>, stdin: &str) -> Run {
+    let env: Vec<(&str, &str)> = pin_env.map(|pin| ("CONSENTRY_PIN", pin)).into_iter().collect();
+    consentry_with(args, cwd, &env, stdin).await
+}
+
+/// Runs `consentry ARGS` with `env` set and `$CONSENTRY_PIN` and `$CONSENTRY_API_KEY` unset
+/// unless `env` gives them.
+async fn consentry_with(args: &[&str], cwd: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
     use tokio::io::AsyncWriteExt;
     let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(cwd).env_remove("CONSENTRY_PIN");
-    if let Some(pin) = pin_env {
-        cmd.env("CONSENTRY_PIN", pin);
-    }
+    cmd.args(args).current_dir(cwd).env_remove("CONSENTRY_PIN").env_remove("CONSENTRY_API_KEY");
+    cmd.envs(env.iter().copied());
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -238,4 +243,112 @@ async fn protect_sends_codes_only() {
     let p = consentry(&["protect", "--server", &base, "a.png"], dir, None, "").await;
     assert_eq!(p.code, Some(2));
     assert!(p.stderr.contains("a case holds at most 1000 hashes"), "{}", p.stderr);
+}
+
+/// A helpline's staff review cases with `consentry cases` and a curate key, through the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_review_cases_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    photos(dir);
+    let data = dir.join("data");
+    let server = start(&["--data-dir", data.to_str().unwrap()], &[]).await;
+    let base = server.base.clone();
+    let p = consentry(&["protect", "--server", &base, "a.png", "b.png"], dir, None, "").await;
+    assert_eq!(p.code, Some(0), "{}", p.stderr);
+    let number = field(&p.stdout, "Case number: ").to_owned();
+    let pin = field(&p.stdout, "PIN: ").to_owned();
+    let curate = create_key(&data, "curate");
+    let staff = |args: Vec<&str>, key: &str| {
+        let mut all = vec!["cases"];
+        all.extend(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        let key = key.to_owned();
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            consentry_with(&args, dir, &[("CONSENTRY_API_KEY", &key)], "").await
+        }
+    };
+
+    // No key, a key without the curate scope: clear refusals.
+    let r = consentry(&["cases", "list", "--server", &base], dir, None, "").await;
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("no API key: set $CONSENTRY_API_KEY"), "{}", r.stderr);
+    let lookup = create_key(&data, "lookup");
+    let r = staff(vec!["list", "--server", &base], &lookup).await;
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("curate"), "{}", r.stderr);
+
+    // The new case is listed to review, and shown with its codes.
+    let r = staff(vec!["list", "--server", &base, "--status", "received"], &curate).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let rows: Vec<Vec<&str>> = r.stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows[0], ["case_number", "status", "bank", "opened", "changed"]);
+    assert_eq!(&rows[1][..3], [number.as_str(), "received", "survivors"], "{}", r.stdout);
+    assert_eq!(rows.len(), 2);
+    let r = staff(vec!["show", "--server", &base, &number], &curate).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.starts_with(&format!("Case {number}: received (bank survivors)\n")), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Codes: 4 (4 active)\n") && r.stdout.contains("No copy found so far."),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("PIN: 0 wrong attempt(s)"), "{}", r.stdout);
+    let r = staff(vec!["show", "--server", &base, "AAAA-BBBB-CCCC"], &curate).await;
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("AAAA-BBBB-CCCC"), "{}", r.stderr);
+
+    // Confirmed: the survivor's status says so, and it is no longer among those to review.
+    let r = staff(vec!["confirm", "--server", &base, &number], &curate).await;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (Some(0), format!("Case {number}: active\n").as_str()),
+        "{}",
+        r.stderr
+    );
+    let s = consentry(&["case", "status", "--server", &base, &number], dir, Some(&pin), "").await;
+    assert!(s.stdout.starts_with(&format!("Case {number}: active\n")), "{}", s.stdout);
+    let r = staff(vec!["list", "--server", &base, "--status", "received"], &curate).await;
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+
+    // A new PIN: the old one no longer opens the case, the new one does.
+    let r = staff(vec!["new-pin", "--server", &base, &number], &curate).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let new_pin = field(&r.stdout, "PIN: ").to_owned();
+    assert_ne!(new_pin, pin);
+    let s = consentry(&["case", "status", "--server", &base, &number], dir, Some(&pin), "").await;
+    assert!(s.stderr.contains("unknown case number or wrong PIN"), "{}", s.stderr);
+    let s = consentry(&["case", "status", "--server", &base, &number], dir, Some(&new_pin), "").await;
+    assert_eq!(s.code, Some(0), "{}", s.stderr);
+
+    // Withdrawn on her behalf, only with --yes.
+    let r = staff(vec!["withdraw", "--server", &base, &number], &curate).await;
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    let r = staff(vec!["withdraw", "--yes", "--server", &base, &number], &curate).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = staff(vec!["show", "--server", &base, &number], &curate).await;
+    assert!(
+        r.stdout.contains(": withdrawn (bank survivors)") && r.stdout.contains("(0 active)"),
+        "{}",
+        r.stdout
+    );
+    // Each change is in the audit log under the staff's key.
+    let store = consentry_store::Store::open_data_dir(&data).await.unwrap();
+    let actions: Vec<(String, String)> = store
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("case.") && e.actor.starts_with("api-key:"))
+        .map(|e| (e.action, e.actor))
+        .collect();
+    let keys = store.list_api_keys().await.unwrap();
+    store.close().await;
+    let curate_id = keys.iter().find(|k| k.scopes.contains(&consentry_store::Scope::Curate)).unwrap().id;
+    let by_key = format!("api-key:{curate_id}");
+    let names: Vec<&str> = actions.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, ["case.status", "case.pin_reset", "case.withdraw"], "{actions:?}");
+    assert!(actions.iter().all(|(_, actor)| *actor == by_key), "{actions:?}");
 }
