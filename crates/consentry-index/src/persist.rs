@@ -2,7 +2,7 @@
 //!
 //! # Snapshot (`*.snap`), all integers little-endian
 //! ```text
-//! header   "CNSXIDX\0" | version u32 (=2) | segment count u32 | journal generation u64
+//! header   "CNSXIDX\0" | version u32 (=4) | segment count u32 | journal generation u64
 //! segment  kind u32 (0 scan-only, 1 indexed) | n u64 | m u32 | m × width u32
 //!          ids: form u32, then n×u64 (form 0) or n×u32 (form 1)
 //!          hashes n×4×u64 (words, most significant first)
@@ -10,14 +10,17 @@
 //!          directory: form u32, then for form 0 (plain) (2^width+1)×u32 bucket starts,
 //!          for form 1 (compact) (2^width/256+1)×u32 block starts, (2^width+1)×u16 starts
 //!          within the block
-//!          positions: form u32, then n×u32 (form 0) or n×3 bytes and one zero byte (form 1)
+//!          positions: form u32, then n×u32 (form 0), n×3 bytes and one zero byte (form 1),
+//!          form 1's bytes then n×u16 sketches (form 4), or n×u32 then n×u16 sketches (form 5)
 //!          every section is zero-padded to a multiple of 4 bytes
 //!          deleted count u64 | deleted positions ×u32
 //! buffer   n u64 | ids n×u64 | hashes n×4×u64
 //! footer   body length u64 | CRC-32 (IEEE) of the body u32 | version u32 | "CNSXEND\0"
 //! ```
 //! Version 1 (no form fields: ids u64, directories and positions u32) is still read; its
-//! arrays are narrowed on load where they fit.
+//! arrays are narrowed on load where they fit. Versions 1 and 2 have no sketches (they are
+//! computed on load); version 3 interleaved each index with its sketch (forms 2: 5-byte and
+//! 3: 6-byte records), split on load.
 //!
 //! Loading checks the footer first (magic, version, body length = file length
 //! − 24), reads the body straight into the index arrays while computing the
@@ -44,7 +47,7 @@ const MAGIC: &[u8; 8] = b"CNSXIDX\0";
 const END_MAGIC: &[u8; 8] = b"CNSXEND\0";
 const LOG_MAGIC: &[u8; 8] = b"CNSXLOG\0";
 /// Snapshot format written (the reader also takes [`OLDEST_VERSION`]..).
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const OLDEST_VERSION: u32 = 1;
 /// Journal format (unchanged since the first snapshot version).
 const LOG_VERSION: u32 = 1;
@@ -317,8 +320,8 @@ impl Index {
                         match &t.positions {
                             Positions::U32(v) => w.tagged(0, &[bytes(v)])?,
                             Positions::U24(b) => w.tagged(1, &[b])?,
-                            Positions::S24(b) => w.tagged(2, &[b])?,
-                            Positions::S32(b) => w.tagged(3, &[b])?,
+                            Positions::S24 { pos, sk } => w.tagged(4, &[pos, bytes(sk)])?,
+                            Positions::S32 { pos, sk } => w.tagged(5, &[bytes(pos), bytes(sk)])?,
                         }
                     }
                 }
@@ -442,15 +445,23 @@ impl Index {
                             r.pad4()?;
                             b
                         }
-                        2 if version >= 3 => {
-                            let b = Positions::S24(r.vec(5 * n)?);
+                        f @ (2 | 3) if version == 3 => {
+                            let stride = if f == 2 { 5 } else { 6 };
+                            let records: Vec<u8> = r.vec(stride * n)?;
                             r.pad4()?;
-                            b
+                            Positions::from_records(&records, f == 2)
                         }
-                        3 if version >= 3 => {
-                            let b = Positions::S32(r.vec(6 * n)?);
+                        4 if version >= 4 => {
+                            let pos = r.vec(3 * n + 1)?;
+                            let sk = r.vec(n)?;
                             r.pad4()?;
-                            b
+                            Positions::S24 { pos, sk }
+                        }
+                        5 if version >= 4 => {
+                            let pos = r.vec(n)?;
+                            let sk = r.vec(n)?;
+                            r.pad4()?;
+                            Positions::S32 { pos, sk }
                         }
                         f => {
                             return Err(LoadError::Corrupt(format!(

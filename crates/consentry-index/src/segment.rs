@@ -7,9 +7,11 @@
 //! * for every chunk `t`: a CSR directory of `2^width + 1` bucket starts ([`Dir`]:
 //!   one u32 per block of 256 buckets plus one u16 per bucket, or plain u32
 //!   where a block holds more than 65,535 entries) and, for `t > 0`,
-//!   `positions[t]` (`n` entry indices grouped by key, 3 bytes each up to 2^24 entries),
-//!   each followed by the entry's **sketch**: the low 16 bits of its key in the next
-//!   table (table 0 after the last), 5 bytes per record in all.
+//!   `positions[t]` (`n` entry indices grouped by key, 3 bytes each up to 2^24 entries)
+//!   and, slot for slot in a separate array, each entry's **sketch**: the low 16 bits of
+//!   its key in the next table (table 0 after the last), 5 bytes per entry in all. A
+//!   bucket's sketches are contiguous, so they are checked 16 at a time (AVX2) and an
+//!   entry's position is read only when its sketch passes.
 //!
 //! Search is exact by the generalised pigeonhole principle: the 256 bits are
 //! partitioned into `m` chunks; if the chunk radii `rho_t` satisfy
@@ -75,6 +77,18 @@ pub(crate) fn huge_capacity<T>(n: usize) -> Vec<T> {
     }
     let _ = bytes;
     v
+}
+
+/// Whether the CPU has AVX2 and popcnt (the searches' fastest instance);
+/// `CONSENTRY_INDEX_NO_AVX2=1` says no (for A/B benchmarks).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static YES: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("popcnt")
+            && std::env::var_os("CONSENTRY_INDEX_NO_AVX2").map_or(true, |v| v != "1")
+    });
+    *YES
 }
 
 /// Segments smaller than this are searched by a linear scan (no tables).
@@ -456,10 +470,89 @@ pub(crate) enum Positions {
     /// Little-endian 3-byte indices, then one zero byte so that a 4-byte read of the last one
     /// stays in bounds.
     U24(Vec<u8>),
-    /// 5-byte records: a little-endian 3-byte index, then the 2-byte sketch.
-    S24(Vec<u8>),
-    /// 6-byte records: a little-endian 4-byte index, then the 2-byte sketch.
-    S32(Vec<u8>),
+    /// Little-endian 3-byte indices as in `U24`, and the sketch of each slot.
+    S24 {
+        pos: Vec<u8>,
+        sk: Vec<u16>,
+    },
+    /// Indices of 4 bytes, and the sketch of each slot.
+    S32 {
+        pos: Vec<u32>,
+        sk: Vec<u16>,
+    },
+}
+
+/// Little-endian 3-byte forms of `v`, then one zero byte (so that a 4-byte read of the last
+/// one stays in bounds).
+fn u24_bytes(v: &[u32]) -> Vec<u8> {
+    let mut b = huge_vec(v.len() * 3 + 1, 0u8);
+    for (c, &p) in b.chunks_exact_mut(3).zip(v) {
+        c.copy_from_slice(&p.to_le_bytes()[..3]);
+    }
+    b
+}
+
+#[inline(always)]
+fn read_u24(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(b[3 * i..3 * i + 4].try_into().unwrap()) & 0xff_ffff
+}
+
+/// Calls `keep(slot)` for every slot `j` in `s..e` whose sketch `sk[j]` is within `allow` bits
+/// of `qs`. With `AVX2`, 16 sketches at a time (the last 16 slots of `sk` one by one).
+///
+/// # Safety
+/// `AVX2` only on a CPU with AVX2.
+#[inline(always)]
+unsafe fn filter_sketches<const AVX2: bool>(
+    sk: &[u16],
+    s: usize,
+    e: usize,
+    qs: u32,
+    allow: i32,
+    mut keep: impl FnMut(usize),
+) {
+    let mut j = s;
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX2; every 16-slot read starts at j with j + 16 <= sk.len().
+        unsafe {
+            let q = _mm256_set1_epi16(qs as u16 as i16);
+            // bits set in each nibble
+            let lut = _mm256_setr_epi8(
+                0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3,
+                4,
+            );
+            let nib = _mm256_set1_epi8(0x0f);
+            let low_byte = _mm256_set1_epi16(0xff);
+            let lim = _mm256_set1_epi16(allow.clamp(-1, 16) as i16);
+            while j < e && j + 16 <= sk.len() {
+                let x = _mm256_xor_si256(_mm256_loadu_si256(sk.as_ptr().add(j) as *const __m256i), q);
+                let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, nib));
+                let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib));
+                let per_byte = _mm256_add_epi8(lo, hi);
+                let bits =
+                    _mm256_add_epi16(_mm256_and_si256(per_byte, low_byte), _mm256_srli_epi16(per_byte, 8));
+                // two mask bits per 16-bit lane: keep the lanes within `allow`, and below `e`
+                let over = _mm256_movemask_epi8(_mm256_cmpgt_epi16(bits, lim)) as u32;
+                let mut m = !over & 0x5555_5555;
+                if e - j < 16 {
+                    m &= (1u32 << (2 * (e - j))) - 1;
+                }
+                while m != 0 {
+                    keep(j + m.trailing_zeros() as usize / 2);
+                    m &= m - 1;
+                }
+                j += 16;
+            }
+        }
+    }
+    while j < e {
+        if (u32::from(sk[j]) ^ qs).count_ones() as i32 <= allow {
+            keep(j);
+        }
+        j += 1;
+    }
 }
 
 /// Bits of the next table's key kept beside each position (the sketch).
@@ -470,8 +563,8 @@ impl Positions {
         Positions::U32(Vec::new())
     }
 
-    /// The sketched form of `v`, each index `p` followed by `sketch(p)`: 5-byte records when
-    /// every index fits 24 bits, else 6. `CONSENTRY_INDEX_NO_SKETCH=1` (benchmarks) and
+    /// The sketched form of `v`, each index `p` with `sketch(p)`: indices of 3 bytes when
+    /// every index fits 24 bits, else 4. `CONSENTRY_INDEX_NO_SKETCH=1` (benchmarks) and
     /// `CONSENTRY_INDEX_WIDE_DIR=1` keep the plain forms.
     pub fn with_sketches(v: Vec<u32>, sketch: impl Fn(u32) -> u16) -> Positions {
         if *NO_SKETCH || *WIDE_DIR {
@@ -481,18 +574,40 @@ impl Positions {
         Positions::sketched_form(v, sketch, narrow)
     }
 
-    /// `v` with sketches in 5-byte (`narrow`: every index below 2^24) or 6-byte records.
+    /// `v` with its sketches, its indices in 3 bytes (`narrow`: every index below 2^24) or 4.
     fn sketched_form(v: Vec<u32>, sketch: impl Fn(u32) -> u16, narrow: bool) -> Positions {
-        let stride = if narrow { 5 } else { 6 };
-        let mut b = huge_vec(v.len() * stride, 0u8);
-        for (c, &p) in b.chunks_exact_mut(stride).zip(&v) {
-            c[..stride - 2].copy_from_slice(&p.to_le_bytes()[..stride - 2]);
-            c[stride - 2..].copy_from_slice(&sketch(p).to_le_bytes());
+        let mut sk = huge_vec(v.len(), 0u16);
+        for (d, &p) in sk.iter_mut().zip(&v) {
+            *d = sketch(p);
         }
         if narrow {
-            Positions::S24(b)
+            Positions::S24 { pos: u24_bytes(&v), sk }
         } else {
-            Positions::S32(b)
+            Positions::S32 { pos: v, sk }
+        }
+    }
+
+    /// The sketched form of version 3 snapshots' records: each index (3 bytes if `narrow`,
+    /// else 4, little-endian) followed by its 2-byte sketch.
+    pub fn from_records(records: &[u8], narrow: bool) -> Positions {
+        let stride = if narrow { 5 } else { 6 };
+        let n = records.len() / stride;
+        let mut sk = huge_vec(n, 0u16);
+        for (d, r) in sk.iter_mut().zip(records.chunks_exact(stride)) {
+            *d = u16::from_le_bytes([r[stride - 2], r[stride - 1]]);
+        }
+        if narrow {
+            let mut pos = huge_vec(3 * n + 1, 0u8);
+            for (d, r) in pos.chunks_exact_mut(3).zip(records.chunks_exact(stride)) {
+                d.copy_from_slice(&r[..3]);
+            }
+            Positions::S24 { pos, sk }
+        } else {
+            let mut pos = huge_vec(n, 0u32);
+            for (d, r) in pos.iter_mut().zip(records.chunks_exact(stride)) {
+                *d = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            }
+            Positions::S32 { pos, sk }
         }
     }
 
@@ -501,19 +616,14 @@ impl Positions {
         if v.len() > 1 << 24 || v.iter().any(|&p| p >= 1 << 24) || *WIDE_DIR {
             return Positions::U32(v);
         }
-        let mut b = huge_vec(v.len() * 3 + 1, 0u8);
-        for (c, &p) in b.chunks_exact_mut(3).zip(&v) {
-            c.copy_from_slice(&p.to_le_bytes()[..3]);
-        }
-        Positions::U24(b)
+        Positions::U24(u24_bytes(&v))
     }
 
     pub fn len(&self) -> usize {
         match self {
             Positions::U32(v) => v.len(),
             Positions::U24(b) => b.len().saturating_sub(1) / 3,
-            Positions::S24(b) => b.len() / 5,
-            Positions::S32(b) => b.len() / 6,
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => sk.len(),
         }
     }
 
@@ -524,16 +634,15 @@ impl Positions {
 
     /// Whether the records carry sketches.
     pub fn sketched(&self) -> bool {
-        matches!(self, Positions::S24(_) | Positions::S32(_))
+        matches!(self, Positions::S24 { .. } | Positions::S32 { .. })
     }
 
     /// The largest index held (`None` when empty).
     pub fn max(&self) -> Option<u32> {
         match self {
             Positions::U32(v) => v.iter().copied().max(),
-            Positions::U24(_) | Positions::S24(_) | Positions::S32(_) => {
-                (0..self.len()).map(|i| self.get(i)).max()
-            }
+            Positions::S32 { pos, .. } => pos.iter().copied().max(),
+            Positions::U24(_) | Positions::S24 { .. } => (0..self.len()).map(|i| self.get(i)).max(),
         }
     }
 
@@ -541,9 +650,8 @@ impl Positions {
     pub fn get(&self, i: usize) -> u32 {
         match self {
             Positions::U32(v) => v[i],
-            Positions::U24(b) => u32::from_le_bytes(b[3 * i..3 * i + 4].try_into().unwrap()) & 0xff_ffff,
-            Positions::S24(b) => u32::from_le_bytes(b[5 * i..5 * i + 4].try_into().unwrap()) & 0xff_ffff,
-            Positions::S32(b) => u32::from_le_bytes(b[6 * i..6 * i + 4].try_into().unwrap()),
+            Positions::U24(b) | Positions::S24 { pos: b, .. } => read_u24(b, i),
+            Positions::S32 { pos, .. } => pos[i],
         }
     }
 
@@ -552,53 +660,8 @@ impl Positions {
     #[cfg(test)]
     pub fn get_sketched(&self, i: usize) -> (u32, u32) {
         match self {
-            Positions::S24(b) => {
-                let x = u64::from(u32::from_le_bytes(b[5 * i..5 * i + 4].try_into().unwrap()))
-                    | u64::from(b[5 * i + 4]) << 32;
-                ((x & 0xff_ffff) as u32, (x >> 24) as u32)
-            }
-            Positions::S32(b) => (
-                u32::from_le_bytes(b[6 * i..6 * i + 4].try_into().unwrap()),
-                u32::from(u16::from_le_bytes(b[6 * i + 4..6 * i + 6].try_into().unwrap())),
-            ),
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => (self.get(i), u32::from(sk[i])),
             _ => (self.get(i), 0),
-        }
-    }
-
-    /// Calls `keep(index)` for every record in slots `s..e` whose sketch is within `allow` bits
-    /// of `qs` (every record in the plain forms, which carry no sketch): in a sketched table an
-    /// entry can be within the radius through this table only if the two-chunk condition can
-    /// hold, and the sketch's distance is at most the next chunk's.
-    #[inline(always)]
-    pub fn filter(&self, s: usize, e: usize, qs: u32, allow: i32, mut keep: impl FnMut(u32)) {
-        let mut check = |p: u32, sk: u32| {
-            if (sk ^ qs).count_ones() as i32 <= allow {
-                keep(p);
-            }
-        };
-        // one loop per form, so that the records are decoded without a branch each
-        match self {
-            Positions::S24(b) => {
-                for r in b[5 * s..5 * e].chunks_exact(5) {
-                    check(
-                        u32::from_le_bytes([r[0], r[1], r[2], 0]),
-                        u32::from(u16::from_le_bytes([r[3], r[4]])),
-                    );
-                }
-            }
-            Positions::S32(b) => {
-                for r in b[6 * s..6 * e].chunks_exact(6) {
-                    check(
-                        u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
-                        u32::from(u16::from_le_bytes([r[4], r[5]])),
-                    );
-                }
-            }
-            _ => {
-                for j in s..e {
-                    keep(self.get(j));
-                }
-            }
         }
     }
 
@@ -608,15 +671,51 @@ impl Positions {
         match self {
             Positions::U32(v) => v.as_ptr().wrapping_add(i) as *const u8,
             Positions::U24(b) => b.as_ptr().wrapping_add(3 * i),
-            Positions::S24(b) => b.as_ptr().wrapping_add(5 * i),
-            Positions::S32(b) => b.as_ptr().wrapping_add(6 * i),
+            // what a search reads first: the sketch
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => sk.as_ptr().wrapping_add(i) as *const u8,
+        }
+    }
+
+    /// Address of slot `i`'s index, for prefetching.
+    #[inline(always)]
+    pub fn index_ptr(&self, i: usize) -> *const u8 {
+        match self {
+            Positions::U32(v) | Positions::S32 { pos: v, .. } => v.as_ptr().wrapping_add(i) as *const u8,
+            Positions::U24(b) | Positions::S24 { pos: b, .. } => b.as_ptr().wrapping_add(3 * i),
+        }
+    }
+
+    /// Calls `keep(slot)` for every slot in `s..e` whose sketch is within `allow` bits of `qs`
+    /// (every slot in the plain forms, which carry no sketch): in a sketched table an entry can
+    /// be within the radius through this table only if the two-chunk condition can hold, and
+    /// the sketch's distance is at most the next chunk's.
+    ///
+    /// # Safety
+    /// `AVX2` only on a CPU with AVX2.
+    #[inline(always)]
+    pub unsafe fn filter<const AVX2: bool>(
+        &self,
+        s: usize,
+        e: usize,
+        qs: u32,
+        allow: i32,
+        keep: impl FnMut(usize),
+    ) {
+        match self {
+            // SAFETY: the caller's guarantee about AVX2, passed on.
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => unsafe {
+                filter_sketches::<AVX2>(sk, s, e, qs, allow, keep)
+            },
+            _ => (s..e).for_each(keep),
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
         match self {
             Positions::U32(v) => v.capacity() * 4,
-            Positions::U24(b) | Positions::S24(b) | Positions::S32(b) => b.capacity(),
+            Positions::U24(b) => b.capacity(),
+            Positions::S24 { pos, sk } => pos.capacity() + 2 * sk.capacity(),
+            Positions::S32 { pos, sk } => 4 * pos.capacity() + 2 * sk.capacity(),
         }
     }
 }
@@ -939,12 +1038,31 @@ impl Segment {
     /// Multi-index search (exact for any radius; slow for large ones).
     pub fn search_mih(&self, q: &[u64; 4], r: u32, scratch: &mut Scratch, out: &mut impl FnMut(u32, u32)) {
         #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and popcnt (checked just above).
+            unsafe { self.search_mih_avx2(q, r, scratch, out) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU supports popcnt (checked just above).
             unsafe { self.search_mih_popcnt(q, r, scratch, out) };
             return;
         }
-        self.search_mih_generic(q, r, scratch, out)
+        self.search_mih_generic::<false>(q, r, scratch, out)
+    }
+
+    /// The search compiled with AVX2 and popcnt: sketches are checked 16 at a time.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt,avx2")]
+    unsafe fn search_mih_avx2(
+        &self,
+        q: &[u64; 4],
+        r: u32,
+        scratch: &mut Scratch,
+        out: &mut impl FnMut(u32, u32),
+    ) {
+        self.search_mih_generic::<true>(q, r, scratch, out)
     }
 
     /// The search compiled with the popcnt instruction: without it the candidates' distances
@@ -958,11 +1076,13 @@ impl Segment {
         scratch: &mut Scratch,
         out: &mut impl FnMut(u32, u32),
     ) {
-        self.search_mih_generic(q, r, scratch, out)
+        self.search_mih_generic::<false>(q, r, scratch, out)
     }
 
+    /// The multi-index search. `AVX2` is true only in the instance compiled for AVX2
+    /// (`search_mih_avx2`, called once the CPU is known to have it).
     #[inline(always)]
-    fn search_mih_generic(
+    fn search_mih_generic<const AVX2: bool>(
         &self,
         q: &[u64; 4],
         r: u32,
@@ -1032,11 +1152,13 @@ impl Segment {
                     continue;
                 }
                 let allow = rhos[t] + rhos[(t + 1) % m] + 1 - d;
-                let hashes = &self.hashes;
-                self.tables[t].positions.filter(s as usize, e as usize, qsk[t], allow, |p| {
-                    prefetch(hashes.as_ptr().wrapping_add(p as usize));
-                    cands.push((t as u32, p));
-                });
+                // the slots whose sketch passes (their indices are read in stage 4, prefetched)
+                // SAFETY: `AVX2` only in the AVX2 instance (see above).
+                unsafe {
+                    self.tables[t].positions.filter::<AVX2>(s as usize, e as usize, qsk[t], allow, |j| {
+                        cands.push((t as u32, j as u32));
+                    })
+                };
             }
         }
         STATS.with(|st| {
@@ -1046,8 +1168,22 @@ impl Segment {
             v[2] += cands.len() as u64;
             st.set(v);
         });
-        // Stage 4: verify; report each entry through its ring start (one table per entry).
-        for &(t, p) in cands.iter() {
+        // Stage 4: verify; report each entry through its ring start (one table per entry). A
+        // candidate is an entry of table 0 or a slot of another table: its index is read (two
+        // steps ahead, prefetched), then its hash (one step ahead, prefetched).
+        let entry =
+            |t: u32, j: u32| if t == 0 { j } else { self.tables[t as usize].positions.get(j as usize) };
+        for i in 0..cands.len() {
+            if let Some(&(t, j)) = cands.get(i + 2 * AHEAD) {
+                if t > 0 {
+                    prefetch(self.tables[t as usize].positions.index_ptr(j as usize));
+                }
+            }
+            if let Some(&(t, j)) = cands.get(i + AHEAD) {
+                prefetch(self.hashes.as_ptr().wrapping_add(entry(t, j) as usize));
+            }
+            let (t, j) = cands[i];
+            let p = entry(t, j);
             if let Some(d) = self.reported(plan, q, &qkeys, &rhos, r, t as usize, p) {
                 out(p, d);
             }
@@ -1088,12 +1224,30 @@ impl Segment {
         out: &mut impl FnMut(u32, u32, u32),
     ) {
         #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and popcnt (checked just above).
+            unsafe { self.search_join_avx2(qs, r, sc, out) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU supports popcnt (checked just above).
             unsafe { self.search_join_popcnt(qs, r, sc, out) };
             return;
         }
-        self.search_join_generic(qs, r, sc, out)
+        self.search_join_generic::<false>(qs, r, sc, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt,avx2")]
+    unsafe fn search_join_avx2(
+        &self,
+        qs: &[[u64; 4]],
+        r: u32,
+        sc: &mut JoinScratch,
+        out: &mut impl FnMut(u32, u32, u32),
+    ) {
+        self.search_join_generic::<true>(qs, r, sc, out)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -1105,11 +1259,12 @@ impl Segment {
         sc: &mut JoinScratch,
         out: &mut impl FnMut(u32, u32, u32),
     ) {
-        self.search_join_generic(qs, r, sc, out)
+        self.search_join_generic::<false>(qs, r, sc, out)
     }
 
+    /// The batch search; `AVX2` as in [`Segment::search_mih_generic`].
     #[inline(always)]
-    fn search_join_generic(
+    fn search_join_generic<const AVX2: bool>(
         &self,
         qs: &[[u64; 4]],
         r: u32,
@@ -1188,16 +1343,29 @@ impl Segment {
                         continue;
                     }
                     let allow = rhos[t] + rhos[next] + 1 - JoinProbe::distance(pr) as i32;
-                    tab.positions.filter(s as usize, e as usize, JoinProbe::sketch(pr), allow, |p| {
-                        cands.push((p, qi))
-                    });
+                    // the slots whose sketch passes (their indices are read below, prefetched)
+                    // SAFETY: `AVX2` only in the AVX2 instance.
+                    unsafe {
+                        tab.positions.filter::<AVX2>(
+                            s as usize,
+                            e as usize,
+                            JoinProbe::sketch(pr),
+                            allow,
+                            |j| cands.push((j as u32, qi)),
+                        )
+                    };
                 }
-                // the candidates' hashes are random reads: a pipeline of prefetches ahead
+                // the candidates' indices, then their hashes, are random reads: a pipeline of
+                // prefetches ahead (the index two steps ahead, the hash one step)
                 for i in 0..cands.len() {
-                    if let Some(&(p, _)) = cands.get(i + AHEAD) {
-                        prefetch(hashes.as_ptr().wrapping_add(p as usize));
+                    if let Some(&(j, _)) = cands.get(i + 2 * AHEAD) {
+                        prefetch(tab.positions.index_ptr(j as usize));
                     }
-                    let (p, qi) = cands[i];
+                    if let Some(&(j, _)) = cands.get(i + AHEAD) {
+                        prefetch(hashes.as_ptr().wrapping_add(tab.positions.get(j as usize) as usize));
+                    }
+                    let (j, qi) = cands[i];
+                    let p = tab.positions.get(j as usize);
                     if let Some(d) =
                         self.reported(plan, &qs[qi as usize], &qkeys[qi as usize], &rhos, r, t, p)
                     {
@@ -1363,9 +1531,9 @@ mod tests {
         let v: Vec<u32> = (0..5000u32).map(|i| i.wrapping_mul(2_654_435_761) % (1 << 24)).collect();
         let sk = |p: u32| (p ^ (p >> 7)) as u16;
         let narrow = Positions::with_sketches(v.clone(), sk);
-        assert!(matches!(narrow, Positions::S24(_)) && narrow.sketched());
+        assert!(matches!(narrow, Positions::S24 { .. }) && narrow.sketched());
         assert_eq!(narrow.len(), v.len());
-        assert_eq!(narrow.heap_bytes(), 5 * v.len());
+        assert_eq!(narrow.heap_bytes(), 5 * v.len() + 1);
         assert!((0..v.len())
             .all(|i| narrow.get(i) == v[i] && narrow.get_sketched(i) == (v[i], u32::from(sk(v[i])))));
         // an index of 2^24 or more: 6-byte records
@@ -1373,13 +1541,60 @@ mod tests {
         w[17] = (1 << 24) + 5;
         w[4999] = u32::MAX - 1;
         let wide = Positions::with_sketches(w.clone(), sk);
-        assert!(matches!(wide, Positions::S32(_)) && wide.sketched());
+        assert!(matches!(wide, Positions::S32 { .. }) && wide.sketched());
         assert_eq!(wide.len(), w.len());
         assert!(
             (0..w.len()).all(|i| wide.get(i) == w[i] && wide.get_sketched(i) == (w[i], u32::from(sk(w[i]))))
         );
         assert_eq!(wide.max(), Some(u32::MAX - 1));
+        // version 3 snapshots' interleaved records give the same positions
+        for (p, stride, narrow) in [(&narrow, 5, true), (&wide, 6, false)] {
+            let src = if narrow { &v } else { &w };
+            let records: Vec<u8> = src
+                .iter()
+                .flat_map(|&x| {
+                    let mut r = x.to_le_bytes()[..stride - 2].to_vec();
+                    r.extend(sk(x).to_le_bytes());
+                    r
+                })
+                .collect();
+            assert_eq!(&Positions::from_records(&records, narrow), p);
+        }
         assert!(!Positions::from_u32(v).sketched());
+    }
+
+    #[test]
+    fn sketch_filters_agree_with_the_definition() {
+        let mut rng = Rng(5);
+        let v: Vec<u32> = (0..1000).collect();
+        let sketches: Vec<u16> = (0..1000).map(|_| rng.next() as u16).collect();
+        let pos = Positions::with_sketches(v, |p| sketches[p as usize]);
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        for case in 0..3000 {
+            // buckets of every length up to 40, some ending at the array's last slots
+            let len = (rng.next() % 41) as usize;
+            let s = if case % 5 == 0 { 1000 - len } else { (rng.next() % (1001 - len as u64)) as usize };
+            let e = s + len;
+            let qs = rng.next() as u32 & 0xffff;
+            let allow = (rng.next() % 20) as i32 - 2;
+            let want: Vec<u32> = (s..e)
+                .filter(|&j| (u32::from(sketches[j]) ^ qs).count_ones() as i32 <= allow)
+                .map(|j| j as u32)
+                .collect();
+            let mut scalar = Vec::new();
+            // SAFETY: the scalar instance.
+            unsafe { pos.filter::<false>(s, e, qs, allow, |j| scalar.push(j as u32)) };
+            assert_eq!(scalar, want, "scalar, {s}..{e}");
+            if avx2 {
+                let mut wide = Vec::new();
+                // SAFETY: the CPU has AVX2 (checked above).
+                unsafe { pos.filter::<true>(s, e, qs, allow, |j| wide.push(j as u32)) };
+                assert_eq!(wide, want, "AVX2, {s}..{e}, allow {allow}");
+            }
+        }
     }
 
     #[test]
@@ -1516,7 +1731,7 @@ mod tests {
         for (t, tab) in wide.tables.iter_mut().enumerate().skip(1) {
             let sk = |p: u32| sketch_of(&plan, &seg.hashes[p as usize].0, t) as u16;
             tab.positions = Positions::sketched_form(tab.positions.to_vec(), sk, false);
-            assert!(matches!(tab.positions, Positions::S32(_)));
+            assert!(matches!(tab.positions, Positions::S32 { .. }));
         }
         assert!(plain.needs_sketches());
         let mut readded = mixed.clone();

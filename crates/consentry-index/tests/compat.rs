@@ -15,6 +15,9 @@
 //! * `v3.snap`: format version 3 (position forms 2 and 3: each entry index followed
 //!   by its 2-byte sketch), written by the commit that
 //!   introduced it. Loading v1 and v2 files gives their tables sketches.
+//! * `v4.snap`: format version 4 (position forms 4 and 5: the indices, then the sketches
+//!   in an array of their own), written by the commit that introduced it. Loading a v3 file
+//!   splits its records.
 
 use consentry_index::{DegeneratePolicy, Hash256, Index, IndexConfig, Match};
 use std::path::PathBuf;
@@ -117,6 +120,11 @@ fn v2_snapshot_loads_and_searches_exactly() {
 #[test]
 fn v3_snapshot_loads_and_searches_exactly() {
     check_fixture("v3.snap", 3);
+}
+
+#[test]
+fn v4_snapshot_loads_and_searches_exactly() {
+    check_fixture("v4.snap", 4);
 }
 
 fn check_fixture(name: &str, version: u32) {
