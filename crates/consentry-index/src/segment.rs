@@ -498,7 +498,9 @@ fn read_u24(b: &[u8], i: usize) -> u32 {
 }
 
 /// Calls `keep(slot)` for every slot `j` in `s..e` whose sketch `sk[j]` is within `allow` bits
-/// of `qs`. With `AVX2`, 16 sketches at a time (the last 16 slots of `sk` one by one).
+/// of `qs`. With `AVX2`, 16 sketches at a time, or 32 when the buckets are `wide` (holding
+/// 12 or more slots on average: a bucket of up to 32 then takes one step, with no branch on its
+/// length); the last slots of `sk` one by one.
 ///
 /// # Safety
 /// `AVX2` only on a CPU with AVX2.
@@ -509,13 +511,14 @@ unsafe fn filter_sketches<const AVX2: bool>(
     e: usize,
     qs: u32,
     allow: i32,
+    wide: bool,
     mut keep: impl FnMut(usize),
 ) {
     let mut j = s;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
         use std::arch::x86_64::*;
-        // SAFETY: the caller guarantees AVX2; every 16-slot read starts at j with j + 16 <= sk.len().
+        // SAFETY: the caller guarantees AVX2; every 16-slot read ends at or before sk.len().
         unsafe {
             let q = _mm256_set1_epi16(qs as u16 as i16);
             // bits set in each nibble
@@ -526,16 +529,30 @@ unsafe fn filter_sketches<const AVX2: bool>(
             let nib = _mm256_set1_epi8(0x0f);
             let low_byte = _mm256_set1_epi16(0xff);
             let lim = _mm256_set1_epi16(allow.clamp(-1, 16) as i16);
-            while j < e && j + 16 <= sk.len() {
-                let x = _mm256_xor_si256(_mm256_loadu_si256(sk.as_ptr().add(j) as *const __m256i), q);
+            // two mask bits per 16-bit lane of the 16 slots at `at`, set where the sketch is
+            // within `allow`
+            let within = |at: usize| {
+                let x = _mm256_xor_si256(_mm256_loadu_si256(sk.as_ptr().add(at) as *const __m256i), q);
                 let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, nib));
                 let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib));
                 let per_byte = _mm256_add_epi8(lo, hi);
                 let bits =
                     _mm256_add_epi16(_mm256_and_si256(per_byte, low_byte), _mm256_srli_epi16(per_byte, 8));
-                // two mask bits per 16-bit lane: keep the lanes within `allow`, and below `e`
-                let over = _mm256_movemask_epi8(_mm256_cmpgt_epi16(bits, lim)) as u32;
-                let mut m = !over & 0x5555_5555;
+                !(_mm256_movemask_epi8(_mm256_cmpgt_epi16(bits, lim)) as u32) & 0x5555_5555
+            };
+            while wide && j < e && j + 32 <= sk.len() {
+                let mut m = u64::from(within(j)) | u64::from(within(j + 16)) << 32;
+                if e - j < 32 {
+                    m &= (1u64 << (2 * (e - j))) - 1;
+                }
+                while m != 0 {
+                    keep(j + m.trailing_zeros() as usize / 2);
+                    m &= m - 1;
+                }
+                j += 32;
+            }
+            while j < e && j + 16 <= sk.len() {
+                let mut m = within(j);
                 if e - j < 16 {
                     m &= (1u32 << (2 * (e - j))) - 1;
                 }
@@ -699,12 +716,13 @@ impl Positions {
         e: usize,
         qs: u32,
         allow: i32,
+        wide: bool,
         keep: impl FnMut(usize),
     ) {
         match self {
             // SAFETY: the caller's guarantee about AVX2, passed on.
             Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => unsafe {
-                filter_sketches::<AVX2>(sk, s, e, qs, allow, keep)
+                filter_sketches::<AVX2>(sk, s, e, qs, allow, wide, keep)
             },
             _ => (s..e).for_each(keep),
         }
@@ -1155,9 +1173,17 @@ impl Segment {
                 // the slots whose sketch passes (their indices are read in stage 4, prefetched)
                 // SAFETY: `AVX2` only in the AVX2 instance (see above).
                 unsafe {
-                    self.tables[t].positions.filter::<AVX2>(s as usize, e as usize, qsk[t], allow, |j| {
-                        cands.push((t as u32, j as u32));
-                    })
+                    let wide = self.wide_buckets(t);
+                    self.tables[t].positions.filter::<AVX2>(
+                        s as usize,
+                        e as usize,
+                        qsk[t],
+                        allow,
+                        wide,
+                        |j| {
+                            cands.push((t as u32, j as u32));
+                        },
+                    )
                 };
             }
         }
@@ -1293,6 +1319,7 @@ impl Segment {
             let width = plan.widths[t];
             let next = (t + 1) % m;
             let tab = &self.tables[t];
+            let wide = self.wide_buckets(t);
             // the queries in runs of at most `pair_cap` probes (a large radius has balls of
             // thousands of keys: 8,192 queries' probes would take gigabytes)
             let step = ((*pair_cap as f64 / ball_size(width, rhos[t])) as usize).clamp(1, qkeys.len().max(1));
@@ -1351,6 +1378,7 @@ impl Segment {
                             e as usize,
                             JoinProbe::sketch(pr),
                             allow,
+                            wide,
                             |j| cands.push((j as u32, qi)),
                         )
                     };
@@ -1374,6 +1402,13 @@ impl Segment {
                 }
             }
         }
+    }
+
+    /// Whether table `t`'s buckets hold 12 or more entries on average (their sketches are then
+    /// checked 32 at a time).
+    #[inline(always)]
+    fn wide_buckets(&self, t: usize) -> bool {
+        self.plan.as_ref().is_some_and(|p| self.len() >> p.widths[t] >= 12)
     }
 
     /// Checks the structural invariants (used after loading a file).
@@ -1586,13 +1621,15 @@ mod tests {
                 .collect();
             let mut scalar = Vec::new();
             // SAFETY: the scalar instance.
-            unsafe { pos.filter::<false>(s, e, qs, allow, |j| scalar.push(j as u32)) };
+            unsafe { pos.filter::<false>(s, e, qs, allow, case % 2 == 0, |j| scalar.push(j as u32)) };
             assert_eq!(scalar, want, "scalar, {s}..{e}");
             if avx2 {
-                let mut wide = Vec::new();
-                // SAFETY: the CPU has AVX2 (checked above).
-                unsafe { pos.filter::<true>(s, e, qs, allow, |j| wide.push(j as u32)) };
-                assert_eq!(wide, want, "AVX2, {s}..{e}, allow {allow}");
+                for wide in [false, true] {
+                    let mut got = Vec::new();
+                    // SAFETY: the CPU has AVX2 (checked above).
+                    unsafe { pos.filter::<true>(s, e, qs, allow, wide, |j| got.push(j as u32)) };
+                    assert_eq!(got, want, "AVX2, {s}..{e}, allow {allow}, wide {wide}");
+                }
             }
         }
     }
