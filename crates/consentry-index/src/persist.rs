@@ -322,6 +322,10 @@ impl Index {
                             Positions::U24(b) => w.tagged(1, &[b])?,
                             Positions::S24 { pos, sk } => w.tagged(4, &[pos, bytes(sk)])?,
                             Positions::S32 { pos, sk } => w.tagged(5, &[bytes(pos), bytes(sk)])?,
+                            // only table 0 has them, and its sketches are computed at load
+                            Positions::Implicit { .. } => {
+                                return Err(io::Error::other(format!("table {ti} has table 0's form")));
+                            }
                         }
                     }
                 }
@@ -511,8 +515,8 @@ impl Index {
                 s.seg.validate().map_err(|e| LoadError::Corrupt(format!("segment {i}: {e}")))
             })?;
         }
-        // Tables of earlier versions get their sketches now (searches are exact without them,
-        // only slower); the next save writes them.
+        // Table 0's sketches (never saved), and those of every table of a version 1 or 2 file, are
+        // computed now (searches are exact without them, only slower); a save writes the latter.
         for sr in &mut segments {
             if sr.seg.needs_sketches() {
                 Arc::make_mut(&mut sr.seg).add_sketches();

@@ -9,9 +9,11 @@
 //!   where a block holds more than 65,535 entries) and, for `t > 0`,
 //!   `positions[t]` (`n` entry indices grouped by key, 3 bytes each up to 2^24 entries)
 //!   and, slot for slot in a separate array, each entry's **sketch**: the low 16 bits of
-//!   its key in the next table (table 0 after the last), 5 bytes per entry in all. A
-//!   bucket's sketches are contiguous, so they are checked 16 at a time (AVX2) and an
-//!   entry's position is read only when its sketch passes.
+//!   its key in the next table (table 0 after the last), 5 bytes per entry in all. Table
+//!   0 holds the sketches alone (its slot `i` is entry `i`; computed at build and load, never
+//!   saved), so its buckets are filtered like the others' instead of having every hash read.
+//!   A bucket's sketches are contiguous, so they are checked 16 or 32 at a time (AVX2) and
+//!   an entry's position is read only when its sketch passes.
 //!
 //! Search is exact by the generalised pigeonhole principle: the 256 bits are
 //! partitioned into `m` chunks; if the chunk radii `rho_t` satisfy
@@ -321,6 +323,27 @@ pub(crate) fn sketch_of(plan: &ChunkPlan, h: &[u64; 4], t: usize) -> u32 {
     plan.key(h, (t + 1) % plan.len()) & ((1 << SKETCH_BITS) - 1)
 }
 
+/// Table 0's sketches (its slots are the entries themselves) where its buckets are large (12
+/// or more entries on average: reading ~30 bytes of sketches instead of ~500 of hashes per
+/// bucket at 1 M entries; with buckets of ~5 at 10 M, reading the hashes is as fast); none with
+/// `CONSENTRY_INDEX_NO_SKETCH=1` or `CONSENTRY_INDEX_WIDE_DIR=1`.
+fn implicit_sketches(hashes: &[H], plan: &ChunkPlan) -> Positions {
+    if *NO_SKETCH || *WIDE_DIR || !sketch_table0(hashes.len(), plan) {
+        return Positions::none();
+    }
+    use rayon::prelude::*;
+    let mut sk = huge_vec(hashes.len(), 0u16);
+    sk.par_chunks_mut(1 << 16)
+        .zip(hashes.par_chunks(1 << 16))
+        .for_each(|(d, h)| d.iter_mut().zip(h).for_each(|(d, h)| *d = sketch_of(plan, &h.0, 0) as u16));
+    Positions::Implicit { sk }
+}
+
+/// Whether table 0 of a segment of `n` entries holds sketches.
+fn sketch_table0(n: usize, plan: &ChunkPlan) -> bool {
+    n >> plan.widths[0] >= 12
+}
+
 /// Table `t`'s positions with each entry's sketch beside it. The sketches are computed in entry
 /// order first (a sequential pass), then gathered in list order from that 2-byte array.
 fn sketch_positions(hashes: &[H], plan: &ChunkPlan, t: usize, positions: Vec<u32>) -> Positions {
@@ -480,8 +503,12 @@ pub(crate) enum Positions {
         pos: Vec<u32>,
         sk: Vec<u16>,
     },
+    /// Table 0's: slot `i` is entry `i` (the entries are sorted by key 0), so only the sketch of
+    /// each entry is held (computed when the segment is built or loaded, never saved).
+    Implicit {
+        sk: Vec<u16>,
+    },
 }
-
 /// Little-endian 3-byte forms of `v`, then one zero byte (so that a 4-byte read of the last
 /// one stays in bounds).
 fn u24_bytes(v: &[u32]) -> Vec<u8> {
@@ -640,7 +667,7 @@ impl Positions {
         match self {
             Positions::U32(v) => v.len(),
             Positions::U24(b) => b.len().saturating_sub(1) / 3,
-            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => sk.len(),
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } | Positions::Implicit { sk } => sk.len(),
         }
     }
 
@@ -651,7 +678,7 @@ impl Positions {
 
     /// Whether the records carry sketches.
     pub fn sketched(&self) -> bool {
-        matches!(self, Positions::S24 { .. } | Positions::S32 { .. })
+        matches!(self, Positions::S24 { .. } | Positions::S32 { .. } | Positions::Implicit { .. })
     }
 
     /// The largest index held (`None` when empty).
@@ -659,6 +686,7 @@ impl Positions {
         match self {
             Positions::U32(v) => v.iter().copied().max(),
             Positions::S32 { pos, .. } => pos.iter().copied().max(),
+            Positions::Implicit { sk } => sk.len().checked_sub(1).map(|m| m as u32),
             Positions::U24(_) | Positions::S24 { .. } => (0..self.len()).map(|i| self.get(i)).max(),
         }
     }
@@ -669,6 +697,7 @@ impl Positions {
             Positions::U32(v) => v[i],
             Positions::U24(b) | Positions::S24 { pos: b, .. } => read_u24(b, i),
             Positions::S32 { pos, .. } => pos[i],
+            Positions::Implicit { .. } => i as u32,
         }
     }
 
@@ -677,7 +706,9 @@ impl Positions {
     #[cfg(test)]
     pub fn get_sketched(&self, i: usize) -> (u32, u32) {
         match self {
-            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => (self.get(i), u32::from(sk[i])),
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } | Positions::Implicit { sk } => {
+                (self.get(i), u32::from(sk[i]))
+            }
             _ => (self.get(i), 0),
         }
     }
@@ -689,7 +720,9 @@ impl Positions {
             Positions::U32(v) => v.as_ptr().wrapping_add(i) as *const u8,
             Positions::U24(b) => b.as_ptr().wrapping_add(3 * i),
             // what a search reads first: the sketch
-            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => sk.as_ptr().wrapping_add(i) as *const u8,
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } | Positions::Implicit { sk } => {
+                sk.as_ptr().wrapping_add(i) as *const u8
+            }
         }
     }
 
@@ -699,6 +732,8 @@ impl Positions {
         match self {
             Positions::U32(v) | Positions::S32 { pos: v, .. } => v.as_ptr().wrapping_add(i) as *const u8,
             Positions::U24(b) | Positions::S24 { pos: b, .. } => b.as_ptr().wrapping_add(3 * i),
+            // nothing to read: the slot is the entry
+            Positions::Implicit { sk } => sk.as_ptr() as *const u8,
         }
     }
 
@@ -721,7 +756,7 @@ impl Positions {
     ) {
         match self {
             // SAFETY: the caller's guarantee about AVX2, passed on.
-            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } => unsafe {
+            Positions::S24 { sk, .. } | Positions::S32 { sk, .. } | Positions::Implicit { sk } => unsafe {
                 filter_sketches::<AVX2>(sk, s, e, qs, allow, wide, keep)
             },
             _ => (s..e).for_each(keep),
@@ -734,6 +769,7 @@ impl Positions {
             Positions::U24(b) => b.capacity(),
             Positions::S24 { pos, sk } => pos.capacity() + 2 * sk.capacity(),
             Positions::S32 { pos, sk } => 4 * pos.capacity() + 2 * sk.capacity(),
+            Positions::Implicit { sk } => 2 * sk.capacity(),
         }
     }
 }
@@ -977,7 +1013,8 @@ impl Segment {
         if trace {
             eprintln!("build: table 0 + reorder {:?}", t0.elapsed());
         }
-        let mut tables = vec![Table { dir: Dir::from_offsets(off0), positions: Positions::none() }];
+        let positions = implicit_sketches(&hashes, &plan);
+        let mut tables = vec![Table { dir: Dir::from_offsets(off0), positions }];
         let rest: Vec<Table> = {
             use rayon::prelude::*;
             (1..m)
@@ -1001,16 +1038,23 @@ impl Segment {
     /// Whether a table lacks the sketches this build would give it (a snapshot of version 2 or
     /// earlier).
     pub fn needs_sketches(&self) -> bool {
-        !*NO_SKETCH && !*WIDE_DIR && self.tables.iter().skip(1).any(|t| !t.positions.sketched())
+        let Some(plan) = &self.plan else { return false };
+        let table0 = sketch_table0(self.len(), plan);
+        !*NO_SKETCH
+            && !*WIDE_DIR
+            && self.tables.iter().enumerate().any(|(t, tab)| !tab.positions.sketched() && (t > 0 || table0))
     }
-
-    /// Gives every table after the first its sketches.
+    /// Gives every table its sketches (table 0's are never saved: a loaded segment gets them
+    /// here).
     pub fn add_sketches(&mut self) {
         let Some(plan) = &self.plan else { return };
         let hashes = &self.hashes;
         use rayon::prelude::*;
-        self.tables.par_iter_mut().enumerate().skip(1).for_each(|(t, tab)| {
-            if !tab.positions.sketched() {
+        self.tables.par_iter_mut().enumerate().for_each(|(t, tab)| {
+            if tab.positions.sketched() {
+            } else if t == 0 {
+                tab.positions = implicit_sketches(hashes, plan);
+            } else {
                 tab.positions = sketch_positions(hashes, plan, t, tab.positions.to_vec());
             }
         });
@@ -1144,7 +1188,7 @@ impl Segment {
                     if s < e {
                         // the bucket's first and last lines (a list of 16-bit keys holds ~15
                         // records at 1 M entries: 75 bytes, often across two lines)
-                        if t == 0 {
+                        if t == 0 && !tab.positions.sketched() {
                             prefetch(self.hashes.as_ptr().wrapping_add(s as usize));
                             prefetch(self.hashes.as_ptr().wrapping_add(e as usize - 1));
                         } else {
@@ -1163,12 +1207,6 @@ impl Segment {
                 // In a sketched table an entry goes on only if the two-chunk condition can
                 // hold (the sketch's distance is at most the next chunk's).
                 let t = t as usize;
-                if t == 0 {
-                    for p in s..e {
-                        cands.push((0, p));
-                    }
-                    continue;
-                }
                 let allow = rhos[t] + rhos[(t + 1) % m] + 1 - d;
                 // the slots whose sketch passes (their indices are read in stage 4, prefetched)
                 // SAFETY: `AVX2` only in the AVX2 instance (see above).
@@ -1343,7 +1381,7 @@ impl Segment {
                     // directory is read in increasing order, which the hardware prefetches
                     if let Some(&ahead) = pairs.get(i + AHEAD) {
                         let a = tab.dir.get(JoinProbe::key(ahead) as usize) as usize;
-                        if t == 0 {
+                        if t == 0 && !tab.positions.sketched() {
                             prefetch(hashes.as_ptr().wrapping_add(a));
                         } else {
                             prefetch(tab.positions.slot_ptr(a));
@@ -1358,7 +1396,7 @@ impl Segment {
                         continue;
                     }
                     let qi = JoinProbe::query(pr);
-                    if t == 0 {
+                    if t == 0 && !tab.positions.sketched() {
                         // table 0's buckets are ranges of the hashes themselves: verified in place
                         for p in s..e {
                             if let Some(d) =
@@ -1436,8 +1474,10 @@ impl Segment {
                             .validate(1usize << plan.widths[t], n)
                             .map_err(|e| format!("table {t}: {e}"))?;
                         if t == 0 {
-                            if tab.positions.len() != 0 {
-                                return Err("table 0 has positions".into());
+                            match &tab.positions {
+                                Positions::U32(v) if v.is_empty() => {}
+                                Positions::Implicit { sk } if sk.len() == n => {}
+                                _ => return Err("table 0 has positions".into()),
                             }
                         } else if tab.positions.len() != n
                             || tab.positions.max().is_some_and(|m| m as usize >= n)
@@ -1737,9 +1777,10 @@ mod tests {
     /// A copy of `seg` whose tables listed in `plain` keep positions without sketches.
     fn without_sketches(seg: &Segment, plain: impl Fn(usize) -> bool) -> Segment {
         let mut out = seg.clone();
-        for (t, tab) in out.tables.iter_mut().enumerate().skip(1) {
+        for (t, tab) in out.tables.iter_mut().enumerate() {
             if plain(t) {
-                tab.positions = Positions::from_u32(tab.positions.to_vec());
+                tab.positions =
+                    if t == 0 { Positions::none() } else { Positions::from_u32(tab.positions.to_vec()) };
             }
         }
         out
@@ -1759,7 +1800,19 @@ mod tests {
         let seg = Segment::build((0..n as u64).collect(), hashes.clone());
         let m = seg.plan.as_ref().unwrap().len();
         assert!(seg.tables.iter().skip(1).all(|t| t.positions.sketched()));
+        // 15-bit keys over 40,000 entries: table 0's buckets are small, its hashes read as they are
+        assert!(!seg.tables[0].positions.sketched());
         assert!(!seg.needs_sketches());
+        // keys of 10-11 bits: ~20 entries per bucket, and table 0 holds sketches too
+        let big =
+            Segment::build_with((0..n as u64).collect(), hashes.clone(), Some(ChunkPlan::with_chunks(24)));
+        assert!(matches!(&big.tables[0].positions, Positions::Implicit { sk } if sk.len() == n));
+        assert!(!big.needs_sketches() && big.validate().is_ok());
+        let mut reloaded = big.clone();
+        reloaded.tables[0].positions = Positions::none();
+        assert!(reloaded.needs_sketches());
+        reloaded.add_sketches();
+        assert_eq!(reloaded.tables[0].positions, big.tables[0].positions);
         let plain = without_sketches(&seg, |_| true);
         let mixed = without_sketches(&seg, |t| t % 2 == 1);
         // the 6-byte records of segments above 2^24 entries, on this small one
@@ -1791,7 +1844,7 @@ mod tests {
             got.sort_unstable();
             got
         };
-        let mut cands = [0u64; 4];
+        let mut cands = [0u64; 5];
         let radii = [0, 5, 10, 16, 24, 31, 40, 64];
         let mut wants = Vec::new();
         for q in &queries {
@@ -1805,7 +1858,7 @@ mod tests {
                     })
                     .collect();
                 want.sort_unstable();
-                for (k, s) in [&seg, &plain, &mixed, &wide].into_iter().enumerate() {
+                for (k, s) in [&seg, &plain, &mixed, &wide, &big].into_iter().enumerate() {
                     STATS.with(|st| st.set([0; 3]));
                     assert_eq!(run(s, q, r), want, "segment {k} radius {r} ({m} chunks)");
                     if r == 31 {
@@ -1819,7 +1872,7 @@ mod tests {
         // with the queries taken in runs of at most 100 probes
         let mut js = JoinScratch::default();
         let mut capped = JoinScratch { pair_cap: 100, ..JoinScratch::default() };
-        for (k, s) in [&seg, &plain, &mixed, &wide, &seg].into_iter().enumerate() {
+        for (k, s) in [&seg, &plain, &mixed, &wide, &seg, &big].into_iter().enumerate() {
             let js = if k == 4 { &mut capped } else { &mut js };
             for (ri, &r) in radii.iter().enumerate() {
                 let mut got = vec![Vec::new(); queries.len()];
