@@ -3,9 +3,10 @@
 //! staff persists one `case` event per case URL (`case_urls`, the helpline's own systems: they
 //! name the case, so they never go to the match URLs) in the transaction that changes the case
 //! (the store's case outbox, set by `AppState::start`), so a committed change always has its
-//! event and a request that changes nothing (a second withdrawal) has none. A sender task delivers the outbox with retries and
-//! exponential backoff, so a crash or restart loses no queued event (a delivery may be repeated
-//! after a crash: receivers de-duplicate on `X-Consentry-Delivery`).
+//! event and a request that changes nothing (a second withdrawal) has none. A sender task
+//! delivers the outbox with retries and exponential backoff, so a crash or restart loses no
+//! queued event (a delivery may be repeated after a crash: receivers de-duplicate on
+//! `X-Consentry-Delivery`).
 //!
 //! Each delivery is `POST <url>` with the JSON event as body and the headers
 //! - `X-Consentry-Event: match` or `case`
