@@ -130,14 +130,15 @@ fn day(ms: &Value) -> String {
 
 /// Every page of `GET /v1/cases`.
 fn list(service: &Service, status: Option<&str>) -> Result<String> {
+    // (it goes into the query string; the service names an unknown one)
+    if let Some(s) = status.filter(|s| !s.chars().all(|c| c.is_ascii_alphabetic())) {
+        bail!("unknown status `{s}` (received, active or withdrawn)");
+    }
     let mut out = String::from("case_number\tstatus\tbank\topened\tchanged\n");
     let mut after = 0i64;
     loop {
         let mut path = format!("v1/cases?limit=1000&after={after}");
         if let Some(s) = status {
-            if !s.chars().all(|c| c.is_ascii_alphabetic()) {
-                bail!("unknown status `{s}` (received, active or withdrawn)");
-            }
             path.push_str(&format!("&status={s}"));
         }
         let v = service.call(reqwest::Method::GET, &path, None)?;
