@@ -99,6 +99,14 @@ fn check_radius(state: &AppState, radius: Option<u32>) -> ApiResult<u32> {
     Ok(r)
 }
 
+/// The size of a page of entries or cases: 100 by default, 1 to 1,000 when given.
+fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    match limit.unwrap_or(100) {
+        l @ 1..=1000 => Ok(l),
+        l => Err(ApiError::bad_request(format!("limit {l} is out of range: a page holds 1 to 1000"))),
+    }
+}
+
 fn bank_json(b: &Bank) -> Value {
     json!({
         "id": b.id,
@@ -1092,7 +1100,7 @@ async fn list_entries(
     auth.require_any(READ_SCOPES)?;
     let p = query(params)?;
     let bank = bank_by_name(&state, &path(name)?).await?;
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(p.limit)?;
     let entries = state.inner.store.list_entries(bank.id, p.after, limit).await?;
     let next = if entries.len() == limit as usize { entries.last().map(|e| e.id) } else { None };
     Ok(Json(json!({
@@ -1479,7 +1487,7 @@ async fn list_cases(
     auth.require(Scope::Curate)?;
     let p = query(params)?;
     let status = p.status.as_deref().map(CaseStatus::from_str).transpose()?;
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(p.limit)?;
     let cases = state.inner.store.list_cases(status, p.after.unwrap_or(0), limit).await?;
     let names: HashMap<i64, String> =
         state.inner.store.list_banks().await?.into_iter().map(|b| (b.id, b.name)).collect();

@@ -58,7 +58,7 @@ const OPS: &[Op] = &[
     Op { method: "GET", path: "/m/raw_lookup", scope: "lookup", summary: "HMA 2.0 compatibility: `?signal_type=pdq&signal=HEX[&include_distance=true][&banks=A,B]` → `{\"matches\": [entry ids]}` (with `include_distance`, `[{bank_content_id, distance}]`, the distance as a string). Disabled entries never match.", body: NONE, ok: 200, errors: &[400] },
     Op { method: "GET", path: "/m/lookup", scope: "lookup", summary: "HMA 2.0 compatibility: `?signal_type=pdq&signal=HEX[&banks=A,B]` → the matches by bank, `{\"BANK\": [{bank_content_id, distance}]}`. `?url=` is refused: consentry never fetches media.", body: NONE, ok: 200, errors: &[400] },
     Op { method: "POST", path: "/m/lookup", scope: "lookup", summary: "HMA 2.0 compatibility: the photo in the multipart field `photo` (or the raw body), `?banks=A,B` → `{\"pdq\": {BANK: [{bank_content_id, distance}]}}`, and `derive` the same way while derive entries exist (a derive match without a global PDQ distance has `distance` null and its keypoint `score`). Hashed in memory, never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
-    Op { method: "POST", path: "/m/compare", scope: "lookup", summary: "HMA 2.0 compatibility: `{\"pdq\": [A, B]}` → `{\"pdq\": [match, {\"distance\": D}]}` (match: D ≤ 31).", body: NONE, ok: 200, errors: &[400] },
+    Op { method: "POST", path: "/m/compare", scope: "lookup", summary: "HMA 2.0 compatibility: `{\"pdq\": [A, B]}` → `{\"pdq\": [match, {\"distance\": D}]}` (match: D ≤ 31).", body: "HmaCompare", ok: 200, errors: &[400] },
     Op { method: "GET", path: "/m/index/status", scope: "lookup", summary: "HMA 2.0 compatibility: per signal type (`?signal_type=` for one) `{present, built_to, size}`; `built_to` is now (seconds), since the index follows every write, or -1 before it is loaded.", body: NONE, ok: 200, errors: &[400] },
     Op { method: "GET", path: "/h/hash", scope: "lookup", summary: "HMA 2.0 compatibility: `?url=` is refused (consentry never fetches media); POST the photo instead.", body: NONE, ok: 400, errors: &[] },
     Op { method: "POST", path: "/h/hash", scope: "lookup", summary: "HMA 2.0 compatibility: the photo in the multipart field `photo` (or the raw body) → `{\"pdq\": HEX}`. Hashed in memory, never stored.", body: IMAGE, ok: 200, errors: &[400, 413, 415, 422] },
@@ -94,49 +94,87 @@ fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-fn request_body(body: &str) -> Option<Value> {
-    match body {
+/// The multipart field an image upload is read from: HMA's `photo` on its routes, `file` on
+/// consentry's own.
+fn image_field(op: &Op) -> &'static str {
+    if op.path.starts_with("/m/") || op.path.starts_with("/h/") {
+        "photo"
+    } else {
+        "file"
+    }
+}
+
+fn request_body(op: &Op) -> Option<Value> {
+    match op.body {
         "" => None,
-        IMAGE => Some(json!({
-            "required": true,
-            "content": {
-                "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
-                "image/*": { "schema": { "type": "string", "format": "binary" } },
-                "multipart/form-data": { "schema": { "type": "object", "required": ["file"], "properties": { "file": { "type": "string", "format": "binary" } } } }
-            }
-        })),
+        IMAGE => {
+            let field = image_field(op);
+            Some(json!({
+                "required": true,
+                "content": {
+                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
+                    "image/*": { "schema": { "type": "string", "format": "binary" } },
+                    "multipart/form-data": { "schema": { "type": "object", "required": [field], "properties": { field: { "type": "string", "format": "binary" } } } }
+                }
+            }))
+        }
+        // An import streams lines in any of its formats; an empty body is an empty import.
+        "ImportBody" => {
+            let text = schema_ref("ImportBody");
+            Some(json!({
+                "required": false,
+                "content": {
+                    "text/csv": { "schema": text },
+                    "application/x-ndjson": { "schema": text },
+                    "text/plain": { "schema": text },
+                    "application/octet-stream": { "schema": text }
+                }
+            }))
+        }
         name => Some(
             json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } }),
         ),
     }
 }
 
+/// A bank's name or description: no control characters (C0 but the line feed, DEL, C1).
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f]*$";
+
+/// A PDQ hash in a query string: 64 hex digits.
+const HASH_PATTERN: &str = "^[0-9a-fA-F]{64}$";
+
 fn parameters(op: &Op) -> Vec<Value> {
     let mut ps = Vec::new();
     for seg in op.path.split('/') {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             let ty = if name == "id" {
-                json!({"type": "integer", "format": "int64"})
+                json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX})
             } else {
-                json!({"type": "string"})
+                json!({"type": "string", "minLength": 1})
             };
             ps.push(json!({ "name": name, "in": "path", "required": true, "schema": ty }));
         }
     }
     let q = |name: &str, ty: Value, desc: &str| json!({ "name": name, "in": "query", "required": false, "schema": ty, "description": desc });
+    let radius =
+        || q("radius", json!({"type": "integer", "minimum": 0, "maximum": 64}), "match radius (default 31)");
+    let hma_signal = |required: bool| {
+        [
+            json!({ "name": "signal_type", "in": "query", "required": required, "schema": {"type": "string", "enum": ["pdq"]}, "description": "HMA's signal type: pdq" }),
+            json!({ "name": "signal", "in": "query", "required": required, "schema": {"type": "string", "pattern": HASH_PATTERN}, "description": "the PDQ hash" }),
+        ]
+    };
+    let banks =
+        || q("banks", json!({"type": "string"}), "only matches in these banks (comma-separated names)");
     match (op.method, op.path) {
         ("GET", "/v1/lookup") => {
-            ps.push(json!({ "name": "hash", "in": "query", "required": true, "schema": {"type": "string"}, "description": "64 hex digits; with dihedral=true up to 8 comma-separated" }));
+            ps.push(json!({ "name": "hash", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}(,[0-9a-fA-F]{64}){0,7}$"}, "description": "64 hex digits; with dihedral=true up to 8 comma-separated" }));
             ps.push(q(
                 "dihedral",
                 json!({"type": "boolean"}),
                 "the hashes are the dihedral variants of one image",
             ));
-            ps.push(q(
-                "radius",
-                json!({"type": "integer", "minimum": 0, "maximum": 64}),
-                "match radius (default 31)",
-            ));
+            ps.push(radius());
         }
         ("POST", "/v1/hash") => {
             ps.push(q("dihedral", json!({"type": "boolean"}), "also return the 8 dihedral hashes"));
@@ -148,16 +186,12 @@ fn parameters(op: &Op) -> Vec<Value> {
         }
         ("POST", "/v1/lookup/image") => {
             ps.push(q("dihedral", json!({"type": "boolean"}), "search with the 8 dihedral hashes"));
-            ps.push(q(
-                "radius",
-                json!({"type": "integer", "minimum": 0, "maximum": 64}),
-                "match radius (default 31)",
-            ));
+            ps.push(radius());
         }
         ("POST", "/v1/banks/{name}/import") => {
             ps.push(q(
                 "format",
-                json!({"type": "string", "enum": ["csv", "jsonl", "hma"]}),
+                json!({"type": "string", "enum": ["csv", "jsonl", "ndjson", "hma"]}),
                 "input format (default csv)",
             ));
             ps.push(q(
@@ -169,29 +203,180 @@ fn parameters(op: &Op) -> Vec<Value> {
         ("GET", "/v1/banks/{name}/export") => {
             ps.push(q(
                 "format",
-                json!({"type": "string", "enum": ["csv", "meta", "jsonl", "hma"]}),
+                json!({"type": "string", "enum": ["csv", "meta", "jsonl", "ndjson", "hma"]}),
                 "output format (default csv)",
             ));
             ps.push(q("include_disabled", json!({"type": "boolean"}), "also export disabled entries"));
         }
         ("GET", "/v1/banks/{name}/entries") => {
-            ps.push(q("after", json!({"type": "integer"}), "entries with a larger id"));
+            ps.push(q("after", json!({"type": "integer", "format": "int64"}), "entries with a larger id"));
             ps.push(q(
                 "limit",
                 json!({"type": "integer", "minimum": 1, "maximum": 1000}),
                 "page size (default 100)",
             ));
         }
+        ("GET", "/v1/cases") => {
+            ps.push(q(
+                "status",
+                json!({"type": "string", "enum": ["received", "active", "withdrawn"]}),
+                "only cases with this status",
+            ));
+            ps.push(q("after", json!({"type": "integer", "format": "int64"}), "cases with a larger id"));
+            ps.push(q(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+                "page size (default 100)",
+            ));
+        }
+        ("GET", "/v1/stats/matches") => {
+            let day = json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"});
+            ps.push(q(
+                "by",
+                json!({"type": "string", "enum": ["bank", "entry", "source", "day", "signal"]}),
+                "what the rows sum over (default bank)",
+            ));
+            ps.push(q("bank", json!({"type": "string"}), "only this bank's entries"));
+            ps.push(q("entry", json!({"type": "integer", "format": "int64"}), "only this entry"));
+            ps.push(q(
+                "source",
+                json!({"type": "string"}),
+                "only this source (API key name or telegram:<chat id>)",
+            ));
+            ps.push(q(
+                "case",
+                json!({"type": "integer", "format": "int64"}),
+                "only the entries of this case (its id)",
+            ));
+            ps.push(q("since", day.clone(), "first day, UTC (default: 30 days ago)"));
+            ps.push(q("until", day, "last day, UTC (default: today)"));
+            ps.push(q(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 10000}),
+                "most rows (default 100)",
+            ));
+        }
+        ("GET", "/m/raw_lookup") => {
+            ps.extend(hma_signal(true));
+            ps.push(q(
+                "include_distance",
+                json!({"type": "string"}),
+                "true, t, 1, yes or y (HMA's str_to_bool): list {bank_content_id, distance}",
+            ));
+            ps.push(banks());
+        }
+        ("GET", "/m/lookup") => {
+            ps.extend(hma_signal(true));
+            ps.push(banks());
+        }
+        ("POST", "/m/lookup") => ps.push(banks()),
+        ("GET", "/m/index/status") => ps.push(q(
+            "signal_type",
+            json!({"type": "string", "enum": ["pdq", "derive"]}),
+            "only this signal type",
+        )),
         _ => {}
     }
     ps
 }
 
+/// The schema of an operation's success reply (`None`: a JSON object described in the summary).
+fn reply_schema(op: &Op) -> Option<&'static str> {
+    Some(match (op.method, op.path) {
+        ("GET", "/v1/lookup") | ("POST", "/v1/lookup/image") | ("POST", "/v1/lookup/features") => {
+            "LookupReply"
+        }
+        ("POST", "/v1/lookup") => "BatchReply",
+        ("POST", "/v1/hash") => "HashReply",
+        ("POST", "/v1/compare") => "CompareReply",
+        ("GET", "/v1/banks") => "BankList",
+        ("POST", "/v1/banks") | ("GET", "/v1/banks/{name}") | ("PATCH", "/v1/banks/{name}") => "Bank",
+        ("GET", "/v1/entries/{id}")
+        | ("POST", "/v1/entries/{id}/disable")
+        | ("POST", "/v1/entries/{id}/enable") => "EntryOut",
+        ("POST", "/v1/cases") | ("POST", "/v1/cases/{number}/pin") => "CaseCreated",
+        _ => return None,
+    })
+}
+
+/// The reply's media types for `status`: the export's are its formats'.
+fn reply_content(op: &Op, status: u16) -> Value {
+    let object = || json!({ "type": "object" });
+    match (op.method, op.path) {
+        ("GET", "/metrics") => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        ("GET", "/v1/banks/{name}/export") => json!({
+            "text/csv": { "schema": { "type": "string" } },
+            "application/x-ndjson": { "schema": { "type": "string" } },
+            "text/plain": { "schema": { "type": "string" } }
+        }),
+        // A list of entries answers 200 with what was added and rejected by index.
+        ("POST", "/v1/banks/{name}/entries") if status == 200 => {
+            json!({ "application/json": { "schema": schema_ref("EntriesAdded") } })
+        }
+        _ => {
+            json!({ "application/json": { "schema": reply_schema(op).map(schema_ref).unwrap_or_else(object) } })
+        }
+    }
+}
+
+/// A second success status: a list of entries answers 200 where one entry answers 201.
+fn extra_success(op: &Op) -> Option<u16> {
+    (op.method == "POST" && op.path == "/v1/banks/{name}/entries").then_some(200)
+}
+
+/// The error statuses an operation can answer: its own, and those of the layers every request
+/// goes through (credentials and the per-key rate limit, the body's size and pace, malformed query
+/// strings and path parameters, the request timeout, internal errors).
+fn error_statuses(op: &Op) -> Vec<u16> {
+    let mut errs: Vec<u16> = op.errors.to_vec();
+    if !op.scope.is_empty() {
+        errs.extend([401, 403, 429]);
+    }
+    if !op.body.is_empty() {
+        errs.extend([400, 408, 413]);
+    }
+    // The survivor's case endpoints are rate-limited per client.
+    if op.path.starts_with("/v1/cases") {
+        errs.push(429);
+    }
+    if op.path.contains('{') || !parameters(op).is_empty() {
+        errs.push(400);
+    }
+    errs.extend([500, 503]);
+    errs.sort_unstable();
+    errs.dedup();
+    errs
+}
+
 fn schemas() -> Value {
-    let hash =
-        json!({ "type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "PDQ hash, 64 hex digits" });
-    let signature = json!({ "type": "string", "format": "byte", "maxLength": 2516, "description": "derivative signature (consentry-derive), base64 as `consentry derive` prints it" });
-    let signal = json!({ "type": "string", "enum": ["pdq", "derive"], "description": "signal of `hash` (default pdq)" });
+    let hash = json!({ "type": "string", "pattern": HASH_PATTERN, "description": "PDQ hash, 64 hex digits (degenerate hashes, with fewer than 32 or more than 224 one bits, are refused where hashes are stored: `hash_rejected`)" });
+    let signature = json!({ "type": "string", "format": "byte", "minLength": 48, "maxLength": 2516, "description": "derivative signature (consentry-derive), base64 as `consentry derive` prints it" });
+    let hex_entry = |extra: Value| {
+        let mut props = json!({
+            "hash": hash,
+            "signal": { "type": "string", "enum": ["pdq", null], "nullable": true, "description": "pdq (the default)" },
+            "quality": { "type": "integer", "minimum": 0, "maximum": 100, "nullable": true }
+        });
+        let derive = json!({
+            "hash": signature,
+            "signal": { "type": "string", "enum": ["derive"] },
+            "quality": { "type": "integer", "minimum": 0, "maximum": 100, "nullable": true }
+        });
+        let mut derive = derive;
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            props[k] = v.clone();
+            derive[k] = v.clone();
+        }
+        json!({ "oneOf": [
+            { "type": "object", "additionalProperties": false, "required": ["hash"], "properties": props, "description": "a PDQ hash" },
+            { "type": "object", "additionalProperties": false, "required": ["hash", "signal"], "properties": derive, "description": "a derivative signature" }
+        ] })
+    };
+    let millis = json!({ "type": "integer", "format": "int64", "description": "ms since the Unix epoch" });
+    let int = json!({ "type": "integer" });
+    let nullable_int = json!({ "type": "integer", "nullable": true });
+    let purpose = json!({ "type": "string", "enum": ["survivor-protected", "known-abuse", "other"] });
+    let dihedral = json!({ "type": "object", "additionalProperties": hash, "description": "the 8 dihedral hashes by name" });
     json!({
         "Error": {
             "type": "object",
@@ -201,39 +386,121 @@ fn schemas() -> Value {
                 "message": { "type": "string" }
             } } }
         },
-        "PatchCase": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string", "enum": ["active", "withdrawn"] } } },
-        "LookupBatch": { "type": "object", "required": ["hashes"], "properties": {
+        "PatchCase": { "type": "object", "additionalProperties": false, "required": ["status"], "properties": { "status": { "type": "string", "enum": ["active", "withdrawn"] } } },
+        "LookupBatch": { "type": "object", "additionalProperties": false, "required": ["hashes"], "properties": {
             "hashes": { "type": "array", "maxItems": 10000, "items": { "oneOf": [hash, { "type": "array", "minItems": 1, "maxItems": 8, "items": hash }] } },
-            "radius": { "type": "integer", "minimum": 0, "maximum": 64 }
+            "radius": { "type": "integer", "minimum": 0, "maximum": 64, "nullable": true }
         } },
-        "Compare": { "type": "object", "required": ["a", "b"], "properties": { "a": hash, "b": hash } },
-        "Features": { "type": "object", "required": ["features"], "properties": { "features": { "type": "string", "description": "base64 of consentry_derive::QueryFeatures::to_bytes" } } },
-        "CreateBank": { "type": "object", "required": ["name"], "properties": {
-            "name": { "type": "string", "minLength": 1, "maxLength": 100 },
-            "description": { "type": "string", "maxLength": 2000 },
-            "enabled": { "type": "boolean" },
-            "purpose": { "type": "string", "enum": ["survivor-protected", "known-abuse", "other"] }
+        "Compare": { "type": "object", "additionalProperties": false, "required": ["a", "b"], "properties": { "a": hash, "b": hash } },
+        "HmaCompare": { "type": "object", "additionalProperties": false, "properties": {
+            "pdq": { "type": "array", "minItems": 2, "maxItems": 2, "items": hash }
         } },
-        "PatchBank": { "type": "object", "properties": {
-            "name": { "type": "string" }, "description": { "type": "string" },
-            "enabled": { "type": "boolean" },
-            "purpose": { "type": "string", "enum": ["survivor-protected", "known-abuse", "other"] }
+        "Features": { "type": "object", "additionalProperties": false, "required": ["features"], "properties": { "features": { "type": "string", "format": "byte", "description": "base64 of consentry_derive::QueryFeatures::to_bytes" } } },
+        "CreateBank": { "type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+            "name": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": TEXT_PATTERN },
+            "description": { "type": "string", "maxLength": 2000, "pattern": TEXT_PATTERN },
+            "enabled": { "type": "boolean", "nullable": true },
+            "purpose": { "type": "string", "enum": ["survivor-protected", "known-abuse", "other", null], "nullable": true }
         } },
-        "Entry": { "type": "object", "required": ["hash"], "properties": {
-            "hash": { "oneOf": [hash, signature] }, "quality": { "type": "integer", "minimum": 0, "maximum": 100 },
-            "signal": signal,
-            "metadata": { "type": "object" }
+        "PatchBank": { "type": "object", "additionalProperties": false, "properties": {
+            "name": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": TEXT_PATTERN, "nullable": true },
+            "description": { "type": "string", "maxLength": 2000, "pattern": TEXT_PATTERN, "nullable": true },
+            "enabled": { "type": "boolean", "nullable": true },
+            "purpose": { "type": "string", "enum": ["survivor-protected", "known-abuse", "other", null], "nullable": true }
         } },
+        "Entry": hex_entry(json!({ "metadata": { "type": "object", "nullable": true } })),
         "Entries": { "oneOf": [ schema_ref("Entry"), { "type": "array", "maxItems": 10000, "items": schema_ref("Entry") } ] },
-        "CreateCase": { "type": "object", "required": ["hashes"], "properties": {
-            "hashes": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "oneOf": [ hash, {
-                "type": "object", "required": ["hash"], "properties": {
-                    "hash": { "oneOf": [hash, signature] }, "quality": { "type": "integer" }, "signal": signal
-                }
-            } ] } }
+        "CreateCase": { "type": "object", "additionalProperties": false, "required": ["hashes"], "properties": {
+            "hashes": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "oneOf": [ hash, hex_entry(json!({})) ] } }
         } },
-        "Pin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string" } } },
-        "ImportBody": { "type": "string", "description": "text/csv, application/x-ndjson or text/plain lines" }
+        "Pin": { "type": "object", "additionalProperties": false, "required": ["pin"], "properties": { "pin": { "type": "string" } } },
+        "ImportBody": { "type": "string", "description": "text/csv, application/x-ndjson or text/plain lines" },
+        "Match": { "type": "object", "required": ["signal", "bank", "entry_id", "quality", "source", "metadata"], "properties": {
+            "signal": { "type": "string", "enum": ["pdq", "derive"] },
+            "bank": { "type": "string" },
+            "entry_id": { "type": "integer", "format": "int64" },
+            "distance": { "type": "integer", "nullable": true, "description": "Hamming distance of the PDQ hashes (derive: null when the global hash did not match)" },
+            "hash": { "type": "string", "description": "pdq: the matched entry's hash" },
+            "band_distance": { "type": "integer", "nullable": true },
+            "inliers": int,
+            "score": int,
+            "mirrored": { "type": "boolean" },
+            "quality": nullable_int,
+            "source": { "type": "string", "enum": ["case", "moderator", "import"] },
+            "metadata": {}
+        } },
+        "LookupReply": { "type": "object", "required": ["query", "matches", "truncated"], "properties": {
+            "query": { "type": "object", "required": ["hash"], "properties": {
+                "hash": hash,
+                "hashes": { "type": "array", "items": hash },
+                "radius": int,
+                "dihedral": { "type": "boolean" },
+                "quality": int,
+                "width": int,
+                "height": int,
+                "format": { "type": "string" },
+                "derive": { "type": "boolean" },
+                "dihedral_hashes": dihedral,
+                "keypoints": int
+            } },
+            "matches": { "type": "array", "items": schema_ref("Match") },
+            "truncated": { "type": "boolean", "description": "more matches than the server returns per hash" },
+            "derive_entries": int
+        } },
+        "BatchReply": { "type": "object", "required": ["radius", "results"], "properties": {
+            "radius": int,
+            "results": { "type": "array", "items": { "type": "object", "required": ["hash", "matches", "truncated"], "properties": {
+                "hash": hash,
+                "hashes": { "type": "array", "items": hash },
+                "matches": { "type": "array", "items": schema_ref("Match") },
+                "truncated": { "type": "boolean" }
+            } } }
+        } },
+        "HashReply": { "type": "object", "required": ["pdq", "quality", "width", "height", "format"], "properties": {
+            "pdq": hash,
+            "quality": int,
+            "width": int,
+            "height": int,
+            "format": { "type": "string" },
+            "dihedral": dihedral,
+            "derive": { "type": "object", "required": ["signature", "keypoints"], "properties": {
+                "signature": signature, "keypoints": int, "band_quality": nullable_int
+            } }
+        } },
+        "CompareReply": { "type": "object", "required": ["a", "b", "distance", "match", "threshold"], "properties": {
+            "a": hash, "b": hash, "distance": int, "match": { "type": "boolean" }, "threshold": int
+        } },
+        "Bank": { "type": "object", "required": ["id", "name", "description", "enabled", "purpose", "created_at", "updated_at"], "properties": {
+            "id": { "type": "integer", "format": "int64" },
+            "name": { "type": "string" },
+            "description": { "type": "string" },
+            "enabled": { "type": "boolean" },
+            "purpose": purpose,
+            "created_at": millis,
+            "updated_at": millis
+        } },
+        "BankList": { "type": "object", "required": ["banks"], "properties": { "banks": { "type": "array", "items": schema_ref("Bank") } } },
+        "EntryOut": { "type": "object", "required": ["id", "bank", "signal", "hash", "source", "added_at", "active"], "properties": {
+            "id": { "type": "integer", "format": "int64" },
+            "bank": { "type": "string" },
+            "signal": { "type": "string", "enum": ["pdq", "derive"] },
+            "hash": { "type": "string" },
+            "quality": nullable_int,
+            "source": { "type": "string", "enum": ["case", "moderator", "import"] },
+            "metadata": {},
+            "added_at": millis,
+            "disabled_at": { "type": "integer", "format": "int64", "nullable": true },
+            "active": { "type": "boolean" }
+        } },
+        "EntriesAdded": { "type": "object", "required": ["bank", "added", "rejected"], "properties": {
+            "bank": { "type": "string" },
+            "added": { "type": "array", "items": { "type": "object", "required": ["index", "id"], "properties": { "index": int, "id": { "type": "integer", "format": "int64" } } } },
+            "rejected": { "type": "array", "items": { "type": "object", "required": ["index", "reason"], "properties": { "index": int, "reason": { "type": "string" } } } }
+        } },
+        "CaseCreated": { "type": "object", "required": ["case_number", "pin"], "properties": {
+            "case_number": { "type": "string" },
+            "pin": { "type": "string", "description": "shown only in this reply; stored as an Argon2id hash" }
+        } }
     })
 }
 
@@ -248,28 +515,22 @@ pub fn openapi_document() -> Value {
         if !params.is_empty() {
             o.insert("parameters".into(), Value::Array(params));
         }
-        if let Some(b) = request_body(op.body) {
+        if let Some(b) = request_body(op) {
             o.insert("requestBody".into(), b);
         }
         let mut responses = Map::new();
-        let ok_content = if op.path == "/metrics" {
-            json!({ "text/plain": { "schema": { "type": "string" } } })
-        } else {
-            json!({ "application/json": { "schema": { "type": "object" } } })
-        };
         let mut ok = json!({ "description": status_text(op.ok) });
         if op.ok != 204 {
-            ok["content"] = ok_content;
+            ok["content"] = reply_content(op, op.ok);
         }
         responses.insert(op.ok.to_string(), ok);
-        let mut errs: Vec<u16> = op.errors.to_vec();
-        if !op.scope.is_empty() {
-            errs.extend([401, 403]);
+        if let Some(extra) = extra_success(op) {
+            responses.insert(
+                extra.to_string(),
+                json!({ "description": status_text(extra), "content": reply_content(op, extra) }),
+            );
         }
-        errs.extend([500]);
-        errs.sort_unstable();
-        errs.dedup();
-        for e in errs {
+        for e in error_statuses(op) {
             responses.insert(
                 e.to_string(),
                 json!({ "description": status_text(e), "content": { "application/json": { "schema": schema_ref("Error") } } }),

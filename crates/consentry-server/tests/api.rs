@@ -20,6 +20,48 @@ async fn sqlite_app() -> (TestDb, TestApp) {
     (db, app)
 }
 
+/// Every reply in these tests goes through `check_documented`; this shows that it finds what it
+/// is there to find.
+#[test]
+fn replies_are_checked_against_the_openapi_document() {
+    // Literal segments win over templates; undocumented routes are not checked.
+    let op = |m: Method, p: &str| documented_operation(&m, p).map(|(t, _)| t);
+    assert_eq!(op(Method::POST, "/v1/lookup/image").as_deref(), Some("/v1/lookup/image"));
+    assert_eq!(op(Method::POST, "/v1/entries/12/disable").as_deref(), Some("/v1/entries/{id}/disable"));
+    assert_eq!(op(Method::GET, "/v1/cases/7K3Q-M2XD-PW9A").as_deref(), Some("/v1/cases/{number}"));
+    assert_eq!(op(Method::PUT, "/v1/entries/12"), None);
+    assert_eq!(op(Method::GET, "/protect/"), None);
+
+    let not_found = json!({"error": {"code": "not_found", "message": "no such entry"}});
+    let check = |m: Method, path: &'static str, status: StatusCode, ct: Option<&'static str>, body: Value| {
+        std::panic::catch_unwind(move || check_documented(&m, path, status, ct, true, &body)).is_ok()
+    };
+    let json_ct = Some("application/json");
+    // Documented: passes.
+    assert!(check(Method::GET, "/v1/entries/12", StatusCode::NOT_FOUND, json_ct, not_found.clone()));
+    assert!(check(
+        Method::GET,
+        "/v1/banks/b/export",
+        StatusCode::OK,
+        Some("text/csv; charset=utf-8"),
+        Value::Null
+    ));
+    assert!(check(Method::GET, "/v1/entries/12", StatusCode::OK, json_ct, json!({"id": 12})));
+    // A status the operation does not list, a media type not listed for it, an error without a
+    // documented code: each fails.
+    assert!(!check(Method::GET, "/v1/entries/12", StatusCode::CONFLICT, json_ct, not_found.clone()));
+    assert!(!check(Method::GET, "/v1/banks/b/export", StatusCode::OK, Some("text/html"), Value::Null));
+    assert!(!check(Method::GET, "/v1/entries/12", StatusCode::OK, None, json!({"id": 12})));
+    assert!(!check(
+        Method::GET,
+        "/v1/entries/12",
+        StatusCode::NOT_FOUND,
+        json_ct,
+        json!({"error": {"code": "gone", "message": "?"}})
+    ));
+    assert!(!check(Method::GET, "/v1/entries/12", StatusCode::NOT_FOUND, json_ct, json!("not found")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_metrics_and_openapi() {
     let (_db, app) = sqlite_app().await;
@@ -48,6 +90,24 @@ async fn health_ready_metrics_and_openapi() {
     }
     let routes = registered_routes();
     assert_eq!(documented, routes);
+    // Every schema reference resolves.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                out.extend(m.get("$ref").and_then(Value::as_str));
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 40, "{}", all.len());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "{r} does not resolve");
+    }
     assert!(routes.len() >= 20, "{routes:?}");
     // ... and every one of them is really routed (no JSON 404 `no such endpoint`/405 from the router).
     for (method, path) in &routes {
@@ -265,6 +325,11 @@ async fn entries_and_lookups() {
     let (s, v) = app.call(Method::GET, "/v1/banks/known/entries", Some(&app.lookup), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    for bad in ["?limit=0", "?limit=1001", "?after=x"] {
+        let (s, v) =
+            app.call(Method::GET, &format!("/v1/banks/known/entries{bad}"), Some(&app.lookup), None).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST), "{bad}: {v}");
+    }
 
     // Adding: malformed hex, degenerate hash, unknown bank.
     let url = "/v1/banks/known/entries";
@@ -685,8 +750,10 @@ async fn staff_review_cases() {
     let (_, rest) =
         app.call(Method::GET, &format!("/v1/cases?limit=1&after={after}"), Some(&app.curate), None).await;
     assert_eq!(rest["cases"][0]["case_number"], second.as_str());
-    let (s, v) = list("?status=open").await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    for bad in ["?status=open", "?limit=0", "?limit=1001", "?limit=-1"] {
+        let (s, v) = list(bad).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST), "{bad}: {v}");
+    }
     for key in [None, Some(&app.lookup)] {
         let (s, _) = app.call(Method::GET, "/v1/cases", key.map(String::as_str), None).await;
         assert!(s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN, "{s}");

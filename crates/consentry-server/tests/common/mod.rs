@@ -107,9 +107,14 @@ impl TestApp {
         TestApp { state, router, admin, lookup, curate }
     }
 
+    /// Sends `req` through the router; every reply is also checked against `/openapi.json`
+    /// ([`check_documented`]).
     pub async fn request(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let resp = self.router.clone().oneshot(req).await.expect("router");
         let status = resp.status();
+        let content_type =
+            resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         let v = if bytes.is_empty() {
             Value::Null
@@ -117,6 +122,7 @@ impl TestApp {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
+        check_documented(&method, &path, status, content_type.as_deref(), !bytes.is_empty(), &v);
         (status, v)
     }
 
@@ -270,4 +276,65 @@ pub fn multipart(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     body.extend_from_slice(bytes);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The operation of `/openapi.json` that serves `method` on `path` (a template segment such as
+/// `{id}` matches any one segment; literal segments win), if the document has one.
+pub fn documented_operation(method: &Method, path: &str) -> Option<(String, Value)> {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(consentry_server::openapi_document);
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut best: Option<(usize, String, Value)> = None;
+    for (template, item) in doc["paths"].as_object()? {
+        let Some(op) = item.get(method.as_str().to_ascii_lowercase()) else { continue };
+        let t: Vec<&str> = template.split('/').collect();
+        if t.len() != segs.len() {
+            continue;
+        }
+        let mut holes = 0;
+        let fits = t.iter().zip(&segs).all(|(a, b)| {
+            let hole = a.starts_with('{');
+            holes += usize::from(hole);
+            (hole && !b.is_empty()) || a == b
+        });
+        if fits && best.as_ref().map_or(true, |(h, _, _)| holes < *h) {
+            best = Some((holes, template.clone(), op.clone()));
+        }
+    }
+    best.map(|(_, t, op)| (t, op))
+}
+
+/// Fails the test when a documented operation answers a status the document does not list for
+/// it, a body of a media type not listed for that status, or an error without a documented
+/// error code. Requests to undocumented routes (the protect page, unknown paths, other
+/// methods) are not checked.
+pub fn check_documented(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    content_type: Option<&str>,
+    has_body: bool,
+    body: &Value,
+) {
+    let Some((template, op)) = documented_operation(method, path) else { return };
+    let what = format!("{method} {path} ({template}) answered {status}");
+    let Some(reply) = op["responses"].get(status.as_str()) else {
+        panic!("{what}, which /openapi.json does not list: {body}");
+    };
+    if has_body {
+        let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let listed =
+            reply["content"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        assert!(
+            media.as_ref().is_some_and(|m| listed.contains(m)),
+            "{what} with content type {content_type:?}, not among {listed:?}"
+        );
+    }
+    if status.is_client_error() || status.is_server_error() {
+        let code = body["error"]["code"].as_str();
+        assert!(
+            code.is_some_and(|c| consentry_server::codes::ALL.contains(&c)),
+            "{what} without a documented error code: {body}"
+        );
+    }
 }
