@@ -37,6 +37,7 @@ use serde_json::json;
 /// | `internal` | 500 | our fault; details are in the server log only |
 /// | `not_ready` | 503 | the store is unreachable or the index not loaded yet |
 /// | `timeout` | 503 | the request took longer than the configured request timeout |
+/// | `store_unavailable` | 503 | the database could not be reached or dropped the connection; retry (`Retry-After`) |
 pub mod codes {
     #![allow(missing_docs)]
     pub const INVALID_JSON: &str = "invalid_json";
@@ -64,6 +65,7 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     pub const NOT_READY: &str = "not_ready";
     pub const TIMEOUT: &str = "timeout";
+    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
 
     /// Every code, for documentation and tests.
     pub const ALL: &[&str] = &[
@@ -92,6 +94,7 @@ pub mod codes {
         INTERNAL,
         NOT_READY,
         TIMEOUT,
+        STORE_UNAVAILABLE,
     ];
 }
 
@@ -167,6 +170,18 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if e.is_unavailable() {
+            // Not our fault and not the client's: the database is down or unreachable (a restart,
+            // a failover, the network). Lookups that need no database keep answering meanwhile.
+            tracing::warn!(error = %e, "store unreachable");
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::STORE_UNAVAILABLE,
+                "the database is unreachable; retry shortly",
+            );
+            err.retry_after_secs = Some(1);
+            return err;
+        }
         if !e.is_user_error() {
             return ApiError::internal(e);
         }

@@ -85,7 +85,7 @@ fn status_text(s: u16) -> &'static str {
         408 => "The client stalled while sending the body (request_timeout)",
         429 => "Too many requests (rate_limited, Retry-After) or case locked after too many wrong PINs (case_locked)",
         500 => "Internal error (internal)",
-        503 => "Not ready or timed out (not_ready, timeout)",
+        503 => "Not ready, timed out, or the database unreachable (not_ready, timeout, store_unavailable; Retry-After)",
         _ => "",
     }
 }
@@ -354,7 +354,7 @@ fn schemas() -> Value {
     let hex_entry = |extra: Value| {
         let mut props = json!({
             "hash": hash,
-            "signal": { "type": "string", "enum": ["pdq", null], "nullable": true, "description": "pdq (the default)" },
+            "signal": { "type": "string", "enum": ["pdq", "", null], "nullable": true, "description": "pdq (the default; empty or null say the same)" },
             "quality": { "type": "integer", "minimum": 0, "maximum": 100, "nullable": true }
         });
         let derive = json!({

@@ -423,6 +423,82 @@ async fn two_servers_on_one_postgres_database_see_each_others_writes_within_a_se
         .is_some());
 }
 
+/// The database goes away (a restart, a failover, the network) and comes back: lookups that need
+/// no database go on answering from the index; what needs it answers 503 `store_unavailable`
+/// with `Retry-After` within the pool's acquire timeout (not a 500, not a hang), `/ready` says
+/// not ready; once the database is back, writes work again and reach the index, with nothing
+/// lost that was acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_and_coming_back() {
+    let proxy = PgProxy::start().await;
+    let db = TestDb::postgres().await;
+    let consentry_store::StoreLocation::Postgres { schema, .. } = &db.location else { unreachable!() };
+    let location =
+        consentry_store::StoreLocation::Postgres { url: proxy.url.clone(), schema: schema.clone() };
+    let opts = consentry_store::StoreOptions {
+        pg_acquire_timeout: Duration::from_millis(1500),
+        ..test_store_options()
+    };
+    let store = consentry_store::Store::open(location, opts).await.expect("store through the proxy");
+    let app = TestApp::with_store(store, test_config()).await;
+    app.create_bank("known").await;
+    let kept = random_pdq();
+    app.add_entry("known", &kept, json!({"note": "before"})).await;
+    assert!(within(Duration::from_secs(2), || async { app.matches(&kept).await.len() == 1 }).await.is_some());
+
+    proxy.cut();
+    // The details cache serves a match for at most a second; after that a match needs the store.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let miss = random_pdq();
+    let (s, v) =
+        app.call(Method::GET, &format!("/v1/lookup?hash={}", miss.to_hex()), Some(&app.lookup), None).await;
+    assert_eq!((s, v["matches"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
+    let started = std::time::Instant::now();
+    let (s, v) =
+        app.call(Method::GET, &format!("/v1/lookup?hash={}", kept.to_hex()), Some(&app.lookup), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::SERVICE_UNAVAILABLE, codes::STORE_UNAVAILABLE), "{v}");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered in {:?}", started.elapsed());
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/banks/known/entries",
+            Some(&app.curate),
+            Some(json!({"hash": miss.to_hex()})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::SERVICE_UNAVAILABLE, codes::STORE_UNAVAILABLE), "{v}");
+    let (s, _) = app.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    // The reply tells a client when to try again.
+    let req = axum::http::Request::builder()
+        .uri(format!("/v1/lookup?hash={}", kept.to_hex()))
+        .header("authorization", format!("Bearer {}", app.lookup))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+
+    proxy.restore();
+    let back = within(Duration::from_secs(10), || async {
+        app.call(Method::GET, "/ready", None, None).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(back.is_some(), "ready again once the database is back");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/banks/known/entries",
+            Some(&app.curate),
+            Some(json!({"hash": miss.to_hex()})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(within(Duration::from_secs(2), || async { app.matches(&miss).await.len() == 1 }).await.is_some());
+    let found = app.matches(&kept).await;
+    assert_eq!(found.len(), 1, "the entry acknowledged before the outage is still there: {found:?}");
+}
+
 /// The index sync's reload: when the change feed is pruned past the position the server has
 /// applied, the next poll fails with `FeedTruncated` and the task reconciles the index with a
 /// fresh read of the active set (added entries in, disabled ones out, the rest untouched).

@@ -63,6 +63,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database could not be reached or dropped the connection, so that the same
+    /// call may succeed when retried: no connection within the pool's acquire timeout, I/O and TLS
+    /// failures, a closed pool, and PostgreSQL's connection exceptions (SQLSTATE class 08) and
+    /// shutdown codes (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else { return false };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => {
+                d.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
+            }
+            _ => false,
+        }
+    }
+
     /// True for errors caused by the request (4xx), false for internal failures (5xx).
     pub fn is_user_error(&self) -> bool {
         !matches!(

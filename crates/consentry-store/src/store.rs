@@ -75,6 +75,10 @@ pub struct StoreOptions {
     pub pg_max_connections: u32,
     /// SQLite pool size (default 4; one writer at a time, readers in parallel thanks to WAL).
     pub sqlite_max_connections: u32,
+    /// How long a PostgreSQL call waits for a connection (default 5 s): when the database is
+    /// down, calls fail with an error for which [`StoreError::is_unavailable`] holds after this
+    /// long, rather than holding their callers for the request timeout.
+    pub pg_acquire_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +92,7 @@ impl Default for StoreOptions {
             max_case_hashes: 1000,
             pg_max_connections: 10,
             sqlite_max_connections: 4,
+            pg_acquire_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -963,7 +968,7 @@ async fn open_postgres(url: &str, schema: Option<&str>, options: &StoreOptions) 
     }
     let pool = PgPoolOptions::new()
         .max_connections(options.pg_max_connections.max(2))
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(options.pg_acquire_timeout)
         .connect_with(opts)
         .await
         .map_err(|e| pg_connect_err(url, e))?;

@@ -98,7 +98,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn on(db: &TestDb, config: ServerConfig) -> TestApp {
-        let store = db.store().await;
+        TestApp::with_store(db.store().await, config).await
+    }
+
+    /// A server on a store opened by the caller (e.g. with other [`StoreOptions`]).
+    pub async fn with_store(store: Store, config: ServerConfig) -> TestApp {
         let admin = store.create_api_key(&Actor::system(), "admin", &[Scope::Admin]).await.unwrap().secret;
         let lookup = store.create_api_key(&Actor::system(), "lookup", &[Scope::Lookup]).await.unwrap().secret;
         let curate = store.create_api_key(&Actor::system(), "curate", &[Scope::Curate]).await.unwrap().secret;
@@ -336,5 +340,56 @@ pub fn check_documented(
             code.is_some_and(|c| consentry_server::codes::ALL.contains(&c)),
             "{what} without a documented error code: {body}"
         );
+    }
+}
+
+/// A TCP forwarder to the test PostgreSQL server that a test can cut, as a database restart, a
+/// failover or the network would: [`PgProxy::cut`] closes every forwarded connection and refuses
+/// new ones until [`PgProxy::restore`].
+pub struct PgProxy {
+    /// `pg_url()` with its host and port replaced by the forwarder's.
+    pub url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl PgProxy {
+    pub async fn start() -> PgProxy {
+        use std::sync::atomic::Ordering;
+        let url = pg_url();
+        let (scheme_user, rest) = url.split_once('@').expect("PostgreSQL URL with user@host");
+        let (target, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let target = target.to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (u, c) = (up.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !u.load(Ordering::Acquire) {
+                    continue; // dropped: the connection is refused
+                }
+                let mut cut = c.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        PgProxy { url: format!("{scheme_user}@127.0.0.1:{port}/{path}"), up, cuts }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::Release);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::Release);
     }
 }
