@@ -46,6 +46,8 @@ pub(crate) struct Ctx {
     admins: Mutex<HashMap<(i64, i64), (Instant, bool)>>,
     /// When each user opened cases with `/protect` (last hour), for the per-user limit.
     protects: Mutex<HashMap<i64, Vec<Instant>>>,
+    /// Becomes true when the bot is asked to stop (ends the wait for an unreachable matcher).
+    stop: watch::Receiver<bool>,
 }
 
 /// Calls getMe and builds the shared context and the outbox; `None` when stopped first.
@@ -72,6 +74,7 @@ pub(crate) async fn start_ctx(
         features: Mutex::new(HashMap::new()),
         admins: Mutex::new(HashMap::new()),
         protects: Mutex::new(HashMap::new()),
+        stop: stop.clone(),
         cfg,
     });
     Ok(Some((ctx, outbox)))
@@ -370,14 +373,33 @@ impl Ctx {
         features: Option<&QueryFeatures>,
     ) -> Result<Option<Hit>, MatchError> {
         let r = self.cfg.radius;
-        let mut attempt = 0;
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(200);
+        let mut failures = 0u32;
         let mut best = loop {
             match self.matcher.lookup(hashes, r).await {
-                Ok(h) => break h,
-                Err(e) if attempt < 2 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, "lookup failed: retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                Ok(h) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            failures,
+                            waited_ms = started.elapsed().as_millis() as u64,
+                            "lookup answered again"
+                        );
+                    }
+                    break h;
+                }
+                // The store or the server is unreachable: wait for it, within the patience.
+                Err(MatchError::Other(e)) if started.elapsed() + wait <= self.cfg.lookup_patience => {
+                    if failures == 0 {
+                        tracing::warn!(error = %e, "lookup failed: retrying until it answers");
+                    }
+                    failures += 1;
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => return Err(MatchError::Other(e)),
+                    }
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),
             }

@@ -71,6 +71,10 @@ pub struct BotConfig {
     pub protect_per_hour: u32,
     /// Whether `/status` tells a survivor how often her hashes matched (counts only).
     pub show_case_matches: bool,
+    /// How long a lookup is retried while the store or the server cannot be reached (a restart,
+    /// a failover), with back-off from 200 ms to 5 s, before the image is left unchecked: an
+    /// image posted during a short outage is checked late rather than never.
+    pub lookup_patience: Duration,
 }
 
 impl Default for BotConfig {
@@ -92,6 +96,7 @@ impl Default for BotConfig {
             poll_backoff: Duration::from_millis(500),
             protect_per_hour: 5,
             show_case_matches: true,
+            lookup_patience: Duration::from_secs(120),
         }
     }
 }

@@ -12,7 +12,7 @@ use consentry_media::HashOptions;
 use consentry_pdq::{Hash256, Hasher};
 use consentry_server::{AppState, ServerConfig};
 use consentry_store::{
-    Actor, BankPurpose, EntrySourceKind, NewBank, NewEntry, SignalValue, Store, StoreOptions,
+    Actor, BankPurpose, EntrySourceKind, NewBank, NewEntry, Scope, SignalValue, Store, StoreOptions,
 };
 use consentry_telegram::fake::{self, FakeTelegram, FileSpec, Scripted};
 use consentry_telegram::{Action, ApiOptions, BotApi, BotConfig, Matcher, RateLimits, StateFile};
@@ -830,6 +830,30 @@ async fn remote_mode_matches_through_consentry_serve() {
     env.drain().await;
     env.stop().await;
     assert_eq!(deleted_ids(f, GROUP), vec![1]);
+}
+
+/// A photo posted while the server cannot be reached (a restart, a failover) is checked once it
+/// is back, not waved through: the lookup is retried with back-off within `lookup_patience`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_posted_while_the_server_is_down_is_checked_once_it_is_back() {
+    let mut env = env_or_skip!();
+    // The server's address, with nothing listening on it yet: connections are refused.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let key = env.app.store().create_api_key(&Actor::system(), "bot", &[Scope::Lookup]).await.unwrap();
+    env.matcher = Some(Matcher::Remote(
+        consentry_telegram::Remote::new(&format!("http://{addr}"), &key.secret).unwrap(),
+    ));
+    env.start();
+    let f = &env.fake.clone();
+    f.push_update(photo(1, 7, PROTECTED));
+    assert!(f.wait_for(Duration::from_secs(5), |c| c.iter().any(|c| c.method == "getFile")).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(deleted_ids(f, GROUP).is_empty(), "nothing to match against yet");
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(consentry_server::serve(listener, env.app.clone(), std::future::pending()));
+    env.drain().await;
+    env.stop().await;
+    assert_eq!(deleted_ids(f, GROUP), vec![1], "deleted once the server answered");
 }
 
 /// Starts the bot in webhook mode on a fresh loopback socket; returns the webhook URL.
