@@ -389,7 +389,7 @@ impl Ctx {
                     break h;
                 }
                 // The store or the server is unreachable: wait for it, within the patience.
-                Err(MatchError::Other(e)) if started.elapsed() + wait <= self.cfg.lookup_patience => {
+                Err(MatchError::Unavailable(e)) if started.elapsed() + wait <= self.cfg.lookup_patience => {
                     if failures == 0 {
                         tracing::warn!(error = %e, "lookup failed: retrying until it answers");
                     }
@@ -397,7 +397,7 @@ impl Ctx {
                     let mut stop = self.stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = stop.wait_for(|s| *s) => return Err(MatchError::Other(e)),
+                        _ = stop.wait_for(|s| *s) => return Err(MatchError::Unavailable(e)),
                     }
                     wait = (wait * 2).min(std::time::Duration::from_secs(5));
                 }

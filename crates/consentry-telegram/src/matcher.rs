@@ -67,7 +67,9 @@ pub enum MatchError {
     Locked,
     /// A hash refused (index in the request, reason).
     InvalidHash(usize, String),
-    /// Anything else (store down, server unreachable, ...).
+    /// The store or the server cannot be reached, or answered 5xx or 429: worth retrying.
+    Unavailable(String),
+    /// Anything else (a refused key, an unexpected answer, ...).
     Other(String),
 }
 
@@ -77,7 +79,7 @@ impl std::fmt::Display for MatchError {
             MatchError::BadCredentials => f.write_str("bad credentials"),
             MatchError::Locked => f.write_str("case locked"),
             MatchError::InvalidHash(i, r) => write!(f, "hash #{i}: {r}"),
-            MatchError::Other(e) => f.write_str(e),
+            MatchError::Unavailable(e) | MatchError::Other(e) => f.write_str(e),
         }
     }
 }
@@ -109,6 +111,7 @@ impl From<StoreError> for MatchError {
             StoreError::BadCredentials => MatchError::BadCredentials,
             StoreError::Locked { .. } => MatchError::Locked,
             StoreError::InvalidHash { index, reason } => MatchError::InvalidHash(index, reason.to_string()),
+            other if other.is_unavailable() => MatchError::Unavailable(other.to_string()),
             other => MatchError::Other(other.to_string()),
         }
     }
@@ -191,11 +194,23 @@ impl Remote {
         if auth {
             req = req.bearer_auth(&self.key);
         }
-        let resp = req.send().await.map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+        // No answer (refused, reset, timed out): the server is down or unreachable.
+        let resp = req.send().await.map_err(|e| MatchError::Unavailable(e.without_url().to_string()))?;
         let status = resp.status();
-        let v: Value = resp.json().await.map_err(|e| MatchError::Other(e.without_url().to_string()))?;
+        let transient = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        let v: Value = match resp.json().await {
+            Ok(v) => v,
+            Err(e) if transient => {
+                return Err(MatchError::Unavailable(format!("{path}: HTTP {status}: {}", e.without_url())))
+            }
+            Err(e) => return Err(MatchError::Other(e.without_url().to_string())),
+        };
         if status.is_success() {
             return Ok(v);
+        }
+        if transient {
+            let what = v["error"]["code"].as_str().unwrap_or("");
+            return Err(MatchError::Unavailable(format!("{path}: HTTP {status}: {what}")));
         }
         let code = v["error"]["code"].as_str().unwrap_or("");
         let msg = v["error"]["message"].as_str().unwrap_or("").to_owned();
