@@ -453,19 +453,16 @@ async fn the_database_going_away_and_coming_back() {
     let (s, v) =
         app.call(Method::GET, &format!("/v1/lookup?hash={}", miss.to_hex()), Some(&app.lookup), None).await;
     assert_eq!((s, v["matches"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
+    let add_miss = || {
+        let body = json!({"hash": miss.to_hex()});
+        app.call(Method::POST, "/v1/banks/known/entries", Some(&app.curate), Some(body))
+    };
     let started = std::time::Instant::now();
     let (s, v) =
         app.call(Method::GET, &format!("/v1/lookup?hash={}", kept.to_hex()), Some(&app.lookup), None).await;
     assert_eq!((s, code(&v)), (StatusCode::SERVICE_UNAVAILABLE, codes::STORE_UNAVAILABLE), "{v}");
     assert!(started.elapsed() < Duration::from_secs(10), "answered in {:?}", started.elapsed());
-    let (s, v) = app
-        .call(
-            Method::POST,
-            "/v1/banks/known/entries",
-            Some(&app.curate),
-            Some(json!({"hash": miss.to_hex()})),
-        )
-        .await;
+    let (s, v) = add_miss().await;
     assert_eq!((s, code(&v)), (StatusCode::SERVICE_UNAVAILABLE, codes::STORE_UNAVAILABLE), "{v}");
     let (s, _) = app.call(Method::GET, "/ready", None, None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
@@ -485,14 +482,7 @@ async fn the_database_going_away_and_coming_back() {
     })
     .await;
     assert!(back.is_some(), "ready again once the database is back");
-    let (s, v) = app
-        .call(
-            Method::POST,
-            "/v1/banks/known/entries",
-            Some(&app.curate),
-            Some(json!({"hash": miss.to_hex()})),
-        )
-        .await;
+    let (s, v) = add_miss().await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(within(Duration::from_secs(2), || async { app.matches(&miss).await.len() == 1 }).await.is_some());
     let found = app.matches(&kept).await;

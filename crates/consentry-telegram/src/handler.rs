@@ -376,6 +376,7 @@ impl Ctx {
         let started = std::time::Instant::now();
         let mut wait = std::time::Duration::from_millis(200);
         let mut failures = 0u32;
+        let mut quick = 0u32;
         let mut best = loop {
             match self.matcher.lookup(hashes, r).await {
                 Ok(h) => {
@@ -400,6 +401,12 @@ impl Ctx {
                         _ = stop.wait_for(|s| *s) => return Err(MatchError::Unavailable(e)),
                     }
                     wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                // Anything else: two quick retries, as before.
+                Err(e) if quick < 2 && !matches!(e, MatchError::Unavailable(_)) => {
+                    quick += 1;
+                    tracing::warn!(error = %e, "lookup failed: retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(quick))).await;
                 }
                 Err(e) => return Err(e),
             }

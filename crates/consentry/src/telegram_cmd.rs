@@ -24,9 +24,8 @@ use serde::Deserialize;
 #[derive(Debug, clap::Args)]
 pub struct TelegramArgs {
     /// TOML config file. Keys: token, api_url, data_dir, database_url, schema, server, api_key,
-    /// state, action, notice, hide_case_matches, derive_policy, lang, radius, webhook_listen,
-    /// webhook_url, webhook_secret. Flags
-    /// override it.
+    /// state, action, notice, hide_case_matches, derive_policy, lang, radius, lookup_patience,
+    /// webhook_listen, webhook_url, webhook_secret. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -91,6 +90,11 @@ pub struct TelegramArgs {
     #[arg(long, value_name = "N")]
     radius: Option<u32>,
 
+    /// How long to keep retrying a lookup while the store or the server cannot be reached
+    /// before a photo is left unchecked, in seconds (default 120).
+    #[arg(long, value_name = "SECONDS")]
+    lookup_patience: Option<u64>,
+
     /// Webhook mode instead of long polling: serve Telegram's POSTs on this address (e.g.
     /// `127.0.0.1:8443`, behind a reverse proxy terminating HTTPS). Needs `--webhook-url`.
     #[arg(long, value_name = "ADDR", requires = "webhook_url")]
@@ -124,6 +128,7 @@ struct FileConfig {
     derive_policy: Option<String>,
     lang: Option<String>,
     radius: Option<u32>,
+    lookup_patience: Option<u64>,
     webhook_listen: Option<String>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
@@ -187,6 +192,9 @@ pub fn run(args: TelegramArgs) -> Result<ExitCode> {
             bail!("--radius {r}: at most 64");
         }
         config.radius = r;
+    }
+    if let Some(secs) = args.lookup_patience.or(file.lookup_patience) {
+        config.lookup_patience = std::time::Duration::from_secs(secs);
     }
     let server = args.server.clone().or(file.server.clone());
     let database_url = args.database_url.clone().or(file.database_url.clone());
