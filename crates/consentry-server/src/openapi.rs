@@ -158,10 +158,17 @@ fn parameters(op: &Op) -> Vec<Value> {
     let q = |name: &str, ty: Value, desc: &str| json!({ "name": name, "in": "query", "required": false, "schema": ty, "description": desc });
     let radius =
         || q("radius", json!({"type": "integer", "minimum": 0, "maximum": 64}), "match radius (default 31)");
-    let hma_signal = |required: bool| {
+    let hma_signal = || {
         [
-            json!({ "name": "signal_type", "in": "query", "required": required, "schema": {"type": "string", "enum": ["pdq"]}, "description": "HMA's signal type: pdq" }),
-            json!({ "name": "signal", "in": "query", "required": required, "schema": {"type": "string", "pattern": HASH_PATTERN}, "description": "the PDQ hash" }),
+            json!({ "name": "signal_type", "in": "query", "required": true, "schema": {"type": "string", "enum": ["pdq"]}, "description": "HMA's signal type: pdq" }),
+            json!({ "name": "signal", "in": "query", "required": true, "schema": {"type": "string", "pattern": HASH_PATTERN}, "description": "the PDQ hash" }),
+        ]
+    };
+    // `after` and `limit` of a paged list (see `page_limit` in api.rs)
+    let page = |after: &str| {
+        [
+            q("after", json!({"type": "integer", "format": "int64"}), after),
+            q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "page size (default 100)"),
         ]
     };
     let banks =
@@ -208,26 +215,14 @@ fn parameters(op: &Op) -> Vec<Value> {
             ));
             ps.push(q("include_disabled", json!({"type": "boolean"}), "also export disabled entries"));
         }
-        ("GET", "/v1/banks/{name}/entries") => {
-            ps.push(q("after", json!({"type": "integer", "format": "int64"}), "entries with a larger id"));
-            ps.push(q(
-                "limit",
-                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
-                "page size (default 100)",
-            ));
-        }
+        ("GET", "/v1/banks/{name}/entries") => ps.extend(page("entries with a larger id")),
         ("GET", "/v1/cases") => {
             ps.push(q(
                 "status",
                 json!({"type": "string", "enum": ["received", "active", "withdrawn"]}),
                 "only cases with this status",
             ));
-            ps.push(q("after", json!({"type": "integer", "format": "int64"}), "cases with a larger id"));
-            ps.push(q(
-                "limit",
-                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
-                "page size (default 100)",
-            ));
+            ps.extend(page("cases with a larger id"));
         }
         ("GET", "/v1/stats/matches") => {
             let day = json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"});
@@ -257,7 +252,7 @@ fn parameters(op: &Op) -> Vec<Value> {
             ));
         }
         ("GET", "/m/raw_lookup") => {
-            ps.extend(hma_signal(true));
+            ps.extend(hma_signal());
             ps.push(q(
                 "include_distance",
                 json!({"type": "string"}),
@@ -266,7 +261,7 @@ fn parameters(op: &Op) -> Vec<Value> {
             ps.push(banks());
         }
         ("GET", "/m/lookup") => {
-            ps.extend(hma_signal(true));
+            ps.extend(hma_signal());
             ps.push(banks());
         }
         ("POST", "/m/lookup") => ps.push(banks()),
