@@ -344,7 +344,7 @@ fn error_statuses(op: &Op) -> Vec<u16> {
 }
 
 fn schemas() -> Value {
-    let hash = json!({ "type": "string", "pattern": HASH_PATTERN, "description": "PDQ hash, 64 hex digits (degenerate hashes, with fewer than 32 or more than 224 one bits, are refused where hashes are stored: `hash_rejected`)" });
+    let hash = json!({ "type": "string", "pattern": HASH_PATTERN, "description": "PDQ hash, 64 hex digits (where hashes are stored, a lopsided one, with fewer than 96 or more than 160 one bits by default, is refused: `hash_rejected`)" });
     let signature = json!({ "type": "string", "format": "byte", "minLength": 48, "maxLength": 2516, "description": "derivative signature (consentry-derive), base64 as `consentry derive` prints it" });
     let hex_entry = |extra: Value| {
         let mut props = json!({
