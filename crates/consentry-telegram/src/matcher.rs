@@ -194,8 +194,17 @@ impl Remote {
         if auth {
             req = req.bearer_auth(&self.key);
         }
-        // No answer (refused, reset, timed out): the server is down or unreachable.
-        let resp = req.send().await.map_err(|e| MatchError::Unavailable(e.without_url().to_string()))?;
+        // No answer (refused, reset, timed out): the server is down or unreachable. A request
+        // that could not even be built (a malformed URL) is a configuration error.
+        let resp = req.send().await.map_err(|e| {
+            let unreachable = !e.is_builder();
+            let text = e.without_url().to_string();
+            if unreachable {
+                MatchError::Unavailable(text)
+            } else {
+                MatchError::Other(text)
+            }
+        })?;
         let status = resp.status();
         let transient = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
         let v: Value = match resp.json().await {
@@ -208,11 +217,10 @@ impl Remote {
         if status.is_success() {
             return Ok(v);
         }
-        if transient {
-            let what = v["error"]["code"].as_str().unwrap_or("");
-            return Err(MatchError::Unavailable(format!("{path}: HTTP {status}: {what}")));
-        }
         let code = v["error"]["code"].as_str().unwrap_or("");
+        if transient {
+            return Err(MatchError::Unavailable(format!("{path}: HTTP {status}: {code}")));
+        }
         let msg = v["error"]["message"].as_str().unwrap_or("").to_owned();
         Err(match code {
             "bad_credentials" => MatchError::BadCredentials,
