@@ -345,7 +345,9 @@ fn a_batch_large_enough_to_join_agrees_with_brute_force_across_segments_deletion
         for (q, b) in queries.iter().zip(&batch).step_by(53) {
             assert_eq!(b, &brute(&entries, q, r), "radius {r}");
         }
-        assert!(r == 0 || found > nq / 7 / 2, "radius {r}: {found} matches");
+        // not vacuous: at radius 31 most near duplicates match, at 12 those within 12 flips
+        let least = if r == 31 { nq / 7 / 2 } else { nq / 7 / 10 };
+        assert!(r == 0 || found > least, "radius {r}: {found} matches");
     }
     // lists of hashes (an image's dihedral hashes), the same hash twice in some: as search_dihedral
     let lists: Vec<Vec<Hash256>> = (0..nq / 2)
