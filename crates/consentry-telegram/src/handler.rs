@@ -150,25 +150,30 @@ pub(crate) async fn run_loop(
             max_id = max_id.max(Some(id));
             let ctx = ctx.clone();
             tasks.spawn(async move {
-                handle_update(&ctx, raw).await;
-                ctx.state.with(|p| p.done.insert(id));
-                if let Err(e) = ctx.state.save().await {
-                    tracing::error!(update = id, error = %e, "cannot save the bot state");
+                let outcome = handle_update(&ctx, raw).await;
+                if outcome == Outcome::Done {
+                    ctx.state.with(|p| p.done.insert(id));
+                    if let Err(e) = ctx.state.save().await {
+                        tracing::error!(update = id, error = %e, "cannot save the bot state");
+                    }
                 }
                 drop(permit);
+                (id, outcome)
             });
         }
+        // the first update left for the next start (stopped while it waited for the matcher)
+        let mut deferred: Option<i64> = None;
         while let Some(r) = tasks.join_next().await {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "update handler panicked");
+            match r {
+                Ok((id, Outcome::Deferred)) => deferred = Some(deferred.map_or(id, |d| d.min(id))),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "update handler panicked"),
             }
-        }
-        if interrupted {
-            break 'poll;
         }
         if let Some(m) = max_id {
             state.with(|p| {
-                p.offset = p.offset.max(m + 1);
+                // confirmed up to the first deferred update; those handled after it are in `done`
+                p.offset = p.offset.max(deferred.unwrap_or(m + 1));
                 let o = p.offset;
                 p.done.retain(|d| *d >= o);
             });
@@ -176,32 +181,46 @@ pub(crate) async fn run_loop(
                 tracing::error!(error = %e, "cannot save the bot state");
             }
         }
+        if interrupted {
+            break 'poll;
+        }
     }
     finish(ctx, outbox, &state).await;
     Ok(())
 }
 
-pub(crate) async fn handle_update(ctx: &Ctx, raw: Value) {
+/// What became of an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Handled (or deliberately ignored): not to be handled again.
+    Done,
+    /// The bot was stopped while its image waited for an unreachable matcher: it was not
+    /// checked, and must be handled again after the restart (its update is not confirmed).
+    Deferred,
+}
+
+pub(crate) async fn handle_update(ctx: &Ctx, raw: Value) -> Outcome {
     let id = raw["update_id"].as_i64().unwrap_or_default();
     let Some((field, v)) = ["message", "edited_message", "channel_post", "edited_channel_post"]
         .iter()
         .find_map(|f| raw.get(*f).map(|v| (*f, v)))
     else {
         tracing::debug!(update = id, "update of another kind: ignored");
-        return;
+        return Outcome::Done;
     };
     let msg: Message = match Message::deserialize(v) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(update = id, field, error = %e, "malformed update: ignored");
-            return;
+            return Outcome::Done;
         }
     };
     match msg.chat.kind.as_str() {
         "private" => private_message(ctx, &msg).await,
-        "group" | "supergroup" | "channel" => group_message(ctx, &msg, id).await,
+        "group" | "supergroup" | "channel" => return group_message(ctx, &msg, id).await,
         other => tracing::debug!(update = id, kind = other, "chat of unknown kind: ignored"),
     }
+    Outcome::Done
 }
 
 use serde::Deserialize;
@@ -502,31 +521,47 @@ fn describe_sender(m: &Message) -> String {
 // ---------------------------------------------------------------------------------------------
 // Groups and channels
 
-async fn group_message(ctx: &Ctx, m: &Message, update: i64) {
+async fn group_message(ctx: &Ctx, m: &Message, update: i64) -> Outcome {
     if let Some(text) = &m.text {
         if let Some((cmd, args)) = parse_command(text, ctx.me.username.as_deref()) {
             group_command(ctx, m, &cmd, &args).await;
-            return;
+            return Outcome::Done;
         }
     }
-    let Some(media) = media_of(m) else { return };
+    let Some(media) = media_of(m) else { return Outcome::Done };
     let chat = m.chat.id;
-    ctx.state.chat(chat, |c| c.scanned += 1);
-    let Some(Hashed::Ok(hashes, quality)) = ctx.hash_media(&media).await else { return };
+    let Some(Hashed::Ok(hashes, quality)) = ctx.hash_media(&media).await else {
+        ctx.state.chat(chat, |c| c.scanned += 1);
+        return Outcome::Done;
+    };
     if quality < ctx.cfg.min_quality {
+        ctx.state.chat(chat, |c| c.scanned += 1);
         tracing::debug!(chat, message = m.message_id, quality, "quality too low to match");
-        return;
+        return Outcome::Done;
     }
     let features = ctx.features_of(&media);
-    let hit = match ctx.find(chat, &hashes, features.as_deref()).await {
+    let found = ctx.find(chat, &hashes, features.as_deref()).await;
+    if found.is_err() && *ctx.stop.borrow() {
+        // stopped while waiting for the matcher: checked after the restart, counted then
+        tracing::warn!(
+            chat,
+            message = m.message_id,
+            update,
+            "stopping before the lookup answered: left for the next start"
+        );
+        return Outcome::Deferred;
+    }
+    ctx.state.chat(chat, |c| c.scanned += 1);
+    let hit = match found {
         Ok(Some(h)) => h,
-        Ok(None) => return,
+        Ok(None) => return Outcome::Done,
         Err(e) => {
             tracing::error!(chat, message = m.message_id, hash = %hashes[0].to_hex(), error = %e, "lookup failed: image not checked");
-            return;
+            return Outcome::Done;
         }
     };
     act_on_match(ctx, m, &media, &hashes[0], &hit, update).await;
+    Outcome::Done
 }
 
 async fn act_on_match(ctx: &Ctx, m: &Message, media: &Media, hash: &Hash256, hit: &Hit, update: i64) {

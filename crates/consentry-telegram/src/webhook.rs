@@ -110,7 +110,10 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
     }
     let _release = Release(&hook.in_flight, id);
     let _permit = hook.permits.acquire().await.expect("semaphore never closed");
-    handler::handle_update(&hook.ctx, raw).await;
+    if handler::handle_update(&hook.ctx, raw).await == handler::Outcome::Deferred {
+        // stopped while the image waited for the matcher: Telegram delivers it again later
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     state.with(|p| {
         p.done.insert(id);
         if p.done.len() > 2 * DONE_KEEP {

@@ -856,6 +856,33 @@ async fn a_photo_posted_while_the_server_is_down_is_checked_once_it_is_back() {
     assert_eq!(deleted_ids(f, GROUP), vec![1], "deleted once the server answered");
 }
 
+/// A bot stopped while a photo waits for an unreachable server leaves that photo's update
+/// unconfirmed, so the next start checks it: it is not waved through by the shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_waiting_for_the_server_at_shutdown_is_checked_after_the_restart() {
+    let mut env = env_or_skip!();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let key = env.app.store().create_api_key(&Actor::system(), "bot", &[Scope::Lookup]).await.unwrap();
+    env.matcher = Some(Matcher::Remote(
+        consentry_telegram::Remote::new(&format!("http://{addr}"), &key.secret).unwrap(),
+    ));
+    env.start();
+    let f = &env.fake.clone();
+    let id = f.next_update_id();
+    f.push_update(photo(2, 7, PROTECTED));
+    assert!(f.wait_for(Duration::from_secs(5), |c| c.iter().any(|c| c.method == "getFile")).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.stop().await;
+    assert!(deleted_ids(f, GROUP).is_empty());
+    assert!(env.saved_offset() <= id, "the waiting photo's update is not confirmed");
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(consentry_server::serve(listener, env.app.clone(), std::future::pending()));
+    env.start();
+    env.drain().await;
+    env.stop().await;
+    assert_eq!(deleted_ids(f, GROUP), vec![2], "checked and deleted after the restart");
+}
+
 /// Starts the bot in webhook mode on a fresh loopback socket; returns the webhook URL.
 fn start_webhook(env: &mut Env, secret: &str) -> String {
     assert!(env.bot.is_none());
