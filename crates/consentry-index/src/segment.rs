@@ -963,12 +963,22 @@ pub(crate) struct JoinScratch {
     rest: Vec<u64>,
     /// Where each block's queries start in `sorted`.
     starts: Vec<u32>,
+    /// A sparse table's probes (the queries' keys XOR a flip mask), sorted by key.
+    probes: Vec<u64>,
 }
 
 /// A batch search takes a table's key space in blocks whose lists span about this many bytes
 /// (`Segment::search_join`): 64 KiB measured best at 10 M entries (1.05× 16 KiB, 1.14× 256 KiB,
 /// 1.3× one block), alike at 1 M.
 const JOIN_BLOCK_BYTES: usize = 64 * 1024;
+
+/// A table is probed by sorted probes instead of blocks when a batch makes fewer probes than one
+/// per this many buckets (100 M entries, 2,000 queries: ~1 per 15 buckets, sorted probes 1.2× the
+/// blocks; 10 M, 5,000 queries: ~1 per 2, blocks 1.7× sorted probes).
+const SPARSE_PROBES: usize = 4;
+
+/// Probes sorted at once in a sparse table (two buffers of 32 MiB).
+const JOIN_PROBES: usize = 1 << 22;
 
 /// A query of a batch search packed in a u64, sorted on its key: bits 0..16 the query's index
 /// in the block, 16..32 its sketch of the next table, 32.. its key on the table searched (at
@@ -1410,7 +1420,7 @@ impl Segment {
         assert!(qs.len() <= JoinQuery::MAX_QUERIES, "at most 2^16 queries at once");
         let m = plan.len();
         let rhos = plan.rhos(r);
-        let JoinScratch { qkeys, sorted, tmp, masks, cands, rest, starts } = sc;
+        let JoinScratch { qkeys, sorted, tmp, masks, cands, rest, starts, probes } = sc;
         qkeys.clear();
         qkeys.extend(qs.iter().map(|q| {
             let mut k = [0u32; MAX_CHUNKS];
@@ -1439,119 +1449,149 @@ impl Segment {
             sort_by_bits(sorted, tmp, JoinQuery::KEY_SHIFT, width);
             masks.clear();
             for_ball(0, width, rhos[t], &mut |f| masks.push(f));
-            // The key space in blocks of 2^cb buckets whose lists take ~64 KiB: the probes of
-            // one block are made together, so its lines are read into the cache once. For a
-            // flip mask `f`, the queries probing block `c` are those of block `c ^ (f >> cb)`,
-            // a run of `sorted`.
-            let per_bucket = (self.len() >> width).max(1);
-            let cb = (JOIN_BLOCK_BYTES / 2 / per_bucket).max(1).ilog2().clamp(1, width);
-            let nblocks = 1usize << (width - cb);
-            starts.clear();
-            starts.resize(nblocks + 1, 0);
-            for &pr in sorted.iter() {
-                starts[(JoinQuery::key(pr) >> cb) as usize + 1] += 1;
-            }
-            for b in 0..nblocks {
-                starts[b + 1] += starts[b];
-            }
             cands.clear();
-            for c in 0..nblocks {
-                // where the block's probes are at least as many as its lines, its sketches are
-                // prefetched line by line before them (each probe also prefetches its own bucket
-                // a few probes ahead: 1.07–1.1× at 1 M and 10 M with batches of 10,000)
-                if let Some(sk) = tab.positions.sketches() {
-                    let (a, b) = (tab.dir.get(c << cb) as usize, tab.dir.get((c + 1) << cb) as usize);
-                    let probes: u32 = masks
-                        .iter()
-                        .map(|&f| c ^ (f >> cb) as usize)
-                        .map(|x| starts[x + 1] - starts[x])
-                        .sum();
-                    if probes as usize * 32 >= b - a {
-                        for x in (a..b).step_by(32) {
-                            prefetch(sk.as_ptr().wrapping_add(x));
+            // Probes a run of packed queries (or probes) on the buckets of their keys XOR `f`:
+            // the slots whose sketch is within `allow` go to `cands` (table 0's hashes, where it
+            // holds no sketches, are verified in place).
+            let mut probe_run = |run: &[u64], f: u32, allow: i32| {
+                let mut run = run;
+                #[cfg(target_arch = "x86_64")]
+                if let Some(sk) = tab.positions.sketches().filter(|_| AVX2) {
+                    rest.clear();
+                    // SAFETY: AVX2 (this instance). Keys and `f` are below 2^width, so `k + 1` is a
+                    // slot of the directory (2^width + 1 of them; `base` holds one start per
+                    // block and the end), and a validated directory's buckets are within the
+                    // sketches.
+                    unsafe {
+                        match &tab.dir {
+                            Dir::Compact { base, rel } => sweep_run_avx2(
+                                run,
+                                f,
+                                |k| {
+                                    let at = |k: usize| {
+                                        base.get_unchecked(k >> DIR_BLOCK_BITS)
+                                            + u32::from(*rel.get_unchecked(k))
+                                    };
+                                    (at(k), at(k + 1))
+                                },
+                                sk,
+                                allow,
+                                cands,
+                                rest,
+                            ),
+                            Dir::Wide(o) => sweep_run_avx2(
+                                run,
+                                f,
+                                |k| (*o.get_unchecked(k), *o.get_unchecked(k + 1)),
+                                sk,
+                                allow,
+                                cands,
+                                rest,
+                            ),
                         }
+                    }
+                    // what the kernel left: buckets of more than 32 slots, or near the end
+                    run = rest.as_slice();
+                }
+                for (i, &pr) in run.iter().enumerate() {
+                    // the bucket `AHEAD` probes on: its list (or hashes) prefetched
+                    if let Some(&ahead) = run.get(i + AHEAD) {
+                        let a = tab.dir.get((JoinQuery::key(ahead) ^ f) as usize) as usize;
+                        if unsketched0 {
+                            prefetch(hashes.as_ptr().wrapping_add(a));
+                        } else {
+                            prefetch(tab.positions.slot_ptr(a));
+                        }
+                    }
+                    let (s, e) = tab.dir.range((JoinQuery::key(pr) ^ f) as usize);
+                    if s == e {
+                        continue;
+                    }
+                    let qi = JoinQuery::query(pr);
+                    if unsketched0 {
+                        // table 0's buckets are ranges of the hashes themselves: verified in place
+                        for p in s..e {
+                            if let Some(d) =
+                                self.reported(plan, &qs[qi as usize], &qkeys[qi as usize], &rhos, r, 0, p)
+                            {
+                                out(qi, p, d);
+                            }
+                        }
+                        continue;
+                    }
+                    // the slots whose sketch passes (their indices are read below, prefetched)
+                    // SAFETY: `AVX2` only in the AVX2 instance.
+                    unsafe {
+                        tab.positions.filter::<AVX2>(
+                            s as usize,
+                            e as usize,
+                            JoinQuery::sketch(pr),
+                            allow,
+                            wide,
+                            |j| cands.push((j as u32, qi)),
+                        )
+                    };
+                }
+            };
+            let allow_at = |d: u32| rhos[t] + rhos[next] + 1 - d as i32;
+            if sorted.len() * masks.len() * SPARSE_PROBES < 1 << width {
+                // Sparse (a large table, a small batch): blocks would share no lines, so every
+                // probe is packed and all are sorted by key, one distance class at a time (its
+                // sketch limit is one), in runs of at most JOIN_PROBES probes.
+                for d in 0..=rhos[t] as u32 {
+                    let class = masks.iter().filter(|f| f.count_ones() == d).count().max(1);
+                    for part in sorted.chunks((JOIN_PROBES / class).max(1)) {
+                        probes.clear();
+                        for &q in part {
+                            for &f in masks.iter().filter(|f| f.count_ones() == d) {
+                                probes.push(q ^ u64::from(f) << JoinQuery::KEY_SHIFT);
+                            }
+                        }
+                        sort_by_bits(probes, tmp, JoinQuery::KEY_SHIFT, width);
+                        probe_run(probes, 0, allow_at(d));
                     }
                 }
-                for &f in masks.iter() {
-                    let allow = rhos[t] + rhos[next] + 1 - f.count_ones() as i32;
-                    let src = c ^ (f >> cb) as usize;
-                    let mut run = &sorted[starts[src] as usize..starts[src + 1] as usize];
-                    #[cfg(target_arch = "x86_64")]
-                    if let Some(sk) = tab.positions.sketches().filter(|_| AVX2) {
-                        rest.clear();
-                        // SAFETY: AVX2 (this instance). Keys and `f` are below 2^width, so `k + 1`
-                        // is a slot of the directory (2^width + 1 of them; `base` holds one
-                        // start per block and the end), and a validated directory's buckets are
-                        // within the sketches.
-                        unsafe {
-                            match &tab.dir {
-                                Dir::Compact { base, rel } => sweep_run_avx2(
-                                    run,
-                                    f,
-                                    |k| {
-                                        let at = |k: usize| {
-                                            base.get_unchecked(k >> DIR_BLOCK_BITS)
-                                                + u32::from(*rel.get_unchecked(k))
-                                        };
-                                        (at(k), at(k + 1))
-                                    },
-                                    sk,
-                                    allow,
-                                    cands,
-                                    rest,
-                                ),
-                                Dir::Wide(o) => sweep_run_avx2(
-                                    run,
-                                    f,
-                                    |k| (*o.get_unchecked(k), *o.get_unchecked(k + 1)),
-                                    sk,
-                                    allow,
-                                    cands,
-                                    rest,
-                                ),
+            } else {
+                // The key space in blocks of 2^cb buckets whose lists take ~64 KiB: the probes
+                // of one block are made together, so its lines are read into the cache once.
+                // For a flip mask `f`, the queries probing block `c` are those of block
+                // `c ^ (f >> cb)`, a run of `sorted`.
+                let per_bucket = (self.len() >> width).max(1);
+                let cb = (JOIN_BLOCK_BYTES / 2 / per_bucket).max(1).ilog2().clamp(1, width);
+                let nblocks = 1usize << (width - cb);
+                starts.clear();
+                starts.resize(nblocks + 1, 0);
+                for &pr in sorted.iter() {
+                    starts[(JoinQuery::key(pr) >> cb) as usize + 1] += 1;
+                }
+                for b in 0..nblocks {
+                    starts[b + 1] += starts[b];
+                }
+                for c in 0..nblocks {
+                    // where the block's probes are at least as many as its lines, its sketches
+                    // are prefetched line by line before them (each probe also prefetches its
+                    // own bucket a few probes ahead: 1.07–1.1× at 1 M and 10 M with batches of
+                    // 10,000)
+                    if let Some(sk) = tab.positions.sketches() {
+                        let (a, b) = (tab.dir.get(c << cb) as usize, tab.dir.get((c + 1) << cb) as usize);
+                        let probes: u32 = masks
+                            .iter()
+                            .map(|&f| c ^ (f >> cb) as usize)
+                            .map(|x| starts[x + 1] - starts[x])
+                            .sum();
+                        if probes as usize * 32 >= b - a {
+                            for x in (a..b).step_by(32) {
+                                prefetch(sk.as_ptr().wrapping_add(x));
                             }
                         }
-                        // what the kernel left: buckets of more than 32 slots, or near the end
-                        run = rest.as_slice();
                     }
-                    for (i, &pr) in run.iter().enumerate() {
-                        // the bucket `AHEAD` probes on: its list (or hashes) prefetched
-                        if let Some(&ahead) = run.get(i + AHEAD) {
-                            let a = tab.dir.get((JoinQuery::key(ahead) ^ f) as usize) as usize;
-                            if unsketched0 {
-                                prefetch(hashes.as_ptr().wrapping_add(a));
-                            } else {
-                                prefetch(tab.positions.slot_ptr(a));
-                            }
-                        }
-                        let (s, e) = tab.dir.range((JoinQuery::key(pr) ^ f) as usize);
-                        if s == e {
-                            continue;
-                        }
-                        let qi = JoinQuery::query(pr);
-                        if unsketched0 {
-                            // table 0's buckets are ranges of the hashes themselves: verified in place
-                            for p in s..e {
-                                if let Some(d) =
-                                    self.reported(plan, &qs[qi as usize], &qkeys[qi as usize], &rhos, r, 0, p)
-                                {
-                                    out(qi, p, d);
-                                }
-                            }
-                            continue;
-                        }
-                        // the slots whose sketch passes (their indices are read below, prefetched)
-                        // SAFETY: `AVX2` only in the AVX2 instance.
-                        unsafe {
-                            tab.positions.filter::<AVX2>(
-                                s as usize,
-                                e as usize,
-                                JoinQuery::sketch(pr),
-                                allow,
-                                wide,
-                                |j| cands.push((j as u32, qi)),
-                            )
-                        };
+                    for &f in masks.iter() {
+                        let src = c ^ (f >> cb) as usize;
+                        probe_run(
+                            &sorted[starts[src] as usize..starts[src + 1] as usize],
+                            f,
+                            allow_at(f.count_ones()),
+                        );
                     }
                 }
             }
