@@ -832,25 +832,36 @@ async fn remote_mode_matches_through_consentry_serve() {
     assert_eq!(deleted_ids(f, GROUP), vec![1]);
 }
 
-/// A photo posted while the server cannot be reached (a restart, a failover) is checked once it
-/// is back, not waved through: the lookup is retried with back-off within `lookup_patience`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_photo_posted_while_the_server_is_down_is_checked_once_it_is_back() {
-    let mut env = env_or_skip!();
-    // The server's address, with nothing listening on it yet: connections are refused.
+/// Points the bot at a consentry server (a lookup key of its store) whose address has nothing
+/// listening on it yet: connections are refused until `start_server`.
+async fn server_not_yet_listening(env: &mut Env) -> std::net::SocketAddr {
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let key = env.app.store().create_api_key(&Actor::system(), "bot", &[Scope::Lookup]).await.unwrap();
     env.matcher = Some(Matcher::Remote(
         consentry_telegram::Remote::new(&format!("http://{addr}"), &key.secret).unwrap(),
     ));
+    addr
+}
+
+/// Starts serving the environment's store at `addr`.
+async fn start_server(env: &Env, addr: std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(consentry_server::serve(listener, env.app.clone(), std::future::pending()));
+}
+
+/// A photo posted while the server cannot be reached (a restart, a failover) is checked once it
+/// is back, not waved through: the lookup is retried with back-off within `lookup_patience`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_posted_while_the_server_is_down_is_checked_once_it_is_back() {
+    let mut env = env_or_skip!();
+    let addr = server_not_yet_listening(&mut env).await;
     env.start();
     let f = &env.fake.clone();
     f.push_update(photo(1, 7, PROTECTED));
     assert!(f.wait_for(Duration::from_secs(5), |c| c.iter().any(|c| c.method == "getFile")).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(deleted_ids(f, GROUP).is_empty(), "nothing to match against yet");
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(consentry_server::serve(listener, env.app.clone(), std::future::pending()));
+    start_server(&env, addr).await;
     env.drain().await;
     env.stop().await;
     assert_eq!(deleted_ids(f, GROUP), vec![1], "deleted once the server answered");
@@ -861,11 +872,7 @@ async fn a_photo_posted_while_the_server_is_down_is_checked_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_waiting_for_the_server_at_shutdown_is_checked_after_the_restart() {
     let mut env = env_or_skip!();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let key = env.app.store().create_api_key(&Actor::system(), "bot", &[Scope::Lookup]).await.unwrap();
-    env.matcher = Some(Matcher::Remote(
-        consentry_telegram::Remote::new(&format!("http://{addr}"), &key.secret).unwrap(),
-    ));
+    let addr = server_not_yet_listening(&mut env).await;
     env.start();
     let f = &env.fake.clone();
     let id = f.next_update_id();
@@ -875,8 +882,7 @@ async fn a_photo_waiting_for_the_server_at_shutdown_is_checked_after_the_restart
     env.stop().await;
     assert!(deleted_ids(f, GROUP).is_empty());
     assert!(env.saved_offset() <= id, "the waiting photo's update is not confirmed");
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(consentry_server::serve(listener, env.app.clone(), std::future::pending()));
+    start_server(&env, addr).await;
     env.start();
     env.drain().await;
     env.stop().await;
