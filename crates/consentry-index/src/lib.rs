@@ -14,7 +14,7 @@
 //! large batch as one (per thread, blocks of at least 1,024 queries): table by table,
 //! the queries are sorted by key and probed flip mask by flip mask, block by block of
 //! the key space, so each block of a table's lists is read into the cache once instead
-//! of at random for every query.
+//! of at random for every query (a table probed sparsely: all its probes sorted by key).
 //!
 //! Concurrency: the index is a list of immutable segments plus a small
 //! insert buffer, published as one `Arc`. Readers clone the `Arc` (a lock held

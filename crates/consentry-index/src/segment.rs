@@ -1359,8 +1359,10 @@ impl Segment {
     /// each are probed flip mask by flip mask: for one mask the probed keys are the sorted keys
     /// XOR the mask, so the directory and the lists are read block by block of the key space
     /// (a block's lines are read into the cache once for all the probes that land in it), where
-    /// one query's probes are random reads. With AVX2 a bucket of up to 32 slots is checked in
-    /// one step, without a branch on its length (`sweep_run_avx2`).
+    /// one query's probes are random reads. A table that the batch probes sparsely (fewer
+    /// probes than one per `SPARSE_PROBES` buckets) has all its probes packed and sorted by key
+    /// instead. With AVX2 a bucket of up to 32 slots is checked in one step, without a branch on
+    /// its length (`sweep_run_avx2`).
     pub fn search_join(
         &self,
         qs: &[[u64; 4]],
@@ -1538,17 +1540,15 @@ impl Segment {
                 // Sparse (a large table, a small batch): blocks would share no lines, so every
                 // probe is packed and all are sorted by key, one distance class at a time (its
                 // sketch limit is one), in runs of at most JOIN_PROBES probes.
-                for d in 0..=rhos[t] as u32 {
-                    let class = masks.iter().filter(|f| f.count_ones() == d).count().max(1);
-                    for part in sorted.chunks((JOIN_PROBES / class).max(1)) {
+                masks.sort_unstable_by_key(|f| f.count_ones());
+                for class in masks.chunk_by(|a, b| a.count_ones() == b.count_ones()) {
+                    for part in sorted.chunks((JOIN_PROBES / class.len()).max(1)) {
                         probes.clear();
                         for &q in part {
-                            for &f in masks.iter().filter(|f| f.count_ones() == d) {
-                                probes.push(q ^ u64::from(f) << JoinQuery::KEY_SHIFT);
-                            }
+                            probes.extend(class.iter().map(|&f| q ^ u64::from(f) << JoinQuery::KEY_SHIFT));
                         }
                         sort_by_bits(probes, tmp, JoinQuery::KEY_SHIFT, width);
-                        probe_run(probes, 0, allow_at(d));
+                        probe_run(probes, 0, allow_at(class[0].count_ones()));
                     }
                 }
             } else {
