@@ -530,6 +530,35 @@ fn read_u24(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(b[3 * i..3 * i + 4].try_into().unwrap()) & 0xff_ffff
 }
 
+/// The AVX2 sketch check of both searches: two mask bits per 16-bit lane of the 16 sketches at
+/// `p`, set where the sketch is within `lim` (each lane the same limit) bits of `q` — its bits
+/// counted per nibble with a table lookup, then summed per lane with one `maddubs`.
+///
+/// # Safety
+/// The CPU supports AVX2, and 16 sketches can be read at `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sketches_within(
+    p: *const u16,
+    q: std::arch::x86_64::__m256i,
+    lim: std::arch::x86_64::__m256i,
+) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        // bits set in each nibble
+        let lut = _mm256_setr_epi8(
+            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+        );
+        let nib = _mm256_set1_epi8(0x0f);
+        let x = _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), q);
+        let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, nib));
+        let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib));
+        let bits = _mm256_maddubs_epi16(_mm256_add_epi8(lo, hi), _mm256_set1_epi8(1));
+        !(_mm256_movemask_epi8(_mm256_cmpgt_epi16(bits, lim)) as u32) & 0x5555_5555
+    }
+}
+
 /// Calls `keep(slot)` for every slot `j` in `s..e` whose sketch `sk[j]` is within `allow` bits
 /// of `qs`. With `AVX2`, 16 sketches at a time, or 32 when the buckets are `wide` (holding
 /// 12 or more slots on average: a bucket of up to 32 then takes one step, with no branch on its
@@ -554,25 +583,8 @@ unsafe fn filter_sketches<const AVX2: bool>(
         // SAFETY: the caller guarantees AVX2; every 16-slot read ends at or before sk.len().
         unsafe {
             let q = _mm256_set1_epi16(qs as u16 as i16);
-            // bits set in each nibble
-            let lut = _mm256_setr_epi8(
-                0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3,
-                4,
-            );
-            let nib = _mm256_set1_epi8(0x0f);
-            let low_byte = _mm256_set1_epi16(0xff);
             let lim = _mm256_set1_epi16(allow.clamp(-1, 16) as i16);
-            // two mask bits per 16-bit lane of the 16 slots at `at`, set where the sketch is
-            // within `allow`
-            let within = |at: usize| {
-                let x = _mm256_xor_si256(_mm256_loadu_si256(sk.as_ptr().add(at) as *const __m256i), q);
-                let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, nib));
-                let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib));
-                let per_byte = _mm256_add_epi8(lo, hi);
-                let bits =
-                    _mm256_add_epi16(_mm256_and_si256(per_byte, low_byte), _mm256_srli_epi16(per_byte, 8));
-                !(_mm256_movemask_epi8(_mm256_cmpgt_epi16(bits, lim)) as u32) & 0x5555_5555
-            };
+            let within = |at: usize| sketches_within(sk.as_ptr().add(at), q, lim);
             while wide && j < e && j + 32 <= sk.len() {
                 let mut m = u64::from(within(j)) | u64::from(within(j + 16)) << 32;
                 if e - j < 32 {
@@ -626,24 +638,12 @@ unsafe fn sweep_run_avx2(
     rest: &mut Vec<u64>,
 ) {
     use std::arch::x86_64::*;
-    let lut = _mm256_setr_epi8(
-        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-    );
-    let nib = _mm256_set1_epi8(0x0f);
-    let ones = _mm256_set1_epi8(1);
     let lim = _mm256_set1_epi16(allow.clamp(-1, 16) as i16);
     let n = sk.len();
     let p = sk.as_ptr();
-    // two mask bits per 16-bit lane of the 16 sketches at `at`, set where one is within `allow`
-    // of `q` (its bits counted per nibble, per byte, then per lane)
-    let within = |at: usize, q: __m256i| {
-        // SAFETY: the caller checked that `at + 16 <= n`.
-        let x = unsafe { _mm256_xor_si256(_mm256_loadu_si256(p.add(at) as *const __m256i), q) };
-        let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, nib));
-        let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib));
-        let bits = _mm256_maddubs_epi16(_mm256_add_epi8(lo, hi), ones);
-        !(_mm256_movemask_epi8(_mm256_cmpgt_epi16(bits, lim)) as u32) & 0x5555_5555
-    };
+    // SAFETY: AVX2 (this function's feature); the loop below reads at `s` and `s + 16` only
+    // when `s + 32 <= n`.
+    let within = |at: usize, q: __m256i| unsafe { sketches_within(p.add(at), q, lim) };
     for (i, &pr) in run.iter().enumerate() {
         if let Some(&ahead) = run.get(i + AHEAD) {
             let (a, _) = range((JoinQuery::key(ahead) ^ f) as usize);
@@ -1574,12 +1574,12 @@ impl Segment {
                     // 10,000)
                     if let Some(sk) = tab.positions.sketches() {
                         let (a, b) = (tab.dir.get(c << cb) as usize, tab.dir.get((c + 1) << cb) as usize);
-                        let probes: u32 = masks
+                        let landing: u32 = masks
                             .iter()
                             .map(|&f| c ^ (f >> cb) as usize)
                             .map(|x| starts[x + 1] - starts[x])
                             .sum();
-                        if probes as usize * 32 >= b - a {
+                        if landing as usize * 32 >= b - a {
                             for x in (a..b).step_by(32) {
                                 prefetch(sk.as_ptr().wrapping_add(x));
                             }
