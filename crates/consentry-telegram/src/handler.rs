@@ -530,28 +530,31 @@ async fn group_message(ctx: &Ctx, m: &Message, update: i64) -> Outcome {
     }
     let Some(media) = media_of(m) else { return Outcome::Done };
     let chat = m.chat.id;
-    let Some(Hashed::Ok(hashes, quality)) = ctx.hash_media(&media).await else {
-        ctx.state.chat(chat, |c| c.scanned += 1);
-        return Outcome::Done;
+    // the image's hashes and what the lookup found, where it could be hashed well enough
+    let looked = match ctx.hash_media(&media).await {
+        Some(Hashed::Ok(hashes, quality)) if quality >= ctx.cfg.min_quality => {
+            let features = ctx.features_of(&media);
+            let found = ctx.find(chat, &hashes, features.as_deref()).await;
+            if found.is_err() && *ctx.stop.borrow() {
+                // stopped while waiting for the matcher: checked after the restart, counted then
+                tracing::warn!(
+                    chat,
+                    message = m.message_id,
+                    update,
+                    "stopping before the lookup answered: left for the next start"
+                );
+                return Outcome::Deferred;
+            }
+            Some((hashes, found))
+        }
+        Some(Hashed::Ok(_, quality)) => {
+            tracing::debug!(chat, message = m.message_id, quality, "quality too low to match");
+            None
+        }
+        _ => None,
     };
-    if quality < ctx.cfg.min_quality {
-        ctx.state.chat(chat, |c| c.scanned += 1);
-        tracing::debug!(chat, message = m.message_id, quality, "quality too low to match");
-        return Outcome::Done;
-    }
-    let features = ctx.features_of(&media);
-    let found = ctx.find(chat, &hashes, features.as_deref()).await;
-    if found.is_err() && *ctx.stop.borrow() {
-        // stopped while waiting for the matcher: checked after the restart, counted then
-        tracing::warn!(
-            chat,
-            message = m.message_id,
-            update,
-            "stopping before the lookup answered: left for the next start"
-        );
-        return Outcome::Deferred;
-    }
     ctx.state.chat(chat, |c| c.scanned += 1);
+    let Some((hashes, found)) = looked else { return Outcome::Done };
     let hit = match found {
         Ok(Some(h)) => h,
         Ok(None) => return Outcome::Done,
