@@ -565,7 +565,7 @@ impl Index {
                 let qs = &queries[range];
                 let (mut owner, mut words) = (Vec::new(), Vec::new());
                 for (i, q) in qs.iter().enumerate() {
-                    owner.extend(std::iter::repeat(i).take(q.len()));
+                    owner.extend(std::iter::repeat_n(i, q.len()));
                     words.extend(q.iter().map(Hash256::words));
                 }
                 let mut best: Vec<HashMap<(u32, u32), Match>> = vec![HashMap::new(); qs.len()];

@@ -88,7 +88,21 @@ fn has_avx2() -> bool {
     static YES: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
         std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("popcnt")
-            && std::env::var_os("CONSENTRY_INDEX_NO_AVX2").map_or(true, |v| v != "1")
+            && std::env::var_os("CONSENTRY_INDEX_NO_AVX2").is_none_or(|v| v != "1")
+    });
+    *YES
+}
+
+/// Whether the CPU counts bits in 16-bit lanes (AVX-512 BITALG, with AVX-512 BW): the batch
+/// kernel then checks a bucket of up to 32 sketches with one popcount and one compare;
+/// `CONSENTRY_INDEX_NO_AVX512=1` says no (for A/B benchmarks).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static YES: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512bitalg")
+            && std::env::var_os("CONSENTRY_INDEX_NO_AVX512").is_none_or(|v| v != "1")
     });
     *YES
 }
@@ -668,6 +682,83 @@ unsafe fn sweep_run_avx2(
     }
 }
 
+/// One run of a batch sweep: [`sweep_run_avx512`] where the CPU has it, else [`sweep_run_avx2`].
+///
+/// # Safety
+/// The CPU supports AVX2; the ranges as for [`sweep_run_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the kernels' seven and the choice between them
+unsafe fn sweep_run(
+    run: &[u64],
+    f: u32,
+    range: impl Fn(usize) -> (u32, u32),
+    sk: &[u16],
+    allow: i32,
+    avx2_only: bool,
+    cands: &mut Vec<(u32, u32)>,
+    rest: &mut Vec<u64>,
+) {
+    // SAFETY: AVX-512 checked here, AVX2 by the caller; the ranges are the caller's.
+    unsafe {
+        if !avx2_only && has_avx512() {
+            sweep_run_avx512(run, f, range, sk, allow, cands, rest)
+        } else {
+            sweep_run_avx2(run, f, range, sk, allow, cands, rest)
+        }
+    }
+}
+
+/// [`sweep_run_avx2`] with AVX-512: a bucket of up to 32 sketches is one masked 64-byte read (the
+/// slots past the bucket are not read, so a bucket near the array's end needs no other path), one
+/// XOR, one popcount of each 16-bit lane and one compare into a bit mask. The probes whose bucket
+/// holds more than 32 slots are pushed to `rest`, for the caller.
+///
+/// # Safety
+/// The CPU supports AVX-512 F, BW and BITALG; every `range(k)` for a key of a probe XOR `f`, and
+/// for the probe `AHEAD` further on, is within `sk` and `s <= e`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bitalg,popcnt")]
+unsafe fn sweep_run_avx512(
+    run: &[u64],
+    f: u32,
+    range: impl Fn(usize) -> (u32, u32),
+    sk: &[u16],
+    allow: i32,
+    cands: &mut Vec<(u32, u32)>,
+    rest: &mut Vec<u64>,
+) {
+    use std::arch::x86_64::*;
+    let lim = _mm512_set1_epi16(allow.clamp(-1, 16) as i16);
+    let p = sk.as_ptr();
+    for (i, &pr) in run.iter().enumerate() {
+        if let Some(&ahead) = run.get(i + AHEAD) {
+            let (a, _) = range((JoinQuery::key(ahead) ^ f) as usize);
+            prefetch(p.wrapping_add(a as usize));
+        }
+        let (s, e) = range((JoinQuery::key(pr) ^ f) as usize);
+        let (s, len) = (s as usize, (e - s) as usize);
+        if len > 32 {
+            rest.push(pr);
+            continue;
+        }
+        let slots: __mmask32 = ((1u64 << len) - 1) as u32;
+        // SAFETY: AVX-512 (this function's features); the masked read touches the bucket's
+        // `len` slots only, which lie within `sk` (the caller's guarantee).
+        let mut m = unsafe {
+            let x = _mm512_xor_si512(
+                _mm512_maskz_loadu_epi16(slots, p.add(s) as *const i16),
+                _mm512_set1_epi16(JoinQuery::sketch(pr) as u16 as i16),
+            );
+            _mm512_mask_cmple_epi16_mask(slots, _mm512_popcnt_epi16(x), lim)
+        };
+        while m != 0 {
+            cands.push(((s + m.trailing_zeros() as usize) as u32, JoinQuery::query(pr)));
+            m &= m - 1;
+        }
+    }
+}
+
 /// Bits of the next table's key kept beside each position (the sketch).
 pub(crate) const SKETCH_BITS: u32 = 16;
 
@@ -965,6 +1056,8 @@ pub(crate) struct JoinScratch {
     starts: Vec<u32>,
     /// A sparse table's probes (the queries' keys XOR a flip mask), sorted by key.
     probes: Vec<u64>,
+    /// The AVX2 kernel even where the CPU has AVX-512 (for tests).
+    pub(crate) avx2_only: bool,
 }
 
 /// A batch search takes a table's key space in blocks whose lists span about this many bytes
@@ -1362,7 +1455,8 @@ impl Segment {
     /// one query's probes are random reads. A table that the batch probes sparsely (fewer
     /// probes than one per `SPARSE_PROBES` buckets) has all its probes packed and sorted by key
     /// instead. With AVX2 a bucket of up to 32 slots is checked in one step, without a branch on
-    /// its length (`sweep_run_avx2`).
+    /// its length (`sweep_run_avx2`); with AVX-512 BITALG in one masked read, popcount and compare
+    /// (`sweep_run_avx512`).
     pub fn search_join(
         &self,
         qs: &[[u64; 4]],
@@ -1422,7 +1516,8 @@ impl Segment {
         assert!(qs.len() <= JoinQuery::MAX_QUERIES, "at most 2^16 queries at once");
         let m = plan.len();
         let rhos = plan.rhos(r);
-        let JoinScratch { qkeys, sorted, tmp, masks, cands, rest, starts, probes } = sc;
+        let JoinScratch { qkeys, sorted, tmp, masks, cands, rest, starts, probes, avx2_only } = sc;
+        let avx2_only = *avx2_only;
         qkeys.clear();
         qkeys.extend(qs.iter().map(|q| {
             let mut k = [0u32; MAX_CHUNKS];
@@ -1466,7 +1561,7 @@ impl Segment {
                     // sketches.
                     unsafe {
                         match &tab.dir {
-                            Dir::Compact { base, rel } => sweep_run_avx2(
+                            Dir::Compact { base, rel } => sweep_run(
                                 run,
                                 f,
                                 |k| {
@@ -1478,15 +1573,17 @@ impl Segment {
                                 },
                                 sk,
                                 allow,
+                                avx2_only,
                                 cands,
                                 rest,
                             ),
-                            Dir::Wide(o) => sweep_run_avx2(
+                            Dir::Wide(o) => sweep_run(
                                 run,
                                 f,
                                 |k| (*o.get_unchecked(k), *o.get_unchecked(k + 1)),
                                 sk,
                                 allow,
+                                avx2_only,
                                 cands,
                                 rest,
                             ),
@@ -2039,9 +2136,10 @@ mod tests {
             }
         }
         // the batch search of all the queries at once finds the same, in every record form, and
-        // without the AVX2 kernel
+        // without the AVX2 kernel (4), and with the AVX2 kernel where the CPU has AVX-512 (6)
         let mut js = JoinScratch::default();
-        for (k, s) in [&seg, &plain, &mixed, &wide, &seg, &big].into_iter().enumerate() {
+        for (k, s) in [&seg, &plain, &mixed, &wide, &seg, &big, &seg, &big].into_iter().enumerate() {
+            js.avx2_only = k >= 6;
             for (ri, &r) in radii.iter().enumerate() {
                 let mut got = vec![Vec::new(); queries.len()];
                 let mut found = |qi: u32, p: u32, d: u32| got[qi as usize].push((s.ids.get(p as usize), d));
