@@ -898,7 +898,7 @@ fn start_webhook(env: &mut Env, secret: &str) -> String {
     let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
     let api = BotApi::new(&env.fake.url(), fake::TOKEN, env.api_opts.clone()).unwrap();
     let state = Arc::new(StateFile::open(&env.state_path).unwrap());
-    let matcher = Matcher::Embedded(env.app.clone());
+    let matcher = env.matcher.clone().unwrap_or_else(|| Matcher::Embedded(env.app.clone()));
     let (tx, rx) = oneshot::channel::<()>();
     let cfg = env.config.clone();
     let webhook = consentry_telegram::Webhook { listener, url: url.clone(), secret: secret.into() };
@@ -990,6 +990,51 @@ async fn webhook_mode_handles_each_update_once_and_rejects_wrong_secrets() {
     assert_eq!(status.status().as_u16(), 200);
     assert_eq!(deleted_ids(&env.fake, GROUP), vec![10, 12]);
     assert_eq!(env.fake.calls_to("deleteMessage").len(), 2, "nothing handled twice");
+    env.stop().await;
+}
+
+/// In webhook mode, a delivery whose photo waits for an unreachable server when the bot is stopped
+/// is answered 503 and not recorded as handled, so Telegram's redelivery after the restart is
+/// checked (and the photo deleted) instead of being skipped as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_delivery_waiting_at_shutdown_gets_503_and_is_checked_when_redelivered() {
+    let mut env = env_or_skip!();
+    const SECRET: &str = "hook_Secret-7";
+    let addr = server_not_yet_listening(&mut env).await;
+    let url = start_webhook(&mut env, SECRET);
+    assert!(env.fake.wait_for(Duration::from_secs(5), |c| c.iter().any(|c| c.method == "setWebhook")).await);
+    let mut update = photo(20, 77, PROTECTED);
+    update["update_id"] = json!(40);
+    let deliver = |url: String, update: Value| async move {
+        reqwest::Client::new()
+            .post(&url)
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(&update)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let first = tokio::spawn(deliver(url, update.clone()));
+    assert!(env.fake.wait_for(Duration::from_secs(5), |c| c.iter().any(|c| c.method == "getFile")).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!first.is_finished(), "the delivery waits for the server");
+    env.stop().await;
+    assert_eq!(first.await.unwrap(), 503, "a stop during the wait asks Telegram to deliver it again");
+    assert!(deleted_ids(&env.fake, GROUP).is_empty());
+    let done = StateFile::open(&env.state_path).unwrap().with(|p| p.done.clone());
+    assert!(!done.contains(&40), "the waiting update is not recorded as handled: {done:?}");
+
+    start_server(&env, addr).await;
+    let url2 = start_webhook(&mut env, SECRET);
+    assert!(
+        env.fake
+            .wait_for(Duration::from_secs(5), |c| c.iter().filter(|c| c.method == "setWebhook").count() == 2)
+            .await
+    );
+    assert_eq!(deliver(url2, update).await, 200);
+    assert_eq!(deleted_ids(&env.fake, GROUP), vec![20], "checked and deleted when delivered again");
     env.stop().await;
 }
 
