@@ -631,11 +631,43 @@ unsafe fn filter_sketches<const AVX2: bool>(
     }
 }
 
-/// One run of a batch sweep (see `Segment::search_join`) over a sketched table, with AVX2: for
-/// every packed probe of `run`, the bucket of its key XOR `f` (`range(k)` gives a bucket's
-/// slots) is checked 32 sketches at a time, and the slots within `allow` bits of the probe's
-/// sketch are pushed to `cands` with the probe's query. The probes whose bucket holds more than
-/// 32 slots or ends within 32 slots of the array's end are pushed to `rest`, for the caller.
+/// One run of a batch sweep (see `Segment::search_join`) over a sketched table: for every packed
+/// probe of `run`, the bucket of its key XOR `f` (`range(k)` gives a bucket's slots `s..e`) is
+/// checked by `check(s, len, sketch)`, which returns a mask of the slots within the limit
+/// (`SLOT_BITS` bits per slot, the lowest set), or `None` for a bucket it does not take, whose
+/// probe is pushed to `rest` for the caller. The slots found are pushed to `cands` with the
+/// probe's query. Each probe prefetches the bucket `AHEAD` probes on.
+#[inline(always)]
+fn sweep_run<const SLOT_BITS: u32>(
+    run: &[u64],
+    f: u32,
+    range: impl Fn(usize) -> (u32, u32),
+    sk: &[u16],
+    check: impl Fn(usize, usize, u32) -> Option<u64>,
+    cands: &mut Vec<(u32, u32)>,
+    rest: &mut Vec<u64>,
+) {
+    for (i, &pr) in run.iter().enumerate() {
+        if let Some(&ahead) = run.get(i + AHEAD) {
+            let (a, _) = range((JoinQuery::key(ahead) ^ f) as usize);
+            prefetch(sk.as_ptr().wrapping_add(a as usize));
+        }
+        let (s, e) = range((JoinQuery::key(pr) ^ f) as usize);
+        let (s, len) = (s as usize, (e - s) as usize);
+        let Some(mut m) = check(s, len, JoinQuery::sketch(pr)) else {
+            rest.push(pr);
+            continue;
+        };
+        while m != 0 {
+            cands.push(((s + (m.trailing_zeros() / SLOT_BITS) as usize) as u32, JoinQuery::query(pr)));
+            m &= m - 1;
+        }
+    }
+}
+
+/// [`sweep_run`] with AVX2: a bucket of up to 32 slots is checked 32 sketches at a time, in one
+/// branch-free step; buckets of more than 32 slots, or ending within 32 slots of the array's end,
+/// are left to the caller.
 ///
 /// # Safety
 /// The CPU supports AVX2; every `range(k)` for a key of a probe XOR `f`, and for the probe
@@ -655,64 +687,25 @@ unsafe fn sweep_run_avx2(
     let lim = _mm256_set1_epi16(allow.clamp(-1, 16) as i16);
     let n = sk.len();
     let p = sk.as_ptr();
-    // SAFETY: AVX2 (this function's feature); the loop below reads at `s` and `s + 16` only
-    // when `s + 32 <= n`.
-    let within = |at: usize, q: __m256i| unsafe { sketches_within(p.add(at), q, lim) };
-    for (i, &pr) in run.iter().enumerate() {
-        if let Some(&ahead) = run.get(i + AHEAD) {
-            let (a, _) = range((JoinQuery::key(ahead) ^ f) as usize);
-            prefetch(p.wrapping_add(a as usize));
-        }
-        let (s, e) = range((JoinQuery::key(pr) ^ f) as usize);
-        let (s, len) = (s as usize, (e - s) as usize);
+    let check = |s: usize, len: usize, qs: u32| {
         if len == 0 {
-            continue;
+            return Some(0);
         }
         if len > 32 || s + 32 > n {
-            rest.push(pr);
-            continue;
+            return None;
         }
-        let q = _mm256_set1_epi16(JoinQuery::sketch(pr) as u16 as i16);
-        let mut m =
-            (u64::from(within(s, q)) | u64::from(within(s + 16, q)) << 32) & (u64::MAX >> (64 - 2 * len));
-        while m != 0 {
-            cands.push(((s + m.trailing_zeros() as usize / 2) as u32, JoinQuery::query(pr)));
-            m &= m - 1;
-        }
-    }
+        let q = _mm256_set1_epi16(qs as u16 as i16);
+        // SAFETY: AVX2 (this function's feature); `s + 32 <= n` (just above).
+        let (a, b) = unsafe { (sketches_within(p.add(s), q, lim), sketches_within(p.add(s + 16), q, lim)) };
+        Some((u64::from(a) | u64::from(b) << 32) & (u64::MAX >> (64 - 2 * len)))
+    };
+    sweep_run::<2>(run, f, range, sk, check, cands, rest)
 }
 
-/// One run of a batch sweep: [`sweep_run_avx512`] where the CPU has it, else [`sweep_run_avx2`].
-///
-/// # Safety
-/// The CPU supports AVX2; the ranges as for [`sweep_run_avx2`].
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // the kernels' seven and the choice between them
-unsafe fn sweep_run(
-    run: &[u64],
-    f: u32,
-    range: impl Fn(usize) -> (u32, u32),
-    sk: &[u16],
-    allow: i32,
-    avx2_only: bool,
-    cands: &mut Vec<(u32, u32)>,
-    rest: &mut Vec<u64>,
-) {
-    // SAFETY: AVX-512 checked here, AVX2 by the caller; the ranges are the caller's.
-    unsafe {
-        if !avx2_only && has_avx512() {
-            sweep_run_avx512(run, f, range, sk, allow, cands, rest)
-        } else {
-            sweep_run_avx2(run, f, range, sk, allow, cands, rest)
-        }
-    }
-}
-
-/// [`sweep_run_avx2`] with AVX-512: a bucket of up to 32 sketches is one masked 64-byte read (the
-/// slots past the bucket are not read, so a bucket near the array's end needs no other path), one
-/// XOR, one popcount of each 16-bit lane and one compare into a bit mask. The probes whose bucket
-/// holds more than 32 slots are pushed to `rest`, for the caller.
+/// [`sweep_run`] with AVX-512: a bucket of up to 32 sketches is one masked 64-byte read (the slots
+/// past the bucket are not read, so a bucket near the array's end needs no other path), one XOR,
+/// one popcount of each 16-bit lane and one compare into a bit mask; buckets of more than 32 slots
+/// are left to the caller.
 ///
 /// # Safety
 /// The CPU supports AVX-512 F, BW and BITALG; every `range(k)` for a key of a probe XOR `f`, and
@@ -731,30 +724,49 @@ unsafe fn sweep_run_avx512(
     use std::arch::x86_64::*;
     let lim = _mm512_set1_epi16(allow.clamp(-1, 16) as i16);
     let p = sk.as_ptr();
-    for (i, &pr) in run.iter().enumerate() {
-        if let Some(&ahead) = run.get(i + AHEAD) {
-            let (a, _) = range((JoinQuery::key(ahead) ^ f) as usize);
-            prefetch(p.wrapping_add(a as usize));
-        }
-        let (s, e) = range((JoinQuery::key(pr) ^ f) as usize);
-        let (s, len) = (s as usize, (e - s) as usize);
+    let check = |s: usize, len: usize, qs: u32| {
         if len > 32 {
-            rest.push(pr);
-            continue;
+            return None;
         }
         let slots: __mmask32 = ((1u64 << len) - 1) as u32;
         // SAFETY: AVX-512 (this function's features); the masked read touches the bucket's
         // `len` slots only, which lie within `sk` (the caller's guarantee).
-        let mut m = unsafe {
+        let m = unsafe {
             let x = _mm512_xor_si512(
                 _mm512_maskz_loadu_epi16(slots, p.add(s) as *const i16),
-                _mm512_set1_epi16(JoinQuery::sketch(pr) as u16 as i16),
+                _mm512_set1_epi16(qs as u16 as i16),
             );
             _mm512_mask_cmple_epi16_mask(slots, _mm512_popcnt_epi16(x), lim)
         };
-        while m != 0 {
-            cands.push(((s + m.trailing_zeros() as usize) as u32, JoinQuery::query(pr)));
-            m &= m - 1;
+        Some(u64::from(m))
+    };
+    sweep_run::<1>(run, f, range, sk, check, cands, rest)
+}
+
+/// One run of a batch sweep with the fastest kernel the CPU has: [`sweep_run_avx512`], else
+/// [`sweep_run_avx2`].
+///
+/// # Safety
+/// The CPU supports AVX2; the ranges as for [`sweep_run_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the kernels' seven and the choice between them
+unsafe fn sweep_run_simd(
+    run: &[u64],
+    f: u32,
+    range: impl Fn(usize) -> (u32, u32),
+    sk: &[u16],
+    allow: i32,
+    avx2_only: bool,
+    cands: &mut Vec<(u32, u32)>,
+    rest: &mut Vec<u64>,
+) {
+    // SAFETY: AVX-512 checked here, AVX2 by the caller; the ranges are the caller's.
+    unsafe {
+        if !avx2_only && has_avx512() {
+            sweep_run_avx512(run, f, range, sk, allow, cands, rest)
+        } else {
+            sweep_run_avx2(run, f, range, sk, allow, cands, rest)
         }
     }
 }
@@ -1561,7 +1573,7 @@ impl Segment {
                     // sketches.
                     unsafe {
                         match &tab.dir {
-                            Dir::Compact { base, rel } => sweep_run(
+                            Dir::Compact { base, rel } => sweep_run_simd(
                                 run,
                                 f,
                                 |k| {
@@ -1577,7 +1589,7 @@ impl Segment {
                                 cands,
                                 rest,
                             ),
-                            Dir::Wide(o) => sweep_run(
+                            Dir::Wide(o) => sweep_run_simd(
                                 run,
                                 f,
                                 |k| (*o.get_unchecked(k), *o.get_unchecked(k + 1)),
