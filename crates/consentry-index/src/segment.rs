@@ -573,6 +573,24 @@ unsafe fn sketches_within(
     }
 }
 
+/// [`sketches_within`] over the 32 sketches at `p`, of which the first `len` (1 to 32) are a
+/// bucket's: two mask bits per slot, none past the bucket.
+///
+/// # Safety
+/// The CPU supports AVX2, and 32 sketches can be read at `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sketches32_within(
+    p: *const u16,
+    len: usize,
+    q: std::arch::x86_64::__m256i,
+    lim: std::arch::x86_64::__m256i,
+) -> u64 {
+    // SAFETY: the caller's guarantees.
+    let (a, b) = unsafe { (sketches_within(p, q, lim), sketches_within(p.add(16), q, lim)) };
+    (u64::from(a) | u64::from(b) << 32) & (u64::MAX >> (64 - 2 * len))
+}
+
 /// Calls `keep(slot)` for every slot `j` in `s..e` whose sketch `sk[j]` is within `allow` bits
 /// of `qs`. With `AVX2`, 16 sketches at a time, or 32 when the buckets are `wide` (holding
 /// 12 or more slots on average: a bucket of up to 32 then takes one step, with no branch on its
@@ -600,10 +618,7 @@ unsafe fn filter_sketches<const AVX2: bool>(
             let lim = _mm256_set1_epi16(allow.clamp(-1, 16) as i16);
             let within = |at: usize| sketches_within(sk.as_ptr().add(at), q, lim);
             while wide && j < e && j + 32 <= sk.len() {
-                let mut m = u64::from(within(j)) | u64::from(within(j + 16)) << 32;
-                if e - j < 32 {
-                    m &= (1u64 << (2 * (e - j))) - 1;
-                }
+                let mut m = sketches32_within(sk.as_ptr().add(j), (e - j).min(32), q, lim);
                 while m != 0 {
                     keep(j + m.trailing_zeros() as usize / 2);
                     m &= m - 1;
@@ -696,8 +711,7 @@ unsafe fn sweep_run_avx2(
         }
         let q = _mm256_set1_epi16(qs as u16 as i16);
         // SAFETY: AVX2 (this function's feature); `s + 32 <= n` (just above).
-        let (a, b) = unsafe { (sketches_within(p.add(s), q, lim), sketches_within(p.add(s + 16), q, lim)) };
-        Some((u64::from(a) | u64::from(b) << 32) & (u64::MAX >> (64 - 2 * len)))
+        Some(unsafe { sketches32_within(p.add(s), len, q, lim) })
     };
     sweep_run::<2>(run, f, range, sk, check, cands, rest)
 }
@@ -743,11 +757,11 @@ unsafe fn sweep_run_avx512(
     sweep_run::<1>(run, f, range, sk, check, cands, rest)
 }
 
-/// One run of a batch sweep with the fastest kernel the CPU has: [`sweep_run_avx512`], else
-/// [`sweep_run_avx2`].
+/// One run of a batch sweep with [`sweep_run_avx512`] if `avx512`, else [`sweep_run_avx2`].
 ///
 /// # Safety
-/// The CPU supports AVX2; the ranges as for [`sweep_run_avx2`].
+/// The CPU supports AVX2, and AVX-512 F, BW and BITALG if `avx512`; the ranges as for
+/// [`sweep_run_avx2`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the kernels' seven and the choice between them
@@ -757,13 +771,13 @@ unsafe fn sweep_run_simd(
     range: impl Fn(usize) -> (u32, u32),
     sk: &[u16],
     allow: i32,
-    avx2_only: bool,
+    avx512: bool,
     cands: &mut Vec<(u32, u32)>,
     rest: &mut Vec<u64>,
 ) {
-    // SAFETY: AVX-512 checked here, AVX2 by the caller; the ranges are the caller's.
+    // SAFETY: the caller's guarantees.
     unsafe {
-        if !avx2_only && has_avx512() {
+        if avx512 {
             sweep_run_avx512(run, f, range, sk, allow, cands, rest)
         } else {
             sweep_run_avx2(run, f, range, sk, allow, cands, rest)
@@ -1529,7 +1543,8 @@ impl Segment {
         let m = plan.len();
         let rhos = plan.rhos(r);
         let JoinScratch { qkeys, sorted, tmp, masks, cands, rest, starts, probes, avx2_only } = sc;
-        let avx2_only = *avx2_only;
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = AVX2 && !*avx2_only && has_avx512();
         qkeys.clear();
         qkeys.extend(qs.iter().map(|q| {
             let mut k = [0u32; MAX_CHUNKS];
@@ -1585,7 +1600,7 @@ impl Segment {
                                 },
                                 sk,
                                 allow,
-                                avx2_only,
+                                avx512,
                                 cands,
                                 rest,
                             ),
@@ -1595,7 +1610,7 @@ impl Segment {
                                 |k| (*o.get_unchecked(k), *o.get_unchecked(k + 1)),
                                 sk,
                                 allow,
-                                avx2_only,
+                                avx512,
                                 cands,
                                 rest,
                             ),
