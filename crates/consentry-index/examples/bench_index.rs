@@ -315,7 +315,7 @@ fn run(args: &[String]) {
 /// `bench_index profile OUTDIR N MODE REPS`: builds the index (or loads `OUTDIR/index_N.snap` if present,
 /// writing it otherwise) and runs one search mode REPS times over the queries, for a profiler:
 /// MODE `single` (one query at a time) or `batch1` (one batch on one thread; `BATCH=k`: batches
-/// of k queries).
+/// of k queries; `THREADS=k`: on k threads).
 fn profile(args: &[String]) {
     let (dir, n, mode, reps) = (&args[0], &args[1], args[2].as_str(), args[3].parse::<usize>().unwrap());
     let queries = read_hashes(&format!("{dir}/queries_{n}.u8"));
@@ -332,7 +332,9 @@ fn profile(args: &[String]) {
             i
         }
     };
-    let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    // THREADS=k: batches on k threads (default one)
+    let threads = std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let pool1 = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let t = Instant::now();
     let mut found = 0usize;
     for _ in 0..reps {

@@ -106,24 +106,29 @@ fn check_segment(
             assert_eq!(got, brute(entries, q, r), "radius {r} query {q}");
         }
     }
-    // all the queries at once (the batch search's join): each reported once, as brute force
+    // all the queries at once (the batch search's join): each reported once, as brute force;
+    // whole, and with the tables split in two or three parts searched one after the other
     let words: Vec<[u64; 4]> = queries.iter().map(Hash256::words).collect();
     let mut js = segment::JoinScratch::default();
-    for &r in radii {
-        let mut got = vec![Vec::new(); queries.len()];
-        seg.search_join(&words, r, &mut js, &mut |qi, p, d| {
-            got[qi as usize].push(Match {
-                id: seg.ids.get(p as usize),
-                hash: Hash256::from_words(seg.hashes[p as usize].0),
-                distance: d,
-            })
-        });
-        for (q, g) in queries.iter().zip(&mut got) {
-            let n = g.len();
-            sort_matches(g);
-            g.dedup();
-            assert_eq!(n, g.len(), "duplicate results (join)");
-            assert_eq!(*g, brute(entries, q, r), "join: radius {r} query {q}");
+    for of in 1..=3 {
+        for &r in radii {
+            let mut got = vec![Vec::new(); queries.len()];
+            for k in 0..of {
+                seg.search_join(&words, r, segment::Part { k, of }, &mut js, &mut |qi, p, d| {
+                    got[qi as usize].push(Match {
+                        id: seg.ids.get(p as usize),
+                        hash: Hash256::from_words(seg.hashes[p as usize].0),
+                        distance: d,
+                    })
+                });
+            }
+            for (q, g) in queries.iter().zip(&mut got) {
+                let n = g.len();
+                sort_matches(g);
+                g.dedup();
+                assert_eq!(n, g.len(), "duplicate results (join in {of} parts)");
+                assert_eq!(*g, brute(entries, q, r), "join in {of} parts: radius {r} query {q}");
+            }
         }
     }
 }
@@ -334,8 +339,16 @@ fn a_batch_large_enough_to_join_agrees_with_brute_force_across_segments_deletion
             }
         })
         .collect();
-    for r in [0, 12, 31] {
-        let batch = idx.search_batch(&queries, r);
+    // on this machine's threads, on one, and on three (the tables split three ways)
+    let pools: Vec<Option<rayon::ThreadPool>> = std::iter::once(None)
+        .chain([1, 3].map(|t| Some(rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap())))
+        .collect();
+    let on = |pool: &Option<rayon::ThreadPool>, f: &(dyn Fn() -> Vec<Vec<Match>> + Sync)| match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    };
+    for (pool, r) in pools.iter().flat_map(|p| [0, 12, 31].map(|r| (p, r))) {
+        let batch = on(pool, &|| idx.search_batch(&queries, r));
         assert_eq!(batch.len(), nq);
         let mut found = 0;
         for (q, b) in queries.iter().zip(&batch).step_by(7) {
@@ -360,8 +373,8 @@ fn a_batch_large_enough_to_join_agrees_with_brute_force_across_segments_deletion
         })
         .collect();
     assert!(lists.iter().map(Vec::len).sum::<usize>() >= JOIN_MIN * rayon::current_num_threads());
-    for r in [12, 31] {
-        let got = idx.search_batch_dihedral(&lists, r);
+    for (pool, r) in pools.iter().flat_map(|p| [12, 31].map(|r| (p, r))) {
+        let got = on(pool, &|| idx.search_batch_dihedral(&lists, r));
         assert_eq!(got.len(), lists.len());
         let mut found = 0;
         for (l, g) in lists.iter().zip(&got) {
@@ -369,6 +382,36 @@ fn a_batch_large_enough_to_join_agrees_with_brute_force_across_segments_deletion
             found += g.len();
         }
         assert!(found > lists.len() / 2, "radius {r}: {found} matches");
+    }
+}
+
+#[test]
+fn batch_blocks_cover_every_query_once_in_every_part_and_in_order() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    // (queries, hashes per query, tables probed, parts wanted): below JOIN_MIN (one part), one
+    // block, several blocks, queries of several hashes, and radii that probe few tables
+    for (n, per, probed, parts) in [
+        (500, 1, 16, 1),
+        (JOIN_MIN, 1, 16, 3),
+        (JOIN_BLOCK * 2 + 5, 1, 16, 3),
+        (JOIN_BLOCK / 3, 8, 12, 3),
+        (5000, 1, 1, 1),
+        (5000, 1, 4, 2),
+    ] {
+        let got = pool.install(|| {
+            in_blocks(
+                n,
+                |_| per,
+                probed,
+                |range, part| range.map(|i| vec![(i, part.k, part.of)]).collect(),
+                |all, more| all.extend(more),
+            )
+        });
+        assert_eq!(got.len(), n);
+        for (i, g) in got.iter().enumerate() {
+            let want: Vec<(usize, usize, usize)> = (0..parts).map(|k| (i, k, parts)).collect();
+            assert_eq!(g, &want, "{n} queries of {per}: query {i}");
+        }
     }
 }
 
