@@ -202,9 +202,10 @@ impl State {
         }
     }
 
-    /// The most tables a batch search within `r` probes in one segment.
-    fn probed_tables(&self, r: u32) -> usize {
-        self.segments.iter().map(|sr| sr.seg.probed_tables(r)).max().unwrap_or(0)
+    /// How many tables a batch search of `n` queries within `r` probes densely in the largest
+    /// segment ([`Segment::dense_tables`]).
+    fn dense_tables(&self, n: usize, r: u32) -> usize {
+        self.segments.iter().max_by_key(|sr| sr.seg.len()).map_or(0, |sr| sr.seg.dense_tables(n, r))
     }
 
     /// All live entries, hashes in storage (permuted) bit order.
@@ -547,27 +548,31 @@ impl Index {
     /// A batch of at least 1,024 queries is searched as one, in blocks of up to 16,384: table by
     /// table, the block's queries sorted by key, so the tables are read block by block instead
     /// of at random (see `Segment::search_join`); each block's tables are split between the
-    /// threads. A smaller batch is cut into one block per thread, searched query by query; at a
-    /// radius that probes fewer than four tables the blocks are split by queries alone.
+    /// threads. A smaller batch is cut into one block per thread, searched query by query; where
+    /// fewer than four tables would be probed densely (a small radius) the blocks are split by
+    /// queries alone.
     pub fn search_batch(&self, queries: &[Hash256], radius: u32) -> Vec<Vec<Match>> {
-        use rayon::prelude::*;
         let st = self.snapshot();
-        let mut res = in_blocks(
+        in_blocks(
             queries.len(),
             |_| 1,
-            st.probed_tables(radius),
+            st.dense_tables(queries.len().min(JOIN_BLOCK), radius),
             |range, part| {
                 let words: Vec<[u64; 4]> = queries[range].iter().map(Hash256::words).collect();
                 let mut res = vec![Vec::new(); words.len()];
                 st.search_many(&words, radius, part, &mut |qi, _, id, h, d| {
                     res[qi].push(Match { id, hash: Hash256::from_words(*h), distance: d })
                 });
+                res.iter_mut().for_each(|m| sort_matches(m));
                 res
             },
-            |all, more| all.extend(more),
-        );
-        res.par_iter_mut().for_each(|m| sort_matches(m));
-        res
+            |all, more| {
+                if !more.is_empty() {
+                    all.extend(more);
+                    sort_matches(all);
+                }
+            },
+        )
     }
 
     /// [`Index::search_dihedral`] for many queries (each a list of hashes, such as an image's 8
@@ -583,7 +588,7 @@ impl Index {
         let best = in_blocks(
             queries.len(),
             |i| queries[i].len(),
-            st.probed_tables(radius),
+            st.dense_tables(queries.iter().map(Vec::len).sum::<usize>().min(JOIN_BLOCK), radius),
             |range, part| {
                 let qs = &queries[range];
                 let (mut owner, mut words) = (Vec::new(), Vec::new());
@@ -659,23 +664,24 @@ fn keep_nearest(best: &mut HashMap<(u32, u32), Match>, key: (u32, u32), m: Match
 /// query's results from the parts of its block.
 ///
 /// The blocks hold about equal shares of at most [`JOIN_BLOCK`] hashes (more only for a single
-/// query that holds more). From [`JOIN_MIN`] hashes, with `probed` tables probed per segment,
-/// each block is searched in up to one part per thread, each part taking two or more of the
-/// tables ([`Part`]), and the blocks are as few as give every thread a part: split by tables,
-/// every table pass is as large as the block, where split by queries it would be a thread's
-/// share. Otherwise (a small batch, or a radius that probes one table or two) one block per
-/// thread, in one part.
+/// query that holds more). From [`JOIN_MIN`] hashes, with `dense` tables probed densely by a
+/// block ([`Segment::dense_tables`]), each block is searched in up to one part per thread, each
+/// part taking two or more of the tables ([`Part`]), and the blocks are as few as give every
+/// thread a part: split by tables, every dense table pass is as large as the block, where split
+/// by queries it would be a thread's share (a sparse pass gains nothing from its size, and a
+/// split by queries shares the work out evenly). Otherwise (a small batch, or fewer than four
+/// dense tables) one block per thread, in one part.
 fn in_blocks<T: Send>(
     n: usize,
     hashes: impl Fn(usize) -> usize,
-    probed: usize,
+    dense: usize,
     search: impl Fn(std::ops::Range<usize>, Part) -> Vec<T> + Sync + Send,
     merge: impl Fn(&mut T, T) + Sync + Send,
 ) -> Vec<T> {
     use rayon::prelude::*;
     let total: usize = (0..n).map(&hashes).sum();
     let threads = rayon::current_num_threads().max(1);
-    let mut parts = if total >= JOIN_MIN { (probed / 2).clamp(1, threads) } else { 1 };
+    let mut parts = if total >= JOIN_MIN { (dense / 2).clamp(1, threads) } else { 1 };
     let mut per = total.div_ceil(total.div_ceil(JOIN_BLOCK).max(threads.div_ceil(parts))).max(1);
     if parts > 1 && per < JOIN_MIN {
         // blocks too small to be joined are searched query by query, in one part

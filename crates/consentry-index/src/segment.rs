@@ -1130,6 +1130,12 @@ const JOIN_BLOCK_BYTES: usize = 64 * 1024;
 /// blocks; 10 M, 5,000 queries: ~1 per 2, blocks 1.7× sorted probes).
 const SPARSE_PROBES: usize = 4;
 
+/// Whether a batch of `n` queries probing `ball` keys each in a table of `width`-bit keys
+/// probes it sparsely (see [`SPARSE_PROBES`]).
+fn sparse(n: usize, ball: usize, width: u32) -> bool {
+    n * ball * SPARSE_PROBES < 1 << width
+}
+
 /// Probes sorted at once in a sparse table (two buffers of 32 MiB).
 const JOIN_PROBES: usize = 1 << 22;
 
@@ -1702,7 +1708,7 @@ impl Segment {
                 }
             };
             let allow_at = |d: u32| rhos[t] + rhos[next] + 1 - d as i32;
-            if sorted.len() * masks.len() * SPARSE_PROBES < 1 << width {
+            if sparse(sorted.len(), masks.len(), width) {
                 // Sparse (a large table, a small batch): blocks would share no lines, so every
                 // probe is packed and all are sorted by key, one distance class at a time (its
                 // sketch limit is one), in runs of at most JOIN_PROBES probes.
@@ -1792,9 +1798,18 @@ impl Segment {
         }
     }
 
-    /// How many tables a search within `r` probes (0 for a segment without tables).
-    pub fn probed_tables(&self, r: u32) -> usize {
-        self.plan.as_ref().map_or(0, |p| p.rhos(r)[..p.len()].iter().filter(|&&rho| rho >= 0).count())
+    /// How many of the tables a batch search of `n` queries within `r` probes densely (by blocks
+    /// of the key space, not by sorted probes; see [`Segment::search_join`]): 0 for a segment
+    /// without tables.
+    pub fn dense_tables(&self, n: usize, r: u32) -> usize {
+        self.plan.as_ref().map_or(0, |p| {
+            let rhos = p.rhos(r);
+            (0..p.len())
+                .filter(|&t| {
+                    rhos[t] >= 0 && !sparse(n, ball_size(p.widths[t], rhos[t]) as usize, p.widths[t])
+                })
+                .count()
+        })
     }
 
     /// Whether table `t`'s buckets hold 12 or more entries on average (their sketches are then

@@ -386,10 +386,29 @@ fn a_batch_large_enough_to_join_agrees_with_brute_force_across_segments_deletion
 }
 
 #[test]
+fn dense_tables_are_those_a_batch_probes_by_blocks() {
+    let mut rng = Rng(5);
+    let n = 30_000;
+    let hashes: Vec<segment::H> = (0..n).map(|_| segment::H(rng.hash().words())).collect();
+    let seg = Segment::build((0..n as u64).collect(), hashes);
+    // 17 chunks of 15 bits: at radius 31 fifteen tables take radius 1 (16 keys each) and two
+    // radius 0; 2,000 queries probe 32,000 keys in the first, 2,000 in the others (of 32,768)
+    let plan = segment::ChunkPlan::for_len(n);
+    assert_eq!(plan.len(), 17);
+    let wide = plan.rhos(31)[..17].iter().filter(|&&rho| rho == 1).count();
+    assert_eq!(wide, 15);
+    assert_eq!(seg.dense_tables(2000, 31), wide);
+    // radius 8: nine tables of radius 0, sparse; a small batch: nothing dense
+    assert_eq!(seg.dense_tables(2000, 8), 0);
+    assert_eq!(seg.dense_tables(100, 31), 0);
+    assert_eq!(seg.dense_tables(1 << 20, 8), 9);
+}
+
+#[test]
 fn batch_blocks_cover_every_query_once_in_every_part_and_in_order() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-    // (queries, hashes per query, tables probed, parts wanted): below JOIN_MIN (one part), one
-    // block, several blocks, queries of several hashes, and radii that probe few tables
+    // (queries, hashes per query, tables probed densely, parts wanted): below JOIN_MIN (one
+    // part), one block, several blocks, queries of several hashes, and few dense tables
     for (n, per, probed, parts) in [
         (500, 1, 16, 1),
         (JOIN_MIN, 1, 16, 3),
