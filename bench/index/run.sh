@@ -40,8 +40,8 @@ for N in $NS; do
         *) T=20 FQ=20 MQ=0 ;;
     esac
     echo "== N=$N" >&2
-    # 4,000 queries: on 2 threads each thread's half (2,000) is searched as one batch (the join
-    # takes blocks of at least 1,024 queries per thread)
+    # 4,000 queries: searched as one batch (the join takes blocks of 1,024 to 16,384 queries),
+    # its tables split between the threads
     $B gen "$CORPUS" "$N" 4000 "$OUT"
     $B run "$OUT" "$N" --truth "$T" >> "$RES"
     if [ "$N" = 1000000 ]; then
