@@ -7,8 +7,11 @@
 //! (written by [`crate::Extractor::signature`]) is version 2 with the longest side of the
 //! protected image (`[side, u16 LE]`, [`Signature::source_side`], 1 or more) after the band's
 //! quality; a signature whose side is not known (0) is written as version 2, one without a band
-//! as version 1. The head (version, PDQ hash, quality) is laid out alike in all, so a reader of
-//! the PDQ hash alone (the protect page) need not know the rest.
+//! as version 1. Version 4 (written by [`crate::Extractor::signature`] from 2026-12-07) is version 3
+//! with the image's [`Grid`] after the size: `[width u16 LE][height u16 LE][12][12]` and 144 cells
+//! of 4 bits, two to a byte, the first in the low bits (78 bytes); a signature without a grid is
+//! written as version 3. The head (version, PDQ hash, quality) is laid out alike in all, so a
+//! reader of the PDQ hash alone (the protect page) need not know the rest.
 //!
 //! Query features (version 2), what a client that keeps its images sends to be matched:
 //! `[version = 2][8 dihedral PDQ hashes, 8 × 32 bytes][quality][band hash as it is, 32 bytes]
@@ -21,24 +24,34 @@
 //! = 3); in versions 1–3 they are half an octave apart (0..6). Version 5 is version 4 with the
 //! longest side of the query image (`[side, u16 LE]`, [`QueryFeatures::source_side`], 1 or more)
 //! right after the mirrored keypoints; features whose side is not known (0) are written as version
-//! 4. Features in half octaves are written as version 3 when they have mirrored keypoints, version
+//! 4. Version 6 (written by [`crate::Extractor::query`] from 2026-12-07) is version 5 with the
+//! query's [`Grid`] right after the size (the same header, at most 32×32 cells, a grey level per
+//! byte) and before the trimmed band; features without a grid are written as version 5. Features
+//! in half octaves are written as version 3 when they have mirrored keypoints, version
 //! 2 otherwise. Version 1 (still read) has no band fields.
 
-use crate::{BandQuery, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS};
+use crate::{BandQuery, Grid, Keypoint, QueryFeatures, Signature, LEVELS, QUERY_LEVELS, STORED_CELLS};
 use consentry_pdq::{Hash256, PdqHash};
 use std::fmt;
 
-/// Version byte of signatures (the newest: with the protected image's size). Signatures
-/// without the size are written as version 2, without the band as version 1.
-pub const SIGNATURE_VERSION: u8 = 3;
+/// Version byte of signatures (the newest: with the protected image's grid). Signatures without
+/// the grid are written as version 3, without the size as version 2, without the band as version 1.
+pub const SIGNATURE_VERSION: u8 = 4;
 const HEADER: usize = 35;
 const KP: usize = 37;
 /// The band's hash and quality.
 const BAND: usize = 33;
 /// The image's longest side (signatures of version 3, query features of version 5).
 const SIDE: usize = 2;
+/// A signature's grid: its header (frame width and height, u16 LE, cells across and down) and
+/// 12×12 cells of 4 bits.
+#[allow(clippy::manual_div_ceil)] // Rust 1.63 (the protect page's wasm build) has no div_ceil
+const STORED_GRID: usize = GRID_HEAD + (STORED_CELLS as usize * STORED_CELLS as usize + 1) / 2;
+const GRID_HEAD: usize = 6;
+/// Cells across or down a query's grid at most (a 512-px side in cells of 16).
+const MAX_QUERY_GRID_CELLS: u8 = 32;
 /// Largest serialized size of a signature made by [`crate::Extractor`] (50 keypoints).
-pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50 + BAND + SIDE;
+pub const MAX_SIGNATURE_BYTES: usize = HEADER + KP * 50 + BAND + SIDE + STORED_GRID;
 
 /// Why bytes or text are not a signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +89,11 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Version byte of serialized query features (the newest: keypoint levels a third of an octave
-/// apart, and the query image's size). Features without the size are written as version 4, and
+/// apart, the query image's size and its grid). Features without the grid are written as version
+/// 5, without the size as version 4, and
 /// in half octaves ([`QueryFeatures::in_half_octaves`]) as version 3, or 2 without mirrored
 /// keypoints, which older readers understand.
-pub const QUERY_FEATURES_VERSION: u8 = 5;
+pub const QUERY_FEATURES_VERSION: u8 = 6;
 const QUERY_HEADER_V1: usize = 1 + 8 * 32 + 1 + 2;
 const QUERY_BAND: usize = 2 * 32 + 1;
 
@@ -106,6 +120,52 @@ fn get_side(b: &[u8]) -> Result<u32, DecodeError> {
         0 => Err(DecodeError::Invalid("image size")),
         s => Ok(u32::from(s)),
     }
+}
+
+/// A grid: `[width u16 LE][height u16 LE][cols][rows]`, then the cells row by row, a byte each
+/// when they are grey levels ([`Grid::fine`], a query's), else two to a byte (the first in the
+/// low 4 bits).
+fn put_grid(v: &mut Vec<u8>, g: &Grid) {
+    v.extend_from_slice(&g.width.to_le_bytes());
+    v.extend_from_slice(&g.height.to_le_bytes());
+    v.push(g.cols);
+    v.push(g.rows);
+    if g.fine {
+        v.extend_from_slice(&g.cells);
+        return;
+    }
+    for pair in g.cells.chunks(2) {
+        v.push(pair[0] | pair.get(1).map_or(0, |c| c << 4));
+    }
+}
+
+/// The grid [`put_grid`] wrote at the start of `b` (grey levels when `fine`), with at most `max`
+/// cells across and down, and the bytes it took.
+fn get_grid(b: &[u8], max: u8, fine: bool) -> Result<(Grid, usize), DecodeError> {
+    let h = b.get(..GRID_HEAD).ok_or(DecodeError::Truncated)?;
+    let (width, height, cols, rows) =
+        (u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]), h[4], h[5]);
+    if cols > max || rows > max {
+        return Err(DecodeError::Invalid("grid size"));
+    }
+    let n = usize::from(cols) * usize::from(rows);
+    #[allow(clippy::manual_div_ceil)] // Rust 1.63 (the wasm build) has no div_ceil
+    let len = GRID_HEAD + if fine { n } else { (n + 1) / 2 };
+    let packed = b.get(GRID_HEAD..len).ok_or(DecodeError::Truncated)?;
+    let cells: Vec<u8> = if fine {
+        packed.to_vec()
+    } else {
+        let mut c: Vec<u8> = packed.iter().flat_map(|&p| [p & 15, p >> 4]).collect();
+        if n % 2 == 1 && c.pop() != Some(0) {
+            return Err(DecodeError::Invalid("grid padding"));
+        }
+        c
+    };
+    let g = Grid { width, height, cols, rows, cells, fine };
+    if !g.valid() {
+        return Err(DecodeError::Invalid("grid"));
+    }
+    Ok((g, len))
 }
 
 fn put_keypoint(v: &mut Vec<u8>, k: &Keypoint) {
@@ -140,14 +200,16 @@ fn get_keypoints(b: &[u8], levels: usize) -> Result<Vec<Keypoint>, DecodeError> 
 }
 
 impl QueryFeatures {
-    /// The format version [`QueryFeatures::to_bytes`] writes these features in: 5 for levels a
-    /// third of an octave apart with the image's size, 4 without it, else 3 with mirrored
+    /// The format version [`QueryFeatures::to_bytes`] writes these features in: 6 for levels a
+    /// third of an octave apart with the image's size and grid, 5 without the grid, 4 without the
+    /// size (the grid is then left out too), else 3 with mirrored
     /// keypoints and 2 without (what readers of those versions understand).
     pub fn format_version(&self) -> u8 {
         match (self.levels_per_octave, self.mirrored.is_empty()) {
             (2, true) => 2,
             (2, false) => 3,
             _ if self.source_side == 0 => 4,
+            _ if self.grid.is_none() => 5,
             _ => QUERY_FEATURES_VERSION,
         }
     }
@@ -184,6 +246,9 @@ impl QueryFeatures {
         if version >= 5 {
             put_side(&mut v, self.source_side);
         }
+        if let (6.., Some(g)) = (version, &self.grid) {
+            put_grid(&mut v, g);
+        }
         if let Some(t) = self.trimmed_band {
             for h in &t.hashes {
                 v.extend_from_slice(&h.to_bytes());
@@ -198,7 +263,7 @@ impl QueryFeatures {
         let version = *b.first().ok_or(DecodeError::Truncated)?;
         let header = match version {
             1 => QUERY_HEADER_V1,
-            2..=5 => QUERY_HEADER_V1 + QUERY_BAND,
+            2..=6 => QUERY_HEADER_V1 + QUERY_BAND,
             v => return Err(DecodeError::Version(v)),
         };
         if b.len() < header {
@@ -244,6 +309,12 @@ impl QueryFeatures {
             source_side = get_side(b.get(need..need + SIDE).ok_or(DecodeError::Truncated)?)?;
             need += SIDE;
         }
+        let mut grid = None;
+        if version >= 6 {
+            let (g, len) = get_grid(&b[need.min(b.len())..], MAX_QUERY_GRID_CELLS, true)?;
+            grid = Some(g);
+            need += len;
+        }
         // version 2 may end with the trimmed band
         let trimmed = header > QUERY_HEADER_V1 && b.len() == need + QUERY_BAND;
         if b.len() > need && !trimmed {
@@ -264,6 +335,7 @@ impl QueryFeatures {
             trimmed_band,
             levels_per_octave,
             source_side,
+            grid,
         })
     }
 
@@ -281,21 +353,22 @@ impl QueryFeatures {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 impl Signature {
-    /// The format version [`Signature::to_bytes`] writes this signature in: 3 with the band and
-    /// the image's size, 2 with the band alone, 1 without the band (a version-1 signature read
-    /// back: the same bytes again).
+    /// The format version [`Signature::to_bytes`] writes this signature in: 4 with the band, the
+    /// image's size and its grid, 3 without the grid, 2 with the band alone (no size: the grid is
+    /// left out too), 1 without the band (a version-1 signature read back: the same bytes again).
     pub fn format_version(&self) -> u8 {
-        match (self.band.is_some(), self.source_side) {
-            (false, _) => 1,
-            (true, 0) => 2,
-            (true, _) => SIGNATURE_VERSION,
+        match (self.band.is_some(), self.source_side, &self.grid) {
+            (false, _, _) => 1,
+            (true, 0, _) => 2,
+            (true, _, None) => 3,
+            (true, _, Some(_)) => SIGNATURE_VERSION,
         }
     }
 
     /// Serialized bytes (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.keypoints.len().min(255);
-        let mut v = Vec::with_capacity(HEADER + KP * n + BAND + SIDE);
+        let mut v = Vec::with_capacity(HEADER + KP * n + BAND + SIDE + STORED_GRID);
         let version = self.format_version();
         v.push(version);
         v.extend_from_slice(&self.pdq.to_bytes());
@@ -311,6 +384,9 @@ impl Signature {
         if version >= 3 {
             put_side(&mut v, self.source_side);
         }
+        if let (4.., Some(g)) = (version, &self.grid) {
+            put_grid(&mut v, g);
+        }
         v
     }
 
@@ -321,6 +397,7 @@ impl Signature {
             1 => 0,
             2 => BAND,
             3 => BAND + SIDE,
+            4 => BAND + SIDE + STORED_GRID,
             v => return Err(DecodeError::Version(v)),
         };
         if b.len() < HEADER {
@@ -344,7 +421,16 @@ impl Signature {
             None
         };
         let source_side = if version >= 3 { get_side(&b[kp_end + BAND..])? } else { 0 };
-        Ok(Signature { pdq, quality, keypoints, band, source_side })
+        let grid = if version >= 4 {
+            let (g, _) = get_grid(&b[kp_end + BAND + SIDE..], STORED_CELLS, false)?;
+            if (g.cols, g.rows) != (STORED_CELLS, STORED_CELLS) {
+                return Err(DecodeError::Invalid("grid size"));
+            }
+            Some(g)
+        } else {
+            None
+        };
+        Ok(Signature { pdq, quality, keypoints, band, source_side, grid })
     }
 
     /// Standard base64 (with padding) of [`Signature::to_bytes`].

@@ -164,6 +164,11 @@ impl Scratch {
         self.red.plan.push(y0, n, block.len(), &mut self.l0, |x| &block[x]);
     }
 
+    /// The working luma of the last image whose corners were extracted.
+    pub(crate) fn luma(&self) -> &Gray {
+        &self.l0
+    }
+
     /// Whether the working luma is complete: every row pushed.
     pub fn shared_luma_complete(&self) -> bool {
         self.red.plan.complete()

@@ -2,7 +2,8 @@
 //! multi-index hashing) and the stored keypoints' descriptors in bucket
 //! tables keyed by fixed bit subsets, then verification per candidate image.
 
-use crate::verify::{hamming, inliers, Corr};
+use crate::grid::agreement;
+use crate::verify::{best_hypothesis, hamming, score, Corr};
 use crate::{Keypoint, Params, QueryFeatures, Signature, StopKeys};
 use consentry_index::{huge_vec, prefetch, DegeneratePolicy, Index, IndexConfig};
 use std::collections::HashMap;
@@ -305,8 +306,24 @@ fn query_descs(params: &Params, q: &QueryFeatures) -> Vec<[u64; 4]> {
     query_sets(params, q).iter().flat_map(|s| s.iter().map(|k| k.desc)).collect()
 }
 
-/// Rule 2: the inliers and score of the better of the two sets' best hypotheses, and whether
-/// it is the mirrored set's; `(0, 0, false)` when neither passes.
+/// The score rule 4 needs for the pair, when it applies: it is on, both sides have a grid, and
+/// it asks less than rule 2.
+fn dense_score(params: &Params, sig: &Signature, q: &QueryFeatures, min_score: u32) -> Option<u32> {
+    let d = params.dense_min_score?;
+    (sig.grid.is_some() && q.grid.is_some() && d < min_score).then_some(d)
+}
+
+/// The fewest correspondences any rule on keypoints can match a pair with.
+fn fewest_inliers(params: &Params) -> usize {
+    if params.dense_min_score.is_some() {
+        params.min_inliers.min(params.dense_min_inliers).max(2)
+    } else {
+        params.min_inliers
+    }
+}
+
+/// Rule 2 or rule 4: the inliers and score of the better of the two sets' best hypotheses that
+/// pass, and whether it is the mirrored set's; `(0, 0, false)` when neither passes.
 fn local_rule(
     params: &Params,
     sig: &Signature,
@@ -315,28 +332,46 @@ fn local_rule(
 ) -> (usize, u32, bool) {
     let sets = query_sets(params, q);
     let min_score = params.min_score_for(sig, q);
-    let verify = |set: &[Keypoint], corrs: &mut Vec<Corr>| {
-        let (n, sc) = if can_pass(params, min_score, corrs) {
-            inliers(params, &sig.keypoints, set, q.levels_per_octave, corrs)
-        } else {
-            (0, 0)
-        };
-        if n >= params.min_inliers && sc >= min_score {
-            (n, sc)
-        } else {
-            (0, 0)
+    let dense = dense_score(params, sig, q, min_score);
+    let (gate, fewest) = match dense {
+        Some(d) => (d, fewest_inliers(params)),
+        None => (min_score, params.min_inliers),
+    };
+    let hp = Params { min_inliers: fewest, ..*params };
+    let verify = |set: &[Keypoint], corrs: &mut Vec<Corr>, mirrored: bool| {
+        if !can_pass(&hp, gate, corrs) {
+            return (0, 0);
         }
+        let (d, t) = best_hypothesis(&hp, &sig.keypoints, set, q.levels_per_octave, corrs);
+        let (n, sc) = (d.len(), score(params, &d));
+        if n >= params.min_inliers && sc >= min_score {
+            return (n, sc);
+        }
+        if let (Some(ds), Some(sg), Some(qg)) = (dense, &sig.grid, &q.grid) {
+            if n >= params.dense_min_inliers && sc >= ds {
+                let a = agreement(sg, qg, t, mirrored);
+                let (need, across) = if params.is_small(sig, q) {
+                    (params.dense_small_min_r, params.dense_small_min_r_across)
+                } else {
+                    (params.dense_min_r, params.dense_min_r_across)
+                };
+                if a.inside >= params.dense_min_cells && a.r >= need && a.r_across >= across {
+                    return (n, sc);
+                }
+            }
+        }
+        (0, 0)
     };
     let n0 = sets[0].len() as u32;
     if sets[1].is_empty() || corrs.iter().all(|c| u32::from(c.q) < n0) {
-        let (n, sc) = verify(sets[0], corrs);
+        let (n, sc) = verify(sets[0], corrs, false);
         return (n, sc, false);
     }
     let (mut a, mut b): (Vec<Corr>, Vec<Corr>) = corrs.iter().partition(|c| u32::from(c.q) < n0);
     for c in &mut b {
         c.q -= n0 as u16;
     }
-    let (ra, rb) = (verify(sets[0], &mut a), verify(sets[1], &mut b));
+    let (ra, rb) = (verify(sets[0], &mut a, false), verify(sets[1], &mut b, true));
     if rb.1 > ra.1 {
         (rb.0, rb.1, true)
     } else {
@@ -439,6 +474,17 @@ pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> 
     let n0 = query_sets(params, q)[0].len();
     corrs.retain(|c| usize::from(c.q) < n0);
     crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, q.levels_per_octave, &mut corrs)
+}
+
+/// Tuning aid: [`inlier_distances`] with the best hypothesis's transform from stored to query
+/// working-image positions, `[s·cos, s·sin, tx, ty]`.
+#[doc(hidden)]
+pub fn inlier_transform(params: &Params, sig: &Signature, q: &QueryFeatures) -> (Vec<u16>, [f32; 4]) {
+    let bits = key_bits(params);
+    let mut corrs = brute_correspondences(params, &bits, &stop_sets(params, &bits), sig, q);
+    let n0 = query_sets(params, q)[0].len();
+    corrs.retain(|c| usize::from(c.q) < n0);
+    crate::verify::best_hypothesis(params, &sig.keypoints, &q.keypoints, q.levels_per_octave, &mut corrs)
 }
 
 /// Every protected entry the query matches, by brute force over all of them
@@ -1080,7 +1126,7 @@ impl DeriveIndex {
             if hash_hit {
                 pi.next();
             }
-            if hash_hit || corrs.len() >= self.params.min_inliers {
+            if hash_hit || corrs.len() >= fewest_inliers(&self.params) {
                 judge_slot(slot, &mut corrs);
             }
         }
@@ -1104,6 +1150,7 @@ mod key_tests {
             keypoints: crate::synth::ramp_keypoints(),
             band: None,
             source_side: 0,
+            grid: None,
         };
         let q = QueryFeatures {
             pdq: [consentry_pdq::Hash256::from_bytes([0xf0; 32]); 8],
@@ -1114,6 +1161,7 @@ mod key_tests {
             trimmed_band: None,
             levels_per_octave: crate::QUERY_LEVELS_PER_OCTAVE,
             source_side: 0,
+            grid: None,
         };
         for stop_keys in [
             StopKeys::None,
@@ -1218,7 +1266,7 @@ mod key_tests {
                     })
                     .collect();
                 let pdq = consentry_pdq::Hash256::from_words([next(), next(), next(), next()]);
-                (id, Signature { pdq, quality: 90, keypoints, band: None, source_side: 0 })
+                (id, Signature { pdq, quality: 90, keypoints, band: None, source_side: 0, grid: None })
             })
             .collect();
         assert!(index.extend(entries).is_empty());

@@ -24,7 +24,9 @@
 //!   a crop that keeps only such a region still finds corners on both sides (from 2026-12-06;
 //!   `bench/RESULTS.md`, "Corners in low texture"), and
 //! * the longest side of the image (format version 3; [`Signature::source_side`]): a small
-//!   protected image needs a higher score (rule 2 below).
+//!   protected image needs a higher score (rule 2 below), and
+//! * its brightness in **12×12 cells** of the working image, each in 4 bits relative to the
+//!   mean and spread of all cells (format version 4, 78 bytes; [`Grid`]): what rule 4 compares.
 //!
 //! A query's [`QueryFeatures`] are the 8 dihedral PDQ hashes, its top band's hash as it is and
 //! mirrored left to right (and the same of the picture inside its uniform borders, when it has
@@ -32,7 +34,9 @@
 //! 2 per 32×32 cell of each level, 1 in a cell without texture, by the same two thresholds;
 //! format version 4), and the same keypoints
 //! as they are in the query mirrored left to right (positions mirrored, descriptors from the tests
-//! mirrored; format version 3). The finer steps of the query's pyramid put one of its levels within
+//! mirrored; format version 3), and its brightness in cells of 16 working pixels (at most
+//! 32×32, grey levels; format version 6; [`Grid`]), compared while it is matched and never
+//! kept. The finer steps of the query's pyramid put one of its levels within
 //! 12 % of the scale of every protected level whatever the copy's enlargement ([`QUERY_LEVELS`]).
 //!
 //! # Match rule
@@ -72,7 +76,18 @@
 //! 3. the query's top-band hash (or its trimmed band's, [`Params::band_trimmed`]), as it is or
 //!    mirrored, is within [`Params::band_radius`] (31)
 //!    of the protected top-band hash, and both bands have a PDQ quality of at least
-//!    [`Params::band_min_quality`] (10).
+//!    [`Params::band_min_quality`] (10), **or**
+//! 4. fewer corners agree than rule 2 needs — at least [`Params::dense_min_inliers`] (2) with a
+//!    score of at least [`Params::dense_min_score`] (20) — and the protected image's grid,
+//!    carried through their best hypothesis's transform, agrees with the query's grid where it
+//!    lands: at least [`Params::dense_min_cells`] (24) cells inside the query, a Pearson
+//!    correlation of the cells of at least [`Params::dense_min_r`] (0.95; 0.98 for a small
+//!    image, [`Params::dense_small_min_r`]) and of the differences between horizontal
+//!    neighbours of at least [`Params::dense_min_r_across`] (0.5, as
+//!    [`Params::dense_small_min_r_across`]). A crop that keeps a corner of
+//!    the frame — the sky of a landscape — holds few of the 50 stored corners; the few that agree
+//!    say where the copy lies in the original, and the grid checks that it looks like the
+//!    original there (from 2026-12-07; `bench/RESULTS.md`, "Rule 4").
 //!
 //! Crops, pads, borders, captions and screenshot frames change where the photo
 //! sits in the frame and its scale, which a similarity transform absorbs;
@@ -91,6 +106,7 @@ mod features;
 mod gray;
 // The index (and its dependencies) is left out of the protect page's WebAssembly build, which
 // compiles this crate's extraction with Debian's rustc 1.63 (crates/consentry-server/build.rs).
+mod grid;
 #[cfg(not(target_arch = "wasm32"))]
 mod index;
 #[cfg(test)]
@@ -99,10 +115,13 @@ mod reference;
 pub mod synth;
 mod verify;
 
+pub use grid::{Grid, GRID_LEVELS, QUERY_CELL, STORED_CELLS};
+
 pub use codec::{DecodeError, MAX_SIGNATURE_BYTES, SIGNATURE_VERSION};
 #[cfg(not(target_arch = "wasm32"))]
 pub use index::{
-    brute_force_search, inlier_distances, learnt_layout, match_pair, write_common_keys, DeriveIndex, Hit,
+    brute_force_search, inlier_distances, inlier_transform, learnt_layout, match_pair, write_common_keys,
+    DeriveIndex, Hit,
 };
 
 use consentry_pdq::{Dihedral, Hash256, ImageRef, ImageSizeError, PdqDihedral, PdqHash, PixelFormat};
@@ -176,6 +195,9 @@ pub struct Signature {
     /// (signatures of versions 1 and 2). A protected image smaller than [`Params::small_side`]
     /// needs [`Params::small_min_score`] to be matched by rule 2.
     pub source_side: u32,
+    /// The image's brightness in 12×12 cells (format version 4, [`Grid`]), rule 4's evidence;
+    /// `None` in signatures of versions 1–3, and for a flat or tiny image.
+    pub grid: Option<Grid>,
 }
 
 /// The query's top-band hashes ([`Signature::band`] of the query as it is and mirrored left to
@@ -216,6 +238,9 @@ pub struct QueryFeatures {
     /// 0 when not known (features of versions 1–4). A query smaller than
     /// [`Params::small_side`] needs [`Params::small_min_score`] to match by rule 2.
     pub source_side: u32,
+    /// The query's brightness in cells of 16 working pixels (format version 6, [`Grid`]), for
+    /// rule 4; `None` in features of versions 1–5, and for a flat or tiny image.
+    pub grid: Option<Grid>,
 }
 
 impl QueryFeatures {
@@ -225,6 +250,7 @@ impl QueryFeatures {
     /// from formats 1 and 2.
     pub fn in_older_format(&self) -> Option<QueryFeatures> {
         match self.format_version() {
+            6 => Some(QueryFeatures { grid: None, ..self.clone() }),
             5 => Some(QueryFeatures { source_side: 0, ..self.clone() }),
             4 => Some(self.in_half_octaves()),
             3 => Some(QueryFeatures { mirrored: Vec::new(), ..self.clone() }),
@@ -257,6 +283,7 @@ impl QueryFeatures {
             mirrored: half(&self.mirrored),
             levels_per_octave: 2,
             source_side: 0,
+            grid: None,
             ..self.clone()
         }
     }
@@ -341,6 +368,26 @@ pub struct Params {
     /// copy that was mirrored and then cropped, padded or captioned, which the dihedral PDQ
     /// hashes no longer catch. Each of the two is verified on its own.
     pub mirrored: bool,
+    /// Rule 4: the score the best hypothesis needs (with at least
+    /// [`dense_min_inliers`](Self::dense_min_inliers) inliers) when the grids agree under its
+    /// transform ([`Grid`]); `None` turns rule 4 off. Never more than rule 2's threshold matters:
+    /// what rule 2 passes, it passes.
+    pub dense_min_score: Option<u32>,
+    /// Rule 4: inliers its hypothesis needs.
+    pub dense_min_inliers: usize,
+    /// Rule 4: the correlation the stored grid's cells need with the query's where they land.
+    pub dense_min_r: f32,
+    /// Rule 4: the correlation needed when the query or the protected image is small
+    /// ([`small_side`](Self::small_side)): aligned face crops of one person are laid out alike.
+    pub dense_small_min_r: f32,
+    /// Rule 4: stored cells that must land inside the query.
+    pub dense_min_cells: usize,
+    /// Rule 4: the correlation needed of the differences between horizontal neighbours (the
+    /// layout within rows: two landscapes with a bright sky over dark land correlate highly
+    /// cell by cell, but not across).
+    pub dense_min_r_across: f32,
+    /// Rule 4: the same when the query or the protected image is small.
+    pub dense_small_min_r_across: f32,
 }
 
 /// Index keys the rule leaves out: a correspondence must agree on a key that is not stopped.
@@ -397,14 +444,20 @@ impl std::str::FromStr for StopKeys {
 pub const COMMON_KEYS_PER_TABLE: usize = 1024;
 
 impl Params {
+    /// Whether the query's or (with [`small_protected`](Self::small_protected)) the protected
+    /// image's known longest side is under [`small_side`](Self::small_side).
+    pub fn is_small(&self, sig: &Signature, q: &QueryFeatures) -> bool {
+        let small = |side: u32| side > 0 && side < self.small_side;
+        small(q.source_side) || (self.small_protected && small(sig.source_side))
+    }
+
     /// The score rule 2 needs to match `q` with `sig`: [`small_min_score`](Self::small_min_score)
     /// when the query's [`source_side`](QueryFeatures::source_side) or (with
     /// [`small_protected`](Self::small_protected)) the protected image's
     /// ([`Signature::source_side`]) is known and under [`small_side`](Self::small_side), else
     /// [`min_score`](Self::min_score).
     pub fn min_score_for(&self, sig: &Signature, q: &QueryFeatures) -> u32 {
-        let small = |side: u32| side > 0 && side < self.small_side;
-        if small(q.source_side) || (self.small_protected && small(sig.source_side)) {
+        if self.is_small(sig, q) {
             self.min_score.max(self.small_min_score)
         } else {
             self.min_score
@@ -437,6 +490,13 @@ impl Default for Params {
             band_min_quality: 10,
             band_trimmed: true,
             mirrored: true,
+            dense_min_score: Some(20),
+            dense_min_inliers: 2,
+            dense_min_r: 0.95,
+            dense_small_min_r: 0.98,
+            dense_min_cells: 24,
+            dense_min_r_across: 0.5,
+            dense_small_min_r_across: 0.5,
         }
     }
 }
@@ -672,6 +732,11 @@ impl Extractor {
             keypoints,
             band: Some(band),
             source_side: px.width.max(px.height),
+            grid: if px.width >= MIN_SIDE && px.height >= MIN_SIDE {
+                Grid::stored(self.scratch.luma())
+            } else {
+                None
+            },
         }
     }
 
@@ -730,6 +795,11 @@ impl Extractor {
             trimmed_band,
             levels_per_octave: pyramid.per_octave,
             source_side: px.width.max(px.height),
+            grid: if px.width >= MIN_SIDE && px.height >= MIN_SIDE {
+                Grid::query(self.scratch.luma())
+            } else {
+                None
+            },
         }
     }
 }

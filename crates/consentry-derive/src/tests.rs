@@ -234,7 +234,7 @@ fn signature_fits_the_budget_and_round_trips() {
     let mut ex = Extractor::new();
     let s = ex.signature(&scene(1200, 800, 7).pixels());
     let b = s.to_bytes();
-    assert!(b.len() <= MAX_SIGNATURE_BYTES && MAX_SIGNATURE_BYTES <= 2048, "{} bytes", b.len());
+    assert!(b.len() <= MAX_SIGNATURE_BYTES && MAX_SIGNATURE_BYTES <= 2000, "{} bytes", b.len());
     assert_eq!(Signature::from_bytes(&b).unwrap(), s);
     let t = s.to_base64();
     assert_eq!(Signature::from_base64(&format!(" {t}\n")).unwrap(), s);
@@ -242,17 +242,28 @@ fn signature_fits_the_budget_and_round_trips() {
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(Signature::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    assert_eq!((b[0], s.source_side), (3, 1200), "with the image's size: version 3");
-    assert_eq!(&b[b.len() - 2..], &1200u16.to_le_bytes());
-    let mut v4 = b.clone();
-    v4[0] = 4;
-    assert_eq!(Signature::from_bytes(&v4), Err(DecodeError::Version(4)));
+    assert_eq!((b[0], s.source_side), (4, 1200), "with the image's size and grid: version 4");
+    let g = s.grid.as_ref().expect("a grid");
+    assert_eq!((g.cols, g.rows, g.width, g.height, g.fine), (12, 12, 512, 341, false));
+    // the grid, last: 6 bytes of header and 144 cells of 4 bits
+    let grid_at = b.len() - 78;
+    assert_eq!(&b[grid_at - 2..grid_at], &1200u16.to_le_bytes());
+    assert_eq!(&b[grid_at..grid_at + 6], &[0, 2, 85, 1, 12, 12]);
+    let mut v5 = b.clone();
+    v5[0] = 5;
+    assert_eq!(Signature::from_bytes(&v5), Err(DecodeError::Version(5)));
     let mut qual = b.clone();
-    qual[b.len() - 3] = 101;
+    qual[grid_at - 3] = 101;
     assert_eq!(Signature::from_bytes(&qual), Err(DecodeError::Invalid("quality")));
     let mut no_side = b.clone();
-    no_side[b.len() - 2..].fill(0);
+    no_side[grid_at - 2..grid_at].fill(0);
     assert_eq!(Signature::from_bytes(&no_side), Err(DecodeError::Invalid("image size")));
+    let mut cells = b.clone();
+    cells[grid_at + 4] = 11;
+    assert_eq!(Signature::from_bytes(&cells), Err(DecodeError::Invalid("grid size")));
+    let mut frame = b.clone();
+    frame[grid_at..grid_at + 2].fill(0);
+    assert_eq!(Signature::from_bytes(&frame), Err(DecodeError::Invalid("grid")));
     // An image side over u16 is written as 65,535 (still "not small").
     let huge = Signature { source_side: 70_000, ..s.clone() };
     assert_eq!(Signature::from_bytes(&huge.to_bytes()).unwrap().source_side, 65_535);
@@ -271,12 +282,18 @@ fn signature_fits_the_budget_and_round_trips() {
 
 #[test]
 fn version_1_and_2_signatures_and_query_features_are_still_read() {
-    // Version 2 is version 3 without the image's size, version 1 is version 2 without the band:
-    // built here by hand from a version-3 signature.
+    // Version 3 is version 4 without the grid, version 2 is version 3 without the image's size,
+    // version 1 is version 2 without the band: built here by hand from a version-4 signature.
     let mut ex = Extractor::new();
     let img = scene(900, 600, 31);
-    let s3 = ex.signature(&img.pixels());
-    let b3 = s3.to_bytes();
+    let s4 = ex.signature(&img.pixels());
+    let b4 = s4.to_bytes();
+    assert_eq!(b4[0], 4);
+    let mut b3 = b4[..b4.len() - 78].to_vec();
+    b3[0] = 3;
+    let s3 = Signature::from_bytes(&b3).unwrap();
+    assert_eq!(s3, Signature { grid: None, ..s4.clone() });
+    assert_eq!(s3.to_bytes(), b3, "a signature without the grid is written as version 3");
     assert_eq!((b3[0], s3.source_side), (3, 900));
     let mut b2 = b3[..b3.len() - 2].to_vec();
     b2[0] = 2;
@@ -376,10 +393,17 @@ fn query_features_round_trip_and_refuse_corruption() {
     let mut extra = b.clone();
     extra.push(0);
     assert_eq!(QueryFeatures::from_bytes(&extra), Err(DecodeError::TrailingBytes));
-    assert_eq!((b[0], q.source_side), (5, 900), "levels a third of an octave apart and the size: version 5");
-    let mut v6 = b.clone();
-    v6[0] = 6;
-    assert_eq!(QueryFeatures::from_bytes(&v6), Err(DecodeError::Version(6)));
+    assert_eq!(
+        (b[0], q.source_side),
+        (6, 900),
+        "levels a third of an octave apart, the size and the grid: version 6"
+    );
+    let mut v7 = b.clone();
+    v7[0] = 7;
+    assert_eq!(QueryFeatures::from_bytes(&v7), Err(DecodeError::Version(7)));
+    let g = q.grid.as_ref().expect("a grid");
+    assert_eq!((g.cols, g.rows, g.width, g.height, g.fine), (32, 22, 512, 341, true));
+    let grid_len = 6 + 32 * 22;
     // the size right after the mirrored keypoints; 0 is not a size
     let side_at = 325 + 37 * (q.keypoints.len() + q.mirrored.len()) + 2;
     assert_eq!(u16::from_le_bytes([b[side_at], b[side_at + 1]]), 900);
@@ -389,16 +413,38 @@ fn query_features_round_trip_and_refuse_corruption() {
     let mut zero = b.clone();
     zero[side_at..side_at + 2].copy_from_slice(&[0, 0]);
     assert_eq!(QueryFeatures::from_bytes(&zero), Err(DecodeError::Invalid("image size")));
+    // the grid right after the size, its cells a byte each; at most 32 cells a side
+    let grid_at = side_at + 2;
+    assert_eq!(b.len(), grid_at + grid_len);
+    for cut in [grid_at, grid_at + 5, grid_at + 6, b.len() - 1] {
+        assert_eq!(QueryFeatures::from_bytes(&b[..cut]), Err(DecodeError::Truncated), "cut at {cut}");
+    }
+    let mut wide = b.clone();
+    wide[grid_at + 4] = 33;
+    assert_eq!(QueryFeatures::from_bytes(&wide), Err(DecodeError::Invalid("grid size")));
+    let mut frame = b.clone();
+    frame[grid_at + 2..grid_at + 4].copy_from_slice(&600u16.to_le_bytes());
+    assert_eq!(QueryFeatures::from_bytes(&frame), Err(DecodeError::Invalid("grid")));
     // each older format in turn, for a reader that refuses the newer one
     let formats: Vec<u8> = std::iter::successors(Some(q.clone()), QueryFeatures::in_older_format)
         .map(|f| f.format_version())
         .collect();
-    assert_eq!(formats, [5, 4, 3, 2]);
-    // without the size: version 4, the same bytes less the size, read back with size 0
-    let q4 = QueryFeatures { source_side: 0, ..q.clone() };
+    assert_eq!(formats, [6, 5, 4, 3, 2]);
+    // without the grid: version 5, the same bytes less the grid
+    let q5 = QueryFeatures { grid: None, ..q.clone() };
+    let b5 = q5.to_bytes();
+    assert_eq!((b5[0], &b5[1..]), (5, &b[1..grid_at]));
+    assert_eq!(QueryFeatures::from_bytes(&b5).unwrap(), q5);
+    // without the size: version 4, the same bytes less the size and the grid, read back with size 0
+    let q4 = QueryFeatures { source_side: 0, grid: None, ..q.clone() };
+    assert_eq!(
+        QueryFeatures { source_side: 0, ..q.clone() }.to_bytes(),
+        q4.to_bytes(),
+        "a grid needs version 6"
+    );
     let b4 = q4.to_bytes();
     assert_eq!(b4[0], 4);
-    assert_eq!((&b4[1..side_at], &b4[side_at..]), (&b[1..side_at], &b[side_at + 2..]));
+    assert_eq!((&b4[1..side_at], &b4[side_at..]), (&b[1..side_at], &b[b.len()..]));
     assert_eq!(QueryFeatures::from_bytes(&b4).unwrap(), q4);
     // read as version 3, its levels 6..9 are out of range
     assert!(q.keypoints.iter().any(|k| usize::from(k.level) >= HALF_OCTAVE_QUERY_LEVELS));
@@ -408,7 +454,7 @@ fn query_features_round_trip_and_refuse_corruption() {
     // in half octaves: version 3 (2 without the mirrored keypoints), read back as written
     let h = q.in_half_octaves();
     let hb = h.to_bytes();
-    assert_eq!((hb[0], hb.len(), h.source_side), (3, b.len() - 2, 0));
+    assert_eq!((hb[0], hb.len(), h.source_side, &h.grid), (3, b.len() - 2 - grid_len, 0, &None));
     assert_eq!(QueryFeatures::from_bytes(&hb).unwrap(), h);
     let h2 = QueryFeatures { mirrored: Vec::new(), ..h.clone() };
     assert_eq!(h2.to_bytes()[0], 2);
@@ -416,7 +462,7 @@ fn query_features_round_trip_and_refuse_corruption() {
     // version 5 without mirrored keypoints keeps its (zero) count
     let q0 = QueryFeatures { mirrored: Vec::new(), ..q.clone() };
     let b0 = q0.to_bytes();
-    assert_eq!((b0[0], b0.len()), (5, 325 + 37 * q.keypoints.len() + 2 + 2));
+    assert_eq!((b0[0], b0.len()), (6, 325 + 37 * q.keypoints.len() + 2 + 2 + grid_len));
     assert_eq!(QueryFeatures::from_bytes(&b0).unwrap(), q0);
     // the mirrored keypoints' count, right after the keypoints
     let after = 325 + 37 * q.keypoints.len();
@@ -458,7 +504,8 @@ fn a_small_query_or_protected_image_needs_the_higher_score() {
         ..ex.query(&img.pixels())
     };
     assert_eq!(q.source_side, 640);
-    let p = Params::default();
+    // (rule 4 off: this is rule 2's threshold)
+    let p = Params { dense_min_score: None, ..Params::default() };
     let hit = crate::match_pair(&p, 1, &sig, &q).expect("the photo matches itself");
     assert!(hit.pdq_distance.is_none() && hit.band_distance.is_none() && hit.score >= p.min_score);
     // small images asked for one more than this score
@@ -529,7 +576,14 @@ fn the_query_pyramid_is_a_third_of_an_octave_apart() {
     assert_eq!(h.in_half_octaves(), h);
     assert_eq!(
         QueryFeatures { keypoints: vec![], mirrored: vec![], ..h },
-        QueryFeatures { keypoints: vec![], mirrored: vec![], levels_per_octave: 2, source_side: 0, ..q }
+        QueryFeatures {
+            keypoints: vec![],
+            mirrored: vec![],
+            levels_per_octave: 2,
+            source_side: 0,
+            grid: None,
+            ..q
+        }
     );
 }
 
@@ -616,6 +670,7 @@ fn duplicate_ids_are_refused() {
         keypoints: vec![],
         band: None,
         source_side: 0,
+        grid: None,
     };
     index.insert(5, s.clone()).unwrap();
     assert!(index.insert(5, s.clone()).is_err());
@@ -673,9 +728,11 @@ prop_compose! {
         kps in prop::collection::vec(arb_kp(), 0..40),
         band in prop::option::of((arb_desc(), prop::sample::select(vec![0u8, 9, 10, 90]))),
         source_side in prop::sample::select(vec![0u32, 150, 1000]),
+        grid in prop::option::of(prop::collection::vec(0u8..16, 144)),
     ) -> Signature {
         let band = band.map(|(d, quality)| consentry_pdq::PdqHash { hash: hash_of(d), quality });
-        Signature { pdq: hash_of(pdq), quality: 80, keypoints: kps, band, source_side }
+        let grid = grid.map(|cells| Grid { width: 512, height: 384, cols: 12, rows: 12, cells, fine: false });
+        Signature { pdq: hash_of(pdq), quality: 80, keypoints: kps, band, source_side, grid }
     }
 }
 
@@ -704,6 +761,12 @@ proptest! {
         band_slot in 0u8..3, band_trimmed in any::<bool>(), mirror_rule in any::<bool>(),
         lsh_bits in prop::sample::select(vec![4usize, 10, 26]),
         (per_octave, source_side) in (prop::sample::select(vec![2u8, QUERY_LEVELS_PER_OCTAVE]), prop::sample::select(vec![0u32, 150, 1000])),
+        // rule 4: its score, inliers and thresholds (-1: any grids agree), and the query's grid
+        (dense_min_score, dense_min_inliers, dense_min_r, dense_min_cells) in (
+            prop::sample::select(vec![None, Some(0u32), Some(20)]), 2usize..4,
+            prop::sample::select(vec![-1.0f32, 0.0, 0.95]), prop::sample::select(vec![0usize, 24]),
+        ),
+        query_grid in prop::option::of(prop::collection::vec(any::<u8>(), 32 * 24)),
     ) {
         // (4-bit keys: with a few hundred keypoints every key has its own directory bucket;
         // 10-bit keys: several keys share a bucket; 26-bit keys: most of each key is held in the
@@ -711,6 +774,8 @@ proptest! {
         let params = Params {
             min_inliers, min_spread, stop_keys, band_radius, band_trimmed, lsh_bits, lsh_tables: 6,
             mirrored: mirror_rule,
+            dense_min_score, dense_min_inliers, dense_min_r, dense_small_min_r: dense_min_r,
+            dense_min_r_across: dense_min_r, dense_small_min_r_across: dense_min_r, dense_min_cells,
             ..Params::default()
         };
         let mut index = DeriveIndex::new(params);
@@ -772,7 +837,9 @@ proptest! {
         let noise = Some(BandQuery { hashes: [consentry_pdq::Hash256::from_bytes([0x3c; 32]); 2], quality: 100 });
         let (band, trimmed_band) = match band_slot { 0 => (band, None), 1 => (None, band), _ => (noise, band) };
         // (a small query or protected image, 150 px, needs the higher score of Params::small_min_score)
-        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band, levels_per_octave: per_octave, source_side };
+        let q = QueryFeatures { pdq, quality: 80, keypoints: kps, mirrored: mkps, band, trimmed_band, levels_per_octave: per_octave, source_side, grid: None };
+        let grid = query_grid.map(|cells| Grid { width: 512, height: 384, cols: 32, rows: 24, cells, fine: true });
+        let q = QueryFeatures { grid, ..q };
         let got = index.search(&q);
         let want = brute_force_search(&params, &entries, &q);
         prop_assert_eq!(got, want);
@@ -791,6 +858,7 @@ fn band_rule_needs_both_qualities_and_the_radius() {
         keypoints: vec![],
         band: Some(consentry_pdq::PdqHash { hash: band, quality: q }),
         source_side: 0,
+        grid: None,
     };
     let query = |h: [consentry_pdq::Hash256; 2], q: u8| QueryFeatures {
         pdq: [hash_of([u64::MAX; 4]); 8],
@@ -801,6 +869,7 @@ fn band_rule_needs_both_qualities_and_the_radius() {
         trimmed_band: None,
         levels_per_octave: QUERY_LEVELS_PER_OCTAVE,
         source_side: 0,
+        grid: None,
     };
     let near = flip_hash(band, &(0..31).collect::<Vec<u8>>());
     let other = hash_of([!1, !2, !3, !4]); // every bit differs
@@ -980,4 +1049,63 @@ fn a_crop_of_soft_cloud_is_found_through_the_weak_corners() {
         inside >= inside_before + 4,
         "stored corners in the kept window: {inside}, and {inside_before} without the weak corners"
     );
+}
+
+/// Rule 4: a crop that keeps a corner of the frame is matched on a few agreeing corners when the
+/// protected image's grid, carried through their transform, agrees with the query's — not when
+/// the query's grid is another image's, not without a grid on either side, not with the rule off.
+#[test]
+fn rule_4_matches_on_few_corners_only_where_the_grids_agree() {
+    let mut ex = Extractor::new();
+    let img = scene(900, 600, 41);
+    let sig = ex.signature(&img.pixels());
+    assert!(sig.grid.is_some());
+    // the top-left 60 %, enlarged into the working image like any copy
+    let q = QueryFeatures {
+        pdq: [hash_of([0x5a5a; 4]); 8],
+        band: None,
+        trimmed_band: None,
+        ..ex.query(&crop(&img, 10, 5, 540, 360).pixels())
+    };
+    // rule 2 out of reach, so that only rule 4 can match
+    let p = Params { min_score: 10_000, small_min_score: 10_000, ..Params::default() };
+    let hit = crate::match_pair(&p, 1, &sig, &q).expect("rule 4 matches the crop");
+    assert!(hit.pdq_distance.is_none() && hit.band_distance.is_none());
+    assert!(
+        hit.inliers >= p.dense_min_inliers && hit.score >= p.dense_min_score.unwrap() && hit.score < 10_000
+    );
+    assert!(crate::match_pair(&Params { dense_min_score: None, ..p }, 1, &sig, &q).is_none());
+    assert!(crate::match_pair(&Params { dense_min_score: Some(hit.score + 1), ..p }, 1, &sig, &q).is_none());
+    // another scene's grid in the same query
+    let other = ex.query(&crop(&scene(900, 600, 42), 10, 5, 540, 360).pixels());
+    assert!(
+        crate::match_pair(&p, 1, &sig, &QueryFeatures { grid: other.grid.clone(), ..q.clone() }).is_none()
+    );
+    assert!(crate::match_pair(&p, 1, &sig, &QueryFeatures { grid: None, ..q.clone() }).is_none());
+    assert!(crate::match_pair(&p, 1, &Signature { grid: None, ..sig.clone() }, &q).is_none());
+    // the grids carried through the right transform agree closely; a higher bar than they reach refuses
+    assert!(crate::match_pair(&Params { dense_min_r: 1.01, ..p }, 1, &sig, &q).is_none());
+    // the index applies the same rule
+    let mut index = DeriveIndex::new(p);
+    index.insert(1, sig.clone()).unwrap();
+    index.insert(2, ex.signature(&scene(900, 600, 42).pixels())).unwrap();
+    assert_eq!(index.search(&q).iter().map(|h| h.id).collect::<Vec<_>>(), vec![1]);
+    // two keypoints are enough for rule 4, far fewer than rule 2's inliers (each correspondence
+    // counted once per index table it is found through): the index lets such
+    // an entry through to the rule (any grids agreeing here)
+    let two = QueryFeatures { keypoints: sig.keypoints[..2].to_vec(), mirrored: vec![], ..q.clone() };
+    let any = Params {
+        min_inliers: 100,
+        dense_min_r: -1.0,
+        dense_small_min_r: -1.0,
+        dense_min_r_across: -1.0,
+        dense_small_min_r_across: -1.0,
+        dense_min_cells: 0,
+        ..p
+    };
+    let mut index = DeriveIndex::new(any);
+    index.insert(1, sig.clone()).unwrap();
+    let want = brute_force_search(&any, &[(1, sig.clone())], &two);
+    assert_eq!(want.iter().map(|h| h.inliers).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(index.search(&two), want);
 }

@@ -20,23 +20,6 @@ pub(crate) fn hamming(a: &[u64; 4], b: &[u64; 4]) -> u32 {
         + (a[3] ^ b[3]).count_ones()
 }
 
-/// Inlier count and [`score`] of the best hypothesis: the correspondences (distinct stored and distinct query
-/// keypoints, stored positions at least `min_inlier_gap` apart) consistent with one similarity transform — scale within
-/// `[1/max_scale, max_scale]`, rotation within `max_rotation`, each inlier's
-/// pyramid levels agreeing with the scale — over the hypotheses made by every
-/// pair of correspondences, the hypothesis with the highest score winning.
-/// Depends only on the *set* of correspondences.
-pub(crate) fn inliers(
-    params: &Params,
-    stored: &[Keypoint],
-    query: &[Keypoint],
-    query_per_octave: u8,
-    corrs: &mut Vec<Corr>,
-) -> (usize, u32) {
-    let d = best_inliers(params, stored, query, query_per_octave, corrs);
-    (d.len(), score(params, &d))
-}
-
 /// Evidence of a set of inliers: Σ (max_hamming + 1 − distance), so an exact
 /// descriptor agreement weighs `max_hamming + 1` and a borderline one 1.
 pub(crate) fn score(params: &Params, dists: &[u16]) -> u32 {
@@ -52,12 +35,24 @@ pub(crate) fn best_inliers(
     query_per_octave: u8,
     corrs: &mut Vec<Corr>,
 ) -> Vec<u16> {
+    best_hypothesis(params, stored, query, query_per_octave, corrs).0
+}
+
+/// [`best_inliers`] with the hypothesis's similarity transform from stored to query positions
+/// (working-image pixels): `[s·cos, s·sin, tx, ty]`, zeros when there is none.
+pub(crate) fn best_hypothesis(
+    params: &Params,
+    stored: &[Keypoint],
+    query: &[Keypoint],
+    query_per_octave: u8,
+    corrs: &mut Vec<Corr>,
+) -> (Vec<u16>, [f32; 4]) {
     corrs.sort_unstable();
     corrs.dedup();
     corrs.truncate(params.max_corrs);
     let n = corrs.len();
     if n < params.min_inliers {
-        return Vec::new();
+        return (Vec::new(), [0.0; 4]);
     }
     let pt = |k: &Keypoint| (f32::from(k.x) / 8.0, f32::from(k.y) / 8.0);
     let ps: Vec<(f32, f32, f32)> = corrs
@@ -81,6 +76,7 @@ pub(crate) fn best_inliers(
     let eps2 = params.inlier_px * params.inlier_px;
     let (cos_max, min_sep2) = (params.max_rotation.cos(), params.min_separation * params.min_separation);
     let mut best: Vec<u16> = Vec::new();
+    let mut best_t = [0.0f32; 4];
     let mut cur: Vec<u16> = Vec::with_capacity(n);
     let mut used_p = vec![false; stored.len()];
     let mut used_q = vec![false; query.len()];
@@ -141,10 +137,11 @@ pub(crate) fn best_inliers(
             }
             if score(params, &cur) > score(params, &best) && spread(&kept) >= params.min_spread {
                 best.clone_from(&cur);
+                best_t = [sc, ss, tx, ty];
             }
         }
     }
-    best
+    (best, best_t)
 }
 
 /// Standard deviation of the points along their direction of least spread (the square root of the

@@ -18,7 +18,9 @@
 //! with the rule before 2026-12-06 (`QUERY_PYRAMID=half MIN_SCORE=64`); `MAX_HAMMING=H` sets
 //! `Params::max_hamming` (with `MIN_SCORE`, the rule before 2026-12-06 evening: `MAX_HAMMING=31
 //! MIN_SCORE=72`); `LOW_RESPONSE=400` extracts as before 2026-12-06 (no corner in cells without
-//! texture; with `MIN_SCORE=33 SMALL_MIN_SCORE=50` the rule before that day's last change).
+//! texture; with `MIN_SCORE=33 SMALL_MIN_SCORE=50` the rule before that day's last change);
+//! `DENSE=none` turns rule 4 off (`Params::dense_min_score`; the rule before 2026-12-07). Each
+//! synthetic signature carries the grid of a random one of the 200 real photos.
 use consentry_derive::{DeriveIndex, Keypoint, Params, Signature};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
@@ -135,6 +137,11 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(Params::default().small_min_score);
+        let dense_min_score = match std::env::var("DENSE").as_deref() {
+            Ok("none") => None,
+            Ok(v) => Some(v.parse().expect("DENSE: none or a score")),
+            Err(_) => Params::default().dense_min_score,
+        };
         let mut index = DeriveIndex::new(Params {
             lsh_bits,
             lsh_tables,
@@ -143,6 +150,7 @@ fn main() {
             min_score,
             max_hamming,
             small_min_score,
+            dense_min_score,
             ..Params::default()
         });
         let tg = Instant::now();
@@ -193,7 +201,15 @@ fn main() {
                         });
                         (
                             (1u64 << 40) + j as u64,
-                            Signature { pdq, quality: 100, keypoints, band, source_side: 1000 },
+                            // the grid of a real photo: rule 4 weighs every entry that two corners reach
+                            Signature {
+                                pdq,
+                                quality: 100,
+                                keypoints,
+                                band,
+                                source_side: 1000,
+                                grid: real[rng.below(real.len() as u64) as usize].1.grid.clone(),
+                            },
                         )
                     })
                     .collect::<Vec<_>>()

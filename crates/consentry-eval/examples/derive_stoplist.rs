@@ -31,6 +31,7 @@ fn keys(ix: &DeriveIndex, descs: &[[u64; 4]]) -> Vec<(usize, u32)> {
         trimmed_band: None,
         levels_per_octave: consentry_derive::QUERY_LEVELS_PER_OCTAVE,
         source_side: 0,
+        grid: None,
     };
     ix.probe_keys(&q)
 }

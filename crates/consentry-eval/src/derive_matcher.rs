@@ -92,7 +92,8 @@ impl DeriveMatcher {
     /// common keys; `qpo=2`: query pyramid levels half an octave apart, as before format 4; `small=0`
     /// turns off, `small=N+smalls=S` sets, the higher score for queries and protected images under
     /// N px; `smallp=0` leaves protected images out of it; `low=400`: cells without texture get no
-    /// corner, as before 2026-12-06) over the defaults.
+    /// corner, as before 2026-12-06; `dense=none` turns rule 4 off, `dense=S+densek=K+denser=R+densesr=R2+densec=C`
+    /// sets its score, inliers, correlation, correlation for small images and cells inside) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
@@ -138,12 +139,36 @@ impl DeriveMatcher {
                 "smalls" => {
                     p.small_min_score = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
+                "dense" => {
+                    p.dense_min_score = match v {
+                        "none" => None,
+                        d => Some(d.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?),
+                    }
+                }
+                "densek" => {
+                    p.dense_min_inliers = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+                }
+                "denser" => p.dense_min_r = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
+                "densesr" => {
+                    p.dense_small_min_r = v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
+                }
+                "densea" => {
+                    p.dense_min_r_across =
+                        v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
+                }
+                "densesa" => {
+                    p.dense_small_min_r_across =
+                        v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
+                }
+                "densec" => {
+                    p.dense_min_cells = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+                }
                 "bandq" => {
                     p.band_min_quality = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, low, spread, stop, band, bandq, trim, mirror, qpo, small, smallp, smalls)"
+                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, low, spread, stop, band, bandq, trim, mirror, qpo, small, smallp, smalls, dense, densek, denser, densesr, densec, densea, densesa)"
                     ))
                 }
             }

@@ -328,6 +328,7 @@ async fn derive_stop_keys_and_mirrored_settings_reach_the_index() {
         keypoints: keypoints.clone(),
         band: None,
         source_side: 0,
+        grid: None,
     };
     let q = consentry_derive::QueryFeatures {
         pdq: [random_pdq(); 8],
@@ -338,6 +339,7 @@ async fn derive_stop_keys_and_mirrored_settings_reach_the_index() {
         trimmed_band: None,
         levels_per_octave: consentry_derive::QUERY_LEVELS_PER_OCTAVE,
         source_side: 0,
+        grid: None,
     };
     // the same keypoints offered as the query's mirrored ones
     let qm =

@@ -1107,7 +1107,14 @@ fn derive_sig(n: usize) -> consentry_derive::Signature {
             desc: rng.gen(),
         })
         .collect();
-    consentry_derive::Signature { pdq: random_pdq(), quality: 90, keypoints, band: None, source_side: 0 }
+    consentry_derive::Signature {
+        pdq: random_pdq(),
+        quality: 90,
+        keypoints,
+        band: None,
+        source_side: 0,
+        grid: None,
+    }
 }
 
 fn derive_entry(bank_id: i64, sig: &consentry_derive::Signature) -> NewEntry {

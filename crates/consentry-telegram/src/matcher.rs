@@ -253,7 +253,7 @@ impl Remote {
     /// Derive matches from the server for query features computed here (the image stays with
     /// the bot); remembers whether the server holds derive entries at all.
     async fn lookup_features(&self, q: &QueryFeatures) -> Result<Option<Hit>, MatchError> {
-        // A server older than the bot reads query features up to format 4 (no image size), 3
+        // A server older than the bot reads query features up to format 5 (no grid), 4 (no image size), 3
         // (keypoint levels half an octave apart) or 2 (no mirrored keypoints either): ask it again
         // in the next older format until it reads one (without the mirrored keypoints it cannot
         // find mirrored crops).
