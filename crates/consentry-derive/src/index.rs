@@ -468,12 +468,7 @@ fn brute_correspondences(
 /// between a protected signature and a query (brute-force correspondences).
 #[doc(hidden)]
 pub fn inlier_distances(params: &Params, sig: &Signature, q: &QueryFeatures) -> Vec<u16> {
-    let bits = key_bits(params);
-    let mut corrs = brute_correspondences(params, &bits, &stop_sets(params, &bits), sig, q);
-    // (the query as it is)
-    let n0 = query_sets(params, q)[0].len();
-    corrs.retain(|c| usize::from(c.q) < n0);
-    crate::verify::best_inliers(params, &sig.keypoints, &q.keypoints, q.levels_per_octave, &mut corrs)
+    inlier_transform(params, sig, q).0
 }
 
 /// Tuning aid: [`inlier_distances`] with the best hypothesis's transform from stored to query
