@@ -654,12 +654,13 @@ mod tests {
         let scene = consentry_derive::synth::scene(640, 480, 5);
         let q = ex.query(&scene.pixels());
         assert!(!q.mirrored.is_empty());
-        assert_eq!((q.levels_per_octave, q.source_side), (3, 640));
+        assert_eq!((q.levels_per_octave, q.source_side, q.grid.is_some()), (3, 640, true));
         for (max, want) in [
-            (5, vec![(5, 3)]),
-            (4, vec![(5, 3), (4, 3)]),
-            (3, vec![(5, 3), (4, 3), (3, 2)]),
-            (2, vec![(5, 3), (4, 3), (3, 2), (2, 2)]),
+            (6, vec![(6, 3)]),
+            (5, vec![(6, 3), (5, 3)]),
+            (4, vec![(6, 3), (5, 3), (4, 3)]),
+            (3, vec![(6, 3), (5, 3), (4, 3), (3, 2)]),
+            (2, vec![(6, 3), (5, 3), (4, 3), (3, 2), (2, 2)]),
         ] {
             let seen = Arc::new(Mutex::new(Vec::new()));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
