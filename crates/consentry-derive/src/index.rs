@@ -351,7 +351,12 @@ fn local_rule(
             if n >= params.dense_min_inliers && sc >= ds {
                 let a = agreement(sg, qg, t, mirrored);
                 let (need, across) = if params.is_small(sig, q) {
-                    (params.dense_small_min_r, params.dense_small_min_r_across)
+                    let need = if sc >= params.dense_small_strong_score {
+                        params.dense_small_min_r.min(params.dense_small_strong_r)
+                    } else {
+                        params.dense_small_min_r
+                    };
+                    (need, params.dense_small_min_r_across)
                 } else {
                     (params.dense_min_r, params.dense_min_r_across)
                 };

@@ -81,8 +81,9 @@
 //!    score of at least [`Params::dense_min_score`] (20) — and the protected image's grid,
 //!    carried through their best hypothesis's transform, agrees with the query's grid where it
 //!    lands: at least [`Params::dense_min_cells`] (24) cells inside the query, a Pearson
-//!    correlation of the cells of at least [`Params::dense_min_r`] (0.95; 0.98 for a small
-//!    image, [`Params::dense_small_min_r`]) and of the differences between horizontal
+//!    correlation of the cells of at least [`Params::dense_min_r`] (0.95; for a small image
+//!    0.98, [`Params::dense_small_min_r`], or 0.97, [`Params::dense_small_strong_r`], when the
+//!    score reaches [`Params::dense_small_strong_score`], 30) and of the differences between horizontal
 //!    neighbours of at least [`Params::dense_min_r_across`] (0.5, as
 //!    [`Params::dense_small_min_r_across`]). A crop that keeps a corner of
 //!    the frame — the sky of a landscape — holds few of the 50 stored corners; the few that agree
@@ -388,6 +389,14 @@ pub struct Params {
     pub dense_min_r_across: f32,
     /// Rule 4: the same when the query or the protected image is small.
     pub dense_small_min_r_across: f32,
+    /// Rule 4, a small query or protected image: a hypothesis scoring at least this needs only
+    /// [`dense_small_strong_r`](Self::dense_small_strong_r) of the grids' correlation (more
+    /// corners agreeing, less asked of the grid).
+    pub dense_small_strong_score: u32,
+    /// Rule 4: the correlation a small image's grid needs under a hypothesis scoring at least
+    /// [`dense_small_strong_score`](Self::dense_small_strong_score) (never more than
+    /// [`dense_small_min_r`](Self::dense_small_min_r)).
+    pub dense_small_strong_r: f32,
 }
 
 /// Index keys the rule leaves out: a correspondence must agree on a key that is not stopped.
@@ -497,6 +506,8 @@ impl Default for Params {
             dense_min_cells: 24,
             dense_min_r_across: 0.5,
             dense_small_min_r_across: 0.5,
+            dense_small_strong_score: 30,
+            dense_small_strong_r: 0.97,
         }
     }
 }

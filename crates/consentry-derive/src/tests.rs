@@ -767,6 +767,7 @@ proptest! {
             prop::sample::select(vec![-1.0f32, 0.0, 0.95]), prop::sample::select(vec![0usize, 24]),
         ),
         query_grid in prop::option::of(prop::collection::vec(any::<u8>(), 32 * 24)),
+        (dense_small_strong_score, dense_small_strong_r) in (prop::sample::select(vec![0u32, 30]), prop::sample::select(vec![-1.0f32, 0.9])),
     ) {
         // (4-bit keys: with a few hundred keypoints every key has its own directory bucket;
         // 10-bit keys: several keys share a bucket; 26-bit keys: most of each key is held in the
@@ -776,6 +777,7 @@ proptest! {
             mirrored: mirror_rule,
             dense_min_score, dense_min_inliers, dense_min_r, dense_small_min_r: dense_min_r,
             dense_min_r_across: dense_min_r, dense_small_min_r_across: dense_min_r, dense_min_cells,
+            dense_small_strong_score, dense_small_strong_r,
             ..Params::default()
         };
         let mut index = DeriveIndex::new(params);
@@ -1085,6 +1087,23 @@ fn rule_4_matches_on_few_corners_only_where_the_grids_agree() {
     assert!(crate::match_pair(&p, 1, &Signature { grid: None, ..sig.clone() }, &q).is_none());
     // the grids carried through the right transform agree closely; a higher bar than they reach refuses
     assert!(crate::match_pair(&Params { dense_min_r: 1.01, ..p }, 1, &sig, &q).is_none());
+    // a small image (here: under 1000 px) asks its own correlation of the grids, and a lower one
+    // once the corners' score reaches dense_small_strong_score; a large image asks neither
+    let small = Params { small_side: 1000, dense_small_min_r_across: p.dense_min_r_across, ..p };
+    let with = |min_r: f32, strong_score: u32, strong_r: f32, params: Params| {
+        let params = Params {
+            dense_small_min_r: min_r,
+            dense_small_strong_score: strong_score,
+            dense_small_strong_r: strong_r,
+            ..params
+        };
+        crate::match_pair(&params, 1, &sig, &q).is_some()
+    };
+    assert!(with(p.dense_min_r, 10_000, 1.01, small));
+    assert!(!with(1.01, 10_000, p.dense_min_r, small));
+    assert!(with(1.01, hit.score, p.dense_min_r, small));
+    assert!(!with(1.01, hit.score + 1, p.dense_min_r, small));
+    assert!(with(1.01, 10_000, 1.01, p));
     // the index applies the same rule
     let mut index = DeriveIndex::new(p);
     index.insert(1, sig.clone()).unwrap();

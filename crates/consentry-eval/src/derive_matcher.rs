@@ -93,7 +93,10 @@ impl DeriveMatcher {
     /// turns off, `small=N+smalls=S` sets, the higher score for queries and protected images under
     /// N px; `smallp=0` leaves protected images out of it; `low=400`: cells without texture get no
     /// corner, as before 2026-12-06; `dense=none` turns rule 4 off, `dense=S+densek=K+denser=R+densesr=R2+densec=C`
-    /// sets its score, inliers, correlation, correlation for small images and cells inside) over the defaults.
+    /// sets its score, inliers, correlation, correlation for small images and cells inside,
+    /// `densea`/`densesa` the correlation across rows (small images: `densesa`), `densess=S+densessr=R`
+    /// the score from which a small image's grid needs only correlation R (`densessr=0.98`: the
+    /// rule before 2026-12-08)) over the defaults.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut p = Params::default();
         let mut plane = 0;
@@ -160,6 +163,14 @@ impl DeriveMatcher {
                     p.dense_small_min_r_across =
                         v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
                 }
+                "densess" => {
+                    p.dense_small_strong_score =
+                        v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+                }
+                "densessr" => {
+                    p.dense_small_strong_r =
+                        v.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
+                }
                 "densec" => {
                     p.dense_min_cells = v.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
                 }
@@ -168,7 +179,7 @@ impl DeriveMatcher {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, low, spread, stop, band, bandq, trim, mirror, qpo, small, smallp, smalls, dense, densek, denser, densesr, densec, densea, densesa)"
+                        "unknown derive option {k} (k, s, t, b, h, px, gap, plane, low, spread, stop, band, bandq, trim, mirror, qpo, small, smallp, smalls, dense, densek, denser, densesr, densess, densessr, densec, densea, densesa)"
                     ))
                 }
             }
