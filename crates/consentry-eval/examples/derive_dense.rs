@@ -3,7 +3,7 @@
 //! the protected image's coarse grid of cell means is mapped into the query through the best
 //! hypothesis; the check is how the cells agree (Pearson r, and the signs of neighbouring
 //! cells' differences). Prints how true and false pairs spread.
-//! `[TUNE_SEED=7] [GRID=12] [NAMES=000314-000356] cargo run --release -p consentry-eval --example derive_dense -- CORPUS [N_PROTECTED] [N_DISTRACTORS]`
+//! `[TUNE_SEED=7] [GRID=12] cargo run --release -p consentry-eval --example derive_dense -- CORPUS [N_PROTECTED] [N_DISTRACTORS]`
 use consentry_derive::{inlier_transform, DeriveIndex, Params, WORK_SIDE};
 use consentry_eval::derive_matcher::pixels as px;
 use consentry_eval::rng::{fnv1a, Rng};
@@ -145,15 +145,7 @@ fn main() {
         "crop-offcentre@20%,crop-all@20%,undress-donor@50%,pad-pattern@30%,screenshot@25%".to_string()
     });
     let trs = select(standard_set(), &labels);
-    // NAMES=FROM-TO (file names, e.g. 000314-000356) makes queries of those images only.
-    let names = std::env::var("NAMES").ok();
-    let within = |i: &usize| {
-        names.as_deref().and_then(|r| r.split_once('-')).map_or(true, |(a, b)| {
-            let n = &corpus[*i].name;
-            n.as_str() >= a && n.as_str() <= &format!("{b}~")[..]
-        })
-    };
-    let imgs: Vec<usize> = sp.protected.iter().chain(&dis).copied().filter(within).collect();
+    let imgs: Vec<usize> = sp.protected.iter().chain(&dis).copied().collect();
     // (transform, true, query image, protected image, inliers, score, passes the rule, r, agree, signed, inside)
     type Row = (usize, bool, usize, usize, usize, u32, bool, f64, usize, usize, usize);
     let rows: Vec<Row> = imgs
